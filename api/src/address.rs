@@ -1,0 +1,333 @@
+//! Pool address entries: a CIDR (`203.0.113.0/28`) or an inclusive range (`198.51.100.10-198.51.100.20`).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+
+/// An IP family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IpFamily {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+impl IpFamily {
+    /// The family of an address.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Self::V4,
+            IpAddr::V6(_) => Self::V6,
+        }
+    }
+
+    /// Bits in an address of this family.
+    pub fn bits(self) -> u8 {
+        match self {
+            Self::V4 => 32,
+            Self::V6 => 128,
+        }
+    }
+}
+
+impl fmt::Display for IpFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        })
+    }
+}
+
+/// A contiguous, inclusive range of addresses of one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AddressRange {
+    family: IpFamily,
+    start: u128,
+    end: u128,
+}
+
+/// Why a pool address entry does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddressRangeError {
+    /// Neither a CIDR nor a range.
+    #[error("not a CIDR (203.0.113.0/28) or a range (203.0.113.10-203.0.113.20)")]
+    Syntax,
+    /// A bare IP, which is most likely a forgotten prefix length.
+    #[error("a single address must be written as a CIDR: {0}/{1}")]
+    BareAddress(IpAddr, u8),
+    /// A CIDR with bits set after the prefix, which is ambiguous.
+    #[error("host bits are set after the prefix; the network is {0}")]
+    HostBits(IpNet),
+    /// A range whose ends are of different families.
+    #[error("range ends are of different IP families")]
+    MixedFamilies,
+    /// A range whose start is after its end.
+    #[error("range start is after its end")]
+    Reversed,
+}
+
+impl AddressRange {
+    /// Parses a pool address entry.
+    pub fn parse(entry: &str) -> Result<Self, AddressRangeError> {
+        let entry = entry.trim();
+        if let Some((start, end)) = entry.split_once('-') {
+            let start = parse_ip(start.trim())?;
+            let end = parse_ip(end.trim())?;
+            if IpFamily::of(start) != IpFamily::of(end) {
+                return Err(AddressRangeError::MixedFamilies);
+            }
+            let range = Self::from_ips(start, end);
+            if range.start > range.end {
+                return Err(AddressRangeError::Reversed);
+            }
+            return Ok(range);
+        }
+        if entry.contains('/') {
+            let net = IpNet::from_str(entry).map_err(|_| AddressRangeError::Syntax)?;
+            if net.addr() != net.network() {
+                return Err(AddressRangeError::HostBits(net.trunc()));
+            }
+            return Ok(Self::from_ips(net.network(), net.broadcast()));
+        }
+        let ip = parse_ip(entry)?;
+        Err(AddressRangeError::BareAddress(ip, IpFamily::of(ip).bits()))
+    }
+
+    /// The range `start..=end`; both ends must be of one family.
+    pub fn from_ips(start: IpAddr, end: IpAddr) -> Self {
+        Self {
+            family: IpFamily::of(start),
+            start: to_u128(start),
+            end: to_u128(end),
+        }
+    }
+
+    /// The family of the addresses.
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+
+    /// The first address.
+    pub fn start(&self) -> IpAddr {
+        from_u128(self.family, self.start)
+    }
+
+    /// The last address.
+    pub fn end(&self) -> IpAddr {
+        from_u128(self.family, self.end)
+    }
+
+    /// The first address as an integer.
+    pub fn start_bits(&self) -> u128 {
+        self.start
+    }
+
+    /// The last address as an integer.
+    pub fn end_bits(&self) -> u128 {
+        self.end
+    }
+
+    /// Number of addresses, saturating at u128::MAX for the whole IPv6 space.
+    pub fn len(&self) -> u128 {
+        (self.end - self.start).saturating_add(1)
+    }
+
+    /// Always false: a range holds at least one address.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Whether the range holds `ip`.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        IpFamily::of(ip) == self.family && (self.start..=self.end).contains(&to_u128(ip))
+    }
+
+    /// Whether two ranges share an address.
+    pub fn overlaps(&self, other: &Self) -> bool {
+        self.family == other.family && self.start <= other.end && other.start <= self.end
+    }
+
+    /// The smallest list of CIDRs that covers exactly this range, in address order.
+    pub fn cidrs(&self) -> Vec<IpNet> {
+        let bits = u32::from(self.family.bits());
+        let mut out = Vec::new();
+        let mut cur = self.start;
+        loop {
+            // The largest aligned block that starts at `cur` and does not pass `end`.
+            let align = if cur == 0 {
+                bits
+            } else {
+                cur.trailing_zeros().min(bits)
+            };
+            let remaining = self.end - cur; // count - 1
+            let fit = if remaining == u128::MAX {
+                128
+            } else {
+                127 - (remaining + 1).leading_zeros()
+            };
+            let host_bits = align.min(fit);
+            let prefix = u8::try_from(bits - host_bits).unwrap_or(0);
+            if let Ok(net) = IpNet::new(from_u128(self.family, cur), prefix) {
+                out.push(net);
+            }
+            let last = if host_bits >= 128 {
+                u128::MAX
+            } else {
+                cur + ((1u128 << host_bits) - 1)
+            };
+            if last >= self.end {
+                return out;
+            }
+            cur = last + 1;
+        }
+    }
+
+    /// The shortest prefix length among [`Self::cidrs`]: the widest block an aggregated BGP
+    /// announcement of this range may not be wider than.
+    pub fn widest_prefix(&self) -> u8 {
+        self.cidrs()
+            .iter()
+            .map(IpNet::prefix_len)
+            .min()
+            .unwrap_or(self.family.bits())
+    }
+}
+
+impl fmt::Display for AddressRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.start(), self.end())
+    }
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr, AddressRangeError> {
+    IpAddr::from_str(s).map_err(|_| AddressRangeError::Syntax)
+}
+
+/// An address as an integer (IPv4 in the low 32 bits).
+pub fn to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// The address of `family` whose integer is `bits` (IPv4 keeps the low 32 bits).
+pub fn from_u128(family: IpFamily, bits: u128) -> IpAddr {
+    match family {
+        IpFamily::V4 => IpAddr::V4(Ipv4Addr::from(
+            u32::try_from(bits & 0xffff_ffff).unwrap_or(0),
+        )),
+        IpFamily::V6 => IpAddr::V6(Ipv6Addr::from(bits)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn r(s: &str) -> AddressRange {
+        AddressRange::parse(s).unwrap()
+    }
+
+    #[test]
+    fn cidr_covers_network_to_broadcast() {
+        let range = r("203.0.113.0/28");
+        assert_eq!(range.start().to_string(), "203.0.113.0");
+        assert_eq!(range.end().to_string(), "203.0.113.15");
+        assert_eq!(range.len(), 16);
+    }
+
+    #[test]
+    fn range_is_inclusive() {
+        assert_eq!(r("198.51.100.10-198.51.100.20").len(), 11);
+        assert_eq!(r("2001:db8::1 - 2001:db8::1").len(), 1);
+    }
+
+    #[test]
+    fn ipv6_slash_64_counts_two_to_the_64() {
+        assert_eq!(r("2001:db8::/64").len(), 1u128 << 64);
+        assert_eq!(r("::/0").len(), u128::MAX);
+    }
+
+    #[test]
+    fn rejects_what_is_ambiguous_or_wrong() {
+        use AddressRangeError::*;
+        let cases = [
+            ("", Syntax),
+            ("banana", Syntax),
+            ("203.0.113.0/33", Syntax),
+            ("203.0.113.300/24", Syntax),
+            (
+                "203.0.113.5",
+                BareAddress("203.0.113.5".parse().unwrap(), 32),
+            ),
+            (
+                "203.0.113.5/24",
+                HostBits("203.0.113.0/24".parse().unwrap()),
+            ),
+            ("203.0.113.1-2001:db8::1", MixedFamilies),
+            ("203.0.113.9-203.0.113.1", Reversed),
+            ("203.0.113.1-", Syntax),
+        ];
+        for (entry, want) in cases {
+            assert_eq!(AddressRange::parse(entry), Err(want), "{entry:?}");
+        }
+    }
+
+    #[test]
+    fn cidrs_summarize_a_range() {
+        let nets: Vec<String> = r("198.51.100.10-198.51.100.20")
+            .cidrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                "198.51.100.10/31",
+                "198.51.100.12/30",
+                "198.51.100.16/30",
+                "198.51.100.20/32"
+            ]
+        );
+        assert_eq!(r("198.51.100.10-198.51.100.20").widest_prefix(), 30);
+        assert_eq!(r("0.0.0.0/0").cidrs().len(), 1);
+        assert_eq!(r("::/0").widest_prefix(), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn cidrs_cover_exactly_the_range(a: u32, b: u32) {
+            let (lo, hi) = (a.min(b), a.max(b));
+            let range = AddressRange::from_ips(Ipv4Addr::from(lo).into(), Ipv4Addr::from(hi).into());
+            let nets = range.cidrs();
+            prop_assert!(nets.len() <= 62);
+            let mut next = u128::from(lo);
+            for net in &nets {
+                prop_assert_eq!(to_u128(net.network()), next);
+                next = to_u128(net.broadcast()) + 1;
+            }
+            prop_assert_eq!(next, u128::from(hi) + 1);
+        }
+
+        #[test]
+        fn cidrs_cover_exactly_the_v6_range(a: u128, b: u128) {
+            let (lo, hi) = (a.min(b), a.max(b));
+            let range = AddressRange::from_ips(Ipv6Addr::from(lo).into(), Ipv6Addr::from(hi).into());
+            let nets = range.cidrs();
+            prop_assert!(nets.len() <= 254);
+            let mut next = lo;
+            for net in &nets {
+                prop_assert_eq!(to_u128(net.network()), next);
+                let last = to_u128(net.broadcast());
+                if last == u128::MAX { prop_assert_eq!(hi, u128::MAX); break; }
+                next = last + 1;
+            }
+        }
+    }
+}

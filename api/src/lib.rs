@@ -1,0 +1,16 @@
+//! The FerroLB API: the `LoadBalancerConfig` custom resource, its defaults, and the one pure
+//! validation that the webhook, the controller and the speakers all run.
+//!
+//! Nothing here talks to a cluster: the crate is types, parsing and rules, tested exhaustively.
+
+pub mod address;
+pub mod community;
+pub mod crd;
+pub mod duration;
+pub mod manifest;
+pub mod v1alpha1;
+pub mod validate;
+
+pub use address::{AddressRange, IpFamily};
+pub use v1alpha1::{LoadBalancerConfig, LoadBalancerConfigSpec, LoadBalancerConfigStatus};
+pub use validate::{Problem, Problems, validate};

@@ -1,0 +1,26 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Announce some pools with Layer 2: one node at a time answers ARP (IPv4) and NDP (IPv6) for each
+/// IP, and another takes over within a second when it fails.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct L2Advertisement {
+    /// Name of the advertisement (a DNS-1123 label), unique among L2 advertisements.
+    pub name: String,
+
+    /// Pools announced by this advertisement. Empty: every pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub address_pools: Vec<String>,
+
+    /// Nodes that may announce, as label selectors on Node objects (a node matching any of them
+    /// qualifies). Empty: every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_selectors: Vec<LabelSelector>,
+
+    /// Network interfaces to announce on (names as on the nodes, e.g. eth0). Empty: every
+    /// eligible interface that spec.speaker.excludeInterfaces does not exclude.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+}

@@ -1,0 +1,1 @@
+//! The FerroLB testbed harness (see TESTBED.md); filled in by the testbed issue.
