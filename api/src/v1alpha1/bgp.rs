@@ -14,10 +14,12 @@ pub struct BgpPeer {
 
     /// Autonomous system number of the speakers (1-4294967295; 4-byte ASNs are supported).
     #[serde(rename = "myASN")]
+    #[schemars(range(min = 1))]
     pub my_asn: u32,
 
     /// Autonomous system number of the peer (1-4294967295). Equal to myASN: an iBGP session.
     #[serde(rename = "peerASN")]
+    #[schemars(range(min = 1))]
     pub peer_asn: u32,
 
     /// IPv4 or IPv6 address of the peer.
@@ -28,6 +30,7 @@ pub struct BgpPeer {
         default = "default_peer_port",
         skip_serializing_if = "is_default_peer_port"
     )]
+    #[schemars(range(min = 1))]
     pub peer_port: u16,
 
     /// Local address the session is opened from; it must be configured on the nodes. Absent: the
@@ -100,6 +103,7 @@ pub struct BgpAdvertisement {
     /// Prefix length announced for IPv4 addresses (0-32). 32 announces each IP; shorter lengths
     /// aggregate, but may not be shorter than the prefix of any selected pool's address entry.
     #[serde(default = "default_aggregation_length")]
+    #[schemars(range(max = 32))]
     pub aggregation_length: u8,
 
     /// Prefix length announced for IPv6 addresses (0-128), as aggregationLength for IPv4.
@@ -107,6 +111,7 @@ pub struct BgpAdvertisement {
         rename = "aggregationLengthV6",
         default = "default_aggregation_length_v6"
     )]
+    #[schemars(range(max = 128))]
     pub aggregation_length_v6: u8,
 
     /// LOCAL_PREF attribute of the announced routes (sent to iBGP peers only).
@@ -137,18 +142,22 @@ pub struct BfdProfile {
 
     /// Minimum interval between received control packets, in milliseconds (10-60000).
     #[serde(default = "default_bfd_interval")]
+    #[schemars(range(min = 10, max = 60000))]
     pub receive_interval: u32,
 
     /// Minimum interval between transmitted control packets, in milliseconds (10-60000).
     #[serde(default = "default_bfd_interval")]
+    #[schemars(range(min = 10, max = 60000))]
     pub transmit_interval: u32,
 
     /// Number of missed packets after which the session is declared down (2-255).
     #[serde(default = "default_detect_multiplier")]
+    #[schemars(range(min = 2, max = 255))]
     pub detect_multiplier: u32,
 
     /// Minimum interval between echo packets, in milliseconds (10-60000), when echoMode is on.
     #[serde(default = "default_echo_interval")]
+    #[schemars(range(min = 10, max = 60000))]
     pub echo_interval: u32,
 
     /// Use BFD echo packets (IPv4 single-hop only).
@@ -161,6 +170,7 @@ pub struct BfdProfile {
 
     /// Lowest TTL accepted on incoming packets of multi-hop sessions (1-254).
     #[serde(default = "default_minimum_ttl")]
+    #[schemars(range(min = 1, max = 254))]
     pub minimum_ttl: u32,
 }
 

@@ -24,7 +24,7 @@ pub struct AddressPool {
 
     /// Skip IPv4 addresses ending in .0 and .255, which some old client stacks drop as
     /// network or broadcast addresses.
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(rename = "avoidBuggyIPs", default, skip_serializing_if = "is_false")]
     pub avoid_buggy_ips: bool,
 
     /// Restrict or prefer this pool for some Services. Absent: any Service may use the pool.

@@ -11,6 +11,7 @@ pub struct ControllerSpec {
     /// Number of controller replicas (at least 1). Replicas elect a leader with a Lease; the
     /// others stand by and take over within seconds.
     #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1))]
     pub replicas: i32,
 
     /// Node labels the controller pods must match.
