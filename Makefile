@@ -30,3 +30,23 @@ generated-check:
 
 unit-test:
 	$(CARGO) test --workspace --locked
+
+## testbed-up / testbed-down / testbed-status: a real cluster on this machine (tests/README.md)
+.PHONY: testbed-up testbed-down testbed-status testbed-test
+testbed-up:
+	bash tests/testbed/testbed.sh up
+
+testbed-down:
+	bash tests/testbed/testbed.sh down
+
+testbed-status:
+	bash tests/testbed/testbed.sh status
+
+## testbed-test: bring the testbed up, run the tests that need it, always tear it down
+testbed-test:
+	@bash tests/testbed/testbed.sh up || { bash tests/testbed/testbed.sh down; exit 1; }; \
+	set -a; . .testbed/env; set +a; \
+	$(CARGO) test -p ferrolb-testbed --locked -- --ignored --test-threads=1; rc=$$?; \
+	if [ $$rc -ne 0 ]; then bash tests/testbed/testbed.sh status || true; fi; \
+	bash tests/testbed/testbed.sh down || rc=1; \
+	exit $$rc

@@ -1,1 +1,13 @@
-//! The FerroLB testbed harness (see TESTBED.md); filled in by the testbed issue.
+//! The FerroLB testbed (see `tests/README.md`): a real Kubernetes control plane, nodes that are
+//! network namespaces, pods that are real processes, and real BGP routers, on one machine.
+//!
+//! - [`agent`]: the node agent (`ferrolb-testbed node-agent`), a small kubelet + kube-proxy.
+//! - [`echo`]: the built-in `ferrolb-testbed/echo` image.
+//! - [`forward`]: the API forwarder for the root namespace.
+//! - [`harness`]: what tests use: start-or-reuse the testbed, per-test namespaces, exec in a
+//!   network namespace, waiting, FRR JSON.
+
+pub mod agent;
+pub mod echo;
+pub mod forward;
+pub mod harness;

@@ -1,0 +1,49 @@
+//! A TCP forwarder from the root network namespace into the control-plane namespace, so that
+//! processes on the host (tests, kubectl) reach the API server without any address being added
+//! to the root namespace.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use nix::sched::{CloneFlags, setns};
+
+/// Bind `listen` in the current namespace, then switch to `netns` and forward every connection
+/// to `to`. Must be called before any other thread is started (namespaces are per thread).
+pub fn run(
+    listen: SocketAddr,
+    netns: &Path,
+    to: SocketAddr,
+    port_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let ns = File::open(netns).with_context(|| format!("open {}", netns.display()))?;
+    setns(&ns, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns {}", netns.display()))?;
+    if let Some(f) = port_file {
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, format!("{port}\n"))?;
+        std::fs::rename(&tmp, f)?;
+    }
+    tracing::info!(%listen, port, %to, "forwarding");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        loop {
+            let (mut inbound, peer) = listener.accept().await?;
+            tokio::spawn(async move {
+                match tokio::net::TcpStream::connect(to).await {
+                    Ok(mut outbound) => {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                    Err(e) => tracing::warn!(%peer, error = %e, "connect to {to} failed"),
+                }
+            });
+        }
+    })
+}

@@ -1,0 +1,249 @@
+//! The test harness: start or reuse the testbed described by `.testbed/env`, and helpers for
+//! tests (per-test namespaces, exec in a network namespace, wait for conditions, FRR JSON).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+/// The repository root (the workspace of this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A running testbed, as described by `.testbed/env`.
+#[derive(Debug, Clone)]
+pub struct Testbed {
+    /// Every `KEY=value` of `.testbed/env`.
+    pub env: HashMap<String, String>,
+    /// Admin kubeconfig (reachable from the root namespace).
+    pub kubeconfig: PathBuf,
+    /// Node network namespaces, in node order (node-1 first).
+    pub node_netns: Vec<String>,
+    /// Node names, in the same order.
+    pub node_names: Vec<String>,
+    /// Node IPv4 addresses, in the same order.
+    pub node_ips: Vec<String>,
+    /// The FRR router namespace.
+    pub router_netns: String,
+    /// The client namespace.
+    pub client_netns: String,
+    /// kubectl matching the API server.
+    pub kubectl: PathBuf,
+}
+
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect()
+}
+
+impl Testbed {
+    /// The env file written by `make testbed-up` (`TESTBED_ENV` overrides).
+    pub fn env_path() -> PathBuf {
+        std::env::var_os("TESTBED_ENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".testbed").join("env"))
+    }
+
+    /// Reuse the running testbed, or bring one up (`tests/testbed/testbed.sh up`, idempotent).
+    pub fn start_or_reuse() -> anyhow::Result<Self> {
+        let path = Self::env_path();
+        if !path.exists() {
+            let st = Command::new("bash")
+                .arg(repo_root().join("tests/testbed/testbed.sh"))
+                .arg("up")
+                .status()
+                .context("running tests/testbed/testbed.sh up")?;
+            if !st.success() {
+                bail!("testbed.sh up failed ({st})");
+            }
+        }
+        Self::load(&path)
+    }
+
+    /// Read an env file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {} (run `make testbed-up`)", path.display()))?;
+        let env = parse_env(&text);
+        let get = |k: &str| {
+            env.get(k)
+                .cloned()
+                .ok_or_else(|| anyhow!("{k} missing in {}", path.display()))
+        };
+        let words = |k: &str| -> anyhow::Result<Vec<String>> {
+            Ok(get(k)?.split_whitespace().map(str::to_string).collect())
+        };
+        Ok(Self {
+            kubeconfig: PathBuf::from(get("KUBECONFIG")?),
+            node_netns: words("TESTBED_NODE_NETNS")?,
+            node_names: words("TESTBED_NODE_NAMES")?,
+            node_ips: words("TESTBED_NODE_IPS")?,
+            router_netns: get("TESTBED_ROUTER_NETNS")?,
+            client_netns: get("TESTBED_CLIENT_NETNS")?,
+            kubectl: PathBuf::from(get("TESTBED_KUBECTL")?),
+            env,
+        })
+    }
+
+    /// A value of the env file.
+    pub fn var(&self, key: &str) -> Option<&str> {
+        self.env.get(key).map(String::as_str)
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        crate::agent::client_from(&self.kubeconfig).await
+    }
+
+    /// Run `kubectl` with the admin kubeconfig.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new(&self.kubectl)
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .output()
+            .context("running kubectl")
+    }
+
+    /// Read FRR state as JSON, e.g. `show bgp ipv4 unicast json`.
+    pub fn frr_json(&self, command: &str) -> anyhow::Result<Value> {
+        let vty = self
+            .var("TESTBED_ROUTER_VTY")
+            .ok_or_else(|| anyhow!("TESTBED_ROUTER_VTY missing"))?;
+        let out = netns_exec(
+            &self.router_netns,
+            &["vtysh", "--vty_socket", vty, "-d", "bgpd", "-c", command],
+        )?;
+        if !out.status.success() {
+            bail!("vtysh {command}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("vtysh {command}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// A fresh, uniquely named namespace, deleted when the guard is dropped.
+    pub async fn namespace(&self, client: &Client, prefix: &str) -> anyhow::Result<TestNamespace> {
+        let name = unique_name(prefix);
+        let ns: Namespace = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"testbed.ferrolb.io/test": "true"}}
+        }))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        // the namespace's default ServiceAccount comes from kube-controller-manager
+        let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_for(
+            "default serviceaccount",
+            Duration::from_secs(30),
+            || async { Ok(sas.get_opt("default").await?.map(|_| ())) },
+        )
+        .await?;
+        Ok(TestNamespace {
+            name,
+            client: client.clone(),
+        })
+    }
+}
+
+/// A per-test namespace; deleted (in the background) on drop, even when the test fails.
+pub struct TestNamespace {
+    /// The namespace name.
+    pub name: String,
+    client: Client,
+}
+
+impl std::fmt::Debug for TestNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestNamespace")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let name = self.name.clone();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            // best effort; the namespace lifecycle controller removes its content
+            h.spawn(async move {
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            });
+        }
+    }
+}
+
+/// A name that is unique across runs and tests: `PREFIX-<time+pid+counter in hex>`.
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    let x = (t as u64)
+        ^ (u64::from(std::process::id()) << 40)
+        ^ u64::from(N.fetch_add(1, Ordering::Relaxed));
+    format!("{prefix}-{:08x}", (x ^ (x >> 32)) as u32)
+}
+
+/// Run a command inside a network namespace (`ip netns exec`).
+pub fn netns_exec(netns: &str, argv: &[&str]) -> anyhow::Result<Output> {
+    Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(argv)
+        .output()
+        .with_context(|| format!("ip netns exec {netns} {argv:?}"))
+}
+
+/// Run a command inside a network namespace and return stdout, failing on a non-zero exit.
+pub fn netns_sh(netns: &str, argv: &[&str]) -> anyhow::Result<String> {
+    let out = netns_exec(netns, argv)?;
+    if !out.status.success() {
+        bail!(
+            "{argv:?} in {netns} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Poll `f` every 250 ms until it returns `Ok(Some(v))`, or fail after `timeout` with the last
+/// error.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last = String::from("condition not met");
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if start.elapsed() >= timeout {
+            bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

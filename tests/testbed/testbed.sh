@@ -1,0 +1,394 @@
+#!/usr/bin/env bash
+# testbed.sh — a real Kubernetes cluster with real nodes, pods and routers on one machine.
+#
+#   testbed.sh up       bring it up (idempotent: reuses a healthy testbed), writes .testbed/env
+#   testbed.sh down     remove every namespace, process and file of every testbed of this checkout
+#   testbed.sh status   show what is running
+#
+# Topology (all inside network namespaces named ftb-<run>-*; nothing is added to the root namespace
+# except one forwarder process listening on 127.0.0.1:<random port> for the admin kubeconfig):
+#
+#   ftb-<run>-br   bridge "br0"; every other namespace has a veth "eth0" plugged into it
+#   ftb-<run>-cp   198.51.100.126  etcd, kube-apiserver (:6443), kube-controller-manager, kube-scheduler
+#   ftb-<run>-rtr  198.51.100.1    FRR bgpd (AS 64512), passive peer of every node (v4 and v6)
+#   ftb-<run>-cli  198.51.100.100  a client namespace for curl
+#   ftb-<run>-nI   198.51.100.1I   node-I, its node agent and its hostNetwork pods (I = 1..4)
+#   ftb-<run>-pX   pod namespaces, created by the node agents (pod IPs from the node's podCIDR,
+#                  a /27 of 198.51.100.128/25 allocated by kube-controller-manager)
+#   IPv6: 2001:db8:100::<same last number>/64 on the bridge.
+#
+# Env: TESTBED_NODES (default 3, max 4), K8S_VERSION (default v1.34.4),
+#      FERROLB_TESTBED_CACHE (default /var/cache/ferrolb-testbed), CARGO (default cargo),
+#      TESTBED_PROFILE (cargo profile dir of the FerroLB binaries, default debug).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+STATE_DIR="$ROOT/.testbed"
+ENV_FILE="$STATE_DIR/env"
+NODES=${TESTBED_NODES:-3}
+CARGO=${CARGO:-cargo}
+PROFILE=${TESTBED_PROFILE:-debug}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+API_IP=198.51.100.126
+API_PORT=6443
+
+log() { echo "[testbed $(date -u +%H:%M:%S)] $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# process bookkeeping: every process we start gets RUN/pids/NAME.pid = "PID STARTTIME", so that
+# down kills exactly the processes we started (a recycled PID has another start time).
+starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null || true; }
+record_pid() { echo "$2 $(starttime "$2")" >"$RUN/pids/$1.pid"; }
+pid_alive() { # pid_alive FILE -> prints pid if the recorded process still runs
+  local f=$1 pid st
+  read -r pid st <"$f" 2>/dev/null || return 1
+  [ -n "${pid:-}" ] && [ -d "/proc/$pid" ] || return 1
+  [ -z "${st:-}" ] || [ "$(starttime "$pid")" = "$st" ] || return 1
+  echo "$pid"
+}
+bg_in() { # bg_in NAME NETNS CMD... : run CMD in NETNS (nsenter: no new mount namespace), log, record
+  local name=$1 ns=$2; shift 2
+  nsenter --net="/run/netns/$ns" -- "$@" </dev/null >"$RUN/logs/$name.log" 2>&1 &
+  record_pid "$name" $!
+}
+wait_for() { # wait_for SECONDS WHAT CMD...
+  local t=$1 what=$2; shift 2
+  local end=$(( $(date +%s) + t ))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || { log "timeout (${t}s) waiting for $what"; return 1; }
+    sleep 0.5
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+gen_pki() {
+  local P=$RUN/pki; mkdir -p "$P"; (
+  cd "$P"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 365 -subj "/CN=ferrolb-testbed-ca" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,IP:%s,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n' "$API_IP" >apiserver.ext
+  openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n' >client.ext
+  client() { # client FILE SUBJECT
+    openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
+    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 -extfile client.ext -out "$1.crt" 2>/dev/null
+  }
+  client admin "/O=system:masters/CN=testbed-admin"
+  client kcm "/CN=system:kube-controller-manager"
+  client scheduler "/CN=system:kube-scheduler"
+  client apiserver-kubelet "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  # aggregation layer (front proxy): its own CA, as kubeadm does
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout front-proxy-ca.key -out front-proxy-ca.crt -days 365 -subj "/CN=front-proxy-ca" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout front-proxy-client.key -out front-proxy-client.csr -subj "/CN=front-proxy-client" 2>/dev/null
+  openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key -CAcreateserial -days 365 -extfile client.ext -out front-proxy-client.crt 2>/dev/null
+  openssl genrsa -out sa.key 2048 2>/dev/null
+  openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  )
+}
+
+kubeconfig() { # kubeconfig OUT SERVER CERTNAME
+  local b64; b64() { base64 -w0 <"$1"; }
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: ferrolb-testbed
+  cluster:
+    server: $2
+    certificate-authority-data: $(b64 "$RUN/pki/ca.crt")
+users:
+- name: $3
+  user:
+    client-certificate-data: $(b64 "$RUN/pki/$3.crt")
+    client-key-data: $(b64 "$RUN/pki/$3.key")
+contexts:
+- name: ferrolb-testbed
+  context:
+    cluster: ferrolb-testbed
+    user: $3
+current-context: ferrolb-testbed
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# network
+ns_new() { ip netns add "$1"; echo "$1" >>"$RUN/netns"; ip -n "$1" link set lo up; }
+plug() { # plug NS PORTNAME V4 V6 : veth eth0 in NS <-> PORTNAME on the bridge
+  ip -n "$BR" link add "$2" type veth peer name eth0 netns "$1"
+  ip -n "$BR" link set "$2" master br0 up
+  ip -n "$1" addr add "$3/24" dev eth0
+  ip -n "$1" addr add "$4/64" dev eth0 nodad
+  ip -n "$1" link set eth0 up
+}
+
+net_up() {
+  BR="ftb-$SFX-br"
+  ns_new "$BR"
+  ip -n "$BR" link add br0 type bridge
+  ip -n "$BR" link set br0 up
+  ns_new "ftb-$SFX-cp";  plug "ftb-$SFX-cp" cp "$API_IP" 2001:db8:100::126
+  ns_new "ftb-$SFX-rtr"; plug "ftb-$SFX-rtr" rtr 198.51.100.1 2001:db8:100::1
+  ns_new "ftb-$SFX-cli"; plug "ftb-$SFX-cli" cli 198.51.100.100 2001:db8:100::100
+  local i ns
+  for i in $(seq 1 "$NODES"); do
+    ns="ftb-$SFX-n$i"; ns_new "$ns"; plug "$ns" "n$i" "198.51.100.1$i" "2001:db8:100::1$i"
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+      net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+      net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.eth0.proxy_arp=1
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+frr_up() {
+  local F=$RUN/frr i
+  mkdir -p "$F"
+  {
+    echo "frr defaults traditional"
+    echo "hostname ftb-router"
+    echo "log file $F/bgpd.log"
+    echo "!"
+    echo "router bgp 64512"
+    echo " bgp router-id 198.51.100.1"
+    echo " no bgp ebgp-requires-policy"
+    echo " no bgp default ipv4-unicast"
+    for i in $(seq 1 "$NODES"); do
+      for a in "198.51.100.1$i" "2001:db8:100::1$i"; do
+        echo " neighbor $a remote-as external"
+        echo " neighbor $a passive"
+        echo " neighbor $a timers 3 9"
+      done
+    done
+    echo " address-family ipv4 unicast"
+    for i in $(seq 1 "$NODES"); do echo "  neighbor 198.51.100.1$i activate"; done
+    echo " exit-address-family"
+    echo " address-family ipv6 unicast"
+    for i in $(seq 1 "$NODES"); do echo "  neighbor 2001:db8:100::1$i activate"; done
+    echo " exit-address-family"
+    echo "!"
+  } >"$F/frr.conf"
+  chown -R frr:frr "$F"
+  ip netns exec "ftb-$SFX-rtr" /usr/lib/frr/bgpd -d -u frr -g frr --no_zebra -f "$F/frr.conf" \
+    --vty_socket "$F" -z "$F/zserv.api" -i "$F/bgpd.pid" -A 127.0.0.1 -P 0
+  wait_for 20 "bgpd pid file" test -s "$F/bgpd.pid"
+  record_pid bgpd "$(cat "$F/bgpd.pid")"
+}
+
+# ---------------------------------------------------------------------------------------------
+cp_up() {
+  local CP="ftb-$SFX-cp" P=$RUN/pki
+  mkdir -p "$RUN/etcd"
+  bg_in etcd "$CP" etcd --name ftb --data-dir "$RUN/etcd" \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster ftb=http://127.0.0.1:2380
+  wait_for 60 etcd nsenter --net="/run/netns/$CP" curl -fsS http://127.0.0.1:2379/health
+  bg_in kube-apiserver "$CP" "$K8S_BIN/kube-apiserver" \
+    --etcd-servers=http://127.0.0.1:2379 \
+    --bind-address=0.0.0.0 --secure-port=$API_PORT --advertise-address=$API_IP \
+    --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" \
+    --client-ca-file="$P/ca.crt" \
+    --kubelet-client-certificate="$P/apiserver-kubelet.crt" --kubelet-client-key="$P/apiserver-kubelet.key" \
+    --requestheader-client-ca-file="$P/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$P/front-proxy-client.crt" --proxy-client-key-file="$P/front-proxy-client.key" \
+    --authorization-mode=Node,RBAC \
+    --enable-admission-plugins=NodeRestriction \
+    --enable-aggregator-routing=true \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$P/sa.pub" \
+    --service-account-signing-key-file="$P/sa.key" \
+    --allow-privileged=true --profiling=false --v=1
+  wait_for 120 kube-apiserver nsenter --net="/run/netns/$CP" "$KUBECTL" --kubeconfig="$RUN/admin-internal.kubeconfig" get --raw /readyz
+  bg_in kube-controller-manager "$CP" "$K8S_BIN/kube-controller-manager" \
+    --kubeconfig="$RUN/kcm.kubeconfig" \
+    --authentication-kubeconfig="$RUN/kcm.kubeconfig" --authorization-kubeconfig="$RUN/kcm.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port=10257 --leader-elect=false \
+    --service-account-private-key-file="$P/sa.key" --root-ca-file="$P/ca.crt" \
+    --cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" \
+    --use-service-account-credentials=true --controllers='*' \
+    --allocate-node-cidrs=true --cluster-cidr=198.51.100.128/25 --node-cidr-mask-size=27 \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --node-monitor-grace-period=40s --v=1
+  bg_in kube-scheduler "$CP" "$K8S_BIN/kube-scheduler" \
+    --kubeconfig="$RUN/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$RUN/scheduler.kubeconfig" --authorization-kubeconfig="$RUN/scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port=10259 --leader-elect=false --v=1
+}
+
+# ---------------------------------------------------------------------------------------------
+write_env() {
+  local nodes="" i
+  for i in $(seq 1 "$NODES"); do nodes="$nodes ftb-$SFX-n$i"; done
+  local tmp="$ENV_FILE.tmp"
+  cat >"$tmp" <<EOF
+# written by tests/testbed/testbed.sh up; source it: set -a; . .testbed/env; set +a
+KUBECONFIG=$RUN/admin.kubeconfig
+TESTBED_RUN=$SFX
+TESTBED_RUN_DIR=$RUN
+TESTBED_NODE_NETNS="${nodes# }"
+TESTBED_NODE_NAMES="$(for i in $(seq 1 "$NODES"); do printf 'node-%s ' "$i"; done | sed 's/ $//')"
+TESTBED_NODE_IPS="$(for i in $(seq 1 "$NODES"); do printf '198.51.100.1%s ' "$i"; done | sed 's/ $//')"
+TESTBED_ROUTER_NETNS=ftb-$SFX-rtr
+TESTBED_ROUTER_IP=198.51.100.1
+TESTBED_ROUTER_IPV6=2001:db8:100::1
+TESTBED_ROUTER_ASN=64512
+TESTBED_ROUTER_VTY=$RUN/frr
+TESTBED_CLIENT_NETNS=ftb-$SFX-cli
+TESTBED_CLIENT_IP=198.51.100.100
+TESTBED_CP_NETNS=ftb-$SFX-cp
+TESTBED_API_INTERNAL=https://$API_IP:$API_PORT
+TESTBED_KUBECTL=$KUBECTL
+TESTBED_K8S_BIN=$K8S_BIN
+EOF
+  mv "$tmp" "$ENV_FILE"
+}
+
+healthy() { # the testbed in ENV_FILE is up and answering
+  [ -s "$ENV_FILE" ] || return 1
+  local RUN; RUN=$(sed -n 's/^TESTBED_RUN_DIR=//p' "$ENV_FILE")
+  [ -d "$RUN/pids" ] || return 1
+  local f; for f in "$RUN"/pids/*.pid; do pid_alive "$f" >/dev/null || return 1; done
+  local kc kubectl; kc=$(sed -n 's/^KUBECONFIG=//p' "$ENV_FILE"); kubectl=$(sed -n 's/^TESTBED_KUBECTL=//p' "$ENV_FILE")
+  "$kubectl" --kubeconfig="$kc" --request-timeout=5s get --raw /readyz >/dev/null 2>&1
+}
+
+up() {
+  [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, nftables)"
+  mkdir -p "$STATE_DIR"
+  if healthy; then log "testbed already up ($(sed -n 's/^TESTBED_RUN=//p' "$ENV_FILE")); reusing"; return 0; fi
+  down_all
+  for c in etcd openssl curl nft nsenter unshare /usr/lib/frr/bgpd vtysh; do
+    command -v "$c" >/dev/null || die "missing $c: run 'bash tests/testbed/install-deps.sh'"
+  done
+  [ "$NODES" -ge 1 ] && [ "$NODES" -le 4 ] || die "TESTBED_NODES must be 1..4 (pod CIDRs are /27s of 198.51.100.128/25)"
+  local t0; t0=$(date +%s)
+  trap 'log "bring-up FAILED: logs are in \$TESTBED_RUN_DIR/logs ($RUN/logs); remove everything with: make testbed-down"' ERR
+
+  log "control-plane binaries (first build takes ~20 min on 2 cores)"
+  K8S_BIN=$(bash "$HERE/build-k8s.sh" | tail -n1) || die "building kube-apiserver etc. failed (see above); retry: bash tests/testbed/build-k8s.sh"
+  KUBECTL="$K8S_BIN/kubectl"
+
+  log "cargo build (testbed agent and FerroLB binaries, profile $PROFILE)"
+  local pflag=(); [ "$PROFILE" = debug ] || pflag=(--profile "$PROFILE")
+  (cd "$ROOT" && "$CARGO" build --locked -p ferrolb-testbed "${pflag[@]}") || die "cargo build -p ferrolb-testbed failed"
+  (cd "$ROOT" && "$CARGO" build --locked --workspace --bins "${pflag[@]}") \
+    || log "WARNING: cargo build --workspace --bins failed: pods with FerroLB images will fail to start"
+
+  SFX=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  RUN=/dev/shm/ferrolb-testbed-$SFX
+  mkdir -p "$RUN"/{pids,logs,bin,nodes}
+  echo "$ROOT" >"$RUN/checkout"
+  : >"$RUN/netns"
+  echo "$RUN" >"$STATE_DIR/run"
+  install -m 0755 "$TARGET_DIR/$PROFILE/ferrolb-testbed" "$RUN/bin/ferrolb-testbed"
+  log "run $SFX, state in $RUN"
+
+  gen_pki
+  kubeconfig "$RUN/admin-internal.kubeconfig" "https://$API_IP:$API_PORT" admin
+  kubeconfig "$RUN/kcm.kubeconfig" "https://$API_IP:$API_PORT" kcm
+  kubeconfig "$RUN/scheduler.kubeconfig" "https://$API_IP:$API_PORT" scheduler
+
+  log "network: bridge, control plane, router, client and $NODES node namespaces"
+  net_up
+  log "etcd + kube-apiserver + kube-controller-manager + kube-scheduler"
+  cp_up
+  # the admin kubeconfig for processes in the root namespace goes through a forwarder on 127.0.0.1
+  "$RUN/bin/ferrolb-testbed" forward --listen 127.0.0.1:0 --netns "/run/netns/ftb-$SFX-cp" \
+    --to "$API_IP:$API_PORT" --port-file "$RUN/forward.port" </dev/null >"$RUN/logs/forward.log" 2>&1 &
+  record_pid forward $!
+  wait_for 20 forwarder test -s "$RUN/forward.port"
+  kubeconfig "$RUN/admin.kubeconfig" "https://127.0.0.1:$(cat "$RUN/forward.port")" admin
+  log "FRR bgpd in the router namespace"
+  frr_up
+  log "node agents"
+  local i
+  for i in $(seq 1 "$NODES"); do
+    bg_in "node-agent-node-$i" "ftb-$SFX-n$i" "$RUN/bin/ferrolb-testbed" node-agent \
+      --node "node-$i" --node-ip "198.51.100.1$i" --node-ipv6 "2001:db8:100::1$i" \
+      --kubeconfig "$RUN/admin-internal.kubeconfig" --run-dir "$RUN" --netns-prefix "ftb-$SFX" \
+      --api-host "$API_IP" --api-port "$API_PORT" --ca-file "$RUN/pki/ca.crt" \
+      --bin-dir "$TARGET_DIR/$PROFILE" --self-exe "$RUN/bin/ferrolb-testbed"
+  done
+  local KC="$RUN/admin.kubeconfig"
+  wait_for 120 "$NODES Ready nodes" bash -c \
+    "[ \$('$KUBECTL' --kubeconfig='$KC' get nodes --no-headers 2>/dev/null | awk '\$2==\"Ready\"' | wc -l) -ge $NODES ]"
+  wait_for 120 "default ServiceAccount (kube-controller-manager)" "$KUBECTL" --kubeconfig="$KC" -n default get serviceaccount default
+  wait_for 60 "kube-root-ca.crt ConfigMap" "$KUBECTL" --kubeconfig="$KC" -n default get configmap kube-root-ca.crt
+  write_env
+  log "up in $(( $(date +%s) - t0 ))s: source .testbed/env (set -a; . .testbed/env; set +a)"
+  "$KUBECTL" --kubeconfig="$KC" get nodes -o wide >&2
+}
+
+# ---------------------------------------------------------------------------------------------
+down_run() { # down_run RUNDIR : kill every recorded process, delete every namespace, remove files
+  local RUN=$1 f pid pids=() sfx
+  [ -d "$RUN" ] || return 0
+  sfx=${RUN##*/ferrolb-testbed-}
+  log "tearing down run $sfx ($RUN)"
+  # agents first (they stop their pods), then pods' processes, then the rest
+  while IFS= read -r -d '' f; do
+    pid=$(pid_alive "$f") && pids+=("$pid")
+  done < <(find "$RUN" -name '*.pid' -print0 2>/dev/null)
+  if [ "${#pids[@]}" -gt 0 ]; then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    local end=$(( $(date +%s) + 10 )) alive
+    while :; do
+      alive=(); for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && alive+=("$pid"); done
+      [ "${#alive[@]}" -eq 0 ] && break
+      if [ "$(date +%s)" -ge "$end" ]; then kill -KILL "${alive[@]}" 2>/dev/null || true; sleep 0.5; break; fi
+      sleep 0.2
+    done
+  fi
+  # processes started after the pid files were read (a pod restarting during teardown)
+  while IFS= read -r -d '' f; do
+    pid=$(pid_alive "$f") && kill -KILL "$pid" 2>/dev/null || true
+  done < <(find "$RUN" -name '*.pid' -print0 2>/dev/null)
+  # every namespace of this run: recorded ones and pod namespaces made by the agents
+  local ns
+  for ns in $( { cat "$RUN/netns" 2>/dev/null; ip netns list 2>/dev/null | awk '{print $1}' | grep "^ftb-$sfx-" ; } | sort -u); do
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  # mounts below the run dir (none expected: pod mounts live in private mount namespaces)
+  awk -v r="$RUN" '$2 ~ "^"r {print $2}' /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" || true; done
+  rm -rf "$RUN"
+}
+
+down_all() {
+  local r
+  for r in /dev/shm/ferrolb-testbed-*; do
+    [ -d "$r" ] || continue
+    [ "$(cat "$r/checkout" 2>/dev/null)" = "$ROOT" ] || continue
+    down_run "$r"
+  done
+  rm -f "$ENV_FILE" "$STATE_DIR/run"
+}
+
+down() { [ "$(id -u)" = 0 ] || die "must run as root"; down_all; log "down"; }
+
+status() {
+  if [ ! -s "$ENV_FILE" ]; then echo "testbed: down (no $ENV_FILE)"; return 1; fi
+  local RUN KUBECTL KC f pid
+  RUN=$(sed -n 's/^TESTBED_RUN_DIR=//p' "$ENV_FILE")
+  KUBECTL=$(sed -n 's/^TESTBED_KUBECTL=//p' "$ENV_FILE"); KC=$(sed -n 's/^KUBECONFIG=//p' "$ENV_FILE")
+  echo "testbed run $(sed -n 's/^TESTBED_RUN=//p' "$ENV_FILE") ($RUN)"
+  cat "$ENV_FILE" | grep -v '^#'
+  echo "processes:"
+  for f in "$RUN"/pids/*.pid; do
+    if pid=$(pid_alive "$f"); then echo "  $(basename "$f" .pid): pid $pid running"; else echo "  $(basename "$f" .pid): NOT RUNNING"; fi
+  done
+  echo "namespaces: $(ip netns list | awk '{print $1}' | grep -c "^ftb-$(sed -n 's/^TESTBED_RUN=//p' "$ENV_FILE")-")"
+  "$KUBECTL" --kubeconfig="$KC" --request-timeout=5s get nodes -o wide || true
+  "$KUBECTL" --kubeconfig="$KC" --request-timeout=5s get pods -A -o wide || true
+  healthy && echo "healthy" || { echo "UNHEALTHY"; return 1; }
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
