@@ -186,13 +186,13 @@ impl AddressRange {
         }
     }
 
-    /// The shortest prefix length among [`Self::cidrs`]: the widest block an aggregated BGP
-    /// announcement of this range may not be wider than.
-    pub fn widest_prefix(&self) -> u8 {
+    /// The longest prefix length among [`Self::cidrs`]: a BGP aggregate shorter than this would
+    /// cover addresses outside the range (203.0.113.32-203.0.113.40 ends in a /32).
+    pub fn longest_prefix(&self) -> u8 {
         self.cidrs()
             .iter()
             .map(IpNet::prefix_len)
-            .min()
+            .max()
             .unwrap_or(self.family.bits())
     }
 }
@@ -295,9 +295,10 @@ mod tests {
                 "198.51.100.20/32"
             ]
         );
-        assert_eq!(r("198.51.100.10-198.51.100.20").widest_prefix(), 30);
+        assert_eq!(r("198.51.100.10-198.51.100.20").longest_prefix(), 32);
+        assert_eq!(r("198.51.100.16-198.51.100.31").longest_prefix(), 28);
         assert_eq!(r("0.0.0.0/0").cidrs().len(), 1);
-        assert_eq!(r("::/0").widest_prefix(), 0);
+        assert_eq!(r("::/0").longest_prefix(), 0);
     }
 
     proptest! {

@@ -14,8 +14,8 @@ use super::selectors::check_list;
 pub(super) struct PoolIndex<'a> {
     /// Index of each validly named pool.
     pub by_name: HashMap<&'a str, usize>,
-    /// Per pool, the most specific entry of each family (the longest of the prefixes that
-    /// summarize it) with its index; `None` when the pool has no address of that family.
+    /// Per pool and family, the entry whose summarizing CIDRs reach the longest prefix, with
+    /// that prefix: no aggregate may be shorter. `None` when the pool has no address of the family.
     pub most_specific: Vec<[Option<(u8, usize)>; 2]>,
 }
 
@@ -58,7 +58,7 @@ pub(super) fn check<'a>(report: &mut Report, pools: &'a [AddressPool]) -> PoolIn
         for (j, entry) in pool.addresses.iter().enumerate() {
             match AddressRange::parse(entry) {
                 Ok(range) => {
-                    let prefix = range.widest_prefix();
+                    let prefix = range.longest_prefix();
                     let slot = &mut most_specific[i][family_slot(range.family())];
                     if slot.is_none_or(|(p, _)| prefix > p) {
                         *slot = Some((prefix, j));
