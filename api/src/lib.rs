@@ -8,6 +8,7 @@ pub mod community;
 pub mod crd;
 pub mod duration;
 pub mod manifest;
+pub mod selector;
 pub mod v1alpha1;
 pub mod validate;
 

@@ -12,7 +12,8 @@ use crate::v1alpha1::{BfdProfile, BgpAdvertisement, BgpPeer, LoadBalancerConfigS
 use super::Report;
 use super::names::{DNS1123_SUBDOMAIN, is_dns1123_subdomain, is_secret_key};
 use super::pools::PoolIndex;
-use super::selectors::{check_list, selector_lists_overlap};
+use super::selectors::check_list;
+use crate::selector::selector_lists_overlap;
 
 const MAX_TIMER_SECONDS: u64 = 65_535;
 

@@ -21,7 +21,6 @@ use crate::v1alpha1::{LOG_LEVELS, LoadBalancerConfigSpec};
 pub use names::{
     is_dns1123_label, is_dns1123_subdomain, is_interface_name, is_label_value, is_qualified_name,
 };
-pub use selectors::{selector_lists_overlap, selectors_overlap};
 
 /// One thing wrong with a configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
