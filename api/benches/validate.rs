@@ -4,6 +4,9 @@
 //! Run: `cargo bench -p ferrolb-api --bench validate`. Prints the median and spread over many runs;
 //! record results in docs/benchmarks.md with the machine they ran on.
 
+// A benchmark, like a test, may stop loudly on a broken setup.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
