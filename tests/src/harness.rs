@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -156,7 +156,8 @@ impl Testbed {
         .await?;
         Ok(TestNamespace {
             name,
-            client: client.clone(),
+            kubectl: self.kubectl.clone(),
+            kubeconfig: self.kubeconfig.clone(),
         })
     }
 }
@@ -165,7 +166,8 @@ impl Testbed {
 pub struct TestNamespace {
     /// The namespace name.
     pub name: String,
-    client: Client,
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
 }
 
 impl std::fmt::Debug for TestNamespace {
@@ -178,16 +180,17 @@ impl std::fmt::Debug for TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let client = self.client.clone();
-        let name = self.name.clone();
-        if let Ok(h) = tokio::runtime::Handle::try_current() {
-            // best effort; the namespace lifecycle controller removes its content
-            h.spawn(async move {
-                let _ = Api::<Namespace>::all(client)
-                    .delete(&name, &DeleteParams::background())
-                    .await;
-            });
-        }
+        // blocking and runtime-independent, so it also runs when a test panics
+        let _ = Command::new(&self.kubectl)
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .output();
     }
 }
 

@@ -53,6 +53,10 @@ bg_in() { # bg_in NAME NETNS CMD... : run CMD in NETNS (nsenter: no new mount na
   nsenter --net="/run/netns/$ns" -- "$@" </dev/null >"$RUN/logs/$name.log" 2>&1 &
   record_pid "$name" $!
 }
+gone() { # gone PID: the process has exited (a zombie counts as exited)
+  [ -d "/proc/$1" ] || return 0
+  [ "$(awk '/^State:/{print $2}' "/proc/$1/status" 2>/dev/null)" = Z ]
+}
 wait_for() { # wait_for SECONDS WHAT CMD...
   local t=$1 what=$2; shift 2
   local end=$(( $(date +%s) + t ))
@@ -260,7 +264,7 @@ up() {
   [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, nftables)"
   mkdir -p "$STATE_DIR"
   if healthy; then log "testbed already up ($(sed -n 's/^TESTBED_RUN=//p' "$ENV_FILE")); reusing"; return 0; fi
-  down_all
+  down_all || die "could not remove the previous testbed of this checkout (see above)"
   for c in etcd openssl curl nft nsenter unshare /usr/lib/frr/bgpd vtysh; do
     command -v "$c" >/dev/null || die "missing $c: run 'bash tests/testbed/install-deps.sh'"
   done
@@ -337,9 +341,18 @@ down_run() { # down_run RUNDIR : kill every recorded process, delete every names
     kill -TERM "${pids[@]}" 2>/dev/null || true
     local end=$(( $(date +%s) + 10 )) alive
     while :; do
-      alive=(); for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && alive+=("$pid"); done
+      alive=(); for pid in "${pids[@]}"; do gone "$pid" || alive+=("$pid"); done
       [ "${#alive[@]}" -eq 0 ] && break
-      if [ "$(date +%s)" -ge "$end" ]; then kill -KILL "${alive[@]}" 2>/dev/null || true; sleep 0.5; break; fi
+      if [ "$(date +%s)" -ge "$end" ]; then
+        log "still running after SIGTERM + 10s, sending SIGKILL: $(for p in "${alive[@]}"; do printf '%s(%s) ' "$p" "$(cat /proc/$p/comm 2>/dev/null)"; done)"
+        kill -KILL "${alive[@]}" 2>/dev/null || true
+        local kend=$(( $(date +%s) + 5 ))
+        while [ "$(date +%s)" -lt "$kend" ]; do
+          alive=(); for pid in "${pids[@]}"; do gone "$pid" || alive+=("$pid"); done
+          [ "${#alive[@]}" -eq 0 ] && break; sleep 0.2
+        done
+        break
+      fi
       sleep 0.2
     done
   fi
@@ -354,17 +367,30 @@ down_run() { # down_run RUNDIR : kill every recorded process, delete every names
   done
   # mounts below the run dir (none expected: pod mounts live in private mount namespaces)
   awk -v r="$RUN" '$2 ~ "^"r {print $2}' /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" || true; done
+  # the nftables/routes of the testbed live in its namespaces and went with them
+  local snapshot; snapshot=$(find "$RUN" -name '*.pid' -exec cat {} + 2>/dev/null || true)
   rm -rf "$RUN"
+  # verify: no process, namespace, mount or file of this run is left
+  local left=""
+  while read -r pid st; do
+    [ -n "${pid:-}" ] && ! gone "$pid" && [ "$(starttime "$pid")" = "$st" ] && left="$left process:$pid($(cat /proc/$pid/comm 2>/dev/null))"
+  done <<<"$snapshot"
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^ftb-$sfx-" || true); do left="$left netns:$ns"; done
+  grep -q "ferrolb-testbed-$sfx" /proc/self/mounts && left="$left mounts"
+  [ -e "$RUN" ] && left="$left dir:$RUN"
+  if [ -n "$left" ]; then log "LEFT BEHIND by run $sfx:$left"; return 1; fi
+  log "run $sfx removed: no process, namespace, mount or file left"
 }
 
 down_all() {
-  local r
+  local r rc=0
   for r in /dev/shm/ferrolb-testbed-*; do
     [ -d "$r" ] || continue
     [ "$(cat "$r/checkout" 2>/dev/null)" = "$ROOT" ] || continue
-    down_run "$r"
+    down_run "$r" || rc=1
   done
   rm -f "$ENV_FILE" "$STATE_DIR/run"
+  return $rc
 }
 
 down() { [ "$(id -u)" = 0 ] || die "must run as root"; down_all; log "down"; }

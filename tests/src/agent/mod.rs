@@ -97,11 +97,14 @@ fn now() -> String {
         .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now().to_string())
 }
 
+/// RFC 3339 with exactly six fractional digits (the API server's MicroTime format).
 fn now_micro() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .round(k8s_openapi::jiff::Unit::Microsecond)
+    let us = k8s_openapi::jiff::Timestamp::now().as_microsecond();
+    let (secs, frac) = (us.div_euclid(1_000_000), us.rem_euclid(1_000_000));
+    let base = k8s_openapi::jiff::Timestamp::from_second(secs)
         .map(|t| t.to_string())
-        .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now().to_string())
+        .unwrap_or_default();
+    format!("{}.{frac:06}Z", base.trim_end_matches('Z'))
 }
 
 /// Run the agent until SIGTERM/SIGINT; then stop every pod process and remove pod namespaces.

@@ -433,6 +433,20 @@ impl PodRun {
                 .with_context(|| format!("sysctl {veth} {k}"))?;
         }
         let _ = std::fs::write(format!("/proc/sys/net/ipv4/neigh/{veth}/proxy_delay"), "0");
+        // the pod's gateway: 169.254.1.1 on the host side of every pod veth (link scope)
+        sh(
+            "ip",
+            &[
+                "addr",
+                "add",
+                "169.254.1.1/32",
+                "dev",
+                &veth,
+                "scope",
+                "link",
+            ],
+        )
+        .await?;
         sh("ip", &["link", "set", &veth, "up"]).await?;
         sh("ip", &["route", "replace", &ips, "dev", &veth]).await?;
         sh("ip", &["-n", &ns, "link", "set", "lo", "up"]).await?;

@@ -143,15 +143,15 @@ pub fn ruleset(
     let _ = writeln!(out, "table ip {TABLE} {{");
     let _ = writeln!(
         out,
-        "  chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; jump services; }}"
+        "  chain prerouting {{ type nat hook prerouting priority -100; policy accept; jump services; }}"
     );
     let _ = writeln!(
         out,
-        "  chain output {{ type nat hook output priority dstnat; policy accept; jump services; }}"
+        "  chain output {{ type nat hook output priority -100; policy accept; jump services; }}"
     );
     let _ = writeln!(
         out,
-        "  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; meta mark & 0x4000 == 0x4000 snat to {node_ip}; }}"
+        "  chain postrouting {{ type nat hook postrouting priority 100; policy accept; meta mark & 0x4000 == 0x4000 snat to {node_ip}; }}"
     );
     let mut svc_chains = String::new();
     let _ = writeln!(out, "  chain services {{");

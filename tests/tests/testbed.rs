@@ -1,0 +1,723 @@
+//! Tests that prove the testbed itself: real nodes, real pods, real RBAC, a real data path and a
+//! real BGP router. They need a running testbed (`make testbed-up`, or `make testbed-test` which
+//! brings one up and down around them), so they are ignored by a plain `cargo test`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ferrolb_testbed::harness::{Testbed, netns_exec, netns_sh, unique_name, wait_for};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(90);
+
+async fn setup() -> anyhow::Result<(Testbed, Client)> {
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    Ok((tb, client))
+}
+
+fn obj<K: DeserializeOwned>(v: Value) -> anyhow::Result<K> {
+    Ok(serde_json::from_value(v)?)
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The PID of the first container, from the containerID `ferrolb-testbed://PID`.
+fn pod_pid(p: &Pod) -> Option<u32> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .container_id
+        .as_ref()?
+        .strip_prefix("ferrolb-testbed://")?
+        .parse()
+        .ok()
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+fn echo_container(extra_env: Value) -> Value {
+    json!({
+        "name": "echo",
+        "image": "ferrolb-testbed/echo:latest",
+        "args": ["--port", "8080"],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "env": extra_env,
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2}
+    })
+}
+
+async fn ready_pods(api: &Api<Pod>, selector: &str, n: usize) -> anyhow::Result<Vec<Pod>> {
+    let lp = ListParams::default().labels(selector);
+    wait_for(&format!("{n} ready pods {selector}"), T, || async {
+        let pods: Vec<Pod> = api
+            .list(&lp)
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        Ok((pods.len() == n && pods.iter().all(pod_ready)).then_some(pods))
+    })
+    .await
+}
+
+fn curl(netns: &str, url: &str) -> anyhow::Result<String> {
+    netns_sh(netns, &["curl", "-sS", "-m", "3", url])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn nodes_are_ready_with_leases_and_pod_cidrs() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    for (i, name) in tb.node_names.iter().enumerate() {
+        let n = nodes.get(name).await?;
+        let labels = n.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get("kubernetes.io/hostname"), Some(name));
+        assert_eq!(
+            labels.get("kubernetes.io/os").map(String::as_str),
+            Some("linux")
+        );
+        let st = n.status.clone().unwrap_or_default();
+        let ready = st
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .context("no Ready condition")?;
+        assert_eq!(ready.status, "True", "{name} not Ready");
+        let ips: Vec<String> = st
+            .addresses
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a.type_ == "InternalIP")
+            .map(|a| a.address)
+            .collect();
+        assert!(ips.contains(&tb.node_ips[i]), "{name}: {ips:?}");
+        assert!(
+            ips.iter().any(|ip| ip.starts_with("2001:db8:")),
+            "{name}: no IPv6 {ips:?}"
+        );
+        let cidr = n.spec.and_then(|s| s.pod_cidr).context("no podCIDR")?;
+        assert!(cidr.starts_with("198.51.100."), "{cidr}");
+        // the node's address is really configured in its network namespace
+        let addrs = netns_sh(&tb.node_netns[i], &["ip", "-br", "addr", "show", "eth0"])?;
+        assert!(addrs.contains(&tb.node_ips[i]), "{addrs}");
+        // the Lease is renewed: its renewTime moves
+        let r1 = leases.get(name).await?.spec.and_then(|s| s.renew_time);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let r2 = leases.get(name).await?.spec.and_then(|s| s.renew_time);
+        assert!(
+            r1.is_some() && r1 != r2,
+            "lease of {name} not renewed: {r1:?} {r2:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn echo_deployment_runs_real_processes() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    let ns = tb.namespace(&client, "echo").await?;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let replicas = tb.node_names.len();
+    deploys
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "echo"},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": "echo"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "echo"}},
+                        "spec": {"containers": [echo_container(json!([]))]}
+                    }
+                }
+            }))?,
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let ready = ready_pods(&pods, "app=echo", replicas).await?;
+    wait_for("deployment available", T, || async {
+        let d = deploys.get("echo").await?;
+        let avail = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+        Ok((avail as usize == replicas).then_some(()))
+    })
+    .await?;
+    for p in &ready {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let pid = pod_pid(p).context("no containerID")?;
+        assert!(
+            cmdline(pid).contains("echo"),
+            "pid {pid} of {name} is not an echo process: {}",
+            cmdline(pid)
+        );
+        let ip = p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .context("no podIP")?;
+        // the pod answers on its own IP, from the client namespace, via the node
+        let out = curl(&tb.client_netns, &format!("http://{ip}:8080/"))?;
+        assert!(out.contains(&format!("pod={name} ")), "{out}");
+        assert!(out.contains(&format!("pid={pid} ")), "{out}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn daemonset_rolling_update_restarts_one_node_at_a_time() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    let ns = tb.namespace(&client, "ds").await?;
+    let dss: Api<DaemonSet> = Api::namespaced(client.clone(), &ns.name);
+    let n = tb.node_names.len();
+    dss.create(
+        &PostParams::default(),
+        &obj(json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "echo"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "echo-ds"}},
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+                "template": {
+                    "metadata": {"labels": {"app": "echo-ds"}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 5,
+                        "containers": [echo_container(json!([{"name": "GEN", "value": "1"}]))]
+                    }
+                }
+            }
+        }))?,
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let before = ready_pods(&pods, "app=echo-ds", n).await?;
+    let old: BTreeMap<String, u32> = before
+        .iter()
+        .map(|p| {
+            let node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            (node, pod_pid(p).unwrap_or(0))
+        })
+        .collect();
+    assert_eq!(old.len(), n, "one pod per node: {old:?}");
+    dss.patch(
+        "echo",
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "echo", "env": [{"name": "GEN", "value": "2"}]}
+        ]}}}})),
+    )
+    .await?;
+    // sample the pods until the rollout is done; never more than one node without a ready pod
+    let start = Instant::now();
+    let mut worst_ready = n;
+    let mut order: Vec<String> = Vec::new();
+    loop {
+        let list = pods
+            .list(&ListParams::default().labels("app=echo-ds"))
+            .await?
+            .items;
+        let mut ready_nodes = BTreeSet::new();
+        let mut new_ready = 0;
+        for p in &list {
+            let node = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default();
+            let gen2 = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.env.as_ref())
+                .is_some_and(|e| {
+                    e.iter()
+                        .any(|e| e.name == "GEN" && e.value.as_deref() == Some("2"))
+                });
+            if pod_ready(p) && p.metadata.deletion_timestamp.is_none() {
+                ready_nodes.insert(node.clone());
+                if gen2 {
+                    new_ready += 1;
+                    if !order.contains(&node) {
+                        order.push(node.clone());
+                    }
+                }
+            }
+        }
+        worst_ready = worst_ready.min(ready_nodes.len());
+        if new_ready == n && list.len() == n {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("rollout did not finish: {list:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        worst_ready + 1 >= n,
+        "more than one node down at once (min ready {worst_ready})"
+    );
+    assert_eq!(order.len(), n, "every node got a new pod: {order:?}");
+    let after = ready_pods(&pods, "app=echo-ds", n).await?;
+    for p in &after {
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let pid = pod_pid(p).context("no pid")?;
+        let old_pid = old.get(&node).copied().unwrap_or(0);
+        assert_ne!(pid, old_pid, "{node}: process not restarted");
+        assert!(
+            cmdline(pid).contains("echo"),
+            "new pid {pid} is not running"
+        );
+        let gone = !std::path::Path::new(&format!("/proc/{old_pid}")).exists()
+            || !cmdline(old_pid).contains("echo");
+        assert!(gone, "{node}: old process {old_pid} still runs");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn serviceaccount_without_permission_gets_403_and_with_it_200() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    let ns = tb.namespace(&client, "rbac").await?;
+    let n = ns.name.clone();
+    let post = PostParams::default();
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), &n)
+        .create(&post, &obj(json!({"metadata": {"name": "reader"}}))?)
+        .await?;
+    Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(client.clone(), &n)
+        .create(
+            &post,
+            &obj(json!({"metadata": {"name": "pods"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}))?,
+        )
+        .await?;
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &n)
+        .create(
+            &post,
+            &obj(json!({"metadata": {"name": "pods"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pods"},
+                "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": n}]}))?,
+        )
+        .await?;
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &n)
+        .create(
+            &post,
+            &obj(json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello"}}))?,
+        )
+        .await?;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &n)
+        .create(
+            &post,
+            &obj(json!({"metadata": {"name": "sec"}, "stringData": {"pw": "s3cret"}}))?,
+        )
+        .await?;
+    // a client inside the pod: curl with the mounted token against the real API server
+    let script = r#"
+D=/var/run/secrets/kubernetes.io/serviceaccount
+[ "$(cat $D/namespace)" = "$MY_NS" ] || { echo "bad namespace file"; exit 2; }
+[ "$(cat /etc/cfg/greeting)" = hello ] || { echo "configmap not mounted"; exit 3; }
+[ "$(cat /etc/sec/pw)" = s3cret ] || { echo "secret not mounted"; exit 4; }
+code() { curl -s -o /dev/null -w '%{http_code}' --cacert $D/ca.crt -H "Authorization: Bearer $(cat $D/token)" "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT$1"; }
+echo "secrets=$(code /api/v1/namespaces/$MY_NS/secrets) pods=$(code /api/v1/namespaces/$MY_NS/pods) node=$MY_NODE ip=$MY_IP"
+"#;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &n);
+    pods.create(
+        &post,
+        &obj(json!({
+            "metadata": {"name": "rbac"},
+            "spec": {
+                "serviceAccountName": "reader",
+                "restartPolicy": "Never",
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": "cfg"}},
+                    {"name": "sec", "secret": {"secretName": "sec"}}
+                ],
+                "containers": [{
+                    "name": "c", "image": "ferrolb-testbed/host",
+                    "command": ["/bin/sh", "-c", script],
+                    "volumeMounts": [
+                        {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true},
+                        {"name": "sec", "mountPath": "/etc/sec", "readOnly": true}
+                    ],
+                    "env": [
+                        {"name": "MY_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                        {"name": "MY_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                        {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+                    ]
+                }]
+            }
+        }))?,
+    )
+    .await?;
+    let p = wait_for("pod rbac finished", T, || async {
+        let p = pods.get("rbac").await?;
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        Ok((phase == "Succeeded" || phase == "Failed").then_some(p))
+    })
+    .await?;
+    let st = p.status.clone().unwrap_or_default();
+    let msg = st
+        .container_statuses
+        .and_then(|c| c.into_iter().next())
+        .and_then(|c| c.state)
+        .and_then(|s| s.terminated)
+        .and_then(|t| t.message)
+        .unwrap_or_default();
+    assert_eq!(st.phase.as_deref(), Some("Succeeded"), "{msg}");
+    assert!(
+        msg.contains("secrets=403"),
+        "listing secrets must be forbidden: {msg}"
+    );
+    assert!(
+        msg.contains("pods=200"),
+        "listing pods is granted by the Role: {msg}"
+    );
+    let node = p.spec.and_then(|s| s.node_name).unwrap_or_default();
+    assert!(msg.contains(&format!("node={node} ")), "{msg}");
+    assert!(
+        msg.contains(&format!("ip={}", st.pod_ip.unwrap_or_default())),
+        "{msg}"
+    );
+    // the host's /run was not touched by the pod's private mounts
+    assert!(!std::path::Path::new("/run/secrets/kubernetes.io").exists());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn unknown_image_fails_and_crashing_container_backs_off() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    let ns = tb.namespace(&client, "img").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let post = PostParams::default();
+    pods.create(
+        &post,
+        &obj(json!({"metadata": {"name": "nginx"},
+            "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}))?,
+    )
+    .await?;
+    pods.create(
+        &post,
+        &obj(json!({"metadata": {"name": "crash"},
+            "spec": {"containers": [{"name": "c", "image": "ferrolb-testbed/host",
+                "command": ["/bin/sh", "-c", "echo dying; exit 3"]}]}}))?,
+    )
+    .await?;
+    let p = wait_for("nginx pod failed", T, || async {
+        let p = pods.get("nginx").await?;
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        Ok((phase == "Failed").then_some(p))
+    })
+    .await?;
+    let st = p.status.unwrap_or_default();
+    assert_eq!(st.reason.as_deref(), Some("UnknownImage"));
+    assert!(st.message.unwrap_or_default().contains("nginx:1.27"));
+    let p = wait_for("crash pod restarted twice", T, || async {
+        let p = pods.get("crash").await?;
+        let rc = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .map(|c| c.restart_count)
+            .unwrap_or(0);
+        Ok((rc >= 2).then_some(p))
+    })
+    .await?;
+    let cs = p
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|c| c.into_iter().next())
+        .context("no container status")?;
+    let last = cs
+        .last_state
+        .and_then(|s| s.terminated)
+        .context("no lastState")?;
+    assert_eq!(last.exit_code, 3);
+    assert!(last.message.unwrap_or_default().contains("dying"));
+    Ok(())
+}
+
+/// Route `ip` in the client namespace via `via` for the lifetime of the guard.
+struct ClientRoute {
+    netns: String,
+    ip: String,
+}
+
+impl ClientRoute {
+    fn set(netns: &str, ip: &str, via: &str) -> anyhow::Result<Self> {
+        netns_sh(
+            netns,
+            &["ip", "route", "replace", &format!("{ip}/32"), "via", via],
+        )?;
+        Ok(Self {
+            netns: netns.into(),
+            ip: ip.into(),
+        })
+    }
+}
+
+impl Drop for ClientRoute {
+    fn drop(&mut self) {
+        let _ = netns_exec(
+            &self.netns,
+            &["ip", "route", "del", &format!("{}/32", self.ip)],
+        );
+    }
+}
+
+fn udp_ask(netns: &str, ip: &str, port: u16) -> anyhow::Result<String> {
+    let script = format!("exec 3<>/dev/udp/{ip}/{port}; echo hi >&3; timeout 3 head -n1 <&3");
+    netns_sh(netns, &["bash", "-c", &script])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn loadbalancer_ip_routed_by_hand_answers_for_both_traffic_policies() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    anyhow::ensure!(tb.node_names.len() >= 2, "needs two nodes");
+    let ns = tb.namespace(&client, "svc").await?;
+    let n = ns.name.clone();
+    let (node1, node2) = (tb.node_names[0].clone(), tb.node_names[1].clone());
+    let (ip1, ip2) = (tb.node_ips[0].clone(), tb.node_ips[1].clone());
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &n);
+    deploys
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "backend"},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "backend"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "backend"}},
+                        "spec": {
+                            "nodeSelector": {"kubernetes.io/hostname": node1},
+                            "containers": [echo_container(json!([]))]
+                        }
+                    }
+                }
+            }))?,
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &n);
+    let backend = ready_pods(&pods, "app=backend", 1).await?;
+    let backend_name = backend[0].metadata.name.clone().unwrap_or_default();
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &n);
+    // a unique LB IP per run of this test (203.0.113.0/24 only exists inside the testbed)
+    let last = 10 + (u32::from_str_radix(&unique_name("x")[2..], 16).unwrap_or(0) % 200);
+    let lb = format!("203.0.113.{last}");
+    svcs.create(
+        &PostParams::default(),
+        &obj(json!({
+            "metadata": {"name": "backend"},
+            "spec": {
+                "type": "LoadBalancer",
+                "externalTrafficPolicy": "Cluster",
+                "selector": {"app": "backend"},
+                "ports": [
+                    {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                    {"name": "udp", "port": 5353, "targetPort": 8080, "protocol": "UDP"}
+                ]
+            }
+        }))?,
+    )
+    .await?;
+    svcs.patch_status(
+        "backend",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": lb}]}}})),
+    )
+    .await?;
+    let url = format!("http://{lb}/");
+    let cli = tb.client_netns.clone();
+
+    // Cluster: the node without the backend forwards (and SNATs) to the pod on node-1
+    {
+        let _r = ClientRoute::set(&cli, &lb, &ip2)?;
+        let out = wait_for("Cluster via node-2", T, || async {
+            Ok(curl(&cli, &url).ok().filter(|o| o.contains("pod=")))
+        })
+        .await?;
+        assert!(out.contains(&format!("pod={backend_name} ")), "{out}");
+        assert!(out.contains(&format!("node={node1} ")), "{out}");
+        assert!(
+            out.contains(&format!("client={ip2}")),
+            "Cluster SNATs to the node: {out}"
+        );
+        let u = udp_ask(&cli, &lb, 5353)?;
+        assert!(u.contains(&format!("pod={backend_name} ")), "udp: {u}");
+    }
+    // Local: node-1 (has the endpoint) answers and keeps the client IP; node-2 drops
+    svcs.patch(
+        "backend",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"externalTrafficPolicy": "Local"}})),
+    )
+    .await?;
+    {
+        let _r = ClientRoute::set(&cli, &lb, &ip2)?;
+        wait_for("Local via node-2 stops answering", T, || async {
+            Ok(curl(&cli, &url).is_err().then_some(()))
+        })
+        .await?;
+    }
+    {
+        let _r = ClientRoute::set(&cli, &lb, &ip1)?;
+        let out = wait_for("Local via node-1", T, || async {
+            Ok(curl(&cli, &url).ok().filter(|o| o.contains("pod=")))
+        })
+        .await?;
+        assert!(out.contains(&format!("pod={backend_name} ")), "{out}");
+        let client_ip = tb.var("TESTBED_CLIENT_IP").unwrap_or("198.51.100.100");
+        assert!(
+            out.contains(&format!("client={client_ip}")),
+            "Local keeps the client IP: {out}"
+        );
+    }
+    let _ = node2;
+    Ok(())
+}
+
+/// A process killed (by PID) when the guard is dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn gobgp_in_a_node_namespace_peers_with_frr() -> anyhow::Result<()> {
+    let (tb, _client) = setup().await?;
+    let i = tb.node_netns.len() - 1;
+    let (netns, node_ip) = (tb.node_netns[i].clone(), tb.node_ips[i].clone());
+    let router_ip = tb
+        .var("TESTBED_ROUTER_IP")
+        .unwrap_or("198.51.100.1")
+        .to_string();
+    let router_asn = tb.var("TESTBED_ROUTER_ASN").unwrap_or("64512").to_string();
+    let dir = std::env::temp_dir().join(unique_name("ftb-gobgp"));
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("gobgpd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"[global.config]
+  as = 64513
+  router-id = "{node_ip}"
+  port = -1
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{router_ip}"
+    peer-as = {router_asn}
+  [neighbors.timers.config]
+    connect-retry = 1
+    hold-time = 9
+    keepalive-interval = 3
+"#
+        ),
+    )?;
+    let log = std::fs::File::create(dir.join("gobgpd.log"))?;
+    let _gobgpd = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &netns, "gobgpd", "-f"])
+            .arg(&conf)
+            .args(["--api-hosts", "127.0.0.1:50051", "-l", "warn"])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting gobgpd")?,
+    );
+    let state = wait_for("BGP session Established in FRR", T, || async {
+        let v = tb.frr_json(&format!("show bgp neighbors {node_ip} json"))?;
+        let st = v[&node_ip]["bgpState"].as_str().unwrap_or("").to_string();
+        Ok((st == "Established").then_some(st))
+    })
+    .await?;
+    assert_eq!(state, "Established");
+    let prefix = "203.0.113.250/32";
+    wait_for("gobgp accepts the route", T, || async {
+        let out = netns_exec(
+            &netns,
+            &[
+                "gobgp",
+                "-u",
+                "127.0.0.1",
+                "-p",
+                "50051",
+                "global",
+                "rib",
+                "add",
+                prefix,
+                "-a",
+                "ipv4",
+            ],
+        )?;
+        Ok(out.status.success().then_some(()))
+    })
+    .await?;
+    let route = wait_for("route in FRR JSON", T, || async {
+        let v = tb.frr_json("show bgp ipv4 unicast json")?;
+        Ok(v["routes"].get(prefix).cloned())
+    })
+    .await?;
+    let nexthops: Vec<String> = route[0]["nexthops"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["ip"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(nexthops.contains(&node_ip), "{route}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
