@@ -328,34 +328,39 @@ up() {
 }
 
 # ---------------------------------------------------------------------------------------------
+stop_recorded() { # stop_recorded GRACE DIR FIND-ARGS... : SIGTERM, wait GRACE s, SIGKILL
+  local grace=$1 dir=$2 f pid pids=() alive=(); shift 2
+  while IFS= read -r -d '' f; do
+    pid=$(pid_alive "$f") && pids+=("$pid")
+  done < <(find "$dir" "$@" -print0 2>/dev/null)
+  [ "${#pids[@]}" -gt 0 ] || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  local end=$(( $(date +%s) + grace ))
+  while :; do
+    alive=(); for pid in "${pids[@]}"; do gone "$pid" || alive+=("$pid"); done
+    [ "${#alive[@]}" -eq 0 ] && return 0
+    [ "$(date +%s)" -lt "$end" ] || break
+    sleep 0.2
+  done
+  log "still running ${grace}s after SIGTERM, sending SIGKILL: $(for p in "${alive[@]}"; do printf '%s(%s) ' "$p" "$(cat /proc/$p/comm 2>/dev/null)"; done)"
+  kill -KILL "${alive[@]}" 2>/dev/null || true
+  end=$(( $(date +%s) + 5 ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    alive=(); for pid in "${pids[@]}"; do gone "$pid" || alive+=("$pid"); done
+    [ "${#alive[@]}" -eq 0 ] && return 0
+    sleep 0.2
+  done
+}
+
 down_run() { # down_run RUNDIR : kill every recorded process, delete every namespace, remove files
-  local RUN=$1 f pid pids=() sfx
+  local RUN=$1 f pid sfx
   [ -d "$RUN" ] || return 0
   sfx=${RUN##*/ferrolb-testbed-}
   log "tearing down run $sfx ($RUN)"
-  # agents first (they stop their pods), then pods' processes, then the rest
-  while IFS= read -r -d '' f; do
-    pid=$(pid_alive "$f") && pids+=("$pid")
-  done < <(find "$RUN" -name '*.pid' -print0 2>/dev/null)
-  if [ "${#pids[@]}" -gt 0 ]; then
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    local end=$(( $(date +%s) + 10 )) alive
-    while :; do
-      alive=(); for pid in "${pids[@]}"; do gone "$pid" || alive+=("$pid"); done
-      [ "${#alive[@]}" -eq 0 ] && break
-      if [ "$(date +%s)" -ge "$end" ]; then
-        log "still running after SIGTERM + 10s, sending SIGKILL: $(for p in "${alive[@]}"; do printf '%s(%s) ' "$p" "$(cat /proc/$p/comm 2>/dev/null)"; done)"
-        kill -KILL "${alive[@]}" 2>/dev/null || true
-        local kend=$(( $(date +%s) + 5 ))
-        while [ "$(date +%s)" -lt "$kend" ]; do
-          alive=(); for pid in "${pids[@]}"; do gone "$pid" || alive+=("$pid"); done
-          [ "${#alive[@]}" -eq 0 ] && break; sleep 0.2
-        done
-        break
-      fi
-      sleep 0.2
-    done
-  fi
+  local snapshot; snapshot=$(find "$RUN" -name '*.pid' -exec cat {} + 2>/dev/null || true)
+  # node agents first (they stop their pods gracefully), then everything else that is recorded
+  stop_recorded 10 "$RUN/pids" -name 'node-agent-*.pid'
+  stop_recorded 5 "$RUN" -name '*.pid'
   # processes started after the pid files were read (a pod restarting during teardown)
   while IFS= read -r -d '' f; do
     pid=$(pid_alive "$f") && kill -KILL "$pid" 2>/dev/null || true
@@ -368,7 +373,6 @@ down_run() { # down_run RUNDIR : kill every recorded process, delete every names
   # mounts below the run dir (none expected: pod mounts live in private mount namespaces)
   awk -v r="$RUN" '$2 ~ "^"r {print $2}' /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" || true; done
   # the nftables/routes of the testbed live in its namespaces and went with them
-  local snapshot; snapshot=$(find "$RUN" -name '*.pid' -exec cat {} + 2>/dev/null || true)
   rm -rf "$RUN"
   # verify: no process, namespace, mount or file of this run is left
   local left=""

@@ -272,17 +272,16 @@ async fn heartbeat(ctx: Arc<Ctx>) {
         if let Err(e) = renew_lease(&leases, &nodes, a).await {
             tracing::warn!(error = %e, "lease");
         }
-        if n.is_multiple_of(5) {
-            if let Err(e) = nodes
+        if n.is_multiple_of(5)
+            && let Err(e) = nodes
                 .patch_status(
                     &a.node,
                     &PatchParams::default(),
                     &Patch::Merge(node_status(a, &since)),
                 )
                 .await
-            {
-                tracing::warn!(error = %e, "node status");
-            }
+        {
+            tracing::warn!(error = %e, "node status");
         }
         if let Err(e) = sync_node_routes(&ctx, &nodes).await {
             tracing::warn!(error = %e, "node routes");
@@ -326,13 +325,12 @@ async fn sync_node_routes(ctx: &Arc<Ctx>, nodes: &Api<Node>) -> anyhow::Result<(
         };
         if name == ctx.args.node {
             let mut mine = ctx.pod_cidr.lock().await;
-            if mine.is_none() {
-                if let Some((ip, len)) = cidr.split_once('/') {
-                    if let (Ok(ip), Ok(len)) = (ip.parse::<Ipv4Addr>(), len.parse::<u8>()) {
-                        tracing::info!(%cidr, "pod CIDR allocated");
-                        *mine = Some((ip, len));
-                    }
-                }
+            if mine.is_none()
+                && let Some((ip, len)) = cidr.split_once('/')
+                && let (Ok(ip), Ok(len)) = (ip.parse::<Ipv4Addr>(), len.parse::<u8>())
+            {
+                tracing::info!(%cidr, "pod CIDR allocated");
+                *mine = Some((ip, len));
             }
             continue;
         }
@@ -372,4 +370,15 @@ pub async fn sh(prog: &str, args: &[&str]) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn micro_time_has_six_fraction_digits() {
+        let t = super::now_micro();
+        let frac = t.rsplit('.').next().unwrap_or("");
+        assert_eq!(frac.len(), 7, "{t}");
+        assert!(frac.ends_with('Z'), "{t}");
+    }
 }

@@ -915,8 +915,9 @@ impl PodRun {
             if let (Some(p), Some(due)) = (
                 self.ctrs[i].spec.liveness_probe.clone(),
                 self.ctrs[i].next_live_probe,
-            ) {
-                if now_i >= due {
+            ) && now_i >= due
+            {
+                {
                     let ok = probe(&p, &self.ctrs[i].spec, &pod_ip, netns.as_deref()).await;
                     let c = &mut self.ctrs[i];
                     c.next_live_probe = Some(now_i + period(&p));
@@ -1122,10 +1123,10 @@ impl PodRun {
     }
 
     async fn teardown(&mut self) {
-        if let Some(ns) = self.netns.take() {
-            if let Err(e) = sh("ip", &["netns", "del", &ns]).await {
-                tracing::warn!(error = %e, "deleting pod netns");
-            }
+        if let Some(ns) = self.netns.take()
+            && let Err(e) = sh("ip", &["netns", "del", &ns]).await
+        {
+            tracing::warn!(error = %e, "deleting pod netns");
         }
         if let Some(ip) = self.ip.take() {
             let ips = format!("{ip}/32");

@@ -244,3 +244,61 @@ pub async fn run(ctx: Arc<Ctx>) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(policy: &str) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "ns"},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy, "clusterIP": "10.96.0.10",
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
+        }))
+        .unwrap()
+    }
+
+    fn slice() -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-x", "namespace": "ns", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["198.51.100.129"], "nodeName": "node-1", "conditions": {"ready": true}},
+                {"addresses": ["198.51.100.161"], "nodeName": "node-2", "conditions": {"ready": true}},
+                {"addresses": ["198.51.100.162"], "nodeName": "node-2", "conditions": {"ready": false}}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn cluster_uses_all_ready_endpoints_and_snats() {
+        let r = ruleset("node-1", "198.51.100.11", &[svc("Cluster")], &[slice()]);
+        assert!(
+            r.contains("ip daddr 203.0.113.10 tcp dport 80 jump svc0"),
+            "{r}"
+        );
+        assert!(r.contains("dnat to 198.51.100.129:8080"), "{r}");
+        assert!(r.contains("dnat to 198.51.100.161:8080"), "{r}");
+        assert!(!r.contains("198.51.100.162"), "not ready: {r}");
+        assert!(r.contains("meta mark set meta mark | 0x4000"), "{r}");
+    }
+
+    #[test]
+    fn local_uses_only_local_endpoints_or_drops() {
+        let r1 = ruleset("node-1", "198.51.100.11", &[svc("Local")], &[slice()]);
+        let lb_chain = r1.split("chain svc0 {").nth(1).unwrap_or("");
+        let lb_chain = lb_chain.split('}').next().unwrap_or("");
+        assert!(lb_chain.contains("mod 1"), "{r1}");
+        assert!(
+            !lb_chain.contains("0x4000"),
+            "Local keeps the client address: {r1}"
+        );
+        let r3 = ruleset("node-3", "198.51.100.13", &[svc("Local")], &[slice()]);
+        let lb_chain = r3.split("chain svc0 {").nth(1).unwrap_or("");
+        assert!(lb_chain.trim_start().starts_with("drop"), "{r3}");
+    }
+}
