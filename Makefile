@@ -5,7 +5,7 @@ CARGO ?= cargo
 .PHONY: test check fmt-check clippy generated-check generate unit-test
 
 ## test: every check and every test (fmt, clippy, generated files, unit and testbed tests)
-test: check unit-test
+test: check unit-test testbed-test
 
 ## check: static checks that need no cluster
 check: fmt-check clippy generated-check

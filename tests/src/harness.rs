@@ -135,6 +135,32 @@ impl Testbed {
             .with_context(|| format!("vtysh {command}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
+    /// The log of a container (stdout and stderr), as the node agent writes it; there is no
+    /// kubelet API, so `kubectl logs` does not work in the testbed.
+    pub fn pod_log(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        container: &str,
+    ) -> anyhow::Result<String> {
+        let run = self
+            .var("TESTBED_RUN_DIR")
+            .ok_or_else(|| anyhow!("TESTBED_RUN_DIR missing"))?;
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .ok_or_else(|| anyhow!("pod not scheduled"))?;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let path = Path::new(run)
+            .join("nodes")
+            .join(node)
+            .join("pods")
+            .join(uid)
+            .join("logs")
+            .join(format!("{container}.log"));
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
     /// A fresh, uniquely named namespace, deleted when the guard is dropped.
     pub async fn namespace(&self, client: &Client, prefix: &str) -> anyhow::Result<TestNamespace> {
         let name = unique_name(prefix);

@@ -721,3 +721,66 @@ async fn gobgp_in_a_node_namespace_peers_with_frr() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn host_network_pod_shares_the_node_namespace() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    let ns = tb.namespace(&client, "hostnet").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let node = tb.node_names[tb.node_names.len() - 1].clone();
+    let node_ip = tb.node_ips[tb.node_ips.len() - 1].clone();
+    let mut c = echo_container(json!([]));
+    c["args"] = json!(["--port", "18080"]);
+    c["ports"] = json!([{"name": "http", "containerPort": 18080}]);
+    c["livenessProbe"]["httpGet"]["port"] = json!(18080);
+    pods.create(
+        &PostParams::default(),
+        &obj(
+            json!({"metadata": {"name": "hostnet", "labels": {"app": "hostnet"}},
+            "spec": {"hostNetwork": true, "nodeName": node, "containers": [c]}}),
+        )?,
+    )
+    .await?;
+    let p = ready_pods(&pods, "app=hostnet", 1).await?;
+    let ip = p[0].status.as_ref().and_then(|s| s.pod_ip.clone());
+    assert_eq!(
+        ip.as_deref(),
+        Some(node_ip.as_str()),
+        "hostNetwork pod IP is the node IP"
+    );
+    let out = curl(&tb.client_netns, &format!("http://{node_ip}:18080/"))?;
+    assert!(out.contains("pod=hostnet "), "{out}");
+    assert!(tb.pod_log(&p[0], "echo")?.contains("echo listening"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn ferrolb_image_runs_the_workspace_binary() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    let ns = tb.namespace(&client, "img").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    pods.create(
+        &PostParams::default(),
+        &obj(json!({"metadata": {"name": "ctl"},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c",
+                "image": "ghcr.io/ferrolb/ferrolb:dev", "command": ["/ferrolb-controller"], "args": ["--help"]}]}}))?,
+    )
+    .await?;
+    let p = wait_for("ferrolb-controller --help finished", T, || async {
+        let p = pods.get("ctl").await?;
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        Ok((phase == "Succeeded" || phase == "Failed").then_some(p))
+    })
+    .await?;
+    let log = tb.pod_log(&p, "c").unwrap_or_default();
+    let phase = p.status.and_then(|s| s.phase).unwrap_or_default();
+    assert_eq!(phase, "Succeeded", "{log}");
+    assert!(log.contains("ferrolb-controller"), "{log}");
+    Ok(())
+}
