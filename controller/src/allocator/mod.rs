@@ -178,6 +178,9 @@ struct Holder {
 #[derive(Debug, Default)]
 pub struct Allocator {
     pools: BTreeMap<String, Pool>,
+    /// Auto-assign pools in the order they are tried: those with `allocateTo` by priority (unset
+    /// last) then name, then the others by name.
+    auto_order: Vec<String>,
     holders: HashMap<ServiceKey, Holder>,
     /// Services holding each address (several when shared).
     users: HashMap<IpAddr, BTreeSet<ServiceKey>>,
@@ -201,6 +204,17 @@ impl Allocator {
             .iter()
             .map(|p| (p.name.clone(), Pool::new(p)))
             .collect();
+        let mut order: Vec<(u8, u32, &str)> = self
+            .pools
+            .values()
+            .filter(|p| p.auto_assign())
+            .map(|p| match p.allocate_to() {
+                Some(to) => (0, to.priority.unwrap_or(u32::MAX), p.name()),
+                None => (1, 0, p.name()),
+            })
+            .collect();
+        order.sort_unstable();
+        self.auto_order = order.into_iter().map(|(_, _, n)| n.to_owned()).collect();
         let mut holders: Vec<Holder> = self.holders.drain().map(|(_, h)| h).collect();
         holders.sort_by(|a, b| a.request.key.cmp(&b.request.key));
         self.users.clear();
@@ -298,33 +312,41 @@ impl Allocator {
         {
             return Ok(kept);
         }
-        let candidates = self.candidates(request)?;
         let wants = wanted_families(request.families);
-        let mut tried = Vec::new();
-        for families in &wants {
-            for name in &candidates {
-                let Some(pool) = self.pools.get(name) else {
-                    continue;
-                };
-                if !families.iter().all(|&f| pool.has_family(f)) {
-                    continue;
-                }
-                if !tried.contains(name) {
-                    tried.push(name.clone());
-                }
-                let ips: Option<Vec<IpAddr>> = families
+        let (choice, tried) = {
+            let candidates = self.candidates(request)?;
+            let fits =
+                |pool: &Pool, families: &[IpFamily]| families.iter().all(|&f| pool.has_family(f));
+            let choice = wants.iter().find_map(|families| {
+                candidates
                     .iter()
-                    .map(|&f| self.find_address(request, pool, f))
-                    .collect();
-                if let Some(ips) = ips {
-                    let assignment = Assignment {
-                        pool: name.clone(),
-                        ips,
-                    };
-                    self.take(request, assignment.clone());
-                    return Ok(assignment);
-                }
-            }
+                    .filter(|p| fits(p, families))
+                    .find_map(|pool| {
+                        let ips: Option<Vec<IpAddr>> = families
+                            .iter()
+                            .map(|&f| self.find_address(request, pool, f))
+                            .collect();
+                        ips.map(|ips| Assignment {
+                            pool: pool.name().to_owned(),
+                            ips,
+                        })
+                    })
+            });
+            // Only on failure: which pools had the families and were full.
+            let tried = match choice {
+                Some(_) => String::new(),
+                None => candidates
+                    .iter()
+                    .filter(|p| wants.iter().any(|families| fits(p, families)))
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            (choice, tried)
+        };
+        if let Some(assignment) = choice {
+            self.take(request, assignment.clone());
+            return Ok(assignment);
         }
         let families = wants
             .first()
@@ -342,7 +364,7 @@ impl Allocator {
         }
         Err(AllocationError::PoolsFull {
             families,
-            pools: tried.join(", "),
+            pools: tried,
         })
     }
 
@@ -372,48 +394,41 @@ impl Allocator {
         Some(holder.assignment)
     }
 
-    /// Pool names to try for `request`, in order.
-    fn candidates(&self, request: &ServiceRequest) -> Result<Vec<String>, AllocationError> {
+    /// Pools to try for `request`, in order.
+    fn candidates(&self, request: &ServiceRequest) -> Result<Vec<&Pool>, AllocationError> {
         if self.pools.is_empty() {
             return Err(AllocationError::NoPools);
         }
+        let admits = |p: &Pool| {
+            p.admits(
+                &request.namespace,
+                &request.namespace_labels,
+                &request.labels,
+            )
+        };
         if let Some(name) = &request.pool {
             let pool = self
                 .pools
                 .get(name)
                 .ok_or_else(|| AllocationError::UnknownPool(name.clone()))?;
-            if !pool.admits(
-                &request.namespace,
-                &request.namespace_labels,
-                &request.labels,
-            ) {
+            if !admits(pool) {
                 return Err(AllocationError::NotAllowed {
                     pool: name.clone(),
                     namespace: request.namespace.clone(),
                 });
             }
-            return Ok(vec![name.clone()]);
+            return Ok(vec![pool]);
         }
-        let admitted = self.pools.values().filter(|p| {
-            p.auto_assign()
-                && p.admits(
-                    &request.namespace,
-                    &request.namespace_labels,
-                    &request.labels,
-                )
-        });
-        // Pinned pools (with allocateTo) by priority, unset last, then name; then the rest by name.
-        let mut ordered: Vec<(u8, u32, &str)> = admitted
-            .map(|p| match p.allocate_to() {
-                Some(to) => (0, to.priority.unwrap_or(u32::MAX), p.name()),
-                None => (1, 0, p.name()),
-            })
+        let pools: Vec<&Pool> = self
+            .auto_order
+            .iter()
+            .filter_map(|name| self.pools.get(name))
+            .filter(|p| admits(p))
             .collect();
-        ordered.sort_unstable();
-        if ordered.is_empty() {
+        if pools.is_empty() {
             return Err(AllocationError::NoPoolAllows(request.namespace.clone()));
         }
-        Ok(ordered.into_iter().map(|(_, _, n)| n.to_owned()).collect())
+        Ok(pools)
     }
 
     /// An address of `family` in `pool` for `request`: one its sharing partners already hold if
