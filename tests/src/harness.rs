@@ -135,6 +135,33 @@ impl Testbed {
             .with_context(|| format!("vtysh {command}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 
+    /// Ask the BIRD router (`birdc show ...`); BIRD has no JSON output, so this is text.
+    pub fn bird(&self, command: &str) -> anyhow::Result<String> {
+        let ns = self
+            .var("TESTBED_BIRD_NETNS")
+            .ok_or_else(|| anyhow!("TESTBED_BIRD_NETNS missing"))?;
+        let ctl = self
+            .var("TESTBED_BIRD_CTL")
+            .ok_or_else(|| anyhow!("TESTBED_BIRD_CTL missing"))?;
+        let mut argv = vec!["birdc", "-s", ctl];
+        argv.extend(command.split_whitespace());
+        netns_sh(ns, &argv)
+    }
+
+    /// Ask the GoBGP router, as JSON, e.g. `&["global", "rib", "-a", "ipv4"]` or `&["neighbor"]`.
+    pub fn gobgp_json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let ns = self
+            .var("TESTBED_GOBGP_NETNS")
+            .ok_or_else(|| anyhow!("TESTBED_GOBGP_NETNS missing"))?;
+        let api = self.var("TESTBED_GOBGP_API").unwrap_or("127.0.0.1:50051");
+        let (host, port) = api.rsplit_once(':').unwrap_or(("127.0.0.1", "50051"));
+        let mut argv = vec!["gobgp", "-u", host, "-p", port];
+        argv.extend_from_slice(args);
+        argv.push("-j");
+        let out = netns_sh(ns, &argv)?;
+        serde_json::from_str(&out).with_context(|| format!("gobgp {args:?}: {out}"))
+    }
+
     /// The log of a container (stdout and stderr), as the node agent writes it; there is no
     /// kubelet API, so `kubectl logs` does not work in the testbed.
     pub fn pod_log(

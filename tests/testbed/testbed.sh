@@ -11,6 +11,8 @@
 #   ftb-<run>-br   bridge "br0"; every other namespace has a veth "eth0" plugged into it
 #   ftb-<run>-cp   198.51.100.126  etcd, kube-apiserver (:6443), kube-controller-manager, kube-scheduler
 #   ftb-<run>-rtr  198.51.100.1    FRR bgpd (AS 64512), passive peer of every node (v4 and v6)
+#   ftb-<run>-bird 198.51.100.2    BIRD 2 (AS 64520), passive peer of every node (any peer AS)
+#   ftb-<run>-gobgp 198.51.100.3   gobgpd (AS 64530), passive peer of every node (peer AS 64513)
 #   ftb-<run>-cli  198.51.100.100  a client namespace for curl
 #   ftb-<run>-nI   198.51.100.1I   node-I, its node agent and its hostNetwork pods (I = 1..4)
 #   ftb-<run>-pX   pod namespaces, created by the node agents (pod IPs from the node's podCIDR,
@@ -135,6 +137,8 @@ net_up() {
   ns_new "ftb-$SFX-cp";  plug "ftb-$SFX-cp" cp "$API_IP" 2001:db8:100::126
   ns_new "ftb-$SFX-rtr"; plug "ftb-$SFX-rtr" rtr 198.51.100.1 2001:db8:100::1
   ns_new "ftb-$SFX-cli"; plug "ftb-$SFX-cli" cli 198.51.100.100 2001:db8:100::100
+  ns_new "ftb-$SFX-bird";  plug "ftb-$SFX-bird" bird 198.51.100.2 2001:db8:100::2
+  ns_new "ftb-$SFX-gobgp"; plug "ftb-$SFX-gobgp" gobgp 198.51.100.3 2001:db8:100::3
   local i ns
   for i in $(seq 1 "$NODES"); do
     ns="ftb-$SFX-n$i"; ns_new "$ns"; plug "$ns" "n$i" "198.51.100.1$i" "2001:db8:100::1$i"
@@ -177,6 +181,48 @@ frr_up() {
     --vty_socket "$F" -z "$F/zserv.api" -i "$F/bgpd.pid" -A 127.0.0.1 -P 0
   wait_for 20 "bgpd pid file" test -s "$F/bgpd.pid"
   record_pid bgpd "$(cat "$F/bgpd.pid")"
+}
+
+# The alternative routers: BIRD (any peer AS) and GoBGP (peer AS $GOBGP_PEER_ASN), both passive
+# peers of every node, each in its own namespace so all three can run at once.
+GOBGP_PEER_ASN=${TESTBED_GOBGP_PEER_ASN:-64513}
+bird_up() {
+  local B=$RUN/bird i
+  mkdir -p "$B"
+  {
+    echo "router id 198.51.100.2;"
+    echo "log \"$B/bird.log\" all;"
+    echo "protocol device {}"
+    echo "template bgp node4 { local as 64520; passive on; hold time 9; ipv4 { import all; export none; }; }"
+    echo "template bgp node6 { local as 64520; passive on; hold time 9; ipv6 { import all; export none; }; }"
+    for i in $(seq 1 "$NODES"); do
+      echo "protocol bgp node${i}_v4 from node4 { neighbor 198.51.100.1$i external; }"
+      echo "protocol bgp node${i}_v6 from node6 { neighbor 2001:db8:100::1$i external; }"
+    done
+  } >"$B/bird.conf"
+  ip netns exec "ftb-$SFX-bird" bird -c "$B/bird.conf" -s "$B/bird.ctl" -P "$B/bird.pid"
+  wait_for 20 "bird pid file" test -s "$B/bird.pid"
+  record_pid bird "$(cat "$B/bird.pid")"
+}
+
+gobgp_up() {
+  local G=$RUN/gobgp i a
+  mkdir -p "$G"
+  {
+    printf '[global.config]\n  as = 64530\n  router-id = "198.51.100.3"\n'
+    for i in $(seq 1 "$NODES"); do
+      for a in "198.51.100.1$i" "2001:db8:100::1$i"; do
+        printf '[[neighbors]]\n  [neighbors.config]\n    neighbor-address = "%s"\n    peer-as = %s\n' "$a" "$GOBGP_PEER_ASN"
+        printf '  [neighbors.transport.config]\n    passive-mode = true\n'
+        printf '  [neighbors.timers.config]\n    hold-time = 9\n    keepalive-interval = 3\n'
+        case $a in
+          *:*) printf '  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = "ipv6-unicast"\n' ;;
+          *)   printf '  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = "ipv4-unicast"\n' ;;
+        esac
+      done
+    done
+  } >"$G/gobgpd.toml"
+  bg_in gobgpd "ftb-$SFX-gobgp" gobgpd -f "$G/gobgpd.toml" --api-hosts 127.0.0.1:50051 -l info
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -241,6 +287,15 @@ TESTBED_ROUTER_IP=198.51.100.1
 TESTBED_ROUTER_IPV6=2001:db8:100::1
 TESTBED_ROUTER_ASN=64512
 TESTBED_ROUTER_VTY=$RUN/frr
+TESTBED_BIRD_NETNS=ftb-$SFX-bird
+TESTBED_BIRD_IP=198.51.100.2
+TESTBED_BIRD_ASN=64520
+TESTBED_BIRD_CTL=$RUN/bird/bird.ctl
+TESTBED_GOBGP_NETNS=ftb-$SFX-gobgp
+TESTBED_GOBGP_IP=198.51.100.3
+TESTBED_GOBGP_ASN=64530
+TESTBED_GOBGP_PEER_ASN=$GOBGP_PEER_ASN
+TESTBED_GOBGP_API=127.0.0.1:50051
 TESTBED_CLIENT_NETNS=ftb-$SFX-cli
 TESTBED_CLIENT_IP=198.51.100.100
 TESTBED_CP_NETNS=ftb-$SFX-cp
@@ -265,7 +320,7 @@ up() {
   mkdir -p "$STATE_DIR"
   if healthy; then log "testbed already up ($(sed -n 's/^TESTBED_RUN=//p' "$ENV_FILE")); reusing"; return 0; fi
   down_all || die "could not remove the previous testbed of this checkout (see above)"
-  for c in etcd openssl curl nft nsenter unshare /usr/lib/frr/bgpd vtysh; do
+  for c in etcd openssl curl nft nsenter unshare /usr/lib/frr/bgpd vtysh bird birdc gobgpd gobgp; do
     command -v "$c" >/dev/null || die "missing $c: run 'bash tests/testbed/install-deps.sh'"
   done
   [ "$NODES" -ge 1 ] && [ "$NODES" -le 4 ] || die "TESTBED_NODES must be 1..4 (pod CIDRs are /27s of 198.51.100.128/25)"
@@ -306,8 +361,10 @@ up() {
   record_pid forward $!
   wait_for 20 forwarder test -s "$RUN/forward.port"
   kubeconfig "$RUN/admin.kubeconfig" "https://127.0.0.1:$(cat "$RUN/forward.port")" admin
-  log "FRR bgpd in the router namespace"
+  log "routers: FRR bgpd, BIRD, GoBGP"
   frr_up
+  bird_up
+  gobgp_up
   log "node agents"
   local i
   for i in $(seq 1 "$NODES"); do

@@ -635,42 +635,43 @@ impl Drop for Proc {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
-async fn gobgp_in_a_node_namespace_peers_with_frr() -> anyhow::Result<()> {
+async fn gobgp_in_a_node_namespace_peers_with_frr_bird_and_gobgp() -> anyhow::Result<()> {
     let (tb, _client) = setup().await?;
     let i = tb.node_netns.len() - 1;
     let (netns, node_ip) = (tb.node_netns[i].clone(), tb.node_ips[i].clone());
-    let router_ip = tb
-        .var("TESTBED_ROUTER_IP")
-        .unwrap_or("198.51.100.1")
-        .to_string();
-    let router_asn = tb.var("TESTBED_ROUTER_ASN").unwrap_or("64512").to_string();
+    let v = |k: &str, d: &str| tb.var(k).unwrap_or(d).to_string();
+    let routers = [
+        (
+            v("TESTBED_ROUTER_IP", "198.51.100.1"),
+            v("TESTBED_ROUTER_ASN", "64512"),
+        ),
+        (
+            v("TESTBED_BIRD_IP", "198.51.100.2"),
+            v("TESTBED_BIRD_ASN", "64520"),
+        ),
+        (
+            v("TESTBED_GOBGP_IP", "198.51.100.3"),
+            v("TESTBED_GOBGP_ASN", "64530"),
+        ),
+    ];
+    let my_asn = v("TESTBED_GOBGP_PEER_ASN", "64513");
     let dir = std::env::temp_dir().join(unique_name("ftb-gobgp"));
     std::fs::create_dir_all(&dir)?;
     let conf = dir.join("gobgpd.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"[global.config]
-  as = 64513
-  router-id = "{node_ip}"
-  port = -1
-[[neighbors]]
-  [neighbors.config]
-    neighbor-address = "{router_ip}"
-    peer-as = {router_asn}
-  [neighbors.timers.config]
-    connect-retry = 1
-    hold-time = 9
-    keepalive-interval = 3
-"#
-        ),
-    )?;
+    let mut toml =
+        format!("[global.config]\n  as = {my_asn}\n  router-id = \"{node_ip}\"\n  port = -1\n");
+    for (ip, asn) in &routers {
+        toml.push_str(&format!(
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{ip}\"\n    peer-as = {asn}\n  [neighbors.timers.config]\n    connect-retry = 1\n    hold-time = 9\n    keepalive-interval = 3\n"
+        ));
+    }
+    std::fs::write(&conf, toml)?;
     let log = std::fs::File::create(dir.join("gobgpd.log"))?;
     let _gobgpd = Proc(
         Command::new("ip")
             .args(["netns", "exec", &netns, "gobgpd", "-f"])
             .arg(&conf)
-            .args(["--api-hosts", "127.0.0.1:50051", "-l", "warn"])
+            .args(["--api-hosts", "127.0.0.1:50052", "-l", "warn"])
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -692,7 +693,7 @@ async fn gobgp_in_a_node_namespace_peers_with_frr() -> anyhow::Result<()> {
                 "-u",
                 "127.0.0.1",
                 "-p",
-                "50051",
+                "50052",
                 "global",
                 "rib",
                 "add",
@@ -718,6 +719,19 @@ async fn gobgp_in_a_node_namespace_peers_with_frr() -> anyhow::Result<()> {
         })
         .unwrap_or_default();
     assert!(nexthops.contains(&node_ip), "{route}");
+    // the same route reaches the BIRD and the GoBGP routers
+    let bird = wait_for("route in BIRD", T, || async {
+        let out = tb.bird(&format!("show route {prefix}"))?;
+        Ok(out.contains("203.0.113.250/32").then_some(out))
+    })
+    .await?;
+    assert!(bird.contains(&node_ip), "{bird}");
+    let rib = wait_for("route in the GoBGP router", T, || async {
+        let v = tb.gobgp_json(&["global", "rib", "-a", "ipv4"])?;
+        Ok(v.get(prefix).cloned())
+    })
+    .await?;
+    assert!(rib.to_string().contains(&node_ip), "{rib}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
