@@ -4,3 +4,7 @@
 //! `allocator` is the pure core; the Service reconciler around it is still to come.
 
 pub mod allocator;
+pub mod leader;
+pub mod metrics;
+pub mod reconciler;
+pub mod service;

@@ -1,14 +1,25 @@
-//! `ferrolb-controller`: assigns IPs from the LoadBalancerConfig's address pools to Services of type LoadBalancer.
+//! `ferrolb-controller`: assigns addresses from the LoadBalancerConfig's pools to Services of type
+//! LoadBalancer.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
-use ferrolb_runtime::{CommonArgs, Process};
+use ferrolb_controller::leader::{self, LeaseConfig};
+use ferrolb_controller::metrics::Metrics;
+use ferrolb_controller::reconciler::{self, Context, FIELD_MANAGER};
+use ferrolb_runtime::{CommonArgs, Process, serve, shutdown_signal};
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
 
-/// The FerroLB controller: assigns IPs from the LoadBalancerConfig's address pools to Services of type LoadBalancer.
+/// The FerroLB controller: assigns addresses from the LoadBalancerConfig's address pools to
+/// Services of type LoadBalancer, and writes them to Service status with an Event and a
+/// `ferrolb.io/IPAllocated` condition.
 ///
-/// NOT IMPLEMENTED YET: it does not watch Services or assign IPs yet; it only serves /healthz, /readyz and /metrics.
+/// Replicas elect a leader with a Lease; only the leader writes. State is rebuilt from Service
+/// status at every start, addresses already held first, so restarts never move or duplicate them.
 #[derive(Parser, Debug)]
 #[command(name = "ferrolb-controller", version)]
 struct Cli {
@@ -18,6 +29,23 @@ struct Cli {
     /// Address of the /healthz, /readyz and /metrics endpoints.
     #[arg(long, env = "FERROLB_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
     health_addr: SocketAddr,
+
+    /// Namespace of the leader-election Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ferrolb-system")]
+    lease_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "ferrolb-controller")]
+    lease_name: String,
+
+    /// This replica's identity in the election (its pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+
+    /// Seconds a leader's Lease is valid without renewal: how fast a standby replaces a dead
+    /// leader.
+    #[arg(long, default_value_t = 5)]
+    lease_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -29,9 +57,89 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::warn!(
-        "the controller is not implemented yet: it does not watch Services or assign IPs yet"
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli, process))
+}
+
+async fn run(cli: Cli, process: Process) -> ExitCode {
+    let Process {
+        logging,
+        probes,
+        mut registry,
+    } = process;
+    let metrics = Metrics::default();
+    metrics.register(&mut registry);
+    let client = match Client::try_default().await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build a Kubernetes client");
+            return ExitCode::FAILURE;
+        }
+    };
+    let identity = cli.identity.clone().unwrap_or_else(|| {
+        std::env::var("HOSTNAME")
+            .unwrap_or_else(|_| format!("ferrolb-controller-{}", std::process::id()))
+    });
+    let lease_duration = Duration::from_secs(cli.lease_seconds.max(2));
+    let lease = LeaseConfig {
+        namespace: cli.lease_namespace.clone(),
+        name: cli.lease_name.clone(),
+        identity: identity.clone(),
+        duration: lease_duration,
+        renew_every: lease_duration / 5,
+        renew_deadline: lease_duration * 3 / 5,
+    };
+    let server = serve(
+        cli.health_addr,
+        probes.clone(),
+        Arc::new(registry),
+        Some(logging),
+        shutdown_signal(),
     );
-    process.probes.set_ready(true);
-    process.serve_blocking(cli.health_addr)
+    let (mut leadership, campaign) = leader::campaign(client.clone(), lease.clone());
+    probes.set_ready(true);
+    let work = async {
+        tracing::info!(%identity, lease = %lease.name, "waiting for leadership");
+        if leadership.wait_for(|leads| *leads).await.is_err() {
+            return Err(reconciler::Error::LostLeadership);
+        }
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_owned(),
+                instance: Some(identity.clone()),
+            },
+        );
+        let ctx = Context {
+            client: client.clone(),
+            recorder,
+            metrics,
+        };
+        reconciler::run(ctx, leadership).await
+    };
+    let code = tokio::select! {
+        served = server => {
+            if let Err(e) = served {
+                tracing::error!(error = %e, addr = %cli.health_addr, "cannot serve health endpoints");
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        stopped = work => {
+            if let Err(e) = stopped {
+                tracing::error!(error = %e, "controller stopped");
+            }
+            ExitCode::FAILURE
+        }
+    };
+    campaign.abort();
+    leader::release(client, &lease).await;
+    code
 }

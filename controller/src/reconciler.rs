@@ -1,0 +1,757 @@
+//! The Service reconciler: watches Services, Namespaces and the LoadBalancerConfig, asks the
+//! allocator, and writes each Service's addresses, pool annotation, condition and Events.
+//!
+//! Allocation is one global state, so events are handled one at a time in a single loop rather
+//! than by concurrent per-object reconcilers. On start (and on every leader change, since a new
+//! leader is a new process) the state is rebuilt from Service status before anything new is
+//! allocated: Services that hold addresses are restored first, in key order, so no address moves
+//! or doubles across restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use ferrolb_api::address::IpFamily;
+use ferrolb_api::v1alpha1::{FamilyUsage, LoadBalancerConfigSpec, PoolUsage};
+use ferrolb_api::{LoadBalancerConfig, validate};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::allocator::{AllocationError, Allocator, Assignment, ServiceKey};
+use crate::leader::Leadership;
+use crate::metrics::{Metrics, PoolLabels, ResultLabels};
+use crate::service::{
+    self, ALLOCATED_FROM_POOL, CONDITION_TYPE, RequestError, allocated_pool, is_ours, status_ips,
+};
+
+/// Field manager of everything the controller writes.
+pub const FIELD_MANAGER: &str = "ferrolb-controller";
+
+/// Why the reconciler stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another replica leads now.
+    #[error("lost leadership")]
+    LostLeadership,
+    /// A watch ended, which the backoff should prevent.
+    #[error("the {0} watch ended")]
+    WatchEnded(&'static str),
+}
+
+/// What the loop needs from the outside world.
+pub struct Context {
+    /// API client (the controller's own ServiceAccount).
+    pub client: Client,
+    /// Publishes Events on Services.
+    pub recorder: Recorder,
+    /// Exported metrics.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+/// One watch event; boxed, as Services and configs are large and arrive one at a time.
+enum Input {
+    Service(Box<watcher::Event<Service>>),
+    Namespace(Box<watcher::Event<PartialObjectMeta<Namespace>>>),
+    Config(Box<watcher::Event<LoadBalancerConfig>>),
+}
+
+/// The outcome for one Service, as written to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Allocated(Assignment),
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Everything the loop knows.
+struct State {
+    services: BTreeMap<ServiceKey, Service>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    configs: BTreeMap<String, LoadBalancerConfig>,
+    /// The configuration in force (the last valid one) and the object it came from.
+    config: Option<(String, LoadBalancerConfigSpec)>,
+    allocator: Allocator,
+    /// No pool is configured: nothing new is allocated, and nothing held is taken away.
+    no_pools: bool,
+    /// Services of ours without addresses, retried when addresses free up.
+    pending: BTreeSet<ServiceKey>,
+    usage_dirty: bool,
+}
+
+/// Runs until leadership is lost or a watch ends.
+pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> {
+    let client = ctx.client.clone();
+    let services = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(|e| e.map(|e| Input::Service(Box::new(e))));
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(|e| e.map(|e| Input::Namespace(Box::new(e))));
+    let configs = watcher(
+        Api::<LoadBalancerConfig>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(|e| e.map(|e| Input::Config(Box::new(e))));
+    let streams: [futures::stream::BoxStream<'static, Result<Input, watcher::Error>>; 3] =
+        [services.boxed(), namespaces.boxed(), configs.boxed()];
+    let mut inputs = futures::stream::select_all(streams);
+
+    let mut state = State {
+        services: BTreeMap::new(),
+        namespaces: BTreeMap::new(),
+        configs: BTreeMap::new(),
+        config: None,
+        allocator: Allocator::default(),
+        no_pools: true,
+        pending: BTreeSet::new(),
+        usage_dirty: true,
+    };
+    let mut buffers = Buffers::default();
+    let mut synced = [false; 3];
+    let mut started = false;
+    let mut usage_tick = tokio::time::interval(Duration::from_secs(1));
+
+    loop {
+        tokio::select! {
+            changed = leadership.changed() => {
+                if changed.is_err() || !*leadership.borrow() {
+                    return Err(Error::LostLeadership);
+                }
+            }
+            _ = usage_tick.tick(), if started && state.usage_dirty => {
+                state.usage_dirty = false;
+                write_usage(&ctx, &state).await;
+            }
+            input = inputs.next() => {
+                let Some(input) = input else { return Err(Error::WatchEnded("input")) };
+                let input = match input {
+                    Ok(input) => input,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch error; retrying with backoff");
+                        continue;
+                    }
+                };
+                let touched = apply_input(&mut state, &mut buffers, &mut synced, input);
+                if !started {
+                    if synced.iter().all(|s| *s) {
+                        started = true;
+                        startup(&ctx, &mut state).await;
+                    }
+                    continue;
+                }
+                match touched {
+                    Touched::Nothing => {}
+                    Touched::Services(keys) => {
+                        for key in keys {
+                            reconcile(&ctx, &mut state, &key).await;
+                        }
+                        retry_pending(&ctx, &mut state).await;
+                    }
+                    Touched::Everything => {
+                        load_config(&ctx, &mut state).await;
+                        reconcile_all(&ctx, &mut state).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Objects being relisted, kept apart until the list is complete.
+#[derive(Default)]
+struct Buffers {
+    services: Option<BTreeMap<ServiceKey, Service>>,
+    namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    configs: Option<BTreeMap<String, LoadBalancerConfig>>,
+}
+
+enum Touched {
+    Nothing,
+    Services(Vec<ServiceKey>),
+    Everything,
+}
+
+/// Drops what the controller never reads, to keep memory flat at 10,000 Services.
+fn slim(mut svc: Service) -> Service {
+    svc.metadata.managed_fields = None;
+    if let Some(a) = svc.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    svc
+}
+
+fn apply_input(
+    state: &mut State,
+    buffers: &mut Buffers,
+    synced: &mut [bool; 3],
+    input: Input,
+) -> Touched {
+    match input {
+        Input::Service(event) => match *event {
+            watcher::Event::Apply(svc) => {
+                let key = service::key(&svc);
+                state.services.insert(key.clone(), slim(svc));
+                Touched::Services(vec![key])
+            }
+            watcher::Event::Delete(svc) => {
+                let key = service::key(&svc);
+                state.services.remove(&key);
+                Touched::Services(vec![key])
+            }
+            watcher::Event::Init => {
+                buffers.services = Some(BTreeMap::new());
+                Touched::Nothing
+            }
+            watcher::Event::InitApply(svc) => {
+                let svc = slim(svc);
+                buffers
+                    .services
+                    .get_or_insert_default()
+                    .insert(service::key(&svc), svc);
+                Touched::Nothing
+            }
+            watcher::Event::InitDone => {
+                synced[0] = true;
+                let fresh = buffers.services.take().unwrap_or_default();
+                let old = std::mem::replace(&mut state.services, fresh);
+                let keys: BTreeSet<ServiceKey> = old
+                    .into_keys()
+                    .chain(state.services.keys().cloned())
+                    .collect();
+                Touched::Services(keys.into_iter().collect())
+            }
+        },
+        Input::Namespace(event) => {
+            let event = *event;
+            let labels = |ns: &PartialObjectMeta<Namespace>| ns.labels().clone();
+            match event {
+                watcher::Event::Apply(ns) => {
+                    let changed = state.namespaces.get(&ns.name_any()) != Some(&labels(&ns));
+                    state.namespaces.insert(ns.name_any(), labels(&ns));
+                    if changed {
+                        Touched::Everything
+                    } else {
+                        Touched::Nothing
+                    }
+                }
+                watcher::Event::Delete(ns) => {
+                    state.namespaces.remove(&ns.name_any());
+                    Touched::Nothing
+                }
+                watcher::Event::Init => {
+                    buffers.namespaces = Some(BTreeMap::new());
+                    Touched::Nothing
+                }
+                watcher::Event::InitApply(ns) => {
+                    buffers
+                        .namespaces
+                        .get_or_insert_default()
+                        .insert(ns.name_any(), labels(&ns));
+                    Touched::Nothing
+                }
+                watcher::Event::InitDone => {
+                    synced[1] = true;
+                    state.namespaces = buffers.namespaces.take().unwrap_or_default();
+                    Touched::Everything
+                }
+            }
+        }
+        Input::Config(event) => match *event {
+            watcher::Event::Apply(c) => {
+                state.configs.insert(c.name_any(), c);
+                Touched::Everything
+            }
+            watcher::Event::Delete(c) => {
+                state.configs.remove(&c.name_any());
+                Touched::Everything
+            }
+            watcher::Event::Init => {
+                buffers.configs = Some(BTreeMap::new());
+                Touched::Nothing
+            }
+            watcher::Event::InitApply(c) => {
+                buffers
+                    .configs
+                    .get_or_insert_default()
+                    .insert(c.name_any(), c);
+                Touched::Nothing
+            }
+            watcher::Event::InitDone => {
+                synced[2] = true;
+                state.configs = buffers.configs.take().unwrap_or_default();
+                Touched::Everything
+            }
+        },
+    }
+}
+
+/// The configuration in force: the oldest LoadBalancerConfig (a second one is a mistake the
+/// operator reports as Degraded), if it is valid; else the last valid one stays.
+async fn load_config(ctx: &Context, state: &mut State) {
+    let oldest = state.configs.values().min_by(|a, b| {
+        let created = |c: &LoadBalancerConfig| c.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.name_any().cmp(&b.name_any()))
+    });
+    let Some(config) = oldest else {
+        if state.config.take().is_some() {
+            tracing::warn!("the LoadBalancerConfig is gone: no new addresses; assigned ones stay");
+        }
+        state.no_pools = true;
+        return;
+    };
+    if state
+        .config
+        .as_ref()
+        .is_some_and(|(n, s)| *n == config.name_any() && *s == config.spec)
+    {
+        return;
+    }
+    if let Err(problems) = validate(&config.spec) {
+        ctx.metrics.config_stale.set(1);
+        tracing::error!(config = %config.name_any(), %problems, "LoadBalancerConfig rejected; the last valid configuration stays in force");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ConfigRejected".into(),
+            note: Some(truncate(&format!(
+                "the last valid configuration stays in force:\n{problems}"
+            ))),
+            action: "Validate".into(),
+            secondary: None,
+        };
+        publish(ctx, &event, &config.object_ref(&())).await;
+        return;
+    }
+    ctx.metrics.config_stale.set(0);
+    let spec = config.spec.clone();
+    if spec.address_pools.is_empty() {
+        tracing::warn!("no address pools: no new addresses; assigned ones stay");
+        state.no_pools = true;
+    } else {
+        state.no_pools = false;
+        let displaced = state.allocator.set_pools(&spec.address_pools);
+        if !displaced.is_empty() {
+            tracing::info!(
+                count = displaced.len(),
+                "Services lost their pool and will be re-homed"
+            );
+        }
+        state.pending.extend(displaced);
+    }
+    state.config = Some((config.name_any(), spec));
+    state.usage_dirty = true;
+}
+
+fn class(state: &State) -> &str {
+    state
+        .config
+        .as_ref()
+        .map_or("", |(_, s)| s.load_balancer_class.as_str())
+}
+
+/// First pass after the watches are synced: restore every held address, then serve the rest.
+async fn startup(ctx: &Context, state: &mut State) {
+    load_config(ctx, state).await;
+    let class = class(state).to_owned();
+    let mut restored = 0usize;
+    let held: Vec<ServiceKey> = state
+        .services
+        .iter()
+        .filter(|(_, s)| is_ours(s, &class) && !status_ips(s).is_empty())
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !state.no_pools {
+        for key in &held {
+            let svc = &state.services[key];
+            let labels = namespace_labels(state, svc);
+            if let Ok(req) = service::request(svc, &labels)
+                && state.allocator.assign(&req, &status_ips(svc)).is_ok()
+            {
+                restored += 1;
+            }
+        }
+    }
+    tracing::info!(
+        services = state.services.len(),
+        held = held.len(),
+        restored,
+        "state rebuilt from Service status"
+    );
+    reconcile_all(ctx, state).await;
+}
+
+fn namespace_labels(state: &State, svc: &Service) -> BTreeMap<String, String> {
+    svc.metadata
+        .namespace
+        .as_ref()
+        .and_then(|ns| state.namespaces.get(ns))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Reconciles every Service: those holding addresses first, then the others, in key order.
+async fn reconcile_all(ctx: &Context, state: &mut State) {
+    let mut held = Vec::new();
+    let mut rest = Vec::new();
+    for (key, svc) in &state.services {
+        if status_ips(svc).is_empty() {
+            rest.push(key.clone());
+        } else {
+            held.push(key.clone());
+        }
+    }
+    for key in held.into_iter().chain(rest) {
+        reconcile(ctx, state, &key).await;
+    }
+    let services = &state.services;
+    state.pending.retain(|k| services.contains_key(k));
+}
+
+/// Retries Services waiting for addresses, in key order.
+async fn retry_pending(ctx: &Context, state: &mut State) {
+    let keys: Vec<ServiceKey> = state.pending.iter().cloned().collect();
+    for key in keys {
+        reconcile(ctx, state, &key).await;
+    }
+}
+
+/// Brings one Service to what the allocator says.
+async fn reconcile(ctx: &Context, state: &mut State, key: &str) {
+    let class = class(state).to_owned();
+    let Some(svc) = state.services.get(key).cloned() else {
+        // Deleted: its addresses go back, and waiting Services may now fit.
+        state.pending.remove(key);
+        if state.allocator.release(key).is_some() {
+            state.usage_dirty = true;
+            tracing::info!(service = key, "released addresses of a deleted Service");
+        }
+        return;
+    };
+    if !is_ours(&svc, &class) {
+        state.pending.remove(key);
+        if state.allocator.release(key).is_some() {
+            state.usage_dirty = true;
+            tracing::info!(
+                service = key,
+                "released addresses of a Service that is no longer ours"
+            );
+            clear(ctx, &svc).await;
+        }
+        return;
+    }
+    let labels = namespace_labels(state, &svc);
+    let outcome = match service::request(&svc, &labels) {
+        Err(e) => failed_request(&e),
+        Ok(req) => {
+            let current = status_ips(&svc);
+            let known = state.allocator.assignment(key).map(|a| a.ips.clone());
+            if state.no_pools {
+                match known.or(Some(current).filter(|c| !c.is_empty())) {
+                    // Nothing to allocate from, but what is held stays.
+                    Some(ips) if !ips.is_empty() => Outcome::Allocated(Assignment {
+                        pool: allocated_pool(&svc).unwrap_or_default().to_owned(),
+                        ips,
+                    }),
+                    _ => failure(&AllocationError::NoPools),
+                }
+            } else {
+                // Addresses in status that the allocator does not know yet (written by an
+                // earlier leader, or restored after a config change) are claimed first.
+                if known.is_none() && !current.is_empty() {
+                    let _ = state.allocator.assign(&req, &current);
+                }
+                match state.allocator.allocate(&req) {
+                    Ok(a) => Outcome::Allocated(a),
+                    Err(e) => match state.allocator.assignment(key) {
+                        // A changed request that cannot be met keeps what the Service holds.
+                        Some(held) => {
+                            let held = held.clone();
+                            publish_failure(ctx, &svc, &e).await;
+                            Outcome::Allocated(held)
+                        }
+                        None => failure(&e),
+                    },
+                }
+            }
+        }
+    };
+    let result = match &outcome {
+        Outcome::Allocated(_) => "IPAllocated",
+        Outcome::Failed { reason, .. } => reason,
+    };
+    match &outcome {
+        Outcome::Allocated(_) => {
+            state.pending.remove(key);
+        }
+        Outcome::Failed { .. } => {
+            state.pending.insert(key.to_owned());
+        }
+    }
+    state.usage_dirty = true;
+    if write(ctx, &svc, &outcome).await {
+        ctx.metrics
+            .allocations
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}
+
+fn failure(e: &AllocationError) -> Outcome {
+    Outcome::Failed {
+        reason: e.reason(),
+        message: e.to_string(),
+    }
+}
+
+fn failed_request(e: &RequestError) -> Outcome {
+    Outcome::Failed {
+        reason: e.reason(),
+        message: e.to_string(),
+    }
+}
+
+fn describe(a: &Assignment) -> String {
+    let ips: Vec<String> = a.ips.iter().map(ToString::to_string).collect();
+    if a.pool.is_empty() {
+        ips.join(", ")
+    } else {
+        format!("{} from pool {}", ips.join(", "), a.pool)
+    }
+}
+
+/// Writes `outcome` to the Service where it differs from what is there. True when it wrote.
+async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> bool {
+    let (status, reason, message, ips, pool) = match outcome {
+        Outcome::Allocated(a) => (
+            "True",
+            "IPAllocated",
+            describe(a),
+            a.ips.clone(),
+            Some(a.pool.as_str()).filter(|p| !p.is_empty()),
+        ),
+        Outcome::Failed { reason, message } => (
+            "False",
+            *reason,
+            message.clone(),
+            status_ips(svc),
+            allocated_pool(svc),
+        ),
+    };
+    let unchanged = service::condition(svc) == Some((status, reason, message.as_str()))
+        && status_ips(svc) == ips
+        && allocated_pool(svc) == pool;
+    if unchanged {
+        return false;
+    }
+    let api: Api<Service> = Api::namespaced(
+        ctx.client.clone(),
+        svc.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let name = svc.name_any();
+    if allocated_pool(svc) != pool {
+        let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: pool}}});
+        if let Err(e) = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(service = %service::key(svc), error = %e, "cannot write the pool annotation");
+            return false;
+        }
+    }
+    let transition = match service::condition(svc) {
+        Some((old, _, _)) if old == status => svc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == CONDITION_TYPE))
+            .map(|c| c.last_transition_time.clone()),
+        _ => None,
+    };
+    let condition = Condition {
+        type_: CONDITION_TYPE.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.clone(),
+        observed_generation: svc.metadata.generation,
+        last_transition_time: transition.unwrap_or(Time(Timestamp::now())),
+    };
+    let ingress: Vec<_> = ips
+        .iter()
+        .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+        .collect();
+    let patch = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "status": {"loadBalancer": {"ingress": ingress}, "conditions": [condition]},
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    if let Err(e) = api
+        .patch_status(&name, &params, &Patch::Apply(&patch))
+        .await
+    {
+        tracing::warn!(service = %service::key(svc), error = %e, "cannot write Service status");
+        return false;
+    }
+    let changed_ips = status_ips(svc) != ips;
+    match outcome {
+        Outcome::Allocated(a) if changed_ips => {
+            tracing::info!(service = %service::key(svc), ips = %describe(a), "allocated");
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "IPAllocated".into(),
+                note: Some(format!("Assigned {}", describe(a))),
+                action: "Allocate".into(),
+                secondary: None,
+            };
+            publish(ctx, &event, &svc.object_ref(&())).await;
+        }
+        Outcome::Failed { reason, message } => {
+            tracing::info!(service = %service::key(svc), reason, message, "allocation failed");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "AllocationFailed".into(),
+                note: Some(truncate(&format!("{reason}: {message}"))),
+                action: "Allocate".into(),
+                secondary: None,
+            };
+            publish(ctx, &event, &svc.object_ref(&())).await;
+        }
+        Outcome::Allocated(_) => {}
+    }
+    true
+}
+
+/// An Event for a changed request that cannot be met while the Service keeps its addresses.
+async fn publish_failure(ctx: &Context, svc: &Service, e: &AllocationError) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "AllocationFailed".into(),
+        note: Some(truncate(&format!(
+            "{}: {e}; the Service keeps its current addresses",
+            e.reason()
+        ))),
+        action: "Allocate".into(),
+        secondary: None,
+    };
+    publish(ctx, &event, &svc.object_ref(&())).await;
+}
+
+/// Removes what the controller wrote on a Service it no longer handles.
+async fn clear(ctx: &Context, svc: &Service) {
+    let api: Api<Service> = Api::namespaced(
+        ctx.client.clone(),
+        svc.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let name = svc.name_any();
+    let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: null}}});
+    let _ = api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
+    // Applying an empty status drops the fields this manager owned.
+    let patch = json!({"apiVersion": "v1", "kind": "Service", "status": {}});
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    if let Err(e) = api
+        .patch_status(&name, &params, &Patch::Apply(&patch))
+        .await
+    {
+        tracing::warn!(service = %service::key(svc), error = %e, "cannot clear Service status");
+    }
+}
+
+/// Writes pool usage to the configuration's status and the metrics.
+async fn write_usage(ctx: &Context, state: &State) {
+    let mut pools = Vec::new();
+    for pool in state.allocator.pools() {
+        let family = |f: IpFamily| {
+            let (total, used) = pool.usage(f);
+            (total > 0).then(|| FamilyUsage::new(total, used))
+        };
+        for (f, label) in [(IpFamily::V4, "ipv4"), (IpFamily::V6, "ipv6")] {
+            let (total, used) = pool.usage(f);
+            if total == 0 {
+                continue;
+            }
+            let labels = PoolLabels {
+                pool: pool.name().to_owned(),
+                family: label.to_owned(),
+            };
+            // Gauges are f64; a /64 is exact enough there, and exact in the status.
+            #[allow(clippy::cast_precision_loss)]
+            {
+                ctx.metrics
+                    .addresses_total
+                    .get_or_create(&labels)
+                    .set(total as f64);
+                ctx.metrics
+                    .addresses_in_use
+                    .get_or_create(&labels)
+                    .set(used as f64);
+            }
+        }
+        pools.push(PoolUsage {
+            name: pool.name().to_owned(),
+            ipv4: family(IpFamily::V4),
+            ipv6: family(IpFamily::V6),
+        });
+    }
+    let Some((name, _)) = &state.config else {
+        return;
+    };
+    let api: Api<LoadBalancerConfig> = Api::all(ctx.client.clone());
+    let patch = json!({
+        "apiVersion": "ferrolb.io/v1alpha1",
+        "kind": "LoadBalancerConfig",
+        "status": {"pools": pools},
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    if let Err(e) = api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+        tracing::warn!(config = %name, error = %e, "cannot write pool usage");
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    event: &Event,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+) {
+    if let Err(e) = ctx.recorder.publish(event, reference).await {
+        tracing::warn!(reason = %event.reason, error = %e, "cannot publish an Event");
+    }
+}
+
+/// Event notes are limited to 1 kB.
+fn truncate(s: &str) -> String {
+    const MAX: usize = 1000;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
