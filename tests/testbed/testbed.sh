@@ -21,7 +21,8 @@
 #
 # Env: TESTBED_NODES (default 3, max 4), K8S_VERSION (default v1.34.4),
 #      FERROLB_TESTBED_CACHE (default /var/cache/ferrolb-testbed), CARGO (default cargo),
-#      TESTBED_PROFILE (cargo profile dir of the FerroLB binaries, default debug).
+#      TESTBED_PROFILE (cargo profile dir of the FerroLB binaries, default debug),
+#      TESTBED_CARGO_FLAGS (default --locked).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -169,15 +170,25 @@ frr_up() {
       done
     done
     echo " address-family ipv4 unicast"
+    echo "  maximum-paths 8"
     for i in $(seq 1 "$NODES"); do echo "  neighbor 198.51.100.1$i activate"; done
     echo " exit-address-family"
     echo " address-family ipv6 unicast"
+    echo "  maximum-paths 8"
     for i in $(seq 1 "$NODES"); do echo "  neighbor 2001:db8:100::1$i activate"; done
     echo " exit-address-family"
     echo "!"
   } >"$F/frr.conf"
   chown -R frr:frr "$F"
-  ip netns exec "ftb-$SFX-rtr" /usr/lib/frr/bgpd -d -u frr -g frr --no_zebra -f "$F/frr.conf" \
+  # zebra installs the BGP routes in the router namespace's kernel, so the router really forwards:
+  # a client that routes 203.0.113.0/24 via the router follows what the speakers announce (ECMP).
+  ip netns exec "ftb-$SFX-rtr" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+    net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.eth0.send_redirects=0 net.ipv4.fib_multipath_hash_policy=1
+  ip netns exec "ftb-$SFX-rtr" /usr/lib/frr/zebra -d -u frr -g frr -f "$F/frr.conf" \
+    --vty_socket "$F" -z "$F/zserv.api" -i "$F/zebra.pid" -A 127.0.0.1 -P 0
+  wait_for 20 "zebra pid file" test -s "$F/zebra.pid"
+  record_pid zebra "$(cat "$F/zebra.pid")"
+  ip netns exec "ftb-$SFX-rtr" /usr/lib/frr/bgpd -d -u frr -g frr -f "$F/frr.conf" \
     --vty_socket "$F" -z "$F/zserv.api" -i "$F/bgpd.pid" -A 127.0.0.1 -P 0
   wait_for 20 "bgpd pid file" test -s "$F/bgpd.pid"
   record_pid bgpd "$(cat "$F/bgpd.pid")"
@@ -333,8 +344,9 @@ up() {
 
   log "cargo build (testbed agent and FerroLB binaries, profile $PROFILE)"
   local pflag=(); [ "$PROFILE" = debug ] || pflag=(--profile "$PROFILE")
-  (cd "$ROOT" && "$CARGO" build --locked -p ferrolb-testbed "${pflag[@]}") || die "cargo build -p ferrolb-testbed failed"
-  (cd "$ROOT" && "$CARGO" build --locked --workspace --bins "${pflag[@]}") \
+  local cflags; read -r -a cflags <<<"${TESTBED_CARGO_FLAGS---locked}"
+  (cd "$ROOT" && "$CARGO" build "${cflags[@]}" -p ferrolb-testbed "${pflag[@]}") || die "cargo build -p ferrolb-testbed failed"
+  (cd "$ROOT" && "$CARGO" build "${cflags[@]}" --workspace --bins "${pflag[@]}") \
     || log "WARNING: cargo build --workspace --bins failed: pods with FerroLB images will fail to start"
 
   SFX=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')

@@ -633,6 +633,49 @@ impl Drop for Proc {
     }
 }
 
+/// Start a GoBGP speaker stand-in in `netns` (it dials the routers; it does not listen).
+fn start_gobgp(
+    netns: &str,
+    node_ip: &str,
+    asn: &str,
+    routers: &[(String, String)],
+    api_port: u16,
+) -> anyhow::Result<(Proc, std::path::PathBuf)> {
+    let dir = std::env::temp_dir().join(unique_name("ftb-gobgp"));
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("gobgpd.toml");
+    let mut toml =
+        format!("[global.config]\n  as = {asn}\n  router-id = \"{node_ip}\"\n  port = -1\n");
+    for (ip, peer_asn) in routers {
+        toml.push_str(&format!(
+            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{ip}\"\n    peer-as = {peer_asn}\n  [neighbors.timers.config]\n    connect-retry = 1\n    hold-time = 9\n    keepalive-interval = 3\n"
+        ));
+    }
+    std::fs::write(&conf, toml)?;
+    let log = std::fs::File::create(dir.join("gobgpd.log"))?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", netns, "gobgpd", "-f"])
+        .arg(&conf)
+        .args([
+            "--api-hosts",
+            &format!("127.0.0.1:{api_port}"),
+            "-l",
+            "warn",
+        ])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting gobgpd")?;
+    Ok((Proc(child), dir))
+}
+
+fn gobgp_cli(netns: &str, api_port: u16, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let port = api_port.to_string();
+    let mut argv = vec!["gobgp", "-u", "127.0.0.1", "-p", &port];
+    argv.extend_from_slice(args);
+    netns_exec(netns, &argv)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
 async fn gobgp_in_a_node_namespace_peers_with_frr_bird_and_gobgp() -> anyhow::Result<()> {
@@ -655,28 +698,7 @@ async fn gobgp_in_a_node_namespace_peers_with_frr_bird_and_gobgp() -> anyhow::Re
         ),
     ];
     let my_asn = v("TESTBED_GOBGP_PEER_ASN", "64513");
-    let dir = std::env::temp_dir().join(unique_name("ftb-gobgp"));
-    std::fs::create_dir_all(&dir)?;
-    let conf = dir.join("gobgpd.toml");
-    let mut toml =
-        format!("[global.config]\n  as = {my_asn}\n  router-id = \"{node_ip}\"\n  port = -1\n");
-    for (ip, asn) in &routers {
-        toml.push_str(&format!(
-            "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{ip}\"\n    peer-as = {asn}\n  [neighbors.timers.config]\n    connect-retry = 1\n    hold-time = 9\n    keepalive-interval = 3\n"
-        ));
-    }
-    std::fs::write(&conf, toml)?;
-    let log = std::fs::File::create(dir.join("gobgpd.log"))?;
-    let _gobgpd = Proc(
-        Command::new("ip")
-            .args(["netns", "exec", &netns, "gobgpd", "-f"])
-            .arg(&conf)
-            .args(["--api-hosts", "127.0.0.1:50052", "-l", "warn"])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting gobgpd")?,
-    );
+    let (_gobgpd, dir) = start_gobgp(&netns, &node_ip, &my_asn, &routers, 50052)?;
     let state = wait_for("BGP session Established in FRR", T, || async {
         let v = tb.frr_json(&format!("show bgp neighbors {node_ip} json"))?;
         let st = v[&node_ip]["bgpState"].as_str().unwrap_or("").to_string();
@@ -796,5 +818,119 @@ async fn ferrolb_image_runs_the_workspace_binary() -> anyhow::Result<()> {
     let phase = p.status.and_then(|s| s.phase).unwrap_or_default();
     assert_eq!(phase, "Succeeded", "{log}");
     assert!(log.contains("ferrolb-controller"), "{log}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn bgp_announcement_steers_client_traffic_through_the_router() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    anyhow::ensure!(tb.node_names.len() >= 2, "needs two nodes");
+    let ns = tb.namespace(&client, "bgpdp").await?;
+    let (node, node_ip, netns) = (
+        tb.node_names[1].clone(),
+        tb.node_ips[1].clone(),
+        tb.node_netns[1].clone(),
+    );
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    deploys
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web"},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "web"}},
+                        "spec": {
+                            "nodeSelector": {"kubernetes.io/hostname": node},
+                            "containers": [echo_container(json!([]))]
+                        }
+                    }
+                }
+            }))?,
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let web = ready_pods(&pods, "app=web", 1).await?;
+    let web_name = web[0].metadata.name.clone().unwrap_or_default();
+    let last = 10 + (u32::from_str_radix(&unique_name("x")[2..], 16).unwrap_or(0) % 200);
+    let lb = format!("203.0.113.{last}");
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    svcs.create(
+        &PostParams::default(),
+        &obj(json!({"metadata": {"name": "web"},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}))?,
+    )
+    .await?;
+    svcs.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": lb}]}}})),
+    )
+    .await?;
+    let router_ip = tb
+        .var("TESTBED_ROUTER_IP")
+        .unwrap_or("198.51.100.1")
+        .to_string();
+    let router_asn = tb.var("TESTBED_ROUTER_ASN").unwrap_or("64512").to_string();
+    let (_gobgpd, dir) = start_gobgp(
+        &netns,
+        &node_ip,
+        "64513",
+        &[(router_ip.clone(), router_asn)],
+        50053,
+    )?;
+    // the client sends the LB IP to the router; only the BGP route makes it reach the node
+    let _r = ClientRoute::set(&tb.client_netns, &lb, &router_ip)?;
+    let url = format!("http://{lb}/");
+    assert!(
+        curl(&tb.client_netns, &url).is_err(),
+        "answered before any announcement"
+    );
+    let prefix = format!("{lb}/32");
+    wait_for("announce", T, || async {
+        Ok(gobgp_cli(
+            &netns,
+            50053,
+            &["global", "rib", "add", &prefix, "-a", "ipv4"],
+        )?
+        .status
+        .success()
+        .then_some(()))
+    })
+    .await?;
+    let kernel = wait_for("route installed in the router's kernel", T, || async {
+        let out = netns_sh(&tb.router_netns, &["ip", "route", "show", &lb])?;
+        Ok(out.contains(&node_ip).then_some(out))
+    })
+    .await?;
+    assert!(kernel.contains("proto bgp"), "{kernel}");
+    let out = wait_for("curl through the router", T, || async {
+        Ok(curl(&tb.client_netns, &url)
+            .ok()
+            .filter(|o| o.contains("pod=")))
+    })
+    .await?;
+    assert!(out.contains(&format!("pod={web_name} ")), "{out}");
+    // withdraw: the router drops the route and the client loses the service
+    gobgp_cli(
+        &netns,
+        50053,
+        &["global", "rib", "del", &prefix, "-a", "ipv4"],
+    )?;
+    wait_for("route withdrawn", T, || async {
+        let out = netns_sh(&tb.router_netns, &["ip", "route", "show", &lb])?;
+        Ok(out.trim().is_empty().then_some(()))
+    })
+    .await?;
+    assert!(
+        curl(&tb.client_netns, &url).is_err(),
+        "still answered after withdrawal"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
