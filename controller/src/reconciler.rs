@@ -89,6 +89,8 @@ struct State {
     no_pools: bool,
     /// Services of ours without addresses, retried when addresses free up.
     pending: BTreeSet<ServiceKey>,
+    /// Addresses were freed since pending Services were last retried.
+    freed: bool,
     usage_dirty: bool,
 }
 
@@ -125,6 +127,7 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
         allocator: Allocator::default(),
         no_pools: true,
         pending: BTreeSet::new(),
+        freed: false,
         usage_dirty: true,
     };
     let mut buffers = Buffers::default();
@@ -429,8 +432,11 @@ async fn reconcile_all(ctx: &Context, state: &mut State) {
     state.pending.retain(|k| services.contains_key(k));
 }
 
-/// Retries Services waiting for addresses, in key order.
+/// Retries Services waiting for addresses, in key order, when addresses were freed.
 async fn retry_pending(ctx: &Context, state: &mut State) {
+    if !std::mem::take(&mut state.freed) {
+        return;
+    }
     let keys: Vec<ServiceKey> = state.pending.iter().cloned().collect();
     for key in keys {
         reconcile(ctx, state, &key).await;
@@ -445,6 +451,7 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str) {
         state.pending.remove(key);
         if state.allocator.release(key).is_some() {
             state.usage_dirty = true;
+            state.freed = true;
             tracing::info!(service = key, "released addresses of a deleted Service");
         }
         return;
@@ -483,7 +490,10 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str) {
                     let _ = state.allocator.assign(&req, &current);
                 }
                 match state.allocator.allocate(&req) {
-                    Ok(a) => Outcome::Allocated(a),
+                    Ok(a) => {
+                        state.freed |= known.is_some_and(|k| k != a.ips);
+                        Outcome::Allocated(a)
+                    }
                     Err(e) => match state.allocator.assignment(key) {
                         // A changed request that cannot be met keeps what the Service holds.
                         Some(held) => {
