@@ -303,3 +303,135 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Continuous HTTP probes from a network namespace (`ferrolb-testbed probe`), to measure failover
+/// as the longest gap between two answered probes.
+#[derive(Debug)]
+pub struct Probe {
+    child: std::process::Child,
+    reader: Option<std::thread::JoinHandle<Vec<Value>>>,
+}
+
+/// What a [`Probe`] saw.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    /// Every probe: `{"t_ms", "ok", "body" | "error"}`.
+    pub samples: Vec<Value>,
+    /// Longest time between two successful probes (or from the first to the last probe when
+    /// none succeeded).
+    pub max_gap: Duration,
+    /// How many probes each answer body got (e.g. `pod=… node=…` lines of the echo image).
+    pub answers: std::collections::BTreeMap<String, usize>,
+    /// Failed probes.
+    pub failures: usize,
+    /// From the first to the last failed probe (zero without failures).
+    pub failure_window: Duration,
+}
+
+impl Probe {
+    /// Start probing `target` (ip:port) from `netns` every `interval`, with the testbed's own
+    /// copy of the `ferrolb-testbed` binary.
+    pub fn start(
+        tb: &Testbed,
+        netns: &str,
+        target: &str,
+        interval: Duration,
+    ) -> anyhow::Result<Self> {
+        let run = tb
+            .var("TESTBED_RUN_DIR")
+            .ok_or_else(|| anyhow!("TESTBED_RUN_DIR missing"))?;
+        let exe = Path::new(run).join("bin").join("ferrolb-testbed");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .arg(&exe)
+            .args(["probe", "--target", target, "--interval-ms"])
+            .arg(interval.as_millis().to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {} probe", exe.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("probe has no stdout"))?;
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| serde_json::from_str(&l).ok())
+                .collect()
+        });
+        Ok(Self {
+            child,
+            reader: Some(reader),
+        })
+    }
+
+    /// Stop probing and summarise.
+    pub fn stop(mut self) -> ProbeReport {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let samples = self
+            .reader
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        summarize(samples)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Summarise probe samples (pure).
+///
+/// ```
+/// let s = |t: u64, ok: bool| serde_json::json!({"t_ms": t, "ok": ok, "body": "a"});
+/// let r = ferrolb_testbed::harness::summarize(vec![s(0, true), s(50, false), s(100, false), s(150, true)]);
+/// assert_eq!(r.max_gap, std::time::Duration::from_millis(150));
+/// assert_eq!((r.failures, r.failure_window.as_millis()), (2, 50));
+/// ```
+pub fn summarize(samples: Vec<Value>) -> ProbeReport {
+    let mut answers = std::collections::BTreeMap::new();
+    let mut max_gap = 0u64;
+    let mut last_ok: Option<u64> = None;
+    let first = samples
+        .first()
+        .and_then(|s| s["t_ms"].as_u64())
+        .unwrap_or(0);
+    let end = samples.last().and_then(|s| s["t_ms"].as_u64()).unwrap_or(0);
+    let (mut failures, mut first_fail, mut last_fail) = (0usize, None, 0u64);
+    for s in &samples {
+        let t = s["t_ms"].as_u64().unwrap_or(0);
+        if s["ok"].as_bool() != Some(true) {
+            failures += 1;
+            first_fail.get_or_insert(t);
+            last_fail = t;
+        }
+        if s["ok"].as_bool() == Some(true) {
+            if let Some(prev) = last_ok {
+                max_gap = max_gap.max(t.saturating_sub(prev));
+            }
+            last_ok = Some(t);
+            *answers
+                .entry(s["body"].as_str().unwrap_or("").to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    match last_ok {
+        None => max_gap = end.saturating_sub(first),
+        Some(l) => max_gap = max_gap.max(end.saturating_sub(l)),
+    }
+    ProbeReport {
+        samples,
+        max_gap: Duration::from_millis(max_gap),
+        answers,
+        failures,
+        failure_window: Duration::from_millis(first_fail.map(|f| last_fail - f).unwrap_or(0)),
+    }
+}

@@ -4,6 +4,7 @@
 //! - [`agent`]: the node agent (`ferrolb-testbed node-agent`), a small kubelet + kube-proxy.
 //! - [`echo`]: the built-in `ferrolb-testbed/echo` image.
 //! - [`forward`]: the API forwarder for the root namespace.
+//! - [`probe`]: continuous client probes (failover gaps).
 //! - [`harness`]: what tests use: start-or-reuse the testbed, per-test namespaces, exec in a
 //!   network namespace, waiting, FRR JSON.
 
@@ -11,3 +12,4 @@ pub mod agent;
 pub mod echo;
 pub mod forward;
 pub mod harness;
+pub mod probe;

@@ -21,6 +21,8 @@ enum Cmd {
     NodeAgent(ferrolb_testbed::agent::AgentArgs),
     /// The built-in `ferrolb-testbed/echo` image: answers HTTP and UDP with its pod and node name.
     Echo(ferrolb_testbed::echo::EchoArgs),
+    /// Continuous HTTP probes of one address, one JSON line each (failover measurement).
+    Probe(ferrolb_testbed::probe::ProbeArgs),
     /// Forward a TCP port of the current namespace to an address inside another network namespace.
     Forward {
         #[arg(long)]
@@ -55,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         } => ferrolb_testbed::forward::run(listen, &netns, to, port_file.as_deref()),
         Cmd::NodeAgent(args) => runtime()?.block_on(ferrolb_testbed::agent::run(args)),
         Cmd::Echo(args) => runtime()?.block_on(ferrolb_testbed::echo::run(args)),
+        Cmd::Probe(args) => runtime()?.block_on(ferrolb_testbed::probe::run(args)),
     }
 }
 

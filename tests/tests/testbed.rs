@@ -7,7 +7,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ferrolb_testbed::harness::{Testbed, netns_exec, netns_sh, unique_name, wait_for};
+use ferrolb_testbed::harness::{Probe, Testbed, netns_exec, netns_sh, unique_name, wait_for};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
@@ -932,5 +932,149 @@ async fn bgp_announcement_steers_client_traffic_through_the_router() -> anyhow::
         "still answered after withdrawal"
     );
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Bring a node namespace's uplink back up when dropped.
+struct LinkDown(String);
+
+impl Drop for LinkDown {
+    fn drop(&mut self) {
+        let _ = netns_exec(&self.0, &["ip", "link", "set", "eth0", "up"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn ecmp_failover_gap_is_measured_by_client_probes() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    anyhow::ensure!(tb.node_names.len() >= 3, "needs three nodes");
+    let ns = tb.namespace(&client, "failover").await?;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    deploys
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web"},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "web"}},
+                        "spec": {
+                            "nodeSelector": {"kubernetes.io/hostname": tb.node_names[0]},
+                            "containers": [echo_container(json!([]))]
+                        }
+                    }
+                }
+            }))?,
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    ready_pods(&pods, "app=web", 1).await?;
+    let last = 10 + (u32::from_str_radix(&unique_name("x")[2..], 16).unwrap_or(0) % 200);
+    let lb = format!("203.0.113.{last}");
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    svcs.create(
+        &PostParams::default(),
+        &obj(json!({"metadata": {"name": "web"},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Cluster", "selector": {"app": "web"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}))?,
+    )
+    .await?;
+    svcs.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": lb}]}}})),
+    )
+    .await?;
+    let router_ip = tb
+        .var("TESTBED_ROUTER_IP")
+        .unwrap_or("198.51.100.1")
+        .to_string();
+    let router_asn = tb.var("TESTBED_ROUTER_ASN").unwrap_or("64512").to_string();
+    let prefix = format!("{lb}/32");
+    // node-2 and node-3 announce the IP (Cluster policy: both forward to the pod on node-1)
+    let mut speakers = Vec::new();
+    for (i, port) in [(1usize, 50054u16), (2, 50055)] {
+        let (p, dir) = start_gobgp(
+            &tb.node_netns[i],
+            &tb.node_ips[i],
+            "64513",
+            &[(router_ip.clone(), router_asn.clone())],
+            port,
+        )?;
+        let netns = tb.node_netns[i].clone();
+        wait_for("announce", T, || async {
+            Ok(gobgp_cli(
+                &netns,
+                port,
+                &["global", "rib", "add", &prefix, "-a", "ipv4"],
+            )?
+            .status
+            .success()
+            .then_some(()))
+        })
+        .await?;
+        speakers.push((p, dir));
+    }
+    let (n2, n3) = (tb.node_ips[1].clone(), tb.node_ips[2].clone());
+    wait_for("ECMP route via node-2 and node-3", T, || async {
+        let out = netns_sh(&tb.router_netns, &["ip", "route", "show", &lb])?;
+        Ok((out.contains(&n2) && out.contains(&n3)).then_some(()))
+    })
+    .await?;
+    let _r = ClientRoute::set(&tb.client_netns, &lb, &router_ip)?;
+    let probe = Probe::start(
+        &tb,
+        &tb.client_netns,
+        &format!("{lb}:80"),
+        Duration::from_millis(50),
+    )?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // node-2 fails hard: its link goes down; FRR notices when the hold timer (9 s) expires
+    let down = LinkDown(tb.node_netns[1].clone());
+    netns_sh(&tb.node_netns[1], &["ip", "link", "set", "eth0", "down"])?;
+    wait_for(
+        "route withdrawn from node-2",
+        Duration::from_secs(30),
+        || async {
+            let out = netns_sh(&tb.router_netns, &["ip", "route", "show", &lb])?;
+            Ok((!out.contains(&n2) && out.contains(&n3)).then_some(()))
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = probe.stop();
+    drop(down);
+    let tail_ok = report
+        .samples
+        .iter()
+        .rev()
+        .take(10)
+        .all(|s| s["ok"].as_bool() == Some(true));
+    eprintln!(
+        "failover: {} probes, {} failed over {:?}, longest gap between answers {:?}",
+        report.samples.len(),
+        report.failures,
+        report.failure_window,
+        report.max_gap
+    );
+    assert!(
+        report.samples.len() > 50,
+        "too few probes: {}",
+        report.samples.len()
+    );
+    assert!(tail_ok, "after the withdrawal every probe is answered");
+    assert!(
+        report.failure_window < Duration::from_secs(15),
+        "failures lasted {:?} (hold time is 9 s)",
+        report.failure_window
+    );
+    for (p, dir) in speakers {
+        drop(p);
+        let _ = std::fs::remove_dir_all(dir);
+    }
     Ok(())
 }
