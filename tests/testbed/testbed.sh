@@ -10,7 +10,7 @@
 #
 #   ftb-<run>-br   bridge "br0"; every other namespace has a veth "eth0" plugged into it
 #   ftb-<run>-cp   198.51.100.126  etcd, kube-apiserver (:6443), kube-controller-manager, kube-scheduler
-#   ftb-<run>-rtr  198.51.100.1    FRR bgpd (AS 64512), passive peer of every node (v4 and v6)
+#   ftb-<run>-rtr  198.51.100.1    FRR zebra+bgpd (AS 64512), passive peer of every node (v4 and v6), forwards
 #   ftb-<run>-bird 198.51.100.2    BIRD 2 (AS 64520), passive peer of every node (any peer AS)
 #   ftb-<run>-gobgp 198.51.100.3   gobgpd (AS 64530), passive peer of every node (peer AS 64513)
 #   ftb-<run>-cli  198.51.100.100  a client namespace for curl
@@ -329,7 +329,14 @@ healthy() { # the testbed in ENV_FILE is up and answering
 up() {
   [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, nftables)"
   mkdir -p "$STATE_DIR"
-  if healthy; then log "testbed already up ($(sed -n 's/^TESTBED_RUN=//p' "$ENV_FILE")); reusing"; return 0; fi
+  if healthy; then
+    log "testbed already up ($(sed -n 's/^TESTBED_RUN=//p' "$ENV_FILE")); reusing"
+    local run_dir; run_dir=$(sed -n 's/^TESTBED_RUN_DIR=//p' "$ENV_FILE")
+    if [ -x "$TARGET_DIR/$PROFILE/ferrolb-testbed" ] && ! cmp -s "$TARGET_DIR/$PROFILE/ferrolb-testbed" "$run_dir/bin/ferrolb-testbed"; then
+      log "WARNING: target/$PROFILE/ferrolb-testbed changed since bring-up; the node agents run the old one (make testbed-down testbed-up)"
+    fi
+    return 0
+  fi
   down_all || die "could not remove the previous testbed of this checkout (see above)"
   for c in etcd openssl curl nft nsenter unshare /usr/lib/frr/bgpd vtysh bird birdc gobgpd gobgp; do
     command -v "$c" >/dev/null || die "missing $c: run 'bash tests/testbed/install-deps.sh'"
