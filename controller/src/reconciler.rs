@@ -84,6 +84,8 @@ struct State {
     configs: BTreeMap<String, LoadBalancerConfig>,
     /// The configuration in force (the last valid one) and the object it came from.
     config: Option<(String, LoadBalancerConfigSpec)>,
+    /// The last rejected configuration, so it is reported once, not at every event.
+    rejected: Option<(String, LoadBalancerConfigSpec)>,
     allocator: Allocator,
     /// No pool is configured: nothing new is allocated, and nothing held is taken away.
     no_pools: bool,
@@ -124,6 +126,7 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
         namespaces: BTreeMap::new(),
         configs: BTreeMap::new(),
         config: None,
+        rejected: None,
         allocator: Allocator::default(),
         no_pools: true,
         pending: BTreeSet::new(),
@@ -332,7 +335,12 @@ async fn load_config(ctx: &Context, state: &mut State) {
     {
         return;
     }
+    let candidate = Some((config.name_any(), config.spec.clone()));
+    if state.rejected == candidate {
+        return;
+    }
     if let Err(problems) = validate(&config.spec) {
+        state.rejected = candidate;
         ctx.metrics.config_stale.set(1);
         tracing::error!(config = %config.name_any(), %problems, "LoadBalancerConfig rejected; the last valid configuration stays in force");
         let event = Event {
@@ -348,6 +356,7 @@ async fn load_config(ctx: &Context, state: &mut State) {
         return;
     }
     ctx.metrics.config_stale.set(0);
+    state.rejected = None;
     let spec = config.spec.clone();
     if spec.address_pools.is_empty() {
         tracing::warn!("no address pools: no new addresses; assigned ones stay");
