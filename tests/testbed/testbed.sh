@@ -86,6 +86,8 @@ gen_pki() {
   client kcm "/CN=system:kube-controller-manager"
   client scheduler "/CN=system:kube-scheduler"
   client apiserver-kubelet "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  client kube-proxy "/CN=system:kube-proxy"
+  local i; for i in $(seq 1 "$NODES"); do client "node-$i" "/O=system:nodes/CN=system:node:node-$i"; done
   # aggregation layer (front proxy): its own CA, as kubeadm does
   openssl req -x509 -newkey rsa:2048 -nodes -keyout front-proxy-ca.key -out front-proxy-ca.crt -days 365 -subj "/CN=front-proxy-ca" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -keyout front-proxy-client.key -out front-proxy-client.csr -subj "/CN=front-proxy-client" 2>/dev/null
@@ -369,6 +371,8 @@ up() {
   kubeconfig "$RUN/admin-internal.kubeconfig" "https://$API_IP:$API_PORT" admin
   kubeconfig "$RUN/kcm.kubeconfig" "https://$API_IP:$API_PORT" kcm
   kubeconfig "$RUN/scheduler.kubeconfig" "https://$API_IP:$API_PORT" scheduler
+  kubeconfig "$RUN/kube-proxy.kubeconfig" "https://$API_IP:$API_PORT" kube-proxy
+  local i; for i in $(seq 1 "$NODES"); do kubeconfig "$RUN/node-$i.kubeconfig" "https://$API_IP:$API_PORT" "node-$i"; done
 
   log "network: bridge, control plane, router, client and $NODES node namespaces"
   net_up
@@ -389,7 +393,8 @@ up() {
   for i in $(seq 1 "$NODES"); do
     bg_in "node-agent-node-$i" "ftb-$SFX-n$i" "$RUN/bin/ferrolb-testbed" node-agent \
       --node "node-$i" --node-ip "198.51.100.1$i" --node-ipv6 "2001:db8:100::1$i" \
-      --kubeconfig "$RUN/admin-internal.kubeconfig" --run-dir "$RUN" --netns-prefix "ftb-$SFX" \
+      --kubeconfig "$RUN/node-$i.kubeconfig" --proxy-kubeconfig "$RUN/kube-proxy.kubeconfig" \
+      --run-dir "$RUN" --netns-prefix "ftb-$SFX" \
       --api-host "$API_IP" --api-port "$API_PORT" --ca-file "$RUN/pki/ca.crt" \
       --bin-dir "$TARGET_DIR/$PROFILE" --self-exe "$RUN/bin/ferrolb-testbed"
   done

@@ -129,6 +129,47 @@ async fn nodes_are_ready_with_leases_and_pod_cidrs() -> anyhow::Result<()> {
         let r1 = leases.get(name).await?.spec.and_then(|s| s.renew_time);
         tokio::time::sleep(Duration::from_secs(3)).await;
         let r2 = leases.get(name).await?.spec.and_then(|s| s.renew_time);
+        // the agent is a real node identity: NodeRestriction stops it from touching another node
+        if tb.node_names.len() > 1 {
+            let other = &tb.node_names[(i + 1) % tb.node_names.len()];
+            let run = tb.var("TESTBED_RUN_DIR").context("TESTBED_RUN_DIR")?;
+            let kc = format!("--kubeconfig={run}/{name}.kubeconfig");
+            let kubectl = tb.kubectl.display().to_string();
+            let own = netns_exec(
+                &tb.node_netns[i],
+                &[
+                    &kubectl,
+                    &kc,
+                    "annotate",
+                    "--overwrite",
+                    "node",
+                    name,
+                    "testbed.ferrolb.io/probe=1",
+                ],
+            )?;
+            assert!(
+                own.status.success(),
+                "{}",
+                String::from_utf8_lossy(&own.stderr)
+            );
+            let theirs = netns_exec(
+                &tb.node_netns[i],
+                &[
+                    &kubectl,
+                    &kc,
+                    "annotate",
+                    "--overwrite",
+                    "node",
+                    other,
+                    "testbed.ferrolb.io/probe=1",
+                ],
+            )?;
+            let err = String::from_utf8_lossy(&theirs.stderr);
+            assert!(
+                !theirs.status.success() && err.contains("Forbidden"),
+                "{err}"
+            );
+        }
         assert!(
             r1.is_some() && r1 != r2,
             "lease of {name} not renewed: {r1:?} {r2:?}"

@@ -37,9 +37,14 @@ pub struct AgentArgs {
     /// The node's IPv6 address (second InternalIP).
     #[arg(long)]
     pub node_ipv6: Option<Ipv6Addr>,
-    /// Kubeconfig the agent uses (an address reachable from the node namespace).
+    /// Kubeconfig of the node (user `system:node:NAME` in group `system:nodes`, so the Node
+    /// authorizer and NodeRestriction apply as to a kubelet); an address reachable from the node
+    /// namespace.
     #[arg(long)]
     pub kubeconfig: PathBuf,
+    /// Kubeconfig for the kube-proxy part (user `system:kube-proxy`); defaults to `--kubeconfig`.
+    #[arg(long)]
+    pub proxy_kubeconfig: Option<PathBuf>,
     /// Run directory of the testbed; pods live in RUN/nodes/NODE/pods/UID.
     #[arg(long)]
     pub run_dir: PathBuf,
@@ -66,7 +71,10 @@ pub struct AgentArgs {
 /// Shared state of one agent.
 pub struct Ctx {
     pub args: AgentArgs,
+    /// The node's client (kubelet identity).
     pub client: Client,
+    /// The kube-proxy client (lists Services, EndpointSlices and Nodes).
+    pub proxy_client: Client,
     pub self_exe: PathBuf,
     pub pods_dir: PathBuf,
     /// Pod CIDR base and prefix length, once kube-controller-manager allocated it.
@@ -110,6 +118,10 @@ fn now_micro() -> String {
 /// Run the agent until SIGTERM/SIGINT; then stop every pod process and remove pod namespaces.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let client = client_from(&args.kubeconfig).await?;
+    let proxy_client = match &args.proxy_kubeconfig {
+        Some(p) => client_from(p).await?,
+        None => client.clone(),
+    };
     let self_exe = match &args.self_exe {
         Some(p) => p.clone(),
         None => std::env::current_exe()?,
@@ -119,6 +131,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(Ctx {
         args,
         client,
+        proxy_client,
         self_exe,
         pods_dir,
         pod_cidr: Mutex::new(None),
@@ -265,6 +278,8 @@ async fn heartbeat(ctx: Arc<Ctx>) {
     let a = &ctx.args;
     let since = now();
     let nodes: Api<Node> = Api::all(ctx.client.clone());
+    // a node may only read its own Node object; the other nodes' pod CIDRs come via kube-proxy's identity
+    let all_nodes: Api<Node> = Api::all(ctx.proxy_client.clone());
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "kube-node-lease");
     let mut n = 0u64;
     loop {
@@ -283,7 +298,7 @@ async fn heartbeat(ctx: Arc<Ctx>) {
         {
             tracing::warn!(error = %e, "node status");
         }
-        if let Err(e) = sync_node_routes(&ctx, &nodes).await {
+        if let Err(e) = sync_node_routes(&ctx, &all_nodes).await {
             tracing::warn!(error = %e, "node routes");
         }
         n += 1;

@@ -218,8 +218,8 @@ pub async fn flush() {
 
 /// Keep the node's nftables in sync with Services and EndpointSlices.
 pub async fn run(ctx: Arc<Ctx>) {
-    let svcs: Api<Service> = Api::all(ctx.client.clone());
-    let slices: Api<EndpointSlice> = Api::all(ctx.client.clone());
+    let svcs: Api<Service> = Api::all(ctx.proxy_client.clone());
+    let slices: Api<EndpointSlice> = Api::all(ctx.proxy_client.clone());
     let node_ip = ctx.args.node_ip.to_string();
     let mut last = String::new();
     loop {
