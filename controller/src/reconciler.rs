@@ -7,7 +7,7 @@
 //! allocated: Services that hold addresses are restored first, in key order, so no address moves
 //! or doubles across restarts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use ferrolb_api::address::IpFamily;
@@ -91,6 +91,9 @@ struct State {
     no_pools: bool,
     /// Services of ours without addresses, retried when addresses free up.
     pending: BTreeSet<ServiceKey>,
+    /// What was last written to each Service, so that a watch event carrying an older copy of
+    /// the Service (our own writes arrive as two events) does not cause a second write.
+    written: HashMap<ServiceKey, Outcome>,
     /// Addresses were freed since pending Services were last retried.
     freed: bool,
     usage_dirty: bool,
@@ -131,6 +134,7 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
         no_pools: true,
         pending: BTreeSet::new(),
         freed: false,
+        written: HashMap::new(),
         usage_dirty: true,
     };
     let mut buffers = Buffers::default();
@@ -458,6 +462,7 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str) {
     let Some(svc) = state.services.get(key).cloned() else {
         // Deleted: its addresses go back, and waiting Services may now fit.
         state.pending.remove(key);
+        state.written.remove(key);
         if state.allocator.release(key).is_some() {
             state.usage_dirty = true;
             state.freed = true;
@@ -467,6 +472,7 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str) {
     };
     if !is_ours(&svc, &class) {
         state.pending.remove(key);
+        state.written.remove(key);
         if state.allocator.release(key).is_some() {
             state.usage_dirty = true;
             tracing::info!(
@@ -529,13 +535,22 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str) {
         }
     }
     state.usage_dirty = true;
-    if write(ctx, &svc, &outcome).await {
-        ctx.metrics
-            .allocations
-            .get_or_create(&ResultLabels {
-                result: result.to_owned(),
-            })
-            .inc();
+    if state.written.get(key) == Some(&outcome) {
+        return;
+    }
+    match write(ctx, &svc, &outcome).await {
+        None => {}
+        Some(wrote) => {
+            if wrote {
+                ctx.metrics
+                    .allocations
+                    .get_or_create(&ResultLabels {
+                        result: result.to_owned(),
+                    })
+                    .inc();
+            }
+            state.written.insert(key.to_owned(), outcome);
+        }
     }
 }
 
@@ -562,8 +577,9 @@ fn describe(a: &Assignment) -> String {
     }
 }
 
-/// Writes `outcome` to the Service where it differs from what is there. True when it wrote.
-async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> bool {
+/// Writes `outcome` to the Service where it differs from what is there: Some(true) when it
+/// wrote, Some(false) when nothing differed, None when a write failed (it is retried later).
+async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> Option<bool> {
     let (status, reason, message, ips, pool) = match outcome {
         Outcome::Allocated(a) => (
             "True",
@@ -584,7 +600,7 @@ async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> bool {
         && status_ips(svc) == ips
         && allocated_pool(svc) == pool;
     if unchanged {
-        return false;
+        return Some(false);
     }
     let api: Api<Service> = Api::namespaced(
         ctx.client.clone(),
@@ -598,7 +614,7 @@ async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> bool {
             .await
         {
             tracing::warn!(service = %service::key(svc), error = %e, "cannot write the pool annotation");
-            return false;
+            return None;
         }
     }
     let transition = match service::condition(svc) {
@@ -633,7 +649,7 @@ async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> bool {
         .await
     {
         tracing::warn!(service = %service::key(svc), error = %e, "cannot write Service status");
-        return false;
+        return None;
     }
     let changed_ips = status_ips(svc) != ips;
     match outcome {
@@ -661,7 +677,7 @@ async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> bool {
         }
         Outcome::Allocated(_) => {}
     }
-    true
+    Some(true)
 }
 
 /// An Event for a changed request that cannot be met while the Service keeps its addresses.
