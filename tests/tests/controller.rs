@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use ferrolb_testbed::harness::{Testbed, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -73,22 +73,25 @@ async fn leader(client: &Client) -> anyhow::Result<String> {
     .await
 }
 
-/// Applies the one LoadBalancerConfig (named `ferrolb`) with `spec`.
+/// Makes the one LoadBalancerConfig (named `ferrolb`) exactly `spec`, whatever was there.
 async fn apply_config(client: &Client, spec: Value) -> anyhow::Result<()> {
     let api: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
-    let config = json!({
+    let mut config: ferrolb_api::LoadBalancerConfig = serde_json::from_value(json!({
         "apiVersion": "ferrolb.io/v1alpha1",
         "kind": "LoadBalancerConfig",
         "metadata": {"name": "ferrolb"},
         "spec": spec,
-    });
-    api.patch(
-        "ferrolb",
-        &PatchParams::apply("controller-test").force(),
-        &Patch::Apply(&config),
-    )
-    .await
-    .context("applying the LoadBalancerConfig")?;
+    }))?;
+    match api.get_opt("ferrolb").await? {
+        Some(old) => {
+            config.metadata.resource_version = old.metadata.resource_version;
+            api.replace("ferrolb", &PostParams::default(), &config)
+                .await?;
+        }
+        None => {
+            api.create(&PostParams::default(), &config).await?;
+        }
+    }
     Ok(())
 }
 
@@ -406,14 +409,14 @@ async fn sigkill_during_churn_never_duplicates_leaks_or_moves_an_ip() -> anyhow:
     let api: Api<Service> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
 
-    // Killer: SIGKILL the leader's process every 3 s while the churn runs.
+    // Killer: SIGKILL the leader's process every 2 s while the churn runs.
     let killer_client = client.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_k = stop.clone();
     let killer = tokio::spawn(async move {
         let mut kills = 0u32;
         while !stop_k.load(std::sync::atomic::Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
             let Ok(holder) = leader(&killer_client).await else {
                 continue;
             };
