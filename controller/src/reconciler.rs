@@ -475,6 +475,7 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str) {
         state.written.remove(key);
         if state.allocator.release(key).is_some() {
             state.usage_dirty = true;
+            state.freed = true;
             tracing::info!(
                 service = key,
                 "released addresses of a Service that is no longer ours"
@@ -509,15 +510,17 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str) {
                         state.freed |= known.is_some_and(|k| k != a.ips);
                         Outcome::Allocated(a)
                     }
-                    Err(e) => match state.allocator.assignment(key) {
-                        // A changed request that cannot be met keeps what the Service holds.
-                        Some(held) => {
-                            let held = held.clone();
-                            publish_failure(ctx, &svc, &e).await;
-                            Outcome::Allocated(held)
+                    Err(e) => {
+                        // A changed request that cannot be met keeps what the Service holds:
+                        // the allocator still reserves it, and the status is left as it is.
+                        let mut outcome = failure(&e);
+                        if let (Outcome::Failed { message, .. }, Some(_)) =
+                            (&mut outcome, state.allocator.assignment(key))
+                        {
+                            message.push_str("; the Service keeps its current addresses");
                         }
-                        None => failure(&e),
-                    },
+                        outcome
+                    }
                 }
             }
         }
@@ -678,21 +681,6 @@ async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> Option<bool> 
         Outcome::Allocated(_) => {}
     }
     Some(true)
-}
-
-/// An Event for a changed request that cannot be met while the Service keeps its addresses.
-async fn publish_failure(ctx: &Context, svc: &Service, e: &AllocationError) {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: "AllocationFailed".into(),
-        note: Some(truncate(&format!(
-            "{}: {e}; the Service keeps its current addresses",
-            e.reason()
-        ))),
-        action: "Allocate".into(),
-        secondary: None,
-    };
-    publish(ctx, &event, &svc.object_ref(&())).await;
 }
 
 /// Removes what the controller wrote on a Service it no longer handles.

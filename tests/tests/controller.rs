@@ -339,6 +339,30 @@ async fn sharing_exhaustion_recovery_and_rehoming() -> anyhow::Result<()> {
     api.delete("web", &DeleteParams::default()).await?;
     assert_eq!(wait_ips(&api, "late").await?, web);
 
+    // A changed request that cannot be met is refused, and the Service keeps what it has.
+    let mut late = api.get("late").await?;
+    late.metadata.managed_fields = None;
+    late.metadata.annotations.get_or_insert_default().insert(
+        "ferrolb.io/load-balancer-ips".into(),
+        "198.51.100.77".into(),
+    );
+    api.replace("late", &PostParams::default(), &late).await?;
+    let (_, reason, message) = wait_condition(&api, "late", "False").await?;
+    assert_eq!(reason, "RequestedIPNotInPool");
+    assert_eq!(
+        message,
+        "requested IP 198.51.100.77 is not in any address pool; the Service keeps its current addresses"
+    );
+    assert_eq!(ingress(&api.get("late").await?), web);
+    let mut late = api.get("late").await?;
+    late.metadata.managed_fields = None;
+    if let Some(a) = late.metadata.annotations.as_mut() {
+        a.remove("ferrolb.io/load-balancer-ips");
+    }
+    api.replace("late", &PostParams::default(), &late).await?;
+    wait_condition(&api, "late", "True").await?;
+    assert_eq!(ingress(&api.get("late").await?), web);
+
     // An invalid config is ignored: the last valid one stays and nothing moves.
     apply_config(
         &client,
