@@ -30,13 +30,19 @@ pub fn answer(peer: SocketAddr) -> String {
         env("NODE_NAME"),
         std::process::id(),
         env("POD_IP"),
-        peer.ip()
+        peer.ip().to_canonical()
     )
 }
 
 /// Run the echo server until killed.
 pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
-    let addr = SocketAddr::from(([0, 0, 0, 0], args.port));
+    // [::] accepts IPv4 too (bindv6only=0); fall back to 0.0.0.0 where IPv6 is off
+    let addr6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, args.port));
+    let addr4 = SocketAddr::from(([0, 0, 0, 0], args.port));
+    let addr = match std::net::TcpListener::bind(addr6) {
+        Ok(_) => addr6,
+        Err(_) => addr4,
+    };
     let tcp = tokio::net::TcpListener::bind(addr).await?;
     let udp = tokio::net::UdpSocket::bind(addr).await?;
     tracing::info!(%addr, "echo listening (tcp+udp)");

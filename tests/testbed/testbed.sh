@@ -17,7 +17,8 @@
 #   ftb-<run>-nI   198.51.100.1I   node-I, its node agent and its hostNetwork pods (I = 1..4)
 #   ftb-<run>-pX   pod namespaces, created by the node agents (pod IPs from the node's podCIDR,
 #                  a /27 of 198.51.100.128/25 allocated by kube-controller-manager)
-#   IPv6: 2001:db8:100::<same last number>/64 on the bridge.
+#   IPv6: 2001:db8:100::<same last number>/48 on the bridge; IPv6 pod CIDRs are /64s of
+#   2001:db8:100:100::/56 (inside the on-link /48, like the IPv4 pod CIDRs inside the /24).
 #
 # Env: TESTBED_NODES (default 3, max 4), K8S_VERSION (default v1.34.4),
 #      FERROLB_TESTBED_CACHE (default /var/cache/ferrolb-testbed), CARGO (default cargo),
@@ -128,7 +129,7 @@ plug() { # plug NS PORTNAME V4 V6 : veth eth0 in NS <-> PORTNAME on the bridge
   ip -n "$BR" link add "$2" type veth peer name eth0 netns "$1"
   ip -n "$BR" link set "$2" master br0 up
   ip -n "$1" addr add "$3/24" dev eth0
-  ip -n "$1" addr add "$4/64" dev eth0 nodad
+  ip -n "$1" addr add "$4/48" dev eth0 nodad
   ip -n "$1" link set eth0 up
 }
 
@@ -147,7 +148,7 @@ net_up() {
     ns="ftb-$SFX-n$i"; ns_new "$ns"; plug "$ns" "n$i" "198.51.100.1$i" "2001:db8:100::1$i"
     ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
       net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-      net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.eth0.proxy_arp=1
+      net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.eth0.proxy_arp=1 net.ipv6.conf.eth0.proxy_ndp=1
   done
 }
 
@@ -260,7 +261,7 @@ cp_up() {
     --authorization-mode=Node,RBAC \
     --enable-admission-plugins=NodeRestriction \
     --enable-aggregator-routing=true \
-    --service-cluster-ip-range=10.96.0.0/16 \
+    --service-cluster-ip-range=10.96.0.0/16,2001:db8:96::/112 \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$P/sa.pub" \
     --service-account-signing-key-file="$P/sa.key" \
@@ -273,8 +274,9 @@ cp_up() {
     --service-account-private-key-file="$P/sa.key" --root-ca-file="$P/ca.crt" \
     --cluster-signing-cert-file="$P/ca.crt" --cluster-signing-key-file="$P/ca.key" \
     --use-service-account-credentials=true --controllers='*' \
-    --allocate-node-cidrs=true --cluster-cidr=198.51.100.128/25 --node-cidr-mask-size=27 \
-    --service-cluster-ip-range=10.96.0.0/16 \
+    --allocate-node-cidrs=true --cluster-cidr=198.51.100.128/25,2001:db8:100:100::/56 \
+    --node-cidr-mask-size-ipv4=27 --node-cidr-mask-size-ipv6=64 \
+    --service-cluster-ip-range=10.96.0.0/16,2001:db8:96::/112 \
     --node-monitor-grace-period=40s --v=1
   bg_in kube-scheduler "$CP" "$K8S_BIN/kube-scheduler" \
     --kubeconfig="$RUN/scheduler.kubeconfig" \

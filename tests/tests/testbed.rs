@@ -522,6 +522,14 @@ async fn unknown_image_fails_and_crashing_container_backs_off() -> anyhow::Resul
     Ok(())
 }
 
+fn host_prefix(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("{ip}/128")
+    } else {
+        format!("{ip}/32")
+    }
+}
+
 /// Route `ip` in the client namespace via `via` for the lifetime of the guard.
 struct ClientRoute {
     netns: String,
@@ -532,7 +540,7 @@ impl ClientRoute {
     fn set(netns: &str, ip: &str, via: &str) -> anyhow::Result<Self> {
         netns_sh(
             netns,
-            &["ip", "route", "replace", &format!("{ip}/32"), "via", via],
+            &["ip", "route", "replace", &host_prefix(ip), "via", via],
         )?;
         Ok(Self {
             netns: netns.into(),
@@ -543,10 +551,7 @@ impl ClientRoute {
 
 impl Drop for ClientRoute {
     fn drop(&mut self) {
-        let _ = netns_exec(
-            &self.netns,
-            &["ip", "route", "del", &format!("{}/32", self.ip)],
-        );
+        let _ = netns_exec(&self.netns, &["ip", "route", "del", &host_prefix(&self.ip)]);
     }
 }
 
@@ -1117,5 +1122,84 @@ async fn ecmp_failover_gap_is_measured_by_client_probes() -> anyhow::Result<()> 
         drop(p);
         let _ = std::fs::remove_dir_all(dir);
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn dual_stack_pods_and_an_ipv6_loadbalancer_ip() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    anyhow::ensure!(tb.node_names.len() >= 2, "needs two nodes");
+    let ns = tb.namespace(&client, "v6").await?;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    deploys
+        .create(
+            &PostParams::default(),
+            &obj(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web6"},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "web6"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "web6"}},
+                        "spec": {
+                            "nodeSelector": {"kubernetes.io/hostname": tb.node_names[0]},
+                            "containers": [echo_container(json!([]))]
+                        }
+                    }
+                }
+            }))?,
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let p = ready_pods(&pods, "app=web6", 1).await?;
+    let name = p[0].metadata.name.clone().unwrap_or_default();
+    let ips: Vec<String> = p[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ips.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip)
+        .collect();
+    assert_eq!(ips.len(), 2, "dual-stack pod IPs: {ips:?}");
+    let v6 = ips[1].clone();
+    assert!(v6.starts_with("2001:db8:100:1"), "{ips:?}");
+    let out = curl(&tb.client_netns, &format!("http://[{v6}]:8080/"))?;
+    assert!(out.contains(&format!("pod={name} ")), "{out}");
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    svcs.create(
+        &PostParams::default(),
+        &obj(json!({"metadata": {"name": "web6"},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Cluster",
+                     "ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6", "IPv4"],
+                     "selector": {"app": "web6"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}))?,
+    )
+    .await?;
+    let last = 10 + (u32::from_str_radix(&unique_name("x")[2..], 16).unwrap_or(0) % 200);
+    let lb6 = format!("2001:db8:1b::{last:x}");
+    svcs.patch_status(
+        "web6",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": lb6}]}}})),
+    )
+    .await?;
+    // via node-2 (Cluster): SNAT to node-2's IPv6 address
+    let via = tb
+        .var("TESTBED_NODE_IPS")
+        .map(|_| "2001:db8:100::12")
+        .unwrap_or_default();
+    let _r = ClientRoute::set(&tb.client_netns, &lb6, via)?;
+    let url = format!("http://[{lb6}]/");
+    let out = wait_for("IPv6 LB IP answers", T, || async {
+        Ok(curl(&tb.client_netns, &url)
+            .ok()
+            .filter(|o| o.contains("pod=")))
+    })
+    .await?;
+    assert!(out.contains(&format!("pod={name} ")), "{out}");
+    assert!(out.contains(&format!("client={via}")), "{out}");
     Ok(())
 }

@@ -79,6 +79,8 @@ pub struct Ctx {
     pub pods_dir: PathBuf,
     /// Pod CIDR base and prefix length, once kube-controller-manager allocated it.
     pub pod_cidr: Mutex<Option<(Ipv4Addr, u8)>>,
+    /// IPv6 pod CIDR, when the cluster is dual-stack.
+    pub pod_cidr6: Mutex<Option<(Ipv6Addr, u8)>>,
     /// IPs in use by pods of this node.
     pub used_ips: Mutex<Vec<Ipv4Addr>>,
 }
@@ -135,6 +137,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         self_exe,
         pods_dir,
         pod_cidr: Mutex::new(None),
+        pod_cidr6: Mutex::new(None),
         used_ips: Mutex::new(Vec::new()),
     });
     register(&ctx).await?;
@@ -331,37 +334,60 @@ async fn renew_lease(leases: &Api<Lease>, nodes: &Api<Node>, a: &AgentArgs) -> a
     Ok(())
 }
 
-/// Learn this node's pod CIDR and route the other nodes' pod CIDRs via their InternalIP.
+/// Learn this node's pod CIDRs (IPv4 and IPv6) and route the other nodes' pod CIDRs via their
+/// InternalIP of the same family.
 async fn sync_node_routes(ctx: &Arc<Ctx>, nodes: &Api<Node>) -> anyhow::Result<()> {
     for n in nodes.list(&ListParams::default()).await?.items {
         let name = n.metadata.name.clone().unwrap_or_default();
-        let Some(cidr) = n.spec.as_ref().and_then(|s| s.pod_cidr.clone()) else {
+        let spec = n.spec.clone().unwrap_or_default();
+        let mut cidrs = spec.pod_cidrs.clone().unwrap_or_default();
+        if cidrs.is_empty() {
+            cidrs.extend(spec.pod_cidr.clone());
+        }
+        if cidrs.is_empty() {
             continue;
-        };
+        }
         if name == ctx.args.node {
             let mut mine = ctx.pod_cidr.lock().await;
-            if mine.is_none()
-                && let Some((ip, len)) = cidr.split_once('/')
-                && let (Ok(ip), Ok(len)) = (ip.parse::<Ipv4Addr>(), len.parse::<u8>())
-            {
-                tracing::info!(%cidr, "pod CIDR allocated");
-                *mine = Some((ip, len));
+            let mut mine6 = ctx.pod_cidr6.lock().await;
+            for cidr in &cidrs {
+                let Some((ip, len)) = cidr.split_once('/') else {
+                    continue;
+                };
+                let Ok(len) = len.parse::<u8>() else { continue };
+                if let Ok(ip) = ip.parse::<Ipv4Addr>()
+                    && mine.is_none()
+                {
+                    tracing::info!(%cidr, "pod CIDR allocated");
+                    *mine = Some((ip, len));
+                }
+                if let Ok(ip) = ip.parse::<Ipv6Addr>()
+                    && mine6.is_none()
+                {
+                    tracing::info!(%cidr, "IPv6 pod CIDR allocated");
+                    *mine6 = Some((ip, len));
+                }
             }
             continue;
         }
-        let ip = n
+        let addrs: Vec<String> = n
             .status
             .as_ref()
-            .and_then(|s| s.addresses.as_ref())
-            .and_then(|a| {
-                a.iter()
-                    .find(|a| a.type_ == "InternalIP" && a.address.parse::<Ipv4Addr>().is_ok())
-            })
-            .map(|a| a.address.clone());
-        if let Some(ip) = ip {
+            .and_then(|s| s.addresses.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a.type_ == "InternalIP")
+            .map(|a| a.address)
+            .collect();
+        for cidr in &cidrs {
+            let v6 = cidr.contains(':');
+            let Some(via) = addrs.iter().find(|a| a.contains(':') == v6) else {
+                continue;
+            };
+            let fam = if v6 { "-6" } else { "-4" };
             let _ = sh(
                 "ip",
-                &["route", "replace", &cidr, "via", &ip, "dev", "eth0"],
+                &[fam, "route", "replace", cidr, "via", via, "dev", "eth0"],
             )
             .await;
         }

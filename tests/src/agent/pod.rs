@@ -191,6 +191,7 @@ struct PodRun {
     dir: PathBuf,
     netns: Option<String>,
     ip: Option<Ipv4Addr>,
+    ip6: Option<std::net::Ipv6Addr>,
     host_network: bool,
     failed: Option<(String, String)>,
     pending: Option<(String, String)>,
@@ -224,6 +225,7 @@ pub async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
         dir,
         netns: None,
         ip: None,
+        ip6: None,
         host_network,
         failed: None,
         pending: None,
@@ -303,6 +305,16 @@ pub async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
 impl PodRun {
     fn spec(&self) -> k8s_openapi::api::core::v1::PodSpec {
         self.pod.spec.clone().unwrap_or_default()
+    }
+
+    /// IPv4 first, then IPv6 (hostNetwork pods: the node's addresses).
+    fn pod_ips(&self) -> Vec<String> {
+        let v6 = if self.host_network {
+            self.ctx.args.node_ipv6.map(|a| a.to_string())
+        } else {
+            self.ip6.map(|a| a.to_string())
+        };
+        std::iter::once(self.pod_ip()).chain(v6).collect()
     }
 
     fn pod_ip(&self) -> String {
@@ -415,6 +427,14 @@ impl PodRun {
             ip
         };
         self.ip = Some(ip);
+        // IPv6: the same host index in the node's IPv6 pod CIDR
+        if let (Some((b6, _)), Some((b4, _))) = (
+            *self.ctx.pod_cidr6.lock().await,
+            *self.ctx.pod_cidr.lock().await,
+        ) {
+            let idx = u32::from(ip) - u32::from(b4);
+            self.ip6 = Some(std::net::Ipv6Addr::from(u128::from(b6) + u128::from(idx)));
+        }
         let short: String = self.uid.chars().filter(|c| *c != '-').take(8).collect();
         let ns = format!("{}-p{short}", self.ctx.args.netns_prefix);
         let veth = format!("vp{short}");
@@ -482,6 +502,29 @@ impl PodRun {
             ],
         )
         .await?;
+        if let Some(ip6) = self.ip6 {
+            let ips6 = format!("{ip6}/128");
+            let ip6s = ip6.to_string();
+            sh("ip", &["addr", "add", "fe80::1/64", "dev", &veth, "nodad"]).await?;
+            sh("ip", &["-6", "route", "replace", &ips6, "dev", &veth]).await?;
+            sh(
+                "ip",
+                &["-6", "neigh", "replace", "proxy", &ip6s, "dev", "eth0"],
+            )
+            .await?;
+            sh(
+                "ip",
+                &["-n", &ns, "addr", "add", &ips6, "dev", "eth0", "nodad"],
+            )
+            .await?;
+            sh(
+                "ip",
+                &[
+                    "-n", &ns, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
+                ],
+            )
+            .await?;
+        }
         tracing::info!(pod = %self.name, %ip, netns = %ns, "pod network ready");
         Ok(())
     }
@@ -496,7 +539,8 @@ impl PodRun {
             "metadata.uid" => self.uid.clone(),
             "spec.nodeName" => self.ctx.args.node.clone(),
             "spec.serviceAccountName" => spec.service_account_name.clone().unwrap_or_default(),
-            "status.podIP" | "status.podIPs" => self.pod_ip(),
+            "status.podIP" => self.pod_ip(),
+            "status.podIPs" => self.pod_ips().join(","),
             "status.hostIP" | "status.hostIPs" => node_ip,
             p => {
                 let (kind, key) = p.split_once("['")?;
@@ -1050,14 +1094,22 @@ impl PodRun {
             "phase": phase,
             "conditions": conditions,
             "hostIP": node_ip,
-            "hostIPs": [{"ip": node_ip}],
+            "hostIPs": std::iter::once(node_ip.clone())
+                .chain(self.ctx.args.node_ipv6.map(|a| a.to_string()))
+                .map(|ip| json!({"ip": ip}))
+                .collect::<Vec<_>>(),
             "startTime": self.start_time,
             "containerStatuses": statuses,
         });
         if self.set_up || self.host_network {
             let ip = self.pod_ip();
             status["podIP"] = json!(ip);
-            status["podIPs"] = json!([{"ip": ip}]);
+            status["podIPs"] = json!(
+                self.pod_ips()
+                    .iter()
+                    .map(|ip| json!({"ip": ip}))
+                    .collect::<Vec<_>>()
+            );
         }
         if let Some((reason, msg)) = &self.failed {
             status["reason"] = json!(reason);
@@ -1127,6 +1179,10 @@ impl PodRun {
             && let Err(e) = sh("ip", &["netns", "del", &ns]).await
         {
             tracing::warn!(error = %e, "deleting pod netns");
+        }
+        if let Some(ip6) = self.ip6.take() {
+            let ip6s = ip6.to_string();
+            let _ = sh("ip", &["-6", "neigh", "del", "proxy", &ip6s, "dev", "eth0"]).await;
         }
         if let Some(ip) = self.ip.take() {
             let ips = format!("{ip}/32");

@@ -35,13 +35,16 @@ struct Rule {
     masquerade: bool,
 }
 
-/// Compute the nftables ruleset for the given services and slices on node `node` (pure, tested).
+/// Compute the nftables table for the given services and slices on node `node` (pure, tested).
+/// The family follows `node_ip`: table `ip` for an IPv4 address, `ip6` for an IPv6 one.
 pub fn ruleset(
     node: &str,
     node_ip: &str,
     services: &[Service],
     slices: &[EndpointSlice],
 ) -> String {
+    let v6 = node_ip.contains(':');
+    let (fam, addr_type) = if v6 { ("ip6", "IPv6") } else { ("ip", "IPv4") };
     let mut rules = Vec::new();
     for svc in services {
         let (Some(ns), Some(name)) = (
@@ -71,7 +74,7 @@ pub fn ruleset(
             .iter()
             .filter(|s| {
                 s.metadata.namespace.as_deref() == Some(ns)
-                    && s.address_type == "IPv4"
+                    && s.address_type == addr_type
                     && s.metadata
                         .labels
                         .as_ref()
@@ -120,7 +123,7 @@ pub fn ruleset(
             }
             for (ips, local_only) in [(&ext_ips, local_ext), (&int_ips, local_int)] {
                 for ip in ips.iter() {
-                    if ip.parse::<std::net::Ipv4Addr>().is_err() {
+                    if ip.parse::<std::net::IpAddr>().map(|a| a.is_ipv6()) != Ok(v6) {
                         continue;
                     }
                     let bs: Vec<Backend> = backends
@@ -140,7 +143,7 @@ pub fn ruleset(
         }
     }
     let mut out = String::new();
-    let _ = writeln!(out, "table ip {TABLE} {{");
+    let _ = writeln!(out, "table {fam} {TABLE} {{");
     let _ = writeln!(
         out,
         "  chain prerouting {{ type nat hook prerouting priority -100; policy accept; jump services; }}"
@@ -158,7 +161,7 @@ pub fn ruleset(
     for (i, r) in rules.iter().enumerate() {
         let _ = writeln!(
             out,
-            "    ip daddr {} {} dport {} jump svc{i}",
+            "    {fam} daddr {} {} dport {} jump svc{i}",
             r.daddr, r.proto, r.port
         );
         let _ = writeln!(svc_chains, "  chain svc{i} {{");
@@ -184,7 +187,13 @@ pub fn ruleset(
             let _ = writeln!(
                 svc_chains,
                 "  chain svc{i}ep{j} {{ meta l4proto {} dnat to {}:{}; }}",
-                r.proto, b.ip, b.port
+                r.proto,
+                if v6 {
+                    format!("[{}]", b.ip)
+                } else {
+                    b.ip.clone()
+                },
+                b.port
             );
         }
     }
@@ -195,7 +204,9 @@ pub fn ruleset(
 }
 
 async fn apply(rules: &str) -> anyhow::Result<()> {
-    let script = format!("table ip {TABLE}\ndelete table ip {TABLE}\n{rules}");
+    let script = format!(
+        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip6 {TABLE}\ndelete table ip6 {TABLE}\n{rules}"
+    );
     let mut child = tokio::process::Command::new("nft")
         .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
@@ -214,6 +225,7 @@ async fn apply(rules: &str) -> anyhow::Result<()> {
 /// Remove the table (agent shutdown).
 pub async fn flush() {
     let _ = super::sh("nft", &["delete", "table", "ip", TABLE]).await;
+    let _ = super::sh("nft", &["delete", "table", "ip6", TABLE]).await;
 }
 
 /// Keep the node's nftables in sync with Services and EndpointSlices.
@@ -228,7 +240,15 @@ pub async fn run(ctx: Arc<Ctx>) {
             slices.list(&ListParams::default()).await,
         ) {
             (Ok(s), Ok(e)) => {
-                let rules = ruleset(&ctx.args.node, &node_ip, &s.items, &e.items);
+                let mut rules = ruleset(&ctx.args.node, &node_ip, &s.items, &e.items);
+                if let Some(v6) = ctx.args.node_ipv6 {
+                    rules.push_str(&ruleset(
+                        &ctx.args.node,
+                        &v6.to_string(),
+                        &s.items,
+                        &e.items,
+                    ));
+                }
                 if rules != last {
                     match apply(&rules).await {
                         Ok(()) => {
