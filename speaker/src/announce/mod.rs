@@ -1,0 +1,170 @@
+//! What this node announces with Layer 2: a pure function of the configuration, the Services, their
+//! endpoints, the Nodes and the live speakers. Every speaker computes the same answer, so each IP
+//! has exactly one leader without any coordination beyond knowing who is alive.
+//!
+//! The leader of an IP is chosen by rendezvous hashing: each candidate node scores
+//! `hash(node, ip)` and the highest score leads. Adding a node moves only the IPs it now scores
+//! highest on (about 1/n of them); removing a node that leads nothing moves nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ferrolb_api::address::AddressRange;
+use ferrolb_api::selector::list_matches;
+use ferrolb_api::v1alpha1::{L2Advertisement, LoadBalancerConfigSpec};
+
+/// The node label that keeps a node out of external load balancing (as the Kubernetes service
+/// controller defines it).
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// What the speakers know about a Node.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct NodeView {
+    /// Node labels.
+    pub labels: BTreeMap<String, String>,
+    /// The Ready condition is True.
+    pub ready: bool,
+    /// The NetworkUnavailable condition is True.
+    pub network_unavailable: bool,
+}
+
+impl NodeView {
+    /// Whether the node may announce anything at all.
+    fn usable(&self) -> bool {
+        self.ready && !self.network_unavailable && !self.labels.contains_key(EXCLUDE_LABEL)
+    }
+}
+
+/// What the speakers know about a Service that holds addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ServiceView {
+    /// `namespace/name`.
+    pub key: String,
+    /// Addresses in its status.
+    pub ips: Vec<IpAddr>,
+    /// `externalTrafficPolicy: Local`: only nodes with a ready local endpoint may lead.
+    pub local: bool,
+    /// Nodes hosting a ready (or serving) endpoint of the Service.
+    pub endpoint_nodes: BTreeSet<String>,
+}
+
+/// One IP this node must answer for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L2Announcement {
+    /// The address.
+    pub ip: IpAddr,
+    /// Interfaces to answer on; empty means every eligible interface.
+    pub interfaces: BTreeSet<String>,
+    /// Services using the address.
+    pub services: Vec<String>,
+}
+
+/// The score of `node` for `ip`: FNV-1a over the node name, a separator and the address bytes.
+/// Stable across versions and platforms, which is what matters: every speaker must agree.
+pub fn score(node: &str, ip: IpAddr) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let bytes = match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let mut hash = OFFSET;
+    for b in node.as_bytes().iter().chain(&[0u8]).chain(&bytes) {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    // FNV's low bits mix poorly for similar inputs; a final avalanche (from SplitMix64) fixes it.
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
+/// The leader among `candidates` for `ip`: the highest score, ties broken by name.
+pub fn leader<'a>(ip: IpAddr, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .max_by(|a, b| score(a, ip).cmp(&score(b, ip)).then_with(|| b.cmp(a)))
+}
+
+/// The L2 advertisements that cover `ip` (by the pool that holds it).
+fn advertisements_for(config: &LoadBalancerConfigSpec, ip: IpAddr) -> Vec<&L2Advertisement> {
+    let pool = config.address_pools.iter().find(|p| {
+        p.addresses
+            .iter()
+            .filter_map(|a| AddressRange::parse(a).ok())
+            .any(|r| r.contains(ip))
+    });
+    let Some(pool) = pool else {
+        return Vec::new();
+    };
+    config
+        .l2_advertisements
+        .iter()
+        .filter(|ad| ad.address_pools.is_empty() || ad.address_pools.contains(&pool.name))
+        .collect()
+}
+
+/// Every IP `me` leads, with the interfaces to answer on.
+///
+/// `members` are the nodes whose speakers are alive (from the liveness protocol, or from Node
+/// readiness when it is blocked). An IP is announced only if at least one Service using it has a
+/// ready endpoint; with `externalTrafficPolicy: Local` only nodes hosting one may lead.
+pub fn l2_announcements(
+    me: &str,
+    config: &LoadBalancerConfigSpec,
+    services: &[ServiceView],
+    nodes: &BTreeMap<String, NodeView>,
+    members: &BTreeSet<String>,
+) -> Vec<L2Announcement> {
+    // Services by IP, so a shared IP gets one leader.
+    let mut by_ip: BTreeMap<IpAddr, Vec<&ServiceView>> = BTreeMap::new();
+    for svc in services {
+        for &ip in &svc.ips {
+            by_ip.entry(ip).or_default().push(svc);
+        }
+    }
+    let mut out = Vec::new();
+    for (ip, users) in by_ip {
+        let ads = advertisements_for(config, ip);
+        if ads.is_empty() || users.iter().all(|s| s.endpoint_nodes.is_empty()) {
+            continue;
+        }
+        let eligible = |node: &str, view: &NodeView| {
+            view.usable()
+                && members.contains(node)
+                && ads
+                    .iter()
+                    .any(|ad| list_matches(&ad.node_selectors, &view.labels))
+                && users
+                    .iter()
+                    .all(|s| !s.local || s.endpoint_nodes.contains(node))
+        };
+        let candidates = nodes
+            .iter()
+            .filter(|(name, view)| eligible(name, view))
+            .map(|(name, _)| name.as_str());
+        if leader(ip, candidates) != Some(me) {
+            continue;
+        }
+        let my_labels = nodes.get(me).map(|n| &n.labels);
+        let interfaces: BTreeSet<String> = if ads.iter().any(|ad| ad.interfaces.is_empty()) {
+            BTreeSet::new()
+        } else {
+            ads.iter()
+                .filter(|ad| my_labels.is_some_and(|l| list_matches(&ad.node_selectors, l)))
+                .flat_map(|ad| ad.interfaces.iter().cloned())
+                .collect()
+        };
+        out.push(L2Announcement {
+            ip,
+            interfaces,
+            services: users.iter().map(|s| s.key.clone()).collect(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

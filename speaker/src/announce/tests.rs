@@ -1,0 +1,266 @@
+//! The announcement rules, each as a small world.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ferrolb_api::v1alpha1::{AddressPool, L2Advertisement, LoadBalancerConfigSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use proptest::prelude::*;
+
+use super::*;
+
+fn config(ads: Vec<L2Advertisement>) -> LoadBalancerConfigSpec {
+    LoadBalancerConfigSpec {
+        address_pools: vec![
+            AddressPool {
+                name: "lan".into(),
+                addresses: vec!["203.0.113.0/24".into(), "2001:db8::/64".into()],
+                auto_assign: true,
+                avoid_buggy_ips: false,
+                allocate_to: None,
+            },
+            AddressPool {
+                name: "bgp-only".into(),
+                addresses: vec!["198.51.100.0/24".into()],
+                auto_assign: true,
+                avoid_buggy_ips: false,
+                allocate_to: None,
+            },
+        ],
+        l2_advertisements: ads,
+        ..LoadBalancerConfigSpec::default()
+    }
+}
+
+fn ad(pools: &[&str], selector: Option<(&str, &str)>, interfaces: &[&str]) -> L2Advertisement {
+    L2Advertisement {
+        name: "ad".into(),
+        address_pools: pools.iter().map(|p| (*p).to_owned()).collect(),
+        node_selectors: selector
+            .map(|(k, v)| LabelSelector {
+                match_labels: Some([(k.to_owned(), v.to_owned())].into()),
+                match_expressions: None,
+            })
+            .into_iter()
+            .collect(),
+        interfaces: interfaces.iter().map(|i| (*i).to_owned()).collect(),
+    }
+}
+
+fn nodes(n: usize) -> BTreeMap<String, NodeView> {
+    (1..=n)
+        .map(|i| {
+            (
+                format!("node-{i}"),
+                NodeView {
+                    labels: [(
+                        "zone".to_owned(),
+                        if i % 2 == 0 { "b" } else { "a" }.to_owned(),
+                    )]
+                    .into(),
+                    ready: true,
+                    network_unavailable: false,
+                },
+            )
+        })
+        .collect()
+}
+
+fn all(nodes: &BTreeMap<String, NodeView>) -> BTreeSet<String> {
+    nodes.keys().cloned().collect()
+}
+
+fn svc(key: &str, ip: &str, endpoints: &[&str]) -> ServiceView {
+    ServiceView {
+        key: key.into(),
+        ips: vec![ip.parse().unwrap()],
+        local: false,
+        endpoint_nodes: endpoints.iter().map(|n| (*n).to_owned()).collect(),
+    }
+}
+
+/// Who announces each IP, asking every node.
+fn leaders(
+    config: &LoadBalancerConfigSpec,
+    services: &[ServiceView],
+    nodes: &BTreeMap<String, NodeView>,
+    members: &BTreeSet<String>,
+) -> BTreeMap<IpAddr, Vec<String>> {
+    let mut out: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+    for me in nodes.keys() {
+        for a in l2_announcements(me, config, services, nodes, members) {
+            out.entry(a.ip).or_default().push(me.clone());
+        }
+    }
+    out
+}
+
+#[test]
+fn exactly_one_node_answers_for_each_ip() {
+    let n = nodes(5);
+    let services: Vec<ServiceView> = (0..50)
+        .map(|i| svc(&format!("ns/s{i}"), &format!("203.0.113.{i}"), &["node-1"]))
+        .collect();
+    let got = leaders(&config(vec![ad(&[], None, &[])]), &services, &n, &all(&n));
+    assert_eq!(got.len(), 50);
+    assert!(got.values().all(|l| l.len() == 1));
+    // The work is spread: every node leads some of the 50.
+    let per_node: BTreeSet<&String> = got.values().flatten().collect();
+    assert_eq!(per_node.len(), 5);
+}
+
+#[test]
+fn services_without_ready_endpoints_are_not_announced() {
+    let n = nodes(3);
+    let got = leaders(
+        &config(vec![ad(&[], None, &[])]),
+        &[svc("ns/a", "203.0.113.1", &[])],
+        &n,
+        &all(&n),
+    );
+    assert!(got.is_empty());
+}
+
+#[test]
+fn only_pools_with_an_l2_advertisement_are_announced() {
+    let n = nodes(3);
+    let services = [
+        svc("ns/a", "203.0.113.1", &["node-1"]),
+        svc("ns/b", "198.51.100.1", &["node-1"]),
+    ];
+    let got = leaders(
+        &config(vec![ad(&["lan"], None, &[])]),
+        &services,
+        &n,
+        &all(&n),
+    );
+    assert_eq!(
+        got.keys().map(ToString::to_string).collect::<Vec<_>>(),
+        ["203.0.113.1"]
+    );
+}
+
+#[test]
+fn local_policy_leads_only_from_nodes_with_an_endpoint() {
+    let n = nodes(5);
+    for i in 0..40 {
+        let mut s = svc("ns/a", &format!("203.0.113.{i}"), &["node-2", "node-4"]);
+        s.local = true;
+        let got = leaders(&config(vec![ad(&[], None, &[])]), &[s], &n, &all(&n));
+        let leader = &got.values().next().unwrap()[0];
+        assert!(leader == "node-2" || leader == "node-4", "{leader}");
+    }
+}
+
+#[test]
+fn unusable_nodes_never_lead() {
+    let mut n = nodes(3);
+    n.get_mut("node-1").unwrap().ready = false;
+    n.get_mut("node-2").unwrap().network_unavailable = true;
+    let members = all(&n);
+    let mut excluded = n.clone();
+    excluded
+        .get_mut("node-3")
+        .unwrap()
+        .labels
+        .insert(EXCLUDE_LABEL.into(), String::new());
+    let services: Vec<ServiceView> = (0..20)
+        .map(|i| svc("ns/a", &format!("203.0.113.{i}"), &["node-1"]))
+        .collect();
+    let cfg = config(vec![ad(&[], None, &[])]);
+    let got = leaders(&cfg, &services, &n, &members);
+    assert!(got.values().flatten().all(|l| l == "node-3"));
+    assert!(leaders(&cfg, &services, &excluded, &members).is_empty());
+}
+
+#[test]
+fn dead_speakers_never_lead() {
+    let n = nodes(3);
+    let members: BTreeSet<String> = ["node-2".to_owned()].into();
+    let services: Vec<ServiceView> = (0..20)
+        .map(|i| svc("ns/a", &format!("203.0.113.{i}"), &["node-1"]))
+        .collect();
+    let got = leaders(&config(vec![ad(&[], None, &[])]), &services, &n, &members);
+    assert!(got.values().flatten().all(|l| l == "node-2"));
+}
+
+#[test]
+fn node_selectors_and_interfaces_of_the_advertisement_apply() {
+    let n = nodes(4);
+    let services: Vec<ServiceView> = (0..20)
+        .map(|i| svc("ns/a", &format!("203.0.113.{i}"), &["node-1"]))
+        .collect();
+    let cfg = config(vec![ad(&["lan"], Some(("zone", "b")), &["eth1"])]);
+    for me in n.keys() {
+        for a in l2_announcements(me, &cfg, &services, &n, &all(&n)) {
+            assert!(me == "node-2" || me == "node-4");
+            assert_eq!(a.interfaces, BTreeSet::from(["eth1".to_owned()]));
+        }
+    }
+}
+
+#[test]
+fn a_shared_ip_has_one_leader_for_all_its_services() {
+    let n = nodes(4);
+    let cfg = config(vec![ad(&[], None, &[])]);
+    let services = [
+        svc("ns/dns-tcp", "203.0.113.53", &["node-1"]),
+        svc("ns/dns-udp", "203.0.113.53", &["node-3"]),
+    ];
+    let who = leaders(&cfg, &services, &n, &all(&n));
+    let ip: IpAddr = "203.0.113.53".parse().unwrap();
+    assert_eq!(who[&ip].len(), 1);
+    let got = l2_announcements(&who[&ip][0], &cfg, &services, &n, &all(&n));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].services, ["ns/dns-tcp", "ns/dns-udp"]);
+}
+
+#[test]
+fn ipv6_addresses_are_ranked_too() {
+    let n = nodes(3);
+    let got = leaders(
+        &config(vec![ad(&[], None, &[])]),
+        &[svc("ns/a", "2001:db8::5", &["node-1"])],
+        &n,
+        &all(&n),
+    );
+    assert_eq!(got.len(), 1);
+}
+
+proptest! {
+    /// Adding a node only moves IPs to that node, and about 1/n of them.
+    #[test]
+    fn adding_a_node_moves_few_ips_and_only_to_it(count in 2usize..12) {
+        let ips: Vec<IpAddr> = (0..1000u32).map(|i| IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8])).collect();
+        let before: Vec<String> = (0..count).map(|i| format!("node-{i}")).collect();
+        let mut after = before.clone();
+        after.push("node-new".into());
+        let mut moved = 0;
+        for &ip in &ips {
+            let a = leader(ip, before.iter().map(String::as_str)).unwrap();
+            let b = leader(ip, after.iter().map(String::as_str)).unwrap();
+            if a != b {
+                prop_assert_eq!(b, "node-new");
+                moved += 1;
+            }
+        }
+        // Expected 1000/(count+1); allow generous noise.
+        prop_assert!(moved <= 2 * 1000 / (count + 1) + 30, "moved {moved} of 1000 with {count}+1 nodes");
+    }
+
+    /// Removing a node that leads nothing moves nothing; removing a leader moves only its IPs.
+    #[test]
+    fn removing_a_node_moves_only_its_ips(count in 2usize..12, gone in 0usize..12) {
+        let gone = gone % count;
+        let ips: Vec<IpAddr> = (0..300u32).map(|i| IpAddr::from([10, 1, (i / 256) as u8, (i % 256) as u8])).collect();
+        let before: Vec<String> = (0..count).map(|i| format!("node-{i}")).collect();
+        let after: Vec<String> = before.iter().enumerate().filter(|(i, _)| *i != gone).map(|(_, n)| n.clone()).collect();
+        for &ip in &ips {
+            let a = leader(ip, before.iter().map(String::as_str)).unwrap();
+            let b = leader(ip, after.iter().map(String::as_str)).unwrap();
+            if a != before[gone] {
+                prop_assert_eq!(a, b);
+            }
+        }
+    }
+}
