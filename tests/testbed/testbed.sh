@@ -398,7 +398,7 @@ up() {
       --kubeconfig "$RUN/node-$i.kubeconfig" --proxy-kubeconfig "$RUN/kube-proxy.kubeconfig" \
       --run-dir "$RUN" --netns-prefix "ftb-$SFX" \
       --api-host "$API_IP" --api-port "$API_PORT" --ca-file "$RUN/pki/ca.crt" \
-      --bin-dir "$TARGET_DIR/$PROFILE" --self-exe "$RUN/bin/ferrolb-testbed"
+      --bin-dir "$TARGET_DIR/$PROFILE" --self-exe "$RUN/bin/ferrolb-testbed" --volume-refresh-seconds 10
   done
   local KC="$RUN/admin.kubeconfig"
   wait_for 120 "$NODES Ready nodes" bash -c \

@@ -1203,3 +1203,43 @@ async fn dual_stack_pods_and_an_ipv6_loadbalancer_ip() -> anyhow::Result<()> {
     assert!(out.contains(&format!("client={via}")), "{out}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn configmap_updates_reach_the_mounted_files() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    let ns = tb.namespace(&client, "cmupd").await?;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    cms.create(
+        &PostParams::default(),
+        &obj(json!({"metadata": {"name": "cfg"}, "data": {"v": "one"}}))?,
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    pods.create(
+        &PostParams::default(),
+        &obj(json!({"metadata": {"name": "reader", "labels": {"app": "reader"}},
+            "spec": {
+                "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}}],
+                "containers": [{"name": "c", "image": "ferrolb-testbed/host",
+                    "command": ["/bin/sh", "-c", "while :; do echo \"v=$(cat /etc/cfg/v)\"; sleep 1; done"],
+                    "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}]}]}}))?,
+    )
+    .await?;
+    let p = ready_pods(&pods, "app=reader", 1).await?;
+    wait_for("v=one in the container", T, || async {
+        Ok(tb.pod_log(&p[0], "c")?.contains("v=one").then_some(()))
+    })
+    .await?;
+    cms.patch(
+        "cfg",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"v": "two"}})),
+    )
+    .await?;
+    wait_for("v=two in the container", T, || async {
+        Ok(tb.pod_log(&p[0], "c")?.contains("v=two").then_some(()))
+    })
+    .await?;
+    Ok(())
+}

@@ -63,6 +63,9 @@ pub struct AgentArgs {
     /// Directory with the binaries built from this workspace (ferrolb-operator, ...).
     #[arg(long)]
     pub bin_dir: PathBuf,
+    /// How often projected tokens and ConfigMap/Secret volumes are rewritten (the kubelet: ~60 s).
+    #[arg(long, default_value_t = 60)]
+    pub volume_refresh_seconds: u64,
     /// The testbed binary itself (runs the built-in `echo` image).
     #[arg(long)]
     pub self_exe: Option<PathBuf>,

@@ -197,6 +197,7 @@ struct PodRun {
     pending: Option<(String, String)>,
     ctrs: Vec<Ctr>,
     set_up: bool,
+    refreshed: Instant,
     start_time: String,
     cond_times: HashMap<String, (String, String)>,
     last_sent: Option<Value>,
@@ -231,6 +232,7 @@ pub async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
         pending: None,
         ctrs: Vec::new(),
         set_up: false,
+        refreshed: Instant::now(),
         start_time: now(),
         cond_times: HashMap::new(),
         last_sent: None,
@@ -287,6 +289,13 @@ pub async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
         }
         if p.set_up && p.failed.is_none() {
             p.step().await;
+            // like the kubelet: refresh projected tokens and ConfigMap/Secret volumes (~1 min)
+            if p.refreshed.elapsed() > Duration::from_secs(p.ctx.args.volume_refresh_seconds) {
+                if let Err(e) = p.setup_volumes().await {
+                    tracing::warn!(pod = %p.name, error = %format!("{e:#}"), "volume refresh");
+                }
+                p.refreshed = Instant::now();
+            }
         }
         p.report().await;
         tokio::select! {
@@ -766,9 +775,13 @@ impl PodRun {
                 if let Some(parent) = f.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                std::fs::write(&f, data)?;
+                // atomic replace, so a refresh never shows a half-written file
+                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+                let tmp = f.with_file_name(format!(".{name}.tmp"));
+                std::fs::write(&tmp, data)?;
                 let mode = mode.or(default_mode).unwrap_or(0o644);
-                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode as u32))?;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode as u32))?;
+                std::fs::rename(&tmp, &f)?;
             }
         }
         Ok(())
