@@ -556,3 +556,86 @@ async fn sigkill_during_churn_never_duplicates_leaks_or_moves_an_ip() -> anyhow:
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn dual_stack_services_get_one_address_per_family_from_one_pool() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    install(&tb, &client).await?;
+    let ns = tb.namespace(&client, "dual").await?;
+    apply_config(
+        &client,
+        json!({"addressPools": [
+            {"name": "a-v4only", "addresses": ["203.0.113.64/30"]},
+            {"name": "b-v6only", "addresses": ["2001:db8:ff:1::/126"]},
+            {"name": "c-dual", "addresses": ["203.0.113.72/30", "2001:db8:ff:2::/126"]},
+        ]}),
+    )
+    .await?;
+    let api: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let family_service = |name: &str, policy: &str, families: Value| -> anyhow::Result<Service> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": http(),
+                     "ipFamilyPolicy": policy, "ipFamilies": families},
+        }))?)
+    };
+    let pp = PostParams::default();
+    api.create(
+        &pp,
+        &family_service("require", "RequireDualStack", json!(["IPv6", "IPv4"]))?,
+    )
+    .await?;
+    assert_eq!(
+        wait_ips(&api, "require").await?,
+        ["2001:db8:ff:2::", "203.0.113.72"],
+        "both families from the one dual pool, primary family first"
+    );
+    api.create(
+        &pp,
+        &family_service("prefer", "PreferDualStack", json!(["IPv4", "IPv6"]))?,
+    )
+    .await?;
+    assert_eq!(
+        wait_ips(&api, "prefer").await?,
+        ["203.0.113.73", "2001:db8:ff:2::1"]
+    );
+    api.create(
+        &pp,
+        &family_service("single6", "SingleStack", json!(["IPv6"]))?,
+    )
+    .await?;
+    assert_eq!(wait_ips(&api, "single6").await?, ["2001:db8:ff:1::"]);
+    let mut wrong = family_service("wrong", "SingleStack", json!(["IPv4"]))?;
+    wrong.metadata.annotations.get_or_insert_default().insert(
+        "ferrolb.io/load-balancer-ips".into(),
+        "2001:db8:ff:1::2".into(),
+    );
+    api.create(&pp, &wrong).await?;
+    let (_, reason, message) = wait_condition(&api, "wrong", "False").await?;
+    assert_eq!(reason, "FamilyMismatch");
+    assert_eq!(
+        message,
+        "IP family mismatch: 2001:db8:ff:1::2 is IPv6 but the Service is single-stack IPv4"
+    );
+    // Pool usage counts each family apart.
+    let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
+    wait_for("dual pool usage", T, || async {
+        let status = configs.get("ferrolb").await?.status.unwrap_or_default();
+        let dual = status.pools.into_iter().find(|p| p.name == "c-dual");
+        Ok(dual
+            .filter(|p| {
+                p.ipv4
+                    .as_ref()
+                    .is_some_and(|u| u.assigned == "2" && u.total == "4")
+                    && p.ipv6
+                        .as_ref()
+                        .is_some_and(|u| u.assigned == "2" && u.total == "4")
+            })
+            .map(|_| ()))
+    })
+    .await?;
+    Ok(())
+}
