@@ -223,6 +223,23 @@ pub struct TestNamespace {
     kubeconfig: PathBuf,
 }
 
+impl TestNamespace {
+    /// Delete the namespace and wait until it is gone (its pods stopped, its Services and
+    /// their load-balancer IPs released), so the next test starts from a clean cluster.
+    /// Dropping the guard only starts the deletion.
+    pub async fn delete_and_wait(self, client: &Client, timeout: Duration) -> anyhow::Result<()> {
+        let api: Api<Namespace> = Api::all(client.clone());
+        let _ = api
+            .delete(&self.name, &kube::api::DeleteParams::background())
+            .await;
+        let name = self.name.clone();
+        wait_for(&format!("namespace {name} gone"), timeout, || async {
+            Ok(api.get_opt(&name).await?.is_none().then_some(()))
+        })
+        .await
+    }
+}
+
 impl std::fmt::Debug for TestNamespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestNamespace")

@@ -228,6 +228,12 @@ async fn echo_deployment_runs_real_processes() -> anyhow::Result<()> {
         assert!(out.contains(&format!("pod={name} ")), "{out}");
         assert!(out.contains(&format!("pid={pid} ")), "{out}");
     }
+    // deleting the namespace stops the processes and lets the namespace finish terminating
+    let pids: Vec<u32> = ready.iter().filter_map(pod_pid).collect();
+    ns.delete_and_wait(&client, T).await?;
+    for pid in pids {
+        assert!(!cmdline(pid).contains("echo"), "pid {pid} still runs");
+    }
     Ok(())
 }
 
