@@ -16,9 +16,42 @@ use serde_json::{Value, json};
 const T: Duration = Duration::from_secs(60);
 const SYSTEM: &str = "ferrolb-system";
 
+/// Removes the controller and the config when a test ends, even by panic, so that later tests
+/// (which set Service status by hand) never meet a running controller.
+struct Installed {
+    tb: Testbed,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = self
+            .tb
+            .kubectl(&["delete", "loadbalancerconfigs", "--all", "--wait=true"]);
+        let _ = self.tb.kubectl(&[
+            "delete",
+            "deployment",
+            "ferrolb-controller",
+            "-n",
+            SYSTEM,
+            "--ignore-not-found",
+            "--wait=true",
+        ]);
+        let _ = self.tb.kubectl(&[
+            "wait",
+            "--for=delete",
+            "pod",
+            "-l",
+            "app.kubernetes.io/component=controller",
+            "-n",
+            SYSTEM,
+            "--timeout=60s",
+        ]);
+    }
+}
+
 /// Installs CRD, RBAC and the controller Deployment from `config/default`, and waits for both
-/// replicas and a leader.
-async fn install(tb: &Testbed, client: &Client) -> anyhow::Result<()> {
+/// replicas and a leader. The controller goes away when the returned guard drops.
+async fn install(tb: &Testbed, client: &Client) -> anyhow::Result<Installed> {
     let root = ferrolb_testbed::harness::repo_root();
     let kustomize = root.join("config/default");
     let out = tb.kubectl(&[
@@ -50,7 +83,8 @@ async fn install(tb: &Testbed, client: &Client) -> anyhow::Result<()> {
         },
     )
     .await?;
-    leader(client).await.map(|_| ())
+    leader(client).await?;
+    Ok(Installed { tb: tb.clone() })
 }
 
 fn pod_ready(p: &Pod) -> bool {
@@ -171,7 +205,7 @@ async fn events_for(
 async fn services_get_ips_by_every_selection_rule() -> anyhow::Result<()> {
     let tb = Testbed::start_or_reuse()?;
     let client = tb.client().await?;
-    install(&tb, &client).await?;
+    let _installed = install(&tb, &client).await?;
     let tenant = tb.namespace(&client, "tenant").await?;
     let other = tb.namespace(&client, "other").await?;
     apply_config(
@@ -302,7 +336,7 @@ async fn services_get_ips_by_every_selection_rule() -> anyhow::Result<()> {
 async fn sharing_exhaustion_recovery_and_rehoming() -> anyhow::Result<()> {
     let tb = Testbed::start_or_reuse()?;
     let client = tb.client().await?;
-    install(&tb, &client).await?;
+    let _installed = install(&tb, &client).await?;
     let ns = tb.namespace(&client, "share").await?;
     apply_config(
         &client,
@@ -423,7 +457,7 @@ fn pod_pid(p: &Pod) -> Option<i32> {
 async fn sigkill_during_churn_never_duplicates_leaks_or_moves_an_ip() -> anyhow::Result<()> {
     let tb = Testbed::start_or_reuse()?;
     let client = tb.client().await?;
-    install(&tb, &client).await?;
+    let _installed = install(&tb, &client).await?;
     let ns = tb.namespace(&client, "churn").await?;
     apply_config(
         &client,
@@ -562,7 +596,7 @@ async fn sigkill_during_churn_never_duplicates_leaks_or_moves_an_ip() -> anyhow:
 async fn dual_stack_services_get_one_address_per_family_from_one_pool() -> anyhow::Result<()> {
     let tb = Testbed::start_or_reuse()?;
     let client = tb.client().await?;
-    install(&tb, &client).await?;
+    let _installed = install(&tb, &client).await?;
     let ns = tb.namespace(&client, "dual").await?;
     apply_config(
         &client,
