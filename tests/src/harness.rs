@@ -162,6 +162,37 @@ impl Testbed {
         serde_json::from_str(&out).with_context(|| format!("gobgp {args:?}: {out}"))
     }
 
+    /// Take node `i`'s uplink down (`up = false`) or up: the node drops off the bridge (BGP
+    /// sessions time out, traffic to it is lost, its agent loses the API server).
+    pub fn set_node_link(&self, i: usize, up: bool) -> anyhow::Result<()> {
+        let ns = self
+            .node_netns
+            .get(i)
+            .ok_or_else(|| anyhow!("no node {i}"))?;
+        netns_sh(
+            ns,
+            &["ip", "link", "set", "eth0", if up { "up" } else { "down" }],
+        )?;
+        Ok(())
+    }
+
+    /// The PID of a node's agent (e.g. to SIGSTOP it: the node goes NotReady after the
+    /// controller-manager's 40 s grace period while its pods keep running).
+    pub fn node_agent_pid(&self, node: &str) -> anyhow::Result<u32> {
+        let run = self
+            .var("TESTBED_RUN_DIR")
+            .ok_or_else(|| anyhow!("TESTBED_RUN_DIR missing"))?;
+        let f = Path::new(run)
+            .join("pids")
+            .join(format!("node-agent-{node}.pid"));
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        text.split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| anyhow!("bad pid file {}", f.display()))
+    }
+
     /// The log of a container (stdout and stderr), as the node agent writes it; there is no
     /// kubelet API, so `kubectl logs` does not work in the testbed.
     pub fn pod_log(

@@ -987,12 +987,12 @@ async fn bgp_announcement_steers_client_traffic_through_the_router() -> anyhow::
     Ok(())
 }
 
-/// Bring a node namespace's uplink back up when dropped.
-struct LinkDown(String);
+/// Bring a node's uplink back up when dropped.
+struct LinkDown<'a>(&'a Testbed, usize);
 
-impl Drop for LinkDown {
+impl Drop for LinkDown<'_> {
     fn drop(&mut self) {
-        let _ = netns_exec(&self.0, &["ip", "link", "set", "eth0", "up"]);
+        let _ = self.0.set_node_link(self.1, true);
     }
 }
 
@@ -1086,8 +1086,8 @@ async fn ecmp_failover_gap_is_measured_by_client_probes() -> anyhow::Result<()> 
     )?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // node-2 fails hard: its link goes down; FRR notices when the hold timer (9 s) expires
-    let down = LinkDown(tb.node_netns[1].clone());
-    netns_sh(&tb.node_netns[1], &["ip", "link", "set", "eth0", "down"])?;
+    let down = LinkDown(&tb, 1);
+    tb.set_node_link(1, false)?;
     wait_for(
         "route withdrawn from node-2",
         Duration::from_secs(30),
@@ -1247,5 +1247,63 @@ async fn configmap_updates_reach_the_mounted_files() -> anyhow::Result<()> {
         Ok(tb.pod_log(&p[0], "c")?.contains("v=two").then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn ipv6_bgp_session_with_frr() -> anyhow::Result<()> {
+    let (tb, _client) = setup().await?;
+    let i = 0;
+    let netns = tb.node_netns[i].clone();
+    let node_ip6 = format!("2001:db8:100::1{}", i + 1);
+    let router6 = tb
+        .var("TESTBED_ROUTER_IPV6")
+        .unwrap_or("2001:db8:100::1")
+        .to_string();
+    let asn = tb.var("TESTBED_ROUTER_ASN").unwrap_or("64512").to_string();
+    let dir = std::env::temp_dir().join(unique_name("ftb-gobgp6"));
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("gobgpd.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global.config]\n  as = 64513\n  router-id = \"{}\"\n  port = -1\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{router6}\"\n    peer-as = {asn}\n  [neighbors.timers.config]\n    connect-retry = 1\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n",
+            tb.node_ips[i]
+        ),
+    )?;
+    let log = std::fs::File::create(dir.join("gobgpd.log"))?;
+    let _gobgpd = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &netns, "gobgpd", "-f"])
+            .arg(&conf)
+            .args(["--api-hosts", "127.0.0.1:50056", "-l", "warn"])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?,
+    );
+    wait_for("IPv6 session Established", T, || async {
+        let v = tb.frr_json(&format!("show bgp neighbors {node_ip6} json"))?;
+        Ok((v[&node_ip6]["bgpState"].as_str() == Some("Established")).then_some(()))
+    })
+    .await?;
+    let prefix = "2001:db8:1b::250/128";
+    wait_for("announce v6", T, || async {
+        Ok(gobgp_cli(
+            &netns,
+            50056,
+            &["global", "rib", "add", prefix, "-a", "ipv6"],
+        )?
+        .status
+        .success()
+        .then_some(()))
+    })
+    .await?;
+    wait_for("IPv6 route in FRR JSON", T, || async {
+        let v = tb.frr_json("show bgp ipv6 unicast json")?;
+        Ok(v["routes"].get(prefix).cloned())
+    })
+    .await?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
