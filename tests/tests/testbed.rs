@@ -1307,3 +1307,67 @@ async fn ipv6_bgp_session_with_frr() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn init_containers_run_first_and_share_an_empty_dir() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    let ns = tb.namespace(&client, "init").await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let host = |name: &str, script: &str| {
+        json!({"name": name, "image": "ferrolb-testbed/host", "command": ["/bin/sh", "-c", script],
+               "volumeMounts": [{"name": "work", "mountPath": "/work"}]})
+    };
+    pods.create(
+        &PostParams::default(),
+        &obj(json!({"metadata": {"name": "ok"},
+            "spec": {"restartPolicy": "Never",
+                "volumes": [{"name": "work", "emptyDir": {}}],
+                "initContainers": [host("one", "echo one > /work/order"), host("two", "echo two >> /work/order")],
+                "containers": [host("main", "cat /work/order; [ \"$(cat /work/order | tr '\\n' ' ')\" = 'one two ' ]")]}}))?,
+    )
+    .await?;
+    pods.create(
+        &PostParams::default(),
+        &obj(json!({"metadata": {"name": "bad"},
+            "spec": {"restartPolicy": "Never",
+                "volumes": [{"name": "work", "emptyDir": {}}],
+                "initContainers": [host("fail", "exit 4")],
+                "containers": [host("main", "echo must not run")]}}))?,
+    )
+    .await?;
+    let phase = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get(name).await?;
+            let ph = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            anyhow::Ok((ph == "Succeeded" || ph == "Failed").then_some(p))
+        }
+    };
+    let ok = wait_for("pod ok finished", T, || phase("ok")).await?;
+    let log = tb.pod_log(&ok, "main").unwrap_or_default();
+    assert_eq!(
+        ok.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded"),
+        "{log}"
+    );
+    let bad = wait_for("pod bad finished", T, || phase("bad")).await?;
+    let st = bad.status.clone().unwrap_or_default();
+    assert_eq!(st.phase.as_deref(), Some("Failed"));
+    let init = st
+        .init_container_statuses
+        .and_then(|v| v.into_iter().next())
+        .and_then(|c| c.state)
+        .and_then(|s| s.terminated)
+        .context("init container status")?;
+    assert_eq!(init.exit_code, 4);
+    assert!(
+        tb.pod_log(&bad, "main").is_err(),
+        "main container must not have run"
+    );
+    Ok(())
+}

@@ -196,6 +196,8 @@ struct PodRun {
     failed: Option<(String, String)>,
     pending: Option<(String, String)>,
     ctrs: Vec<Ctr>,
+    inits: Vec<Ctr>,
+    init_done: usize,
     set_up: bool,
     refreshed: Instant,
     start_time: String,
@@ -231,6 +233,8 @@ pub async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
         failed: None,
         pending: None,
         ctrs: Vec::new(),
+        inits: Vec::new(),
+        init_done: 0,
         set_up: false,
         refreshed: Instant::now(),
         start_time: now(),
@@ -287,7 +291,7 @@ pub async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
                 }
             }
         }
-        if p.set_up && p.failed.is_none() {
+        if p.set_up && p.failed.is_none() && p.step_init().await && p.failed.is_none() {
             p.step().await;
             // like the kubelet: refresh projected tokens and ConfigMap/Secret volumes (~1 min)
             if p.refreshed.elapsed() > Duration::from_secs(p.ctx.args.volume_refresh_seconds) {
@@ -337,8 +341,9 @@ impl PodRun {
         let spec = self.spec();
         // images first: an unknown image fails the pod with a clear reason
         let self_exe = self.ctx.self_exe.clone();
+        let inits = spec.init_containers.clone().unwrap_or_default();
         let mut argvs = Vec::new();
-        for c in &spec.containers {
+        for c in inits.iter().chain(spec.containers.iter()) {
             let image = c.image.clone().unwrap_or_default();
             match resolve_program(
                 &image,
@@ -357,13 +362,6 @@ impl PodRun {
                 }
             }
         }
-        if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
-            self.failed = Some((
-                "InitContainersUnsupported".into(),
-                "the testbed node agent does not run init containers".into(),
-            ));
-            return Ok(());
-        }
         std::fs::create_dir_all(self.dir.join("volumes"))?;
         std::fs::create_dir_all(self.dir.join("logs"))?;
         if !self.host_network && self.netns.is_none() {
@@ -371,7 +369,7 @@ impl PodRun {
         }
         self.setup_volumes().await?;
         let mut ctrs = Vec::new();
-        for (c, argv) in spec.containers.iter().zip(argvs) {
+        for (c, argv) in inits.iter().chain(spec.containers.iter()).zip(argvs) {
             let env = self
                 .container_env(c, argv.first().map(String::as_str))
                 .await?;
@@ -417,8 +415,79 @@ impl PodRun {
                 next_live_probe: None,
             });
         }
+        self.inits = ctrs.drain(..inits.len()).collect();
         self.ctrs = ctrs;
         Ok(())
+    }
+
+    /// Run the init containers one after the other; true once all completed.
+    async fn step_init(&mut self) -> bool {
+        let policy = self
+            .spec()
+            .restart_policy
+            .unwrap_or_else(|| "Always".into());
+        while self.init_done < self.inits.len() {
+            let i = self.init_done;
+            let exited = match self.inits[i].child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(st))) => Some(st.code().unwrap_or(137)),
+                _ => None,
+            };
+            if let Some(code) = exited {
+                let log_tail = self.log_tail(&self.inits[i].spec.name);
+                let c = &mut self.inits[i];
+                let _ = std::fs::remove_file(self.dir.join(format!("{}.pid", c.spec.name)));
+                let term = json!({"terminated": {
+                    "exitCode": code,
+                    "reason": if code == 0 { "Completed" } else { "Error" },
+                    "message": log_tail,
+                    "startedAt": c.started_at,
+                    "finishedAt": now(),
+                    "containerID": format!("ferrolb-testbed://{}", c.pid.unwrap_or(0)),
+                }});
+                c.child = None;
+                c.last_exit = Some(code);
+                if code == 0 {
+                    c.state = term;
+                    c.done = true;
+                    self.init_done += 1;
+                    continue;
+                }
+                if policy == "Never" {
+                    c.state = term;
+                    c.done = true;
+                    self.failed = Some((
+                        "InitContainerFailed".into(),
+                        format!("init container {} exited with {code}", c.spec.name),
+                    ));
+                    return false;
+                }
+                c.next_start = Instant::now() + c.backoff;
+                c.state = json!({"waiting": {"reason": "CrashLoopBackOff",
+                    "message": format!("back-off {}s restarting failed init container", c.backoff.as_secs())}});
+                c.last_state = term;
+                c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
+            }
+            let c = &self.inits[i];
+            if c.child.is_none() && Instant::now() >= c.next_start {
+                let was_started = c.ever_started;
+                // spawn() works on self.ctrs: lend it the init containers
+                std::mem::swap(&mut self.ctrs, &mut self.inits);
+                let r = self.spawn(i);
+                std::mem::swap(&mut self.ctrs, &mut self.inits);
+                match r {
+                    Ok(()) if was_started => self.inits[i].restarts += 1,
+                    Ok(()) => {}
+                    Err(e) => {
+                        let c = &mut self.inits[i];
+                        c.state = json!({"waiting": {"reason": "RunContainerError", "message": format!("{e:#}")}});
+                        c.next_start = Instant::now() + c.backoff;
+                        c.backoff = (c.backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+            return false;
+        }
+        true
     }
 
     async fn setup_network(&mut self) -> anyhow::Result<()> {
@@ -1097,11 +1166,30 @@ impl PodRun {
         };
         let conditions = vec![
             self.cond("PodReadyToStartContainers", self.set_up),
-            self.cond("Initialized", true),
+            self.cond(
+                "Initialized",
+                self.set_up && self.init_done >= self.inits.len(),
+            ),
             self.cond("Ready", ready),
             self.cond("ContainersReady", ready),
             self.cond("PodScheduled", true),
         ];
+        let init_statuses: Vec<Value> = self
+            .inits
+            .iter()
+            .map(|c| {
+                let mut v = json!({
+                    "name": c.spec.name, "image": c.spec.image,
+                    "imageID": format!("ferrolb-testbed://{}", c.argv.first().cloned().unwrap_or_default()),
+                    "ready": c.done && c.last_exit == Some(0), "started": c.child.is_some(),
+                    "restartCount": c.restarts, "state": c.state, "lastState": c.last_state,
+                });
+                if let Some(pid) = c.pid {
+                    v["containerID"] = json!(format!("ferrolb-testbed://{pid}"));
+                }
+                v
+            })
+            .collect();
         let node_ip = self.ctx.args.node_ip.to_string();
         let mut status = json!({
             "phase": phase,
@@ -1114,6 +1202,9 @@ impl PodRun {
             "startTime": self.start_time,
             "containerStatuses": statuses,
         });
+        if !init_statuses.is_empty() {
+            status["initContainerStatuses"] = json!(init_statuses);
+        }
         if self.set_up || self.host_network {
             let ip = self.pod_ip();
             status["podIP"] = json!(ip);
@@ -1151,7 +1242,7 @@ impl PodRun {
     /// SIGTERM every container, wait up to `grace` seconds, then SIGKILL.
     async fn terminate(&mut self, grace: Option<i64>) {
         let grace = grace.unwrap_or(30);
-        for c in self.ctrs.iter_mut() {
+        for c in self.ctrs.iter_mut().chain(self.inits.iter_mut()) {
             if let Some(pid) = c.child.as_ref().and_then(|ch| ch.id()) {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
             }
@@ -1159,7 +1250,7 @@ impl PodRun {
         let end = Instant::now() + Duration::from_secs(grace.max(0) as u64);
         loop {
             let mut alive = false;
-            for c in self.ctrs.iter_mut() {
+            for c in self.ctrs.iter_mut().chain(self.inits.iter_mut()) {
                 if let Some(ch) = c.child.as_mut() {
                     match ch.try_wait() {
                         Ok(Some(_)) | Err(_) => c.child = None,
@@ -1171,7 +1262,7 @@ impl PodRun {
                 break;
             }
             if Instant::now() >= end {
-                for c in self.ctrs.iter_mut() {
+                for c in self.ctrs.iter_mut().chain(self.inits.iter_mut()) {
                     if let Some(ch) = c.child.as_mut() {
                         let _ = ch.start_kill();
                         let _ = ch.wait().await;
@@ -1182,7 +1273,7 @@ impl PodRun {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        for c in self.ctrs.iter_mut() {
+        for c in self.ctrs.iter_mut().chain(self.inits.iter_mut()) {
             c.done = true;
         }
     }
