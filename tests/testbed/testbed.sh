@@ -499,9 +499,22 @@ status() {
   healthy && echo "healthy" || { echo "UNHEALTHY"; return 1; }
 }
 
+save_logs() { # keep the logs of the running testbed in .testbed/logs-<run> (for CI after a failure)
+  local RUN SFX dst
+  RUN=$(cat "$STATE_DIR/run" 2>/dev/null || true)
+  [ -n "$RUN" ] && [ -d "$RUN" ] || { log "no testbed run directory"; return 0; }
+  SFX=${RUN##*/ferrolb-testbed-}
+  dst="$STATE_DIR/logs-$SFX"; mkdir -p "$dst"
+  cp -r "$RUN/logs" "$dst/control-plane" 2>/dev/null || true
+  [ -d "$RUN/frr" ] && cp "$RUN/frr/"*.log "$dst/control-plane/" 2>/dev/null || true
+  (cd "$RUN/nodes" 2>/dev/null && find . -path '*/logs/*.log' -exec cp --parents {} "$dst/" \;) || true
+  log "logs saved in $dst"
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  save-logs) save_logs ;;
+  *) echo "usage: $0 up|down|status|save-logs" >&2; exit 2 ;;
 esac
