@@ -88,7 +88,13 @@ gen_pki() {
   client scheduler "/CN=system:kube-scheduler"
   client apiserver-kubelet "/O=system:masters/CN=kube-apiserver-kubelet-client"
   client kube-proxy "/CN=system:kube-proxy"
-  local i; for i in $(seq 1 "$NODES"); do client "node-$i" "/O=system:nodes/CN=system:node:node-$i"; done
+  local i; for i in $(seq 1 "$NODES"); do
+    client "node-$i" "/O=system:nodes/CN=system:node:node-$i"
+    # the node's kubelet API serving certificate (kubectl logs goes through it)
+    openssl req -newkey rsa:2048 -nodes -keyout "kubelet-node-$i.key" -out "kubelet-node-$i.csr" -subj "/O=system:nodes/CN=system:node:node-$i" 2>/dev/null
+    printf 'subjectAltName=IP:198.51.100.1%s,IP:2001:db8:100::1%s,DNS:node-%s\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n' "$i" "$i" "$i" >"kubelet-node-$i.ext"
+    openssl x509 -req -in "kubelet-node-$i.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 365 -extfile "kubelet-node-$i.ext" -out "kubelet-node-$i.crt" 2>/dev/null
+  done
   # aggregation layer (front proxy): its own CA, as kubeadm does
   openssl req -x509 -newkey rsa:2048 -nodes -keyout front-proxy-ca.key -out front-proxy-ca.crt -days 365 -subj "/CN=front-proxy-ca" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -keyout front-proxy-client.key -out front-proxy-client.csr -subj "/CN=front-proxy-client" 2>/dev/null
@@ -254,6 +260,7 @@ cp_up() {
     --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" \
     --client-ca-file="$P/ca.crt" \
     --kubelet-client-certificate="$P/apiserver-kubelet.crt" --kubelet-client-key="$P/apiserver-kubelet.key" \
+    --kubelet-certificate-authority="$P/ca.crt" --kubelet-preferred-address-types=InternalIP \
     --requestheader-client-ca-file="$P/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
     --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
@@ -398,7 +405,8 @@ up() {
       --kubeconfig "$RUN/node-$i.kubeconfig" --proxy-kubeconfig "$RUN/kube-proxy.kubeconfig" \
       --run-dir "$RUN" --netns-prefix "ftb-$SFX" \
       --api-host "$API_IP" --api-port "$API_PORT" --ca-file "$RUN/pki/ca.crt" \
-      --bin-dir "$TARGET_DIR/$PROFILE" --self-exe "$RUN/bin/ferrolb-testbed" --volume-refresh-seconds 10
+      --bin-dir "$TARGET_DIR/$PROFILE" --self-exe "$RUN/bin/ferrolb-testbed" --volume-refresh-seconds 10 \
+      --kubelet-cert "$RUN/pki/kubelet-node-$i.crt" --kubelet-key "$RUN/pki/kubelet-node-$i.key"
   done
   local KC="$RUN/admin.kubeconfig"
   wait_for 120 "$NODES Ready nodes" bash -c \

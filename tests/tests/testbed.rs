@@ -228,6 +228,30 @@ async fn echo_deployment_runs_real_processes() -> anyhow::Result<()> {
         assert!(out.contains(&format!("pod={name} ")), "{out}");
         assert!(out.contains(&format!("pid={pid} ")), "{out}");
     }
+    // `kubectl logs` goes API server -> the node agent's kubelet API (mutual TLS)
+    let first = ready[0].metadata.name.clone().unwrap_or_default();
+    let out = tb.kubectl(&["-n", &ns.name, "logs", &first, "--tail=5"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("echo listening"),
+        "kubectl logs: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // and the kubelet API refuses a client without a certificate
+    let anon = netns_exec(
+        &tb.client_netns,
+        &[
+            "curl",
+            "-sk",
+            "-m",
+            "3",
+            &format!("https://{}:10250/healthz", tb.node_ips[0]),
+        ],
+    )?;
+    assert!(
+        !anon.status.success(),
+        "kubelet API answered an anonymous client"
+    );
     // deleting the namespace stops the processes and lets the namespace finish terminating
     let pids: Vec<u32> = ready.iter().filter_map(pod_pid).collect();
     ns.delete_and_wait(&client, T).await?;

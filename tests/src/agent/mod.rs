@@ -5,6 +5,7 @@
 //! heartbeats, runs every pod bound to the node as real processes ([`pod`]), routes the pod CIDRs
 //! of the other nodes, and programs nftables like kube-proxy does ([`proxy`]).
 
+pub mod kubelet;
 pub mod pod;
 pub mod proxy;
 
@@ -63,6 +64,12 @@ pub struct AgentArgs {
     /// Directory with the binaries built from this workspace (ferrolb-operator, ...).
     #[arg(long)]
     pub bin_dir: PathBuf,
+    /// Serving certificate and key of the kubelet API (port 10250, `kubectl logs`); without
+    /// them the API is not served.
+    #[arg(long, requires = "kubelet_key")]
+    pub kubelet_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub kubelet_key: Option<PathBuf>,
     /// How often projected tokens and ConfigMap/Secret volumes are rewritten (the kubelet: ~60 s).
     #[arg(long, default_value_t = 60)]
     pub volume_refresh_seconds: u64,
@@ -146,6 +153,22 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     register(&ctx).await?;
     let hb = tokio::spawn(heartbeat(ctx.clone()));
     let px = tokio::spawn(proxy::run(ctx.clone()));
+    let kl = match (&ctx.args.kubelet_cert, &ctx.args.kubelet_key) {
+        (Some(c), Some(k)) => {
+            let (c, k, ca, pods) = (
+                c.clone(),
+                k.clone(),
+                ctx.args.ca_file.clone(),
+                ctx.pods_dir.clone(),
+            );
+            Some(tokio::spawn(async move {
+                if let Err(e) = kubelet::serve(c, k, ca, pods).await {
+                    tracing::warn!(error = %format!("{e:#}"), "kubelet API stopped");
+                }
+            }))
+        }
+        _ => None,
+    };
     let mut workers: HashMap<String, (watch::Sender<Option<Pod>>, JoinHandle<()>)> = HashMap::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -195,6 +218,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!("stopping: terminating all pods");
     hb.abort();
     px.abort();
+    if let Some(kl) = kl {
+        kl.abort();
+    }
     for (_, (tx, _)) in workers.iter() {
         let _ = tx.send(None);
     }

@@ -364,6 +364,10 @@ impl PodRun {
         }
         std::fs::create_dir_all(self.dir.join("volumes"))?;
         std::fs::create_dir_all(self.dir.join("logs"))?;
+        std::fs::write(
+            self.dir.join("meta"),
+            format!("{}/{}\n", self.ns, self.name),
+        )?;
         if !self.host_network && self.netns.is_none() {
             self.setup_network().await?;
         }
