@@ -289,8 +289,17 @@ fn apply_input(
         }
         Input::Config(event) => match *event {
             watcher::Event::Apply(c) => {
+                // Our own pool-usage writes change only the status: nothing to redo.
+                let same_spec = state.configs.get(&c.name_any()).is_some_and(|old| {
+                    old.spec == c.spec
+                        && old.metadata.creation_timestamp == c.metadata.creation_timestamp
+                });
                 state.configs.insert(c.name_any(), c);
-                Touched::Everything
+                if same_spec {
+                    Touched::Nothing
+                } else {
+                    Touched::Everything
+                }
             }
             watcher::Event::Delete(c) => {
                 state.configs.remove(&c.name_any());

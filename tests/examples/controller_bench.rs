@@ -32,7 +32,9 @@ fn service(name: &str, key: Option<String>, port: i32) -> Service {
     serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "annotations": annotations},
+        // No node ports: 10,000 Services would exhaust the node-port range.
         "spec": {"type": "LoadBalancer", "selector": {"app": "bench"},
+                 "allocateLoadBalancerNodePorts": false,
                  "ports": [{"name": "p", "port": port, "protocol": "TCP"}]},
     }))
     .unwrap()
