@@ -356,7 +356,7 @@ up() {
   local t0; t0=$(date +%s)
   trap 'log "bring-up FAILED: logs are in \$TESTBED_RUN_DIR/logs ($RUN/logs); remove everything with: make testbed-down"' ERR
 
-  log "control-plane binaries (first build takes ~20 min on 2 cores)"
+  log "control-plane binaries (first build: ~5 min on 2 cores, then cached)"
   K8S_BIN=$(bash "$HERE/build-k8s.sh" | tail -n1) || die "building kube-apiserver etc. failed (see above); retry: bash tests/testbed/build-k8s.sh"
   KUBECTL="$K8S_BIN/kubectl"
 
