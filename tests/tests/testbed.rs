@@ -1395,3 +1395,191 @@ async fn init_containers_run_first_and_share_an_empty_dir() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// Deletes a cluster-scoped object with kubectl when dropped.
+struct ClusterObject<'a>(&'a Testbed, &'static str, String);
+
+impl Drop for ClusterObject<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kubectl(&[
+            "delete",
+            self.1,
+            &self.2,
+            "--ignore-not-found",
+            "--wait=false",
+        ]);
+    }
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn validating_webhook_served_by_a_pod_denies_a_request() -> anyhow::Result<()> {
+    let (tb, client) = setup().await?;
+    let ns = tb.namespace(&client, "webhook").await?;
+    let n = ns.name.clone();
+    // a CA and a serving certificate for the webhook Service's DNS name
+    let dir = std::env::temp_dir().join(unique_name("ftb-webhook"));
+    std::fs::create_dir_all(&dir)?;
+    let dns = format!("webhook.{n}.svc");
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=webhook-ca",
+        ],
+    )?;
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "tls.key",
+            "-out",
+            "tls.csr",
+            "-subj",
+            &format!("/CN={dns}"),
+        ],
+    )?;
+    std::fs::write(
+        dir.join("ext"),
+        format!("subjectAltName=DNS:{dns}\nextendedKeyUsage=serverAuth\n"),
+    )?;
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+            "-out",
+            "tls.crt",
+        ],
+    )?;
+    let read = |f: &str| std::fs::read_to_string(dir.join(f));
+    let (crt, key, ca) = (read("tls.crt")?, read("tls.key")?, read("ca.crt")?);
+    let _ = std::fs::remove_dir_all(&dir);
+    let post = PostParams::default();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &n)
+        .create(
+            &post,
+            &obj(
+                json!({"metadata": {"name": "webhook-tls"}, "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": crt, "tls.key": key}}),
+            )?,
+        )
+        .await?;
+    let mut c = echo_container(json!([]));
+    c["args"] = json!([
+        "--port",
+        "8443",
+        "--tls-cert",
+        "/tls/tls.crt",
+        "--tls-key",
+        "/tls/tls.key"
+    ]);
+    c["ports"] = json!([{"name": "https", "containerPort": 8443}]);
+    c["volumeMounts"] = json!([{"name": "tls", "mountPath": "/tls", "readOnly": true}]);
+    c["readinessProbe"] = json!({"tcpSocket": {"port": 8443}, "periodSeconds": 1});
+    c["livenessProbe"] = json!({"tcpSocket": {"port": 8443}, "periodSeconds": 2});
+    Api::<Deployment>::namespaced(client.clone(), &n)
+        .create(
+            &post,
+            &obj(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "webhook"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "webhook"}},
+                "template": {"metadata": {"labels": {"app": "webhook"}},
+                    "spec": {"volumes": [{"name": "tls", "secret": {"secretName": "webhook-tls"}}],
+                             "containers": [c]}}}}))?,
+        )
+        .await?;
+    Api::<Service>::namespaced(client.clone(), &n)
+        .create(&post, &obj(json!({"metadata": {"name": "webhook"},
+            "spec": {"selector": {"app": "webhook"}, "ports": [{"port": 443, "targetPort": 8443}]}}))?)
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &n);
+    ready_pods(&pods, "app=webhook", 1).await?;
+    let b64 = {
+        let out = Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        let mut child = out?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write as _;
+            stdin.write_all(ca.as_bytes())?;
+        }
+        String::from_utf8(child.wait_with_output()?.stdout)?
+    };
+    let name = format!("ftb-{n}");
+    let vwc: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
+        Api::all(client.clone());
+    vwc.create(&post, &obj(json!({
+        "metadata": {"name": name},
+        "webhooks": [{
+            "name": "deny.testbed.ferrolb.io",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 5,
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": n}},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}],
+            "clientConfig": {"caBundle": b64, "service": {"namespace": n, "name": "webhook", "path": "/validate", "port": 443}}
+        }]
+    }))?)
+    .await?;
+    let _guard = ClusterObject(&tb, "validatingwebhookconfiguration", name);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &n);
+    // the API server calls the webhook in the pod (via the endpoint IP) and denies the labelled one
+    let msg = wait_for("webhook denies", T, || async {
+        let cm = obj(json!({"metadata": {"generateName": "deny-", "labels": {"testbed.ferrolb.io/deny": "true"}}}))?;
+        match cms.create(&post, &cm).await {
+            Err(kube::Error::Api(s)) if s.message.contains("denied by the testbed webhook") => Ok(Some(s.message)),
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    assert!(
+        msg.contains("webhook-"),
+        "the answer comes from the pod: {msg}"
+    );
+    cms.create(&post, &obj(json!({"metadata": {"name": "allowed"}}))?)
+        .await?;
+    Ok(())
+}
