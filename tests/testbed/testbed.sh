@@ -2,7 +2,7 @@
 # testbed.sh — a real Kubernetes cluster with real nodes, pods and routers on one machine.
 #
 #   testbed.sh up       bring it up (idempotent: reuses a healthy testbed), writes .testbed/env
-#   testbed.sh down     remove every namespace, process and file of every testbed of this checkout
+#   testbed.sh down     remove every namespace, process and file of every testbed of this state dir
 #   testbed.sh status   show what is running
 #
 # Topology (all inside network namespaces named ftb-<run>-*; nothing is added to the root namespace
@@ -23,12 +23,14 @@
 # Env: TESTBED_NODES (default 3, max 4), K8S_VERSION (default v1.34.4),
 #      FERROLB_TESTBED_CACHE (default /var/cache/ferrolb-testbed), CARGO (default cargo),
 #      TESTBED_PROFILE (cargo profile dir of the FerroLB binaries, default debug),
-#      TESTBED_CARGO_FLAGS (default --locked).
+#      TESTBED_CARGO_FLAGS (default --locked),
+#      TESTBED_STATE_DIR (default <checkout>/.testbed: where env is written; one testbed per state dir).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-STATE_DIR="$ROOT/.testbed"
+# where .testbed/env lives; each testbed belongs to one state dir (default: this checkout's .testbed)
+STATE_DIR=${TESTBED_STATE_DIR:-$ROOT/.testbed}
 ENV_FILE="$STATE_DIR/env"
 NODES=${TESTBED_NODES:-3}
 CARGO=${CARGO:-cargo}
@@ -370,9 +372,9 @@ up() {
   SFX=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
   RUN=/dev/shm/ferrolb-testbed-$SFX
   mkdir -p "$RUN"/{pids,logs,bin,nodes}
-  echo "$ROOT" >"$RUN/checkout"
+  echo "$STATE_DIR" >"$RUN/owner"
   : >"$RUN/netns"
-  echo "$RUN" >"$STATE_DIR/run"
+  mkdir -p "$STATE_DIR"; echo "$RUN" >"$STATE_DIR/run"
   install -m 0755 "$TARGET_DIR/$PROFILE/ferrolb-testbed" "$RUN/bin/ferrolb-testbed"
   log "run $SFX, state in $RUN"
 
@@ -481,7 +483,7 @@ down_all() {
   local r rc=0
   for r in /dev/shm/ferrolb-testbed-*; do
     [ -d "$r" ] || continue
-    [ "$(cat "$r/checkout" 2>/dev/null)" = "$ROOT" ] || continue
+    [ "$(cat "$r/owner" 2>/dev/null)" = "$STATE_DIR" ] || continue
     down_run "$r" || rc=1
   done
   rm -f "$ENV_FILE" "$STATE_DIR/run"

@@ -1583,3 +1583,77 @@ async fn validating_webhook_served_by_a_pod_denies_a_request() -> anyhow::Result
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn a_second_testbed_runs_beside_and_down_leaves_nothing() -> anyhow::Result<()> {
+    let (tb, _client) = setup().await?;
+    let state = std::env::temp_dir().join(unique_name("ftb-second"));
+    let script = ferrolb_testbed::harness::repo_root().join("tests/testbed/testbed.sh");
+    let run = |cmd: &str| {
+        Command::new("bash")
+            .arg(&script)
+            .arg(cmd)
+            .env("TESTBED_STATE_DIR", &state)
+            .env("TESTBED_NODES", "1")
+            .output()
+    };
+    let up = run("up")?;
+    let second = Testbed::load(&state.join("env"));
+    let second = match second {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = run("down");
+            bail!(
+                "second testbed: {e:#}\n{}",
+                String::from_utf8_lossy(&up.stderr)
+            );
+        }
+    };
+    let sfx = second.var("TESTBED_RUN").unwrap_or_default().to_string();
+    let run_dir = second
+        .var("TESTBED_RUN_DIR")
+        .unwrap_or_default()
+        .to_string();
+    assert_ne!(
+        Some(sfx.as_str()),
+        tb.var("TESTBED_RUN"),
+        "unique run names"
+    );
+    // both answer at once, each its own cluster
+    let c2 = second.client().await?;
+    let n2: Api<Node> = Api::all(c2);
+    assert_eq!(n2.list(&ListParams::default()).await?.items.len(), 1);
+    let pids: Vec<u32> = std::fs::read_dir(format!("{run_dir}/pids"))?
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| t.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .collect();
+    assert!(pids.len() >= 8, "{pids:?}");
+    let down = run("down")?;
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    // nothing of it is left: processes, namespaces, files; the first testbed still works
+    for pid in &pids {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        assert!(
+            st.is_empty() || st.contains("State:\tZ"),
+            "process {pid} left: {st}"
+        );
+    }
+    let netns = String::from_utf8(Command::new("ip").args(["netns", "list"]).output()?.stdout)?;
+    assert!(!netns.contains(&format!("ftb-{sfx}-")), "{netns}");
+    assert!(!std::path::Path::new(&run_dir).exists(), "{run_dir} left");
+    assert!(!state.join("env").exists());
+    let _ = std::fs::remove_dir_all(&state);
+    let c1 = tb.client().await?;
+    let n1: Api<Node> = Api::all(c1);
+    assert_eq!(
+        n1.list(&ListParams::default()).await?.items.len(),
+        tb.node_names.len()
+    );
+    Ok(())
+}
