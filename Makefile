@@ -46,7 +46,7 @@ testbed-status:
 testbed-test:
 	@bash tests/testbed/testbed.sh up || { bash tests/testbed/testbed.sh save-logs; bash tests/testbed/testbed.sh down; exit 1; }; \
 	set -a; . .testbed/env; set +a; \
-	$(CARGO) test -p ferrolb-testbed --locked -- --ignored --test-threads=1; rc=$$?; \
+	$(CARGO) test -p ferrolb-testbed --locked --no-fail-fast -- --ignored --test-threads=1; rc=$$?; \
 	if [ $$rc -ne 0 ]; then bash tests/testbed/testbed.sh status || true; bash tests/testbed/testbed.sh save-logs || true; fi; \
 	bash tests/testbed/testbed.sh down || rc=1; \
 	exit $$rc
