@@ -52,6 +52,24 @@ impl Drop for Installed {
 /// Installs CRD, RBAC and the controller Deployment from `config/default`, and waits for both
 /// replicas and a leader. The controller goes away when the returned guard drops.
 async fn install(tb: &Testbed, client: &Client) -> anyhow::Result<Installed> {
+    // Services of an earlier test live until their namespace is gone; a new controller would
+    // (rightly) serve them, so wait for a clean slate.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    wait_for(
+        "earlier test namespaces to go",
+        Duration::from_secs(120),
+        || async {
+            let left = namespaces
+                .list(&ListParams::default().labels("testbed.ferrolb.io/test=true"))
+                .await?
+                .items
+                .into_iter()
+                .filter(|n| n.metadata.deletion_timestamp.is_some())
+                .count();
+            Ok((left == 0).then_some(()))
+        },
+    )
+    .await?;
     let root = ferrolb_testbed::harness::repo_root();
     let kustomize = root.join("config/default");
     let out = tb.kubectl(&[
@@ -482,10 +500,13 @@ async fn sigkill_during_churn_never_duplicates_leaks_or_moves_an_ip() -> anyhow:
                 continue;
             };
             if let Some(pid) = pod_pid(&pod) {
-                let _ = std::process::Command::new("kill")
+                // The pod status may still name a process that already died; count real kills.
+                let killed = std::process::Command::new("kill")
                     .args(["-9", &pid.to_string()])
-                    .status();
-                kills += 1;
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                kills += u32::from(killed);
             }
         }
         kills
