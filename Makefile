@@ -32,8 +32,12 @@ unit-test:
 	$(CARGO) test --workspace --locked
 
 ## testbed-up / testbed-down / testbed-status: a real cluster on this machine (tests/README.md)
-.PHONY: testbed-up testbed-down testbed-status testbed-test
-testbed-up:
+.PHONY: deps testbed-up testbed-down testbed-status testbed-test
+## deps: Debian packages and the control plane the testbed needs (idempotent, quick when present)
+deps:
+	bash tests/testbed/install-deps.sh
+
+testbed-up: deps
 	bash tests/testbed/testbed.sh up
 
 testbed-down:
@@ -43,7 +47,7 @@ testbed-status:
 	bash tests/testbed/testbed.sh status
 
 ## testbed-test: bring the testbed up, run the tests that need it, always tear it down
-testbed-test:
+testbed-test: deps
 	@bash tests/testbed/testbed.sh up || { bash tests/testbed/testbed.sh save-logs; bash tests/testbed/testbed.sh down; exit 1; }; \
 	set -a; . .testbed/env; set +a; \
 	$(CARGO) test -p ferrolb-testbed --locked --no-fail-fast -- --ignored --test-threads=1; rc=$$?; \
