@@ -16,7 +16,7 @@ pub use status::{
     FamilyUsage, LoadBalancerConfigStatus, OperatorVersions, PoolUsage, RolloutStatus,
     condition_types,
 };
-pub use workloads::{ControllerSpec, SpeakerSpec};
+pub use workloads::{ControllerSpec, Placement, SpeakerSpec};
 
 use kube::CustomResource;
 use schemars::JsonSchema;

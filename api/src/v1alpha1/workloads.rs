@@ -4,6 +4,32 @@ use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Where and how big the pods of one component are. Its fields appear directly under
+/// `spec.controller` and `spec.speaker`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Node labels the pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the pods (e.g. to run on tainted control-plane nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Affinity rules of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// CPU and memory requests and limits of the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub priority_class_name: String,
+}
+
 /// How the controller Deployment is scheduled and sized.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -14,36 +40,16 @@ pub struct ControllerSpec {
     #[schemars(range(min = 1))]
     pub replicas: i32,
 
-    /// Node labels the controller pods must match.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub node_selector: BTreeMap<String, String>,
-
-    /// Tolerations of the controller pods.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tolerations: Vec<Toleration>,
-
-    /// Affinity rules of the controller pods.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
-
-    /// CPU and memory requests and limits of the controller container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-
-    /// PriorityClass of the controller pods.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub priority_class_name: String,
+    /// Scheduling and resources of the controller pods.
+    #[serde(flatten)]
+    pub placement: Placement,
 }
 
 impl Default for ControllerSpec {
     fn default() -> Self {
         Self {
             replicas: default_replicas(),
-            node_selector: BTreeMap::new(),
-            tolerations: Vec::new(),
-            affinity: None,
-            resources: None,
-            priority_class_name: String::new(),
+            placement: Placement::default(),
         }
     }
 }
@@ -52,29 +58,13 @@ fn default_replicas() -> i32 {
     2
 }
 
-/// How the speaker DaemonSet is scheduled and sized.
+/// How the speaker DaemonSet is scheduled and sized. Nodes without a speaker never announce.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SpeakerSpec {
-    /// Node labels the speaker pods must match; nodes without a speaker never announce.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub node_selector: BTreeMap<String, String>,
-
-    /// Tolerations of the speaker pods (to run on tainted nodes, e.g. control-plane nodes).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tolerations: Vec<Toleration>,
-
-    /// Affinity rules of the speaker pods.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub affinity: Option<Affinity>,
-
-    /// CPU and memory requests and limits of the speaker container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-
-    /// PriorityClass of the speaker pods.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub priority_class_name: String,
+    /// Scheduling and resources of the speaker pods.
+    #[serde(flatten)]
+    pub placement: Placement,
 
     /// Regular expressions of interface names never used for Layer 2 announcements, added to
     /// the built-in list (lo, docker*, veth*, cali*, flannel*, cni*, ...).

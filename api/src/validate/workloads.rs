@@ -1,10 +1,8 @@
 //! Scheduling and resources of the controller and the speakers.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{Affinity, NodeSelectorTerm, Toleration};
 
-use crate::v1alpha1::{ControllerSpec, SpeakerSpec};
+use crate::v1alpha1::{ControllerSpec, Placement, SpeakerSpec};
 
 use super::Report;
 use super::names::{
@@ -21,26 +19,12 @@ pub(super) fn check_controller(report: &mut Report, spec: &ControllerSpec) {
             "must be at least 1: without a controller no Service gets an IP",
         );
     }
-    check_pod_placement(
-        report,
-        path,
-        &spec.node_selector,
-        &spec.tolerations,
-        spec.affinity.as_ref(),
-        &spec.priority_class_name,
-    );
+    check_placement(report, path, &spec.placement);
 }
 
 pub(super) fn check_speaker(report: &mut Report, spec: &SpeakerSpec) {
     let path = "spec.speaker";
-    check_pod_placement(
-        report,
-        path,
-        &spec.node_selector,
-        &spec.tolerations,
-        spec.affinity.as_ref(),
-        &spec.priority_class_name,
-    );
+    check_placement(report, path, &spec.placement);
     for (i, pattern) in spec.exclude_interfaces.iter().enumerate() {
         if let Err(e) = regex::Regex::new(pattern) {
             let reason = e.to_string().lines().last().unwrap_or_default().to_owned();
@@ -53,15 +37,8 @@ pub(super) fn check_speaker(report: &mut Report, spec: &SpeakerSpec) {
     }
 }
 
-fn check_pod_placement(
-    report: &mut Report,
-    path: &str,
-    node_selector: &BTreeMap<String, String>,
-    tolerations: &[Toleration],
-    affinity: Option<&Affinity>,
-    priority_class_name: &str,
-) {
-    for (key, value) in node_selector {
+fn check_placement(report: &mut Report, path: &str, placement: &Placement) {
+    for (key, value) in &placement.node_selector {
         if !is_qualified_name(key) {
             report.add(format!("{path}.nodeSelector"), key, QUALIFIED_NAME);
         }
@@ -69,12 +46,13 @@ fn check_pod_placement(
             report.add(format!("{path}.nodeSelector.{key}"), value, LABEL_VALUE);
         }
     }
-    for (i, toleration) in tolerations.iter().enumerate() {
+    for (i, toleration) in placement.tolerations.iter().enumerate() {
         check_toleration(report, &format!("{path}.tolerations[{i}]"), toleration);
     }
-    if let Some(affinity) = affinity {
+    if let Some(affinity) = &placement.affinity {
         check_affinity(report, &format!("{path}.affinity"), affinity);
     }
+    let priority_class_name = &placement.priority_class_name;
     if !priority_class_name.is_empty() && !is_dns1123_subdomain(priority_class_name) {
         report.add(
             format!("{path}.priorityClassName"),
