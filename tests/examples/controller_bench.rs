@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrolb_testbed::harness::{Testbed, repo_root, wait_for};
+use ferrolb_testbed::harness::{Testbed, pod_pid, replace_lb_config, repo_root, wait_for};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -57,14 +57,7 @@ async fn leader_rss_kib(client: &Client) -> Option<u64> {
         .spec?
         .holder_identity?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "ferrolb-system");
-    let pod = pods.get(&holder).await.ok()?;
-    let pid = pod
-        .status?
-        .container_statuses?
-        .first()?
-        .container_id
-        .clone()?;
-    let pid = pid.strip_prefix("ferrolb-testbed://")?;
+    let pid = pod_pid(&pods.get(&holder).await.ok()?)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -95,24 +88,11 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
-    let config: ferrolb_api::LoadBalancerConfig = serde_json::from_value(json!({
-        "apiVersion": "ferrolb.io/v1alpha1", "kind": "LoadBalancerConfig",
-        "metadata": {"name": "ferrolb"},
-        "spec": {"addressPools": [{"name": "bench", "addresses": ["203.0.113.0/24"]}]},
-    }))?;
-    match configs.get_opt("ferrolb").await? {
-        Some(old) => {
-            let mut config = config;
-            config.metadata.resource_version = old.metadata.resource_version;
-            configs
-                .replace("ferrolb", &PostParams::default(), &config)
-                .await?;
-        }
-        None => {
-            configs.create(&PostParams::default(), &config).await?;
-        }
-    }
+    replace_lb_config(
+        &client,
+        json!({"addressPools": [{"name": "bench", "addresses": ["203.0.113.0/24"]}]}),
+    )
+    .await?;
     let ns = tb.namespace(&client, "bench").await?;
     let api: Api<Service> = Api::namespaced(client.clone(), &ns.name);
 

@@ -483,3 +483,48 @@ pub fn summarize(samples: Vec<Value>) -> ProbeReport {
         failure_window: Duration::from_millis(first_fail.map(|f| last_fail - f).unwrap_or(0)),
     }
 }
+
+/// Whether a pod's Ready condition is True.
+pub fn pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The PID of a pod's first container: the node agent reports it as the containerID
+/// `ferrolb-testbed://PID`.
+pub fn pod_pid(pod: &k8s_openapi::api::core::v1::Pod) -> Option<u32> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .container_id
+        .as_ref()?
+        .strip_prefix("ferrolb-testbed://")?
+        .parse()
+        .ok()
+}
+
+/// Makes the one LoadBalancerConfig (named `ferrolb`) exactly `spec`, whatever was there before.
+pub async fn replace_lb_config(client: &Client, spec: Value) -> anyhow::Result<()> {
+    let api: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
+    let mut config: ferrolb_api::LoadBalancerConfig = serde_json::from_value(json!({
+        "apiVersion": "ferrolb.io/v1alpha1",
+        "kind": "LoadBalancerConfig",
+        "metadata": {"name": "ferrolb"},
+        "spec": spec,
+    }))?;
+    match api.get_opt("ferrolb").await? {
+        Some(old) => {
+            config.metadata.resource_version = old.metadata.resource_version;
+            api.replace("ferrolb", &PostParams::default(), &config)
+                .await?;
+        }
+        None => {
+            api.create(&PostParams::default(), &config).await?;
+        }
+    }
+    Ok(())
+}

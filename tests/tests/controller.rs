@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use ferrolb_testbed::harness::{Testbed, wait_for};
+use ferrolb_testbed::harness::{Testbed, pod_pid, pod_ready, replace_lb_config, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
@@ -105,13 +105,6 @@ async fn install(tb: &Testbed, client: &Client) -> anyhow::Result<Installed> {
     Ok(Installed { tb: tb.clone() })
 }
 
-fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// The pod name holding the controller Lease.
 async fn leader(client: &Client) -> anyhow::Result<String> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM);
@@ -123,28 +116,6 @@ async fn leader(client: &Client) -> anyhow::Result<String> {
             .filter(|h| !h.is_empty()))
     })
     .await
-}
-
-/// Makes the one LoadBalancerConfig (named `ferrolb`) exactly `spec`, whatever was there.
-async fn apply_config(client: &Client, spec: Value) -> anyhow::Result<()> {
-    let api: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
-    let mut config: ferrolb_api::LoadBalancerConfig = serde_json::from_value(json!({
-        "apiVersion": "ferrolb.io/v1alpha1",
-        "kind": "LoadBalancerConfig",
-        "metadata": {"name": "ferrolb"},
-        "spec": spec,
-    }))?;
-    match api.get_opt("ferrolb").await? {
-        Some(old) => {
-            config.metadata.resource_version = old.metadata.resource_version;
-            api.replace("ferrolb", &PostParams::default(), &config)
-                .await?;
-        }
-        None => {
-            api.create(&PostParams::default(), &config).await?;
-        }
-    }
-    Ok(())
 }
 
 fn lb_service(name: &str, annotations: Value, ports: Value) -> anyhow::Result<Service> {
@@ -226,7 +197,7 @@ async fn services_get_ips_by_every_selection_rule() -> anyhow::Result<()> {
     let _installed = install(&tb, &client).await?;
     let tenant = tb.namespace(&client, "tenant").await?;
     let other = tb.namespace(&client, "other").await?;
-    apply_config(
+    replace_lb_config(
         &client,
         json!({
             "addressPools": [
@@ -356,7 +327,7 @@ async fn sharing_exhaustion_recovery_and_rehoming() -> anyhow::Result<()> {
     let client = tb.client().await?;
     let _installed = install(&tb, &client).await?;
     let ns = tb.namespace(&client, "share").await?;
-    apply_config(
+    replace_lb_config(
         &client,
         json!({"addressPools": [
             {"name": "small", "addresses": ["203.0.113.40-203.0.113.41"]},
@@ -416,7 +387,7 @@ async fn sharing_exhaustion_recovery_and_rehoming() -> anyhow::Result<()> {
     assert_eq!(ingress(&api.get("late").await?), web);
 
     // An invalid config is ignored: the last valid one stays and nothing moves.
-    apply_config(
+    replace_lb_config(
         &client,
         json!({"addressPools": [{"name": "small", "addresses": ["203.0.113.40/33"]}]}),
     )
@@ -425,7 +396,7 @@ async fn sharing_exhaustion_recovery_and_rehoming() -> anyhow::Result<()> {
     assert_eq!(ingress(&api.get("late").await?), web);
 
     // Removing the pool re-homes its Services into what remains (made auto-assign now).
-    apply_config(
+    replace_lb_config(
         &client,
         json!({"addressPools": [{"name": "spare", "addresses": ["203.0.113.48/30"]}]}),
     )
@@ -450,24 +421,10 @@ async fn sharing_exhaustion_recovery_and_rehoming() -> anyhow::Result<()> {
 
     // No pools at all never wipes assigned IPs.
     let before = ingress(&api.get("late").await?);
-    apply_config(&client, json!({"addressPools": []})).await?;
+    replace_lb_config(&client, json!({"addressPools": []})).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(ingress(&api.get("late").await?), before);
     Ok(())
-}
-
-/// The PID of the controller process in `pod` (containerID `ferrolb-testbed://PID`).
-fn pod_pid(p: &Pod) -> Option<i32> {
-    p.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
-        .container_id
-        .as_ref()?
-        .strip_prefix("ferrolb-testbed://")?
-        .parse()
-        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,7 +434,7 @@ async fn sigkill_during_churn_never_duplicates_leaks_or_moves_an_ip() -> anyhow:
     let client = tb.client().await?;
     let _installed = install(&tb, &client).await?;
     let ns = tb.namespace(&client, "churn").await?;
-    apply_config(
+    replace_lb_config(
         &client,
         json!({"addressPools": [{"name": "churn", "addresses": ["203.0.113.0/24"]}]}),
     )
@@ -619,7 +576,7 @@ async fn dual_stack_services_get_one_address_per_family_from_one_pool() -> anyho
     let client = tb.client().await?;
     let _installed = install(&tb, &client).await?;
     let ns = tb.namespace(&client, "dual").await?;
-    apply_config(
+    replace_lb_config(
         &client,
         json!({"addressPools": [
             {"name": "a-v4only", "addresses": ["203.0.113.64/30"]},

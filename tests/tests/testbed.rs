@@ -7,7 +7,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ferrolb_testbed::harness::{Probe, Testbed, netns_exec, netns_sh, unique_name, wait_for};
+use ferrolb_testbed::harness::{
+    Probe, Testbed, netns_exec, netns_sh, pod_pid, pod_ready, unique_name, wait_for,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
@@ -26,27 +28,6 @@ async fn setup() -> anyhow::Result<(Testbed, Client)> {
 
 fn obj<K: DeserializeOwned>(v: Value) -> anyhow::Result<K> {
     Ok(serde_json::from_value(v)?)
-}
-
-fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// The PID of the first container, from the containerID `ferrolb-testbed://PID`.
-fn pod_pid(p: &Pod) -> Option<u32> {
-    p.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
-        .container_id
-        .as_ref()?
-        .strip_prefix("ferrolb-testbed://")?
-        .parse()
-        .ok()
 }
 
 fn cmdline(pid: u32) -> String {
