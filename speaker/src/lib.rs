@@ -1,6 +1,11 @@
 //! The FerroLB speaker: makes the addresses of LoadBalancer Services reachable from this node.
 //!
-//! `announce` is the pure core (which node answers for which IP); the ARP/NDP responders, BGP and
-//! the liveness protocol between speakers are still to come.
+//! - `world`: the speaker's picture of the cluster, from its watches (pure);
+//! - `announce`: which node answers for which IP (pure, every speaker computes the same);
+//! - `membership`: authenticated liveness between speakers, so a dead one is noticed in well
+//!   under a second;
+//! - `l2`: the ARP and NDP responders;
+//! - `run`: the event loop that ties them to the API server, and what it reports back.
 
 pub mod announce;
+pub mod world;

@@ -106,6 +106,77 @@ fn advertisements_for(config: &LoadBalancerConfigSpec, ip: IpAddr) -> Vec<&L2Adv
         .collect()
 }
 
+/// One address with an L2 advertisement, and who leads it.
+struct Decision<'a> {
+    ip: IpAddr,
+    leader: Option<&'a str>,
+    ads: Vec<&'a L2Advertisement>,
+    users: Vec<&'a ServiceView>,
+}
+
+/// The leader of every address that has an L2 advertisement. An address leads nowhere (None)
+/// when no Service using it has a ready endpoint, or no live node may announce it.
+fn decide<'a>(
+    config: &'a LoadBalancerConfigSpec,
+    services: &'a [ServiceView],
+    nodes: &'a BTreeMap<String, NodeView>,
+    members: &BTreeSet<String>,
+) -> Vec<Decision<'a>> {
+    // Services by IP, so a shared IP gets one leader.
+    let mut by_ip: BTreeMap<IpAddr, Vec<&ServiceView>> = BTreeMap::new();
+    for svc in services {
+        for &ip in &svc.ips {
+            by_ip.entry(ip).or_default().push(svc);
+        }
+    }
+    let mut out = Vec::new();
+    for (ip, users) in by_ip {
+        let ads = advertisements_for(config, ip);
+        if ads.is_empty() {
+            continue;
+        }
+        let leader = if users.iter().all(|s| s.endpoint_nodes.is_empty()) {
+            None
+        } else {
+            let eligible = |node: &str, view: &NodeView| {
+                view.usable()
+                    && members.contains(node)
+                    && ads
+                        .iter()
+                        .any(|ad| list_matches(&ad.node_selectors, &view.labels))
+                    && users
+                        .iter()
+                        .all(|s| !s.local || s.endpoint_nodes.contains(node))
+            };
+            let candidates = nodes
+                .iter()
+                .filter(|(name, view)| eligible(name, view))
+                .map(|(name, _)| name.as_str());
+            leader(ip, candidates)
+        };
+        out.push(Decision {
+            ip,
+            leader,
+            ads,
+            users,
+        });
+    }
+    out
+}
+
+/// The leader of every address that has an L2 advertisement (None: nobody announces it).
+pub fn l2_leaders(
+    config: &LoadBalancerConfigSpec,
+    services: &[ServiceView],
+    nodes: &BTreeMap<String, NodeView>,
+    members: &BTreeSet<String>,
+) -> BTreeMap<IpAddr, Option<String>> {
+    decide(config, services, nodes, members)
+        .into_iter()
+        .map(|d| (d.ip, d.leader.map(str::to_owned)))
+        .collect()
+}
+
 /// Every IP `me` leads, with the interfaces to answer on.
 ///
 /// `members` are the nodes whose speakers are alive (from the liveness protocol, or from Node
@@ -118,52 +189,27 @@ pub fn l2_announcements(
     nodes: &BTreeMap<String, NodeView>,
     members: &BTreeSet<String>,
 ) -> Vec<L2Announcement> {
-    // Services by IP, so a shared IP gets one leader.
-    let mut by_ip: BTreeMap<IpAddr, Vec<&ServiceView>> = BTreeMap::new();
-    for svc in services {
-        for &ip in &svc.ips {
-            by_ip.entry(ip).or_default().push(svc);
-        }
-    }
-    let mut out = Vec::new();
-    for (ip, users) in by_ip {
-        let ads = advertisements_for(config, ip);
-        if ads.is_empty() || users.iter().all(|s| s.endpoint_nodes.is_empty()) {
-            continue;
-        }
-        let eligible = |node: &str, view: &NodeView| {
-            view.usable()
-                && members.contains(node)
-                && ads
+    let my_labels = nodes.get(me).map(|n| &n.labels);
+    decide(config, services, nodes, members)
+        .into_iter()
+        .filter(|d| d.leader == Some(me))
+        .map(|d| {
+            let interfaces: BTreeSet<String> = if d.ads.iter().any(|ad| ad.interfaces.is_empty()) {
+                BTreeSet::new()
+            } else {
+                d.ads
                     .iter()
-                    .any(|ad| list_matches(&ad.node_selectors, &view.labels))
-                && users
-                    .iter()
-                    .all(|s| !s.local || s.endpoint_nodes.contains(node))
-        };
-        let candidates = nodes
-            .iter()
-            .filter(|(name, view)| eligible(name, view))
-            .map(|(name, _)| name.as_str());
-        if leader(ip, candidates) != Some(me) {
-            continue;
-        }
-        let my_labels = nodes.get(me).map(|n| &n.labels);
-        let interfaces: BTreeSet<String> = if ads.iter().any(|ad| ad.interfaces.is_empty()) {
-            BTreeSet::new()
-        } else {
-            ads.iter()
-                .filter(|ad| my_labels.is_some_and(|l| list_matches(&ad.node_selectors, l)))
-                .flat_map(|ad| ad.interfaces.iter().cloned())
-                .collect()
-        };
-        out.push(L2Announcement {
-            ip,
-            interfaces,
-            services: users.iter().map(|s| s.key.clone()).collect(),
-        });
-    }
-    out
+                    .filter(|ad| my_labels.is_some_and(|l| list_matches(&ad.node_selectors, l)))
+                    .flat_map(|ad| ad.interfaces.iter().cloned())
+                    .collect()
+            };
+            L2Announcement {
+                ip: d.ip,
+                interfaces,
+                services: d.users.iter().map(|s| s.key.clone()).collect(),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

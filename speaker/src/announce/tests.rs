@@ -264,3 +264,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn l2_leaders_names_exactly_the_node_that_announces() {
+    let n = nodes(6);
+    let mut services: Vec<ServiceView> = (0..40)
+        .map(|i| {
+            svc(
+                &format!("ns/s{i}"),
+                &format!("203.0.113.{i}"),
+                &["node-1", "node-4"],
+            )
+        })
+        .collect();
+    services.push(svc("ns/idle", "203.0.113.200", &[]));
+    let mut members = all(&n);
+    members.remove("node-2");
+    let cfg = config(vec![ad(&[], None, &[])]);
+    let announced = leaders(&cfg, &services, &n, &members);
+    let decided = l2_leaders(&cfg, &services, &n, &members);
+    assert_eq!(decided.len(), 41, "every advertised IP has a decision");
+    for (ip, leader) in &decided {
+        match leader {
+            Some(node) => assert_eq!(announced.get(ip), Some(&vec![node.clone()])),
+            None => assert!(!announced.contains_key(ip)),
+        }
+    }
+    assert_eq!(decided[&"203.0.113.200".parse::<IpAddr>().unwrap()], None);
+}

@@ -1,0 +1,284 @@
+//! From Kubernetes objects to announcement inputs.
+
+use serde_json::json;
+
+use super::*;
+
+fn service(name: &str, value: serde_json::Value) -> Service {
+    let mut svc: Service = serde_json::from_value(value).unwrap();
+    svc.metadata.name = Some(name.into());
+    svc.metadata.namespace = Some("ns".into());
+    svc
+}
+
+fn lb(name: &str, ips: &[&str]) -> Service {
+    let ingress: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+    service(
+        name,
+        json!({"spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {"ingress": ingress}}}),
+    )
+}
+
+fn slice(name: &str, service: &str, endpoints: serde_json::Value) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "ns", "labels": {SERVICE_NAME_LABEL: service}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+    }))
+    .unwrap()
+}
+
+fn node(name: &str, ready: bool, labels: serde_json::Value) -> Node {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+    }))
+    .unwrap()
+}
+
+fn speaker(name: &str, node: &str, ip: &str, ready: bool) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "ferrolb-system"},
+        "spec": {"nodeName": node, "containers": []},
+        "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+    }))
+    .unwrap()
+}
+
+fn lbc(name: &str, spec: serde_json::Value) -> LoadBalancerConfig {
+    let mut c: LoadBalancerConfig = serde_json::from_value(json!({
+        "apiVersion": "ferrolb.io/v1alpha1", "kind": "LoadBalancerConfig",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    c.metadata.name = Some(name.into());
+    c
+}
+
+fn l2_config() -> LoadBalancerConfig {
+    lbc(
+        "default",
+        json!({
+            "addressPools": [{"name": "lan", "addresses": ["203.0.113.0/24"]}],
+            "l2Advertisements": [{"name": "lan", "addressPools": ["lan"]}],
+        }),
+    )
+}
+
+fn world() -> World {
+    let mut w = World::default();
+    assert_eq!(w.set_config(&l2_config()), None);
+    for i in 1..=3 {
+        let name = format!("node-{i}");
+        w.set_node(&node(&name, true, json!({})));
+        w.set_speaker(&speaker(
+            &format!("speaker-{i}"),
+            &name,
+            &format!("198.51.100.1{i}"),
+            true,
+        ));
+    }
+    w
+}
+
+#[test]
+fn only_load_balancers_of_the_configured_class_holding_addresses_count() {
+    let mut w = world();
+    w.set_service(&lb("a", &["203.0.113.1"]));
+    w.set_service(&lb("pending", &[]));
+    w.set_service(&service(
+        "cluster-ip",
+        json!({"spec": {"type": "ClusterIP"}, "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}}),
+    ));
+    let mut other = lb("other-class", &["203.0.113.2"]);
+    other.spec.as_mut().unwrap().load_balancer_class = Some("example.com/other".into());
+    w.set_service(&other);
+    let keys: Vec<_> = w.service_views().into_iter().map(|s| s.key).collect();
+    assert_eq!(keys, ["ns/a"]);
+    w.remove_service("ns/a");
+    assert!(w.service_views().is_empty());
+}
+
+#[test]
+fn local_policy_and_ingress_hostnames_are_read() {
+    let mut w = world();
+    let mut svc = lb("a", &["203.0.113.1", "2001:db8::1"]);
+    svc.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+    svc.status
+        .as_mut()
+        .unwrap()
+        .load_balancer
+        .as_mut()
+        .unwrap()
+        .ingress
+        .as_mut()
+        .unwrap()
+        .push(serde_json::from_value(json!({"hostname": "lb.example.com"})).unwrap());
+    w.set_service(&svc);
+    let views = w.service_views();
+    assert!(views[0].local);
+    assert_eq!(
+        views[0].ips,
+        vec![
+            "203.0.113.1".parse::<IpAddr>().unwrap(),
+            "2001:db8::1".parse().unwrap()
+        ]
+    );
+}
+
+#[test]
+fn endpoint_nodes_come_from_every_slice_of_the_service_and_only_ready_or_serving_endpoints() {
+    let mut w = world();
+    w.set_service(&lb("a", &["203.0.113.1"]));
+    w.set_slice(&slice(
+        "a-1",
+        "a",
+        json!([
+            {"addresses": ["10.0.0.1"], "nodeName": "node-1", "conditions": {"ready": true}},
+            {"addresses": ["10.0.0.2"], "nodeName": "node-2", "conditions": {"ready": false}},
+            {"addresses": ["10.0.0.3"], "nodeName": "node-3", "conditions": {"ready": false, "serving": true, "terminating": true}},
+        ]),
+    ));
+    w.set_slice(&slice(
+        "a-2",
+        "a",
+        json!([
+            {"addresses": ["10.0.0.4"], "nodeName": "node-2", "conditions": {"ready": false, "serving": true, "terminating": false}},
+            {"addresses": ["10.0.0.5"], "conditions": {}},
+        ]),
+    ));
+    w.set_slice(&slice(
+        "b-1",
+        "b",
+        json!([{"addresses": ["10.0.0.6"], "nodeName": "node-3"}]),
+    ));
+    let views = w.service_views();
+    assert_eq!(
+        views[0].endpoint_nodes,
+        ["node-1", "node-2"].map(String::from).into()
+    );
+    w.remove_slice("ns/a-1");
+    assert_eq!(
+        w.service_views()[0].endpoint_nodes,
+        ["node-2"].map(String::from).into()
+    );
+}
+
+#[test]
+fn nodes_carry_readiness_network_and_labels() {
+    let mut w = World::default();
+    let mut n: Node = node("n", true, json!({EXCLUDE: "", "zone": "a"}));
+    n.status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap()
+        .push(
+            serde_json::from_value(json!({"type": "NetworkUnavailable", "status": "True"}))
+                .unwrap(),
+        );
+    w.set_node(&n);
+    let view = &w.nodes["n"];
+    assert!(view.ready && view.network_unavailable);
+    assert_eq!(view.labels["zone"], "a");
+    w.remove_node("n");
+    assert!(w.nodes.is_empty());
+}
+
+const EXCLUDE: &str = crate::announce::EXCLUDE_LABEL;
+
+#[test]
+fn peers_are_the_other_speakers_and_readiness_needs_node_and_pod() {
+    let mut w = world();
+    w.set_speaker(&speaker("speaker-3", "node-3", "198.51.100.13", false));
+    w.set_node(&node("node-2", false, json!({})));
+    let peers = w.peers("node-1");
+    assert_eq!(
+        peers.keys().cloned().collect::<Vec<_>>(),
+        ["node-2", "node-3"]
+    );
+    assert_eq!(peers["node-2"], "198.51.100.12".parse::<IpAddr>().unwrap());
+    assert!(w.kubernetes_ready("node-1"));
+    assert!(!w.kubernetes_ready("node-2"), "Node not Ready");
+    assert!(!w.kubernetes_ready("node-3"), "speaker pod not ready");
+    assert!(!w.kubernetes_ready("node-9"), "unknown node");
+    w.remove_speaker("ferrolb-system/speaker-3");
+    assert!(!w.speaker_nodes().contains("node-3"));
+}
+
+#[test]
+fn an_invalid_config_is_reported_once_and_the_last_valid_one_stays() {
+    let mut w = world();
+    let mut bad = l2_config();
+    bad.spec.address_pools[0].addresses = vec!["203.0.113.0/33".into()];
+    let rejected = w.set_config(&bad).expect("rejected");
+    assert_eq!(rejected.name, "default");
+    assert!(
+        rejected.problems.contains("addressPools[0].addresses[0]"),
+        "{}",
+        rejected.problems
+    );
+    assert_eq!(w.set_config(&bad), None, "reported once");
+    assert_eq!(
+        w.config().unwrap().address_pools[0].addresses,
+        ["203.0.113.0/24"]
+    );
+    assert_eq!(w.set_config(&l2_config()), None);
+    assert_eq!(
+        w.config().unwrap().address_pools[0].addresses,
+        ["203.0.113.0/24"]
+    );
+}
+
+#[test]
+fn the_oldest_config_is_in_force() {
+    let mut w = World::default();
+    let mut newer = lbc(
+        "a-newer",
+        json!({"addressPools": [{"name": "x", "addresses": ["203.0.113.0/25"]}]}),
+    );
+    newer.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-01-02T00:00:00Z".parse().unwrap(),
+    ));
+    let mut older = l2_config();
+    older.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+    ));
+    w.replace_configs(vec![newer.clone(), older]);
+    assert_eq!(w.config().unwrap().address_pools[0].name, "lan");
+    w.remove_config("default");
+    assert_eq!(w.config().unwrap().address_pools[0].name, "x");
+}
+
+#[test]
+fn one_node_announces_each_address_and_a_dead_speaker_hands_over() {
+    let mut w = world();
+    for i in 0..30 {
+        w.set_service(&lb(&format!("s{i}"), &[&format!("203.0.113.{i}")]));
+        w.set_slice(&slice(
+            &format!("s{i}-x"),
+            &format!("s{i}"),
+            json!([{"addresses": ["10.0.0.1"], "nodeName": "node-1", "conditions": {"ready": true}}]),
+        ));
+    }
+    let everyone: BTreeSet<String> = w.speaker_nodes();
+    let count = |live: &BTreeSet<String>| -> usize {
+        everyone
+            .iter()
+            .map(|me| w.l2_announcements(me, live).len())
+            .sum()
+    };
+    assert_eq!(count(&everyone), 30);
+    let leaders = w.l2_leaders(&everyone);
+    let (ip, first) = leaders
+        .iter()
+        .next()
+        .map(|(ip, l)| (*ip, l.clone().unwrap()))
+        .unwrap();
+    let mut without = everyone.clone();
+    without.remove(&first);
+    assert_eq!(count(&without), 30);
+    assert_ne!(w.l2_leaders(&without)[&ip].as_deref(), Some(first.as_str()));
+    assert!(w.l2_announcements(&first, &without).is_empty());
+}
