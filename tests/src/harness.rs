@@ -444,7 +444,9 @@ impl Drop for Probe {
 /// assert_eq!(r.max_gap, std::time::Duration::from_millis(150));
 /// assert_eq!((r.failures, r.failure_window.as_millis()), (2, 50));
 /// ```
-pub fn summarize(samples: Vec<Value>) -> ProbeReport {
+pub fn summarize(mut samples: Vec<Value>) -> ProbeReport {
+    // Probes overlap, so they may finish out of order.
+    samples.sort_by_key(|s| s["t_ms"].as_u64().unwrap_or(0));
     let mut answers = std::collections::BTreeMap::new();
     let mut max_gap = 0u64;
     let mut last_ok: Option<u64> = None;

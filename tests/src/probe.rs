@@ -47,24 +47,39 @@ async fn once(target: SocketAddr) -> Result<String, String> {
     }
 }
 
-/// Probe until killed, printing `{"t_ms":…,"ok":…,"body"|"error":…}` lines.
+/// Probe until killed, printing `{"t_ms":…,"ok":…,"body"|"error":…}` lines, where `t_ms` is
+/// when the probe started. Probes start every interval whether or not earlier ones have answered
+/// (each on its own connection, with its own timeout), so a gap in the answers is measured to the
+/// interval, not to the timeout; lines may therefore come out of order.
 pub async fn run(args: ProbeArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(args.interval_ms.max(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut out = std::io::stdout();
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (lines, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let writer = tokio::spawn(async move {
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        while let Some(line) = rx.recv().await {
+            if out.write_all(format!("{line}\n").as_bytes()).is_err() || out.flush().is_err() {
+                break;
+            }
+        }
+    });
     loop {
         tick.tick().await;
+        if writer.is_finished() {
+            return Ok(());
+        }
         let t = start.elapsed().as_millis();
-        let r =
-            tokio::time::timeout(Duration::from_millis(args.timeout_ms), once(args.target)).await;
-        let line = match r {
-            Ok(Ok(body)) => serde_json::json!({"t_ms": t, "ok": true, "body": body}),
-            Ok(Err(e)) => serde_json::json!({"t_ms": t, "ok": false, "error": e}),
-            Err(_) => serde_json::json!({"t_ms": t, "ok": false, "error": "timeout"}),
-        };
-        use std::io::Write as _;
-        out.write_all(format!("{line}\n").as_bytes())?;
-        out.flush()?;
+        let lines = lines.clone();
+        let (target, timeout) = (args.target, Duration::from_millis(args.timeout_ms));
+        tokio::spawn(async move {
+            let line = match tokio::time::timeout(timeout, once(target)).await {
+                Ok(Ok(body)) => serde_json::json!({"t_ms": t, "ok": true, "body": body}),
+                Ok(Err(e)) => serde_json::json!({"t_ms": t, "ok": false, "error": e}),
+                Err(_) => serde_json::json!({"t_ms": t, "ok": false, "error": "timeout"}),
+            };
+            let _ = lines.send(line);
+        });
     }
 }

@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use ferrolb_testbed::harness::{Testbed, pod_pid, pod_ready, replace_lb_config, wait_for};
-use k8s_openapi::api::coordination::v1::Lease;
+use ferrolb_testbed::harness::{Testbed, pod_pid, replace_lb_config, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -14,109 +13,9 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
-const SYSTEM: &str = "ferrolb-system";
+const SYSTEM: &str = ferrolb_testbed::ferrolb::SYSTEM;
 
-/// Removes the controller and the config when a test ends, even by panic, so that later tests
-/// (which set Service status by hand) never meet a running controller.
-struct Installed {
-    tb: Testbed,
-}
-
-impl Drop for Installed {
-    fn drop(&mut self) {
-        let _ = self
-            .tb
-            .kubectl(&["delete", "loadbalancerconfigs", "--all", "--wait=true"]);
-        let _ = self.tb.kubectl(&[
-            "delete",
-            "deployment",
-            "ferrolb-controller",
-            "-n",
-            SYSTEM,
-            "--ignore-not-found",
-            "--wait=true",
-        ]);
-        let _ = self.tb.kubectl(&[
-            "wait",
-            "--for=delete",
-            "pod",
-            "-l",
-            "app.kubernetes.io/component=controller",
-            "-n",
-            SYSTEM,
-            "--timeout=60s",
-        ]);
-    }
-}
-
-/// Installs CRD, RBAC and the controller Deployment from `config/default`, and waits for both
-/// replicas and a leader. The controller goes away when the returned guard drops.
-async fn install(tb: &Testbed, client: &Client) -> anyhow::Result<Installed> {
-    // Services of an earlier test live until their namespace is gone; a new controller would
-    // (rightly) serve them, so wait for a clean slate.
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    wait_for(
-        "earlier test namespaces to go",
-        Duration::from_secs(120),
-        || async {
-            let left = namespaces
-                .list(&ListParams::default().labels("testbed.ferrolb.io/test=true"))
-                .await?
-                .items
-                .into_iter()
-                .filter(|n| n.metadata.deletion_timestamp.is_some())
-                .count();
-            Ok((left == 0).then_some(()))
-        },
-    )
-    .await?;
-    let root = ferrolb_testbed::harness::repo_root();
-    let kustomize = root.join("config/default");
-    let out = tb.kubectl(&[
-        "apply",
-        "--server-side",
-        "-k",
-        &kustomize.display().to_string(),
-    ])?;
-    if !out.status.success() {
-        bail!(
-            "kubectl apply -k config/default: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
-    wait_for(
-        "2 ready controller pods",
-        Duration::from_secs(120),
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels("app.kubernetes.io/component=controller"))
-                .await?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
-                .count();
-            Ok((ready == 2).then_some(()))
-        },
-    )
-    .await?;
-    leader(client).await?;
-    Ok(Installed { tb: tb.clone() })
-}
-
-/// The pod name holding the controller Lease.
-async fn leader(client: &Client) -> anyhow::Result<String> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM);
-    wait_for("a controller leader", T, || async {
-        Ok(leases
-            .get_opt("ferrolb-controller")
-            .await?
-            .and_then(|l| l.spec?.holder_identity)
-            .filter(|h| !h.is_empty()))
-    })
-    .await
-}
+use ferrolb_testbed::ferrolb::{controller_leader as leader, install};
 
 fn lb_service(name: &str, annotations: Value, ports: Value) -> anyhow::Result<Service> {
     Ok(serde_json::from_value(json!({
