@@ -149,6 +149,10 @@ net_up() {
   ns_new "ftb-$SFX-cp";  plug "ftb-$SFX-cp" cp "$API_IP" 2001:db8:100::126
   ns_new "ftb-$SFX-rtr"; plug "ftb-$SFX-rtr" rtr 198.51.100.1 2001:db8:100::1
   ns_new "ftb-$SFX-cli"; plug "ftb-$SFX-cli" cli 198.51.100.100 2001:db8:100::100
+  # Layer 2 load-balancer addresses are on the client's LAN: 203.0.113.0/25 on-link (the nodes
+  # answer ARP for them); 2001:db8:100::/48 already is. Host routes via the router (BGP tests)
+  # are more specific and win.
+  ip -n "ftb-$SFX-cli" route add 203.0.113.0/25 dev eth0
   ns_new "ftb-$SFX-bird";  plug "ftb-$SFX-bird" bird 198.51.100.2 2001:db8:100::2
   ns_new "ftb-$SFX-gobgp"; plug "ftb-$SFX-gobgp" gobgp 198.51.100.3 2001:db8:100::3
   local i ns
