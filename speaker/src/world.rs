@@ -16,6 +16,10 @@ use crate::announce::{L2Announcement, NodeView, ServiceView, l2_announcements, l
 /// The label every EndpointSlice carries with its Service's name.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The Service condition the speakers own: which node announces the Service's addresses, and on
+/// which interface.
+pub const ANNOUNCED_CONDITION: &str = "ferrolb.io/Announced";
+
 /// A Service as the speaker needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Svc {
@@ -23,6 +27,8 @@ struct Svc {
     load_balancer: bool,
     local: bool,
     ips: Vec<IpAddr>,
+    /// The speakers' condition as it stands in the Service's status: (status, message).
+    announced: Option<(String, String)>,
 }
 
 /// A speaker pod: where it runs and whether it is ready.
@@ -78,7 +84,14 @@ impl World {
                     .collect()
             })
             .unwrap_or_default();
+        let announced = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == ANNOUNCED_CONDITION))
+            .map(|c| (c.status.clone(), c.message.clone()));
         let view = Svc {
+            announced,
             class: spec.and_then(|s| s.load_balancer_class.clone()),
             load_balancer: spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"),
             local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
@@ -247,6 +260,35 @@ impl World {
                 endpoint_nodes: endpoints.get(key.as_str()).cloned().unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// The speakers' condition as the Service's status holds it now: (status, message).
+    pub fn announced_condition(&self, key: &str) -> Option<(&str, &str)> {
+        self.services
+            .get(key)?
+            .announced
+            .as_ref()
+            .map(|(s, m)| (s.as_str(), m.as_str()))
+    }
+
+    /// Every Service key, to find the ones a re-list no longer has.
+    pub fn service_keys(&self) -> Vec<String> {
+        self.services.keys().cloned().collect()
+    }
+
+    /// Every EndpointSlice key.
+    pub fn slice_keys(&self) -> Vec<String> {
+        self.slices.keys().cloned().collect()
+    }
+
+    /// Every Node name.
+    pub fn node_names(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
+    }
+
+    /// Every speaker pod key.
+    pub fn speaker_keys(&self) -> Vec<String> {
+        self.speakers.keys().cloned().collect()
     }
 
     /// The other speakers to exchange liveness with: node → address of its (host-network) pod.
