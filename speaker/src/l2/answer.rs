@@ -16,9 +16,9 @@ pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 pub struct LinkAddrs {
     /// The interface's hardware address (source of every frame we send).
     pub mac: MacAddr,
-    /// A link-local address of the interface (source of every NA we send); without one the
-    /// interface does not speak NDP.
-    pub link_local: Option<Ipv6Addr>,
+    /// Whether IPv6 is up on the interface (it has a usable link-local address); NDP is only
+    /// answered where it is.
+    pub ipv6: bool,
 }
 
 /// The address a request asks about, if the frame is a request (ARP request or Neighbor
@@ -75,7 +75,9 @@ fn reply_ndp(f: &NdpFrame, link: &LinkAddrs, leads: impl Fn(IpAddr) -> bool) -> 
     let Ndp::Solicitation(ns) = f.message else {
         return None;
     };
-    let link_local = link.link_local?;
+    if !link.ipv6 {
+        return None;
+    }
     // RFC 4861 §7.1.1: a valid NS was not routed, and a DAD probe (from ::) goes to the
     // solicited-node group and carries no source link-layer address.
     let dad = f.src.is_unspecified();
@@ -98,7 +100,10 @@ fn reply_ndp(f: &NdpFrame, link: &LinkAddrs, leads: impl Fn(IpAddr) -> bool) -> 
             dst: dst_mac,
             src: link.mac,
         },
-        src: link_local,
+        // From the target itself, as Linux answers for its own addresses. A link-local source
+        // is also legal (RFC 4861 §7.2.2 "an address assigned to the interface") and Linux
+        // accepts it, but ndisc6 ignores any NA whose source is not the target.
+        src: ns.target,
         dst,
         hop_limit: NDP_HOP_LIMIT,
         message: Ndp::Advertisement(NeighborAdvertisement {
@@ -139,13 +144,14 @@ pub fn gratuitous_arp(mac: MacAddr, ip: Ipv4Addr) -> [Frame; 2] {
 
 /// Unsolicited Neighbor Advertisement for `ip` (RFC 4861 §7.2.6): to all-nodes, Override set,
 /// Solicited clear, with our link-layer address.
-pub fn unsolicited_na(mac: MacAddr, link_local: Ipv6Addr, ip: Ipv6Addr) -> Frame {
+pub fn unsolicited_na(mac: MacAddr, ip: Ipv6Addr) -> Frame {
     Frame::Ndp(NdpFrame {
         eth: Ethernet {
             dst: MacAddr::ipv6_multicast(ALL_NODES),
             src: mac,
         },
-        src: link_local,
+        // From the address itself, like Linux's own unsolicited NA (`ndisc_send_unsol_na`).
+        src: ip,
         dst: ALL_NODES,
         hop_limit: NDP_HOP_LIMIT,
         message: Ndp::Advertisement(NeighborAdvertisement {
@@ -169,12 +175,11 @@ mod tests {
     const ASKER4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 202);
     const LED6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xfe, 0, 0, 0, 0, 0x250);
     const ASKER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xfe, 0, 0, 0, 0, 2);
-    const OUR_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xa);
 
     fn link() -> LinkAddrs {
         LinkAddrs {
             mac: OURS,
-            link_local: Some(OUR_LL),
+            ipv6: true,
         }
     }
 
@@ -284,14 +289,14 @@ mod tests {
     }
 
     #[test]
-    fn ns_for_led_ip_gets_solicited_override_na_from_link_local() {
+    fn ns_for_led_ip_gets_solicited_override_na_from_the_target() {
         let asked = ns(ASKER6, solicited_node(LED6), LED6, Some(THEIRS));
         let Some(Frame::Ndp(na)) = reply(&asked, &link(), leads_only(LED6.into())) else {
             panic!("no NA")
         };
         assert_eq!(na.eth.dst, THEIRS);
         assert_eq!(na.eth.src, OURS);
-        assert_eq!(na.src, OUR_LL);
+        assert_eq!(na.src, LED6);
         assert_eq!(na.dst, ASKER6);
         assert_eq!(na.hop_limit, 255);
         assert_eq!(
@@ -343,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn ns_with_low_hop_limit_or_other_target_or_no_link_local_is_ignored() {
+    fn ns_with_low_hop_limit_or_other_target_or_without_ipv6_is_ignored() {
         let Frame::Ndp(mut routed) = ns(ASKER6, solicited_node(LED6), LED6, Some(THEIRS)) else {
             unreachable!()
         };
@@ -356,7 +361,7 @@ mod tests {
         let asked = ns(ASKER6, solicited_node(other), other, Some(THEIRS));
         assert_eq!(reply(&asked, &link(), leads_only(LED6.into())), None);
         let no_ll = LinkAddrs {
-            link_local: None,
+            ipv6: false,
             ..link()
         };
         let asked = ns(ASKER6, solicited_node(LED6), LED6, Some(THEIRS));
@@ -373,7 +378,7 @@ mod tests {
             request_target(&ns(ASKER6, LED6, LED6, None)),
             Some(IpAddr::V6(LED6))
         );
-        assert_eq!(request_target(&unsolicited_na(OURS, OUR_LL, LED6)), None);
+        assert_eq!(request_target(&unsolicited_na(OURS, LED6)), None);
         assert_eq!(request_target(&gratuitous_arp(OURS, LED4)[1]), None);
     }
 
@@ -393,10 +398,10 @@ mod tests {
 
     #[test]
     fn unsolicited_na_goes_to_all_nodes_with_override() {
-        let Frame::Ndp(na) = unsolicited_na(OURS, OUR_LL, LED6) else {
+        let Frame::Ndp(na) = unsolicited_na(OURS, LED6) else {
             panic!("not NDP")
         };
-        assert_eq!((na.src, na.dst, na.hop_limit), (OUR_LL, ALL_NODES, 255));
+        assert_eq!((na.src, na.dst, na.hop_limit), (LED6, ALL_NODES, 255));
         assert!(matches!(na.message,
             Ndp::Advertisement(a) if a.override_flag && !a.solicited && a.target_mac == Some(OURS)));
     }

@@ -57,7 +57,8 @@ pub struct Interface {
     pub mac: MacAddr,
     /// `IFF_*` flags as in `/sys/class/net/IF/flags`.
     pub flags: u32,
-    /// A usable (not tentative) link-local IPv6 address; NDP is only spoken where there is one.
+    /// A usable (not tentative) link-local IPv6 address; NDP is only spoken where there is one
+    /// (it shows that IPv6 is up on the interface).
     pub link_local: Option<Ipv6Addr>,
 }
 

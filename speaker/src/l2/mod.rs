@@ -75,7 +75,8 @@ fn answers_on(desired: &Announcements, ip: IpAddr, name: &str) -> bool {
         .is_some_and(|names| names.is_empty() || names.contains(name))
 }
 
-/// Whether an interface can speak for `ip`'s family (NDP needs a link-local source address).
+/// Whether an interface can speak for `ip`'s family: NDP only where IPv6 is up (a usable
+/// link-local address shows it; joins and NDP are pointless without).
 fn speaks_family(iface: &Interface, ip: IpAddr) -> bool {
     ip.is_ipv4() || iface.link_local.is_some()
 }
@@ -324,7 +325,7 @@ async fn serve(link: Arc<Link>, desired: watch::Receiver<Arc<Announcements>>, me
     let name = link.iface.name.as_str();
     let addrs = LinkAddrs {
         mac: link.iface.mac,
-        link_local: link.iface.link_local,
+        ipv6: link.iface.link_local.is_some(),
     };
     let mut buf = vec![0u8; link::FRAME_BUFFER];
     loop {
@@ -369,15 +370,13 @@ async fn announce(
 ) {
     let name = link.iface.name.as_str();
     let mac = link.iface.mac;
-    let frames: Vec<Vec<u8>> = match (ip, link.iface.link_local) {
+    let frames: Vec<Vec<u8>> = match (ip, link.iface.link_local.is_some()) {
         (IpAddr::V4(v4), _) => answer::gratuitous_arp(mac, v4)
             .iter()
             .map(packet::build)
             .collect(),
-        (IpAddr::V6(v6), Some(link_local)) => {
-            vec![packet::build(&answer::unsolicited_na(mac, link_local, v6))]
-        }
-        (IpAddr::V6(_), None) => return,
+        (IpAddr::V6(v6), true) => vec![packet::build(&answer::unsolicited_na(mac, v6))],
+        (IpAddr::V6(_), false) => return,
     };
     let labels = L2Labels::new(ip, name);
     let start = Instant::now();
