@@ -7,6 +7,9 @@
 //! 2001:db8:fe::/64, only inside the namespaces these tests create; every namespace is deleted by
 //! a Drop guard, also when a test fails.
 
+// Test code: the harness helpers outside `#[test]` functions may panic like the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
@@ -28,6 +31,8 @@ const LED4: &str = "198.51.100.250";
 const NOT_LED4: &str = "198.51.100.251";
 const LED6: &str = "2001:db8:fe::250";
 const NOT_LED6: &str = "2001:db8:fe::251";
+/// The solicited-node group of `LED6`, which A joins only while it leads it.
+const SOLICITED_NODE6: &str = "ff02::1:ff00:250";
 const WRONG_MAC: &str = "02:00:00:00:00:99";
 
 /// Runs a command given as one string of whitespace-separated words (no word has a space).
@@ -178,6 +183,22 @@ impl Netns {
         must(&format!(
             "ip -n {b} neigh replace {ip} dev eth0 lladdr {WRONG_MAC} nud stale"
         ));
+    }
+
+    /// Waits up to a second for A's multicast memberships on eth0 to include `group` (or, with
+    /// `joined` false, to no longer include it).
+    fn multicast_membership_becomes(&self, group: &str, joined: bool) -> bool {
+        let show = format!("ip -n {} -6 maddr show dev eth0", self.a);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            if must(&show).contains(group) == joined {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits up to `within` for B's neighbour entry of `ip` to contain `mac`.
@@ -407,6 +428,10 @@ fn ndp_is_answered_for_a_led_ip_only_and_stops_when_released() {
     assert_eq!(net.ndisc6(LED6), None, "answered before leading");
     responder.set(&format!("{LED6}=eth0"));
     assert_eq!(responder.interfaces(LED6), "[eth0]");
+    assert!(
+        net.multicast_membership_becomes(SOLICITED_NODE6, true),
+        "solicited-node group not joined"
+    );
     assert_eq!(net.ndisc6(LED6).as_deref(), Some(mac_a.as_str()));
     assert_eq!(
         net.ndisc6(NOT_LED6),
@@ -419,6 +444,10 @@ fn ndp_is_answered_for_a_led_ip_only_and_stops_when_released() {
     responder.set("");
     assert_eq!(responder.interfaces(LED6), "[]");
     assert_eq!(net.ndisc6(LED6), None, "still answering after release");
+    assert!(
+        net.multicast_membership_becomes(SOLICITED_NODE6, false),
+        "solicited-node group not left"
+    );
 }
 
 #[test]

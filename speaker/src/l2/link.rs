@@ -26,10 +26,15 @@ const ETH_P_ALL: u16 = 0x0003;
 pub const FRAME_BUFFER: usize = 2048;
 
 // Classic BPF opcodes (linux/filter.h).
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
-const BPF_LD_H_ABS: u16 = 0x00 | 0x08 | 0x20;
-const BPF_LD_B_ABS: u16 = 0x00 | 0x10 | 0x20;
-const BPF_JEQ_K: u16 = 0x05 | 0x10;
+/// `BPF_LD | BPF_W | BPF_ABS`
+const BPF_LD_W_ABS: u16 = 0x20;
+/// `BPF_LD | BPF_H | BPF_ABS`
+const BPF_LD_H_ABS: u16 = 0x28;
+/// `BPF_LD | BPF_B | BPF_ABS`
+const BPF_LD_B_ABS: u16 = 0x30;
+/// `BPF_JMP | BPF_JEQ | BPF_K`
+const BPF_JEQ_K: u16 = 0x15;
+/// `BPF_RET | BPF_K`
 const BPF_RET_K: u16 = 0x06;
 /// `SKF_AD_OFF + SKF_AD_PKTTYPE`: loads the packet type (host, broadcast, outgoing, ...).
 const SKF_AD_PKTTYPE: u32 = 0xffff_f000 + 4;

@@ -81,6 +81,12 @@ fn speaks_family(iface: &Interface, ip: IpAddr) -> bool {
     ip.is_ipv4() || iface.link_local.is_some()
 }
 
+/// Whether a rescanned interface can keep its socket: same device, address and IPv6 state. Flags
+/// are left out so that, say, tcpdump switching promiscuous mode on does not re-announce.
+fn same_link(now: &Interface, before: &Interface) -> bool {
+    (now.index, now.mac, now.link_local) == (before.index, before.mac, before.link_local)
+}
+
 /// A task that is cancelled when its handle is dropped.
 #[derive(Debug)]
 struct AbortOnDrop(JoinHandle<()>);
@@ -235,8 +241,10 @@ impl Manager {
         let found: BTreeMap<String, Interface> =
             found.into_iter().map(|i| (i.name.clone(), i)).collect();
         self.links.retain(|name, running| {
-            let keep =
-                found.get(name) == Some(&running.link.iface) && !running.task.0.is_finished();
+            let keep = found
+                .get(name)
+                .is_some_and(|now| same_link(now, &running.link.iface))
+                && !running.task.0.is_finished();
             if !keep {
                 tracing::info!(interface = %name, "no longer answering ARP/NDP on interface");
             }
