@@ -3,7 +3,7 @@
 //!
 //! - `packet` is the pure codec and `answer` the pure decision (what to reply, what to announce);
 //! - `interfaces` decides which interfaces may be answered on; `link` holds one interface's
-//!   sockets; `sys` is the only unsafe code (a `sockaddr_ll`);
+//!   sockets; `sys` is the only unsafe code (a `sockaddr_ll`, and registering a socket with Tokio);
 //! - [`Responder`] runs it: one task per interface reading frames, one short-lived task per
 //!   (IP, interface) sending the takeover announcements, and a manager task that rescans the
 //!   interfaces and follows [`Responder::set`].
