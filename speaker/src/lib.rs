@@ -8,4 +8,5 @@
 //! - `run`: the event loop that ties them to the API server, and what it reports back.
 
 pub mod announce;
+pub mod l2;
 pub mod world;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh — everything the testbed needs, idempotent and quick when already installed:
 #   1. Debian packages: etcd-server, frr (bgpd, vtysh), gobgpd, bird2, nftables, iproute2, curl,
+#      arping, ndisc6, iputils-ping (the L2 responder tests in speaker/tests/l2_netns.rs),
 #      openssl, util-linux (nsenter, unshare), procps
 #   2. kube-apiserver, kube-controller-manager, kube-scheduler and kubectl v1.34.x built from the Go
 #      module proxy into /var/cache/ferrolb-testbed (build-k8s.sh; ~5 min cold on 2 cores, then cached)
@@ -11,7 +12,8 @@ log() { echo "[install-deps $(date -u +%H:%M:%S)] $*" >&2; }
 
 [ "$(id -u)" = 0 ] || { log "must run as root"; exit 1; }
 
-PKGS=(etcd-server frr gobgpd bird2 nftables iproute2 curl openssl util-linux procps ca-certificates)
+PKGS=(etcd-server frr gobgpd bird2 nftables iproute2 curl openssl util-linux procps ca-certificates
+      arping ndisc6 iputils-ping)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
