@@ -28,17 +28,23 @@ generated-check:
 	  echo "config/crd/bases is stale: run 'make generate' and commit the result" >&2; exit 1; \
 	fi
 
-unit-test:
+## unit-test: unit, property and network-namespace tests (speaker/tests/l2_netns.rs needs root,
+## arping and ndisc6, which deps installs)
+unit-test: deps
 	$(CARGO) test --workspace --locked
 
 ## testbed-up / testbed-down / testbed-status: a real cluster on this machine (tests/README.md)
-.PHONY: deps testbed-up testbed-down testbed-status testbed-test
+.PHONY: deps testbed-up testbed-down testbed-status testbed-test demo
 ## deps: Debian packages and the control plane the testbed needs (idempotent, quick when present)
 deps:
 	bash tests/testbed/install-deps.sh
 
 testbed-up: deps
 	bash tests/testbed/testbed.sh up
+
+## demo: the testbed with FerroLB installed from config/ and a Service whose IP answers
+demo: testbed-up
+	bash tests/testbed/demo.sh
 
 testbed-down:
 	bash tests/testbed/testbed.sh down
