@@ -1,0 +1,656 @@
+//! The sans-I/O failure detector: all protocol decisions, no sockets and no clock. The caller feeds
+//! it datagrams ([`Detector::on_message`]) and the time ([`Detector::on_tick`] at
+//! [`Detector::next_wakeup`]) and sends the [`Outgoing`] datagrams it returns. The UDP shell in
+//! `mod.rs` and the simulation in `sim.rs` drive the same code.
+//!
+//! See the module documentation of [`super`] for the protocol.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use ring::hmac;
+
+use super::metrics::{DropReason, MembershipMetrics};
+use super::wire::{self, Body, Message, Rumor, SyncEntry, WireError};
+use super::{Config, PeerState, View};
+
+/// Messages whose timestamp is further than this from our clock are dropped as `stale`. Replays
+/// are otherwise caught by the per-sender (incarnation, sequence) check; this window bounds what an
+/// attacker can replay to a receiver that restarted and forgot those counters.
+pub const MAX_SKEW: Duration = Duration::from_secs(5);
+/// After a key rotation, messages signed with the previous key are accepted this long.
+pub const KEY_GRACE: Duration = Duration::from_secs(120);
+/// A declarer repeats a Dead notice this many times, one interval apart (loss tolerance).
+const DEAD_REPEATS: u32 = 2;
+/// Consecutive digest mismatches with a neighbour before we send it our dead set.
+const SYNC_AFTER_MISMATCHES: u8 = 3;
+/// At most one Sync per peer this often.
+const SYNC_MIN_GAP: Duration = Duration::from_secs(1);
+/// Monitors that must suspect a member before it is declared dead (fewer if it has fewer).
+const AGREEMENT: usize = 2;
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Destination node name (the shell maps it to an address).
+    pub to: String,
+    /// The signed datagram.
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Peer {
+    state: PeerState,
+    /// Highest incarnation known for it (the dead one while Dead).
+    incarnation: u64,
+    last_heard: Option<Instant>,
+    /// Last accepted (incarnation, sequence): the replay barrier.
+    last_accepted: Option<(u64, u64)>,
+    /// Other monitors that suspect it, and when they said so.
+    suspected_by: BTreeMap<String, Instant>,
+    digest_mismatches: u8,
+    last_sync: Option<Instant>,
+    last_dead_reply: Option<Instant>,
+}
+
+impl Peer {
+    fn new() -> Peer {
+        Peer {
+            state: PeerState::Unknown,
+            incarnation: 0,
+            last_heard: None,
+            last_accepted: None,
+            suspected_by: BTreeMap::new(),
+            digest_mismatches: 0,
+            last_sync: None,
+            last_dead_reply: None,
+        }
+    }
+}
+
+/// The failure detector of one speaker.
+pub struct Detector {
+    node: String,
+    interval: Duration,
+    timeout: Duration,
+    monitors: usize,
+    key: hmac::Key,
+    old_key: Option<(hmac::Key, Instant)>,
+    start: Instant,
+    start_unix_ms: u64,
+    incarnation: u64,
+    sequence: u64,
+    peers: BTreeMap<String, Peer>,
+    /// Self and every Alive peer, ordered by (ring hash, name).
+    ring: Vec<(u64, String)>,
+    /// The predecessors this node monitors, and since when.
+    monitoring: BTreeMap<String, Instant>,
+    /// Monitored predecessors this node itself suspects.
+    suspecting: BTreeSet<String>,
+    /// Nodes that pinged us recently: they get a heartbeat every interval.
+    watchers: BTreeMap<String, Instant>,
+    next_tick: Instant,
+    last_valid: Instant,
+    /// Dead notices to repeat: (when, repeats left, node, incarnation).
+    repeats: Vec<(Instant, u32, String, u64)>,
+    digest: u32,
+    metrics: MembershipMetrics,
+}
+
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Detector")
+            .field("node", &self.node)
+            .field("incarnation", &self.incarnation)
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stable position of a node on the monitoring ring: FNV-1a of the name with a SplitMix64
+/// finaliser. Every speaker must compute the same value, on any platform and version.
+pub fn ring_hash(node: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.as_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
+impl Detector {
+    /// A detector for `config.node`, started at `now`, when the wall clock read `unix_ms`. The
+    /// incarnation is `unix_ms`, so a restarted speaker outranks its previous life.
+    pub fn new(config: &Config, now: Instant, unix_ms: u64, metrics: MembershipMetrics) -> Detector {
+        let mut detector = Detector {
+            node: config.node.clone(),
+            interval: config.interval.max(Duration::from_millis(1)),
+            timeout: config.timeout.max(Duration::from_millis(1)),
+            monitors: config.monitors.max(1),
+            key: hmac::Key::new(hmac::HMAC_SHA256, &config.key),
+            old_key: None,
+            start: now,
+            start_unix_ms: unix_ms,
+            incarnation: unix_ms,
+            sequence: 0,
+            peers: BTreeMap::new(),
+            ring: Vec::new(),
+            monitoring: BTreeMap::new(),
+            suspecting: BTreeSet::new(),
+            watchers: BTreeMap::new(),
+            next_tick: now,
+            last_valid: now,
+            repeats: Vec::new(),
+            digest: 0,
+            metrics,
+        };
+        detector.rebuild(now);
+        detector
+    }
+
+    /// This speaker's current incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The state of `node` as this speaker sees it (`None`: not a peer).
+    pub fn state(&self, node: &str) -> Option<PeerState> {
+        if node == self.node {
+            return Some(PeerState::Alive);
+        }
+        self.peers.get(node).map(|p| p.state)
+    }
+
+    /// The predecessors this node currently monitors.
+    pub fn monitored(&self) -> impl Iterator<Item = &str> {
+        self.monitoring.keys().map(String::as_str)
+    }
+
+    /// The current view (self included, always Alive).
+    pub fn view(&self, now: Instant) -> View {
+        let mut peers: BTreeMap<String, PeerState> =
+            self.peers.iter().map(|(name, p)| (name.clone(), p.state)).collect();
+        peers.insert(self.node.clone(), PeerState::Alive);
+        let isolated =
+            !self.peers.is_empty() && now.saturating_duration_since(self.last_valid) > self.timeout;
+        View { peers, isolated, node: self.node.clone() }
+    }
+
+    /// When [`Detector::on_tick`] must be called next (it may be called earlier).
+    pub fn next_wakeup(&self) -> Instant {
+        let mut at = self.next_tick;
+        for (node, since) in &self.monitoring {
+            if self.suspecting.contains(node) {
+                continue;
+            }
+            if let Some(deadline) = self.deadline(node, *since) {
+                at = at.min(deadline);
+            }
+        }
+        at
+    }
+
+    fn deadline(&self, node: &str, since: Instant) -> Option<Instant> {
+        let peer = self.peers.get(node)?;
+        let last = peer.last_heard.map_or(since, |heard| heard.max(since));
+        Some(last + self.timeout)
+    }
+
+    /// Replaces the key; messages signed with the old one are accepted for [`KEY_GRACE`].
+    pub fn set_key(&mut self, now: Instant, key: &[u8]) {
+        let new = hmac::Key::new(hmac::HMAC_SHA256, key);
+        let old = std::mem::replace(&mut self.key, new);
+        self.old_key = Some((old, now + KEY_GRACE));
+    }
+
+    /// Replaces the peer set (node names from Kubernetes; self is ignored). New peers start
+    /// Unknown and are greeted with an Alive that asks for theirs, so both sides learn each other
+    /// whichever of them saw the Node first.
+    pub fn set_peers(&mut self, now: Instant, names: &BTreeSet<String>) -> Vec<Outgoing> {
+        let before = self.peers.len();
+        self.peers.retain(|name, _| names.contains(name));
+        let removed = before != self.peers.len();
+        self.watchers.retain(|name, _| names.contains(name));
+        let mut added = Vec::new();
+        for name in names {
+            if *name != self.node && !self.peers.contains_key(name) {
+                self.peers.insert(name.clone(), Peer::new());
+                added.push(name.clone());
+            }
+        }
+        if removed {
+            self.rebuild(now);
+        }
+        let mut out = Vec::new();
+        if let Some(bytes) = self.encode(now, Body::Alive { reply: true }) {
+            for name in added {
+                self.push(&mut out, name, bytes.clone());
+            }
+        }
+        out
+    }
+
+    /// Tells every peer we leave (graceful shutdown): they mark us dead at once.
+    pub fn leave(&mut self, now: Instant) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        self.broadcast(now, Body::Leave, &mut out);
+        out
+    }
+
+    /// Timers: pings, heartbeats, suspicions, repeated notices. Call at [`Detector::next_wakeup`].
+    pub fn on_tick(&mut self, now: Instant) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        if self.old_key.as_ref().is_some_and(|(_, until)| now >= *until) {
+            self.old_key = None;
+        }
+        self.check_suspicions(now, &mut out);
+        if now < self.next_tick {
+            return out;
+        }
+        self.next_tick += self.interval;
+        if self.next_tick <= now {
+            self.next_tick = now + self.interval;
+        }
+        let monitored: Vec<String> = self.monitoring.keys().cloned().collect();
+        if let Some(bytes) = self.encode(now, Body::Ping) {
+            for node in monitored {
+                self.push(&mut out, node, bytes.clone());
+            }
+        }
+        let timeout = self.timeout;
+        self.watchers.retain(|_, at| now.saturating_duration_since(*at) <= timeout);
+        let watchers: Vec<String> = self.watchers.keys().cloned().collect();
+        if let Some(bytes) = self.encode(now, Body::Heartbeat) {
+            for node in watchers {
+                self.push(&mut out, node, bytes.clone());
+            }
+        }
+        let suspects: Vec<String> = self.suspecting.iter().cloned().collect();
+        for node in suspects {
+            self.send_suspect(now, &node, &mut out);
+        }
+        let due: Vec<(u32, String, u64)> = self
+            .repeats
+            .iter()
+            .filter(|(at, ..)| *at <= now)
+            .map(|(_, left, node, inc)| (*left, node.clone(), *inc))
+            .collect();
+        self.repeats.retain(|(at, ..)| *at > now);
+        for (left, node, incarnation) in due {
+            let still = self
+                .peers
+                .get(&node)
+                .is_some_and(|p| p.state == PeerState::Dead && p.incarnation == incarnation);
+            if still {
+                self.broadcast(now, Body::Dead { node: node.clone(), incarnation }, &mut out);
+                if left > 1 {
+                    self.repeats.push((now + self.interval, left - 1, node, incarnation));
+                }
+            }
+        }
+        out
+    }
+
+    /// Handles one received datagram.
+    pub fn on_message(&mut self, now: Instant, bytes: &[u8]) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let keys = std::iter::once(&self.key).chain(self.old_key.as_ref().map(|(k, _)| k));
+        let msg = match wire::decode(bytes, keys) {
+            Ok(msg) => msg,
+            Err(WireError::BadMac) => {
+                self.metrics.count_drop(DropReason::BadMac);
+                return out;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping malformed membership message");
+                self.metrics.count_drop(DropReason::Malformed);
+                return out;
+            }
+        };
+        let unix_now = self.unix_ms(now);
+        let Some(peer) = self.peers.get_mut(&msg.sender) else {
+            self.metrics.count_drop(DropReason::UnknownSender);
+            return out;
+        };
+        if msg.timestamp_ms.abs_diff(unix_now) > MAX_SKEW.as_millis() as u64 {
+            self.metrics.count_drop(DropReason::Stale);
+            return out;
+        }
+        let stamp = (msg.incarnation, msg.sequence);
+        if peer.last_accepted.is_some_and(|last| stamp <= last) {
+            self.metrics.count_drop(DropReason::Replay);
+            return out;
+        }
+        peer.last_accepted = Some(stamp);
+        self.metrics.received.inc();
+        self.last_valid = now;
+        let sender = msg.sender.clone();
+
+        if msg.body == Body::Leave {
+            if msg.incarnation >= peer.incarnation {
+                self.set_state(now, &sender, PeerState::Dead, msg.incarnation);
+            }
+            return out;
+        }
+        if peer.state == PeerState::Dead && msg.incarnation <= peer.incarnation {
+            // A message from an incarnation we buried: tell it, so it refutes (at most once per
+            // interval), but take nothing from it about its own liveness.
+            let dead_inc = peer.incarnation;
+            if peer.last_dead_reply.is_none_or(|at| now.saturating_duration_since(at) >= self.interval) {
+                peer.last_dead_reply = Some(now);
+                self.send(now, &sender, Body::Dead { node: sender.clone(), incarnation: dead_inc }, &mut out);
+            }
+        } else {
+            peer.last_heard = Some(now);
+            if peer.state != PeerState::Alive || msg.incarnation > peer.incarnation {
+                self.set_state(now, &sender, PeerState::Alive, msg.incarnation);
+            }
+            self.suspecting.remove(&sender);
+            self.handle_direct(now, &msg, &mut out);
+        }
+        self.handle_gossip(now, msg, &mut out);
+        out
+    }
+
+    /// What a message from a live sender means for the sender itself.
+    fn handle_direct(&mut self, now: Instant, msg: &Message, out: &mut Vec<Outgoing>) {
+        match &msg.body {
+            Body::Ping => {
+                self.watchers.insert(msg.sender.clone(), now);
+                self.send(now, &msg.sender, Body::Heartbeat, out);
+            }
+            Body::Alive { reply: true } => self.send(now, &msg.sender, Body::Alive { reply: false }, out),
+            _ => {}
+        }
+        if matches!(msg.body, Body::Ping | Body::Heartbeat) {
+            let digest = self.digest;
+            let Some(peer) = self.peers.get_mut(&msg.sender) else { return };
+            if msg.digest == digest {
+                peer.digest_mismatches = 0;
+                return;
+            }
+            peer.digest_mismatches = peer.digest_mismatches.saturating_add(1);
+            let due = peer.last_sync.is_none_or(|at| now.saturating_duration_since(at) >= SYNC_MIN_GAP);
+            if peer.digest_mismatches >= SYNC_AFTER_MISMATCHES && due {
+                peer.digest_mismatches = 0;
+                peer.last_sync = Some(now);
+                self.send_sync(now, &msg.sender, out);
+            }
+        }
+    }
+
+    /// What a message says about other members.
+    fn handle_gossip(&mut self, now: Instant, msg: Message, out: &mut Vec<Outgoing>) {
+        match msg.body {
+            Body::Dead { node, incarnation } => {
+                self.apply_dead(now, &node, incarnation, out);
+            }
+            Body::Suspect { node, incarnation } => {
+                let Some(peer) = self.peers.get_mut(&node) else { return };
+                if peer.state == PeerState::Alive && incarnation >= peer.incarnation {
+                    peer.suspected_by.insert(msg.sender, now);
+                    self.try_declare(now, &node, out);
+                }
+            }
+            Body::Sync { reply, entries } => {
+                let mut corrections = Vec::new();
+                for entry in entries {
+                    match entry.rumor {
+                        Rumor::Dead => {
+                            if let Some(incarnation) = self.apply_dead(now, &entry.node, entry.incarnation, out) {
+                                corrections.push(SyncEntry { node: entry.node, rumor: Rumor::Alive, incarnation });
+                            }
+                        }
+                        Rumor::Alive => {
+                            let Some(peer) = self.peers.get_mut(&entry.node) else { continue };
+                            if peer.state == PeerState::Dead && entry.incarnation > peer.incarnation {
+                                peer.last_heard = Some(now);
+                                self.set_state(now, &entry.node, PeerState::Alive, entry.incarnation);
+                            }
+                        }
+                    }
+                }
+                if reply && !corrections.is_empty() {
+                    self.send_entries(now, &msg.sender, false, corrections, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies "`node` died at `incarnation`". Returns the incarnation we know it alive at when
+    /// the rumour is stale (or is about us), so the caller can correct the rumour's source.
+    fn apply_dead(&mut self, now: Instant, node: &str, incarnation: u64, out: &mut Vec<Outgoing>) -> Option<u64> {
+        if node == self.node {
+            if incarnation >= self.incarnation {
+                // Refute: a bigger incarnation outranks the death everywhere.
+                self.incarnation = incarnation + 1;
+                tracing::info!(incarnation = self.incarnation, "declared dead while alive; refuting");
+                self.broadcast(now, Body::Alive { reply: false }, out);
+            }
+            return Some(self.incarnation);
+        }
+        let peer = self.peers.get_mut(node)?;
+        match peer.state {
+            PeerState::Dead => {
+                peer.incarnation = peer.incarnation.max(incarnation);
+                None
+            }
+            PeerState::Alive | PeerState::Unknown => {
+                if incarnation >= peer.incarnation {
+                    self.set_state(now, node, PeerState::Dead, incarnation);
+                    None
+                } else if peer.state == PeerState::Alive {
+                    Some(peer.incarnation)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn check_suspicions(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        let expired: Vec<String> = self
+            .monitoring
+            .iter()
+            .filter(|(node, since)| self.deadline(node, **since).is_some_and(|d| d <= now))
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in expired {
+            if self.suspecting.insert(node.clone()) {
+                self.send_suspect(now, &node, out);
+            }
+            self.try_declare(now, &node, out);
+        }
+    }
+
+    /// Declares `node` dead if we suspect it and enough of its other monitors do too.
+    fn try_declare(&mut self, now: Instant, node: &str, out: &mut Vec<Outgoing>) {
+        if !self.suspecting.contains(node) {
+            return;
+        }
+        let monitors = self.successors(node).len();
+        let required = AGREEMENT.min(monitors).max(1);
+        let Some(peer) = self.peers.get(node) else { return };
+        if peer.state != PeerState::Alive {
+            return;
+        }
+        let timeout = self.timeout;
+        let others = peer
+            .suspected_by
+            .iter()
+            .filter(|(by, at)| **by != self.node && now.saturating_duration_since(**at) <= timeout)
+            .count();
+        if 1 + others < required {
+            return;
+        }
+        let incarnation = peer.incarnation;
+        tracing::info!(node, incarnation, "declaring speaker dead");
+        self.set_state(now, node, PeerState::Dead, incarnation);
+        self.broadcast(now, Body::Dead { node: node.to_owned(), incarnation }, out);
+        if DEAD_REPEATS > 0 {
+            self.repeats.push((now + self.interval, DEAD_REPEATS, node.to_owned(), incarnation));
+        }
+    }
+
+    fn send_suspect(&mut self, now: Instant, node: &str, out: &mut Vec<Outgoing>) {
+        let Some(incarnation) = self.peers.get(node).map(|p| p.incarnation) else { return };
+        let others: Vec<String> = self.successors(node).into_iter().filter(|m| *m != self.node).collect();
+        if others.is_empty() {
+            return;
+        }
+        if let Some(bytes) = self.encode(now, Body::Suspect { node: node.to_owned(), incarnation }) {
+            for to in others {
+                self.push(out, to, bytes.clone());
+            }
+        }
+    }
+
+    fn send_sync(&mut self, now: Instant, to: &str, out: &mut Vec<Outgoing>) {
+        let entries: Vec<SyncEntry> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.state == PeerState::Dead)
+            .map(|(node, p)| SyncEntry { node: node.clone(), rumor: Rumor::Dead, incarnation: p.incarnation })
+            .collect();
+        if !entries.is_empty() {
+            self.send_entries(now, to, true, entries, out);
+        }
+    }
+
+    /// Sends `entries` as Sync messages of at most [`wire::MAX_DATAGRAM`] bytes each.
+    fn send_entries(&mut self, now: Instant, to: &str, reply: bool, entries: Vec<SyncEntry>, out: &mut Vec<Outgoing>) {
+        let overhead = wire::sync_overhead(&self.node);
+        let mut chunk = Vec::new();
+        let mut size = overhead;
+        for entry in entries {
+            let len = wire::sync_entry_len(&entry.node);
+            if size + len > wire::MAX_DATAGRAM && !chunk.is_empty() {
+                self.send(now, to, Body::Sync { reply, entries: std::mem::take(&mut chunk) }, out);
+                size = overhead;
+            }
+            size += len;
+            chunk.push(entry);
+        }
+        if !chunk.is_empty() {
+            self.send(now, to, Body::Sync { reply, entries: chunk }, out);
+        }
+    }
+
+    fn set_state(&mut self, now: Instant, node: &str, state: PeerState, incarnation: u64) {
+        let Some(peer) = self.peers.get_mut(node) else { return };
+        let changed = peer.state != state;
+        peer.state = state;
+        peer.incarnation = incarnation;
+        peer.suspected_by.clear();
+        peer.digest_mismatches = 0;
+        if !changed {
+            return;
+        }
+        self.metrics.state_change(match state {
+            PeerState::Alive => "alive",
+            PeerState::Dead => "dead",
+            PeerState::Unknown => "unknown",
+        });
+        self.suspecting.remove(node);
+        if state == PeerState::Dead {
+            self.watchers.remove(node);
+        }
+        self.rebuild(now);
+    }
+
+    /// Recomputes the ring, the monitored predecessors, the digest and the members gauge.
+    fn rebuild(&mut self, now: Instant) {
+        self.ring = std::iter::once(self.node.clone())
+            .chain(self.peers.iter().filter(|(_, p)| p.state == PeerState::Alive).map(|(n, _)| n.clone()))
+            .map(|name| (ring_hash(&name), name))
+            .collect();
+        self.ring.sort();
+        let predecessors = self.predecessors();
+        let old = std::mem::take(&mut self.monitoring);
+        for node in predecessors {
+            let since = old.get(&node).copied().unwrap_or(now);
+            self.monitoring.insert(node, since);
+        }
+        let monitoring = &self.monitoring;
+        self.suspecting.retain(|node| monitoring.contains_key(node));
+        let mut digest: u32 = 0x811c_9dc5;
+        for (name, _) in self.peers.iter().filter(|(_, p)| p.state == PeerState::Dead) {
+            for b in name.as_bytes().iter().chain(&[0u8]) {
+                digest ^= u32::from(*b);
+                digest = digest.wrapping_mul(0x0100_0193);
+            }
+        }
+        self.digest = digest;
+        let alive = self.ring.len();
+        self.metrics.members.set(i64::try_from(alive).unwrap_or(i64::MAX));
+    }
+
+    fn position(&self, node: &str) -> Option<usize> {
+        self.ring.binary_search(&(ring_hash(node), node.to_owned())).ok()
+    }
+
+    /// The (up to `monitors`) members before us on the ring: the ones we watch.
+    fn predecessors(&self) -> Vec<String> {
+        let Some(me) = self.position(&self.node) else { return Vec::new() };
+        let n = self.ring.len();
+        (1..n.min(self.monitors + 1)).map(|i| self.ring[(me + n - i) % n].1.clone()).collect()
+    }
+
+    /// The (up to `monitors`) members after `node` on the ring: the ones that watch it.
+    fn successors(&self, node: &str) -> Vec<String> {
+        let Some(at) = self.position(node) else { return Vec::new() };
+        let n = self.ring.len();
+        (1..n.min(self.monitors + 1)).map(|i| self.ring[(at + i) % n].1.clone()).collect()
+    }
+
+    fn unix_ms(&self, now: Instant) -> u64 {
+        let elapsed = u64::try_from(now.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX);
+        self.start_unix_ms.saturating_add(elapsed)
+    }
+
+    fn encode(&mut self, now: Instant, body: Body) -> Option<Vec<u8>> {
+        self.sequence += 1;
+        let msg = Message {
+            sender: self.node.clone(),
+            incarnation: self.incarnation,
+            sequence: self.sequence,
+            timestamp_ms: self.unix_ms(now),
+            digest: self.digest,
+            body,
+        };
+        match wire::encode(&msg, &self.key) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                tracing::warn!(error = %e, node = %self.node, "cannot encode membership message");
+                None
+            }
+        }
+    }
+
+    fn push(&self, out: &mut Vec<Outgoing>, to: String, bytes: Vec<u8>) {
+        self.metrics.sent.inc();
+        out.push(Outgoing { to, bytes });
+    }
+
+    fn send(&mut self, now: Instant, to: &str, body: Body, out: &mut Vec<Outgoing>) {
+        if let Some(bytes) = self.encode(now, body) {
+            self.push(out, to.to_owned(), bytes);
+        }
+    }
+
+    /// Sends `body` to every peer (the dead ones too: a live node wrongly buried must hear it).
+    fn broadcast(&mut self, now: Instant, body: Body, out: &mut Vec<Outgoing>) {
+        if let Some(bytes) = self.encode(now, body) {
+            let names: Vec<String> = self.peers.keys().cloned().collect();
+            for to in names {
+                self.push(out, to, bytes.clone());
+            }
+        }
+    }
+}
