@@ -20,12 +20,17 @@ use super::{Config, PeerState, View};
 pub const MAX_SKEW: Duration = Duration::from_secs(5);
 /// After a key rotation, messages signed with the previous key are accepted this long.
 pub const KEY_GRACE: Duration = Duration::from_secs(120);
-/// A declarer repeats a Dead notice this many times, one interval apart (loss tolerance).
+/// A declarer repeats a Dead notice this many times, a quarter interval apart (loss tolerance;
+/// a quarter so that a lost notice costs 25 ms of detection, not 100).
 const DEAD_REPEATS: u32 = 2;
 /// Consecutive digest mismatches with a neighbour before we send it our dead set.
 const SYNC_AFTER_MISMATCHES: u8 = 3;
 /// At most one Sync per peer this often.
 const SYNC_MIN_GAP: Duration = Duration::from_secs(1);
+/// First retry of a greeting to a peer that stays Unknown; doubles up to [`GREETING_MAX`].
+const GREETING_RETRY: Duration = Duration::from_millis(500);
+/// Longest interval between greetings of a silent peer.
+const GREETING_MAX: Duration = Duration::from_secs(30);
 /// Monitors that must suspect a member before it is declared dead (fewer if it has fewer).
 const AGREEMENT: usize = 2;
 
@@ -51,6 +56,7 @@ struct Peer {
     digest_mismatches: u8,
     last_sync: Option<Instant>,
     last_dead_reply: Option<Instant>,
+    greet_backoff: Duration,
 }
 
 impl Peer {
@@ -64,6 +70,7 @@ impl Peer {
             digest_mismatches: 0,
             last_sync: None,
             last_dead_reply: None,
+            greet_backoff: Duration::ZERO,
         }
     }
 }
@@ -82,7 +89,9 @@ pub struct Detector {
     sequence: u64,
     peers: BTreeMap<String, Peer>,
     /// Self and every Alive peer, ordered by (ring hash, name).
-    ring: Vec<(u64, String)>,
+    ring: BTreeSet<(u64, String)>,
+    /// Unknown peers to greet again (Alive asking for theirs), by when: (when, node).
+    greetings: BTreeSet<(Instant, String)>,
     /// The predecessors this node monitors, and since when.
     monitoring: BTreeMap<String, Instant>,
     /// Monitored predecessors this node itself suspects.
@@ -123,6 +132,16 @@ pub fn ring_hash(node: &str) -> u64 {
     hash ^ (hash >> 31)
 }
 
+/// A node's contribution to the dead-set digest (XOR of these: order-independent, O(1) updates).
+fn digest_of(node: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in node.as_bytes() {
+        hash ^= u32::from(*b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
 impl Detector {
     /// A detector for `config.node`, started at `now`, when the wall clock read `unix_ms`. The
     /// incarnation is `unix_ms`, so a restarted speaker outranks its previous life.
@@ -139,7 +158,8 @@ impl Detector {
             incarnation: unix_ms,
             sequence: 0,
             peers: BTreeMap::new(),
-            ring: Vec::new(),
+            ring: BTreeSet::new(),
+            greetings: BTreeSet::new(),
             monitoring: BTreeMap::new(),
             suspecting: BTreeSet::new(),
             watchers: BTreeMap::new(),
@@ -149,7 +169,8 @@ impl Detector {
             digest: 0,
             metrics,
         };
-        detector.rebuild(now);
+        detector.ring.insert((ring_hash(&detector.node), detector.node.clone()));
+        detector.refresh(now);
         detector
     }
 
@@ -192,6 +213,9 @@ impl Detector {
                 at = at.min(deadline);
             }
         }
+        for (when, ..) in &self.repeats {
+            at = at.min(*when);
+        }
         at
     }
 
@@ -212,19 +236,21 @@ impl Detector {
     /// Unknown and are greeted with an Alive that asks for theirs, so both sides learn each other
     /// whichever of them saw the Node first.
     pub fn set_peers(&mut self, now: Instant, names: &BTreeSet<String>) -> Vec<Outgoing> {
-        let before = self.peers.len();
-        self.peers.retain(|name, _| names.contains(name));
-        let removed = before != self.peers.len();
+        let gone: Vec<String> = self.peers.keys().filter(|name| !names.contains(*name)).cloned().collect();
+        for name in &gone {
+            // Through Unknown, so that the ring, digest and gauge forget it too.
+            self.set_state(now, name, PeerState::Unknown, 0);
+            self.peers.remove(name);
+        }
         self.watchers.retain(|name, _| names.contains(name));
+        self.greetings.retain(|(_, name)| names.contains(name));
         let mut added = Vec::new();
         for name in names {
             if *name != self.node && !self.peers.contains_key(name) {
                 self.peers.insert(name.clone(), Peer::new());
+                self.greetings.insert((now + GREETING_RETRY, name.clone()));
                 added.push(name.clone());
             }
-        }
-        if removed {
-            self.rebuild(now);
         }
         let mut out = Vec::new();
         if let Some(bytes) = self.encode(now, Body::Alive { reply: true }) {
@@ -249,6 +275,7 @@ impl Detector {
             self.old_key = None;
         }
         self.check_suspicions(now, &mut out);
+        self.repeat_due(now, &mut out);
         if now < self.next_tick {
             return out;
         }
@@ -270,28 +297,10 @@ impl Detector {
                 self.push(&mut out, node, bytes.clone());
             }
         }
+        self.greet_unknown(now, &mut out);
         let suspects: Vec<String> = self.suspecting.iter().cloned().collect();
         for node in suspects {
             self.send_suspect(now, &node, &mut out);
-        }
-        let due: Vec<(u32, String, u64)> = self
-            .repeats
-            .iter()
-            .filter(|(at, ..)| *at <= now)
-            .map(|(_, left, node, inc)| (*left, node.clone(), *inc))
-            .collect();
-        self.repeats.retain(|(at, ..)| *at > now);
-        for (left, node, incarnation) in due {
-            let still = self
-                .peers
-                .get(&node)
-                .is_some_and(|p| p.state == PeerState::Dead && p.incarnation == incarnation);
-            if still {
-                self.broadcast(now, Body::Dead { node: node.clone(), incarnation }, &mut out);
-                if left > 1 {
-                    self.repeats.push((now + self.interval, left - 1, node, incarnation));
-                }
-            }
         }
         out
     }
@@ -454,6 +463,63 @@ impl Detector {
         }
     }
 
+    /// Greets again the peers still Unknown whose retry is due, backing off per peer.
+    fn greet_unknown(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        let mut due = Vec::new();
+        while let Some(first) = self.greetings.first() {
+            if first.0 > now {
+                break;
+            }
+            if let Some((at, name)) = self.greetings.pop_first() {
+                due.push((at, name));
+            }
+        }
+        let mut to = Vec::new();
+        for (at, name) in due {
+            let Some(peer) = self.peers.get_mut(&name) else { continue };
+            if peer.state != PeerState::Unknown {
+                continue;
+            }
+            peer.greet_backoff = (peer.greet_backoff * 2).clamp(GREETING_RETRY, GREETING_MAX);
+            self.greetings.insert((at.max(now) + peer.greet_backoff, name.clone()));
+            to.push(name);
+        }
+        if to.is_empty() {
+            return;
+        }
+        if let Some(bytes) = self.encode(now, Body::Alive { reply: true }) {
+            for name in to {
+                self.push(out, name, bytes.clone());
+            }
+        }
+    }
+
+    fn repeat_due(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        let due: Vec<(u32, String, u64)> = self
+            .repeats
+            .iter()
+            .filter(|(at, ..)| *at <= now)
+            .map(|(_, left, node, inc)| (*left, node.clone(), *inc))
+            .collect();
+        self.repeats.retain(|(at, ..)| *at > now);
+        for (left, node, incarnation) in due {
+            let still = self
+                .peers
+                .get(&node)
+                .is_some_and(|p| p.state == PeerState::Dead && p.incarnation == incarnation);
+            if still {
+                self.broadcast(now, Body::Dead { node: node.clone(), incarnation }, out);
+                if left > 1 {
+                    self.repeats.push((now + self.repeat_gap(), left - 1, node, incarnation));
+                }
+            }
+        }
+    }
+
+    fn repeat_gap(&self) -> Duration {
+        (self.interval / 4).max(Duration::from_millis(1))
+    }
+
     fn check_suspicions(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
         let expired: Vec<String> = self
             .monitoring
@@ -494,7 +560,7 @@ impl Detector {
         self.set_state(now, node, PeerState::Dead, incarnation);
         self.broadcast(now, Body::Dead { node: node.to_owned(), incarnation }, out);
         if DEAD_REPEATS > 0 {
-            self.repeats.push((now + self.interval, DEAD_REPEATS, node.to_owned(), incarnation));
+            self.repeats.push((now + self.repeat_gap(), DEAD_REPEATS, node.to_owned(), incarnation));
         }
     }
 
@@ -544,7 +610,8 @@ impl Detector {
 
     fn set_state(&mut self, now: Instant, node: &str, state: PeerState, incarnation: u64) {
         let Some(peer) = self.peers.get_mut(node) else { return };
-        let changed = peer.state != state;
+        let before = peer.state;
+        let changed = before != state;
         peer.state = state;
         peer.incarnation = incarnation;
         peer.suspected_by.clear();
@@ -561,16 +628,22 @@ impl Detector {
         if state == PeerState::Dead {
             self.watchers.remove(node);
         }
-        self.rebuild(now);
+        if (before == PeerState::Dead) != (state == PeerState::Dead) {
+            self.digest ^= digest_of(node);
+        }
+        if (before == PeerState::Alive) != (state == PeerState::Alive) {
+            let entry = (ring_hash(node), node.to_owned());
+            if state == PeerState::Alive {
+                self.ring.insert(entry);
+            } else {
+                self.ring.remove(&entry);
+            }
+            self.refresh(now);
+        }
     }
 
-    /// Recomputes the ring, the monitored predecessors, the digest and the members gauge.
-    fn rebuild(&mut self, now: Instant) {
-        self.ring = std::iter::once(self.node.clone())
-            .chain(self.peers.iter().filter(|(_, p)| p.state == PeerState::Alive).map(|(n, _)| n.clone()))
-            .map(|name| (ring_hash(&name), name))
-            .collect();
-        self.ring.sort();
+    /// Recomputes the monitored predecessors and the members gauge after a ring change.
+    fn refresh(&mut self, now: Instant) {
         let predecessors = self.predecessors();
         let old = std::mem::take(&mut self.monitoring);
         for node in predecessors {
@@ -579,34 +652,37 @@ impl Detector {
         }
         let monitoring = &self.monitoring;
         self.suspecting.retain(|node| monitoring.contains_key(node));
-        let mut digest: u32 = 0x811c_9dc5;
-        for (name, _) in self.peers.iter().filter(|(_, p)| p.state == PeerState::Dead) {
-            for b in name.as_bytes().iter().chain(&[0u8]) {
-                digest ^= u32::from(*b);
-                digest = digest.wrapping_mul(0x0100_0193);
-            }
-        }
-        self.digest = digest;
-        let alive = self.ring.len();
-        self.metrics.members.set(i64::try_from(alive).unwrap_or(i64::MAX));
-    }
-
-    fn position(&self, node: &str) -> Option<usize> {
-        self.ring.binary_search(&(ring_hash(node), node.to_owned())).ok()
+        self.metrics.members.set(i64::try_from(self.ring.len()).unwrap_or(i64::MAX));
     }
 
     /// The (up to `monitors`) members before us on the ring: the ones we watch.
     fn predecessors(&self) -> Vec<String> {
-        let Some(me) = self.position(&self.node) else { return Vec::new() };
-        let n = self.ring.len();
-        (1..n.min(self.monitors + 1)).map(|i| self.ring[(me + n - i) % n].1.clone()).collect()
+        let me = (ring_hash(&self.node), self.node.clone());
+        let wanted = self.monitors.min(self.ring.len().saturating_sub(1));
+        self.ring
+            .range(..&me)
+            .rev()
+            .chain(self.ring.range(&me..).rev())
+            .filter(|(_, name)| *name != self.node)
+            .take(wanted)
+            .map(|(_, name)| name.clone())
+            .collect()
     }
 
     /// The (up to `monitors`) members after `node` on the ring: the ones that watch it.
     fn successors(&self, node: &str) -> Vec<String> {
-        let Some(at) = self.position(node) else { return Vec::new() };
-        let n = self.ring.len();
-        (1..n.min(self.monitors + 1)).map(|i| self.ring[(at + i) % n].1.clone()).collect()
+        let at = (ring_hash(node), node.to_owned());
+        if !self.ring.contains(&at) {
+            return Vec::new();
+        }
+        let wanted = self.monitors.min(self.ring.len().saturating_sub(1));
+        self.ring
+            .range(&at..)
+            .chain(self.ring.range(..&at))
+            .filter(|(_, name)| name != node)
+            .take(wanted)
+            .map(|(_, name)| name.clone())
+            .collect()
     }
 
     fn unix_ms(&self, now: Instant) -> u64 {
