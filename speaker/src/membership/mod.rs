@@ -193,6 +193,7 @@ pub struct Membership {
     commands: mpsc::UnboundedSender<Command>,
     view: watch::Receiver<View>,
     port: u16,
+    local: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -201,6 +202,7 @@ impl Membership {
     /// protocol. Peers are added with [`Membership::set_peers`].
     pub async fn start(config: Config, metrics: MembershipMetrics) -> std::io::Result<Membership> {
         let socket = bind(config.port)?;
+        let local = socket.local_addr()?;
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -210,7 +212,12 @@ impl Membership {
         let (view_tx, view) = watch::channel(detector.view(now));
         let (commands, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(socket, detector, rx, view_tx));
-        Ok(Membership { commands, view, port: config.port, task })
+        Ok(Membership { commands, view, port: config.port, local, task })
+    }
+
+    /// The address the socket is bound to (with port 0 in the config: the port the OS chose).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// Sets the peers (node name → InternalIP, from the Node objects); they listen on our port.

@@ -70,10 +70,6 @@ impl Sim {
         }
     }
 
-    pub(crate) fn name(&self, i: usize) -> &str {
-        &self.nodes[i].name
-    }
-
     pub(crate) fn elapsed(&self) -> Duration {
         self.now - self.base
     }
@@ -309,6 +305,7 @@ mod tests {
             .take(10)
             .collect();
         assert!(missing.is_empty(), "after start-up at 1% loss every node sees every other Alive: {missing:?}");
+        assert!(all_alive(&sim));
         assert_eq!(sim.deaths_seen(), 0);
 
         // Steady state at 1% loss: constant rate, no false deaths.
