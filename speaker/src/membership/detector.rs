@@ -145,7 +145,12 @@ fn digest_of(node: &str) -> u32 {
 impl Detector {
     /// A detector for `config.node`, started at `now`, when the wall clock read `unix_ms`. The
     /// incarnation is `unix_ms`, so a restarted speaker outranks its previous life.
-    pub fn new(config: &Config, now: Instant, unix_ms: u64, metrics: MembershipMetrics) -> Detector {
+    pub fn new(
+        config: &Config,
+        now: Instant,
+        unix_ms: u64,
+        metrics: MembershipMetrics,
+    ) -> Detector {
         let mut detector = Detector {
             node: config.node.clone(),
             interval: config.interval.max(Duration::from_millis(1)),
@@ -169,7 +174,9 @@ impl Detector {
             digest: 0,
             metrics,
         };
-        detector.ring.insert((ring_hash(&detector.node), detector.node.clone()));
+        detector
+            .ring
+            .insert((ring_hash(&detector.node), detector.node.clone()));
         detector.refresh(now);
         detector
     }
@@ -194,12 +201,19 @@ impl Detector {
 
     /// The current view (self included, always Alive).
     pub fn view(&self, now: Instant) -> View {
-        let mut peers: BTreeMap<String, PeerState> =
-            self.peers.iter().map(|(name, p)| (name.clone(), p.state)).collect();
+        let mut peers: BTreeMap<String, PeerState> = self
+            .peers
+            .iter()
+            .map(|(name, p)| (name.clone(), p.state))
+            .collect();
         peers.insert(self.node.clone(), PeerState::Alive);
         let isolated =
             !self.peers.is_empty() && now.saturating_duration_since(self.last_valid) > self.timeout;
-        View { peers, isolated, node: self.node.clone() }
+        View {
+            peers,
+            isolated,
+            node: self.node.clone(),
+        }
     }
 
     /// When [`Detector::on_tick`] must be called next (it may be called earlier).
@@ -236,7 +250,12 @@ impl Detector {
     /// Unknown and are greeted with an Alive that asks for theirs, so both sides learn each other
     /// whichever of them saw the Node first.
     pub fn set_peers(&mut self, now: Instant, names: &BTreeSet<String>) -> Vec<Outgoing> {
-        let gone: Vec<String> = self.peers.keys().filter(|name| !names.contains(*name)).cloned().collect();
+        let gone: Vec<String> = self
+            .peers
+            .keys()
+            .filter(|name| !names.contains(*name))
+            .cloned()
+            .collect();
         for name in &gone {
             // Through Unknown, so that the ring, digest and gauge forget it too.
             self.set_state(now, name, PeerState::Unknown, 0);
@@ -271,7 +290,11 @@ impl Detector {
     /// Timers: pings, heartbeats, suspicions, repeated notices. Call at [`Detector::next_wakeup`].
     pub fn on_tick(&mut self, now: Instant) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        if self.old_key.as_ref().is_some_and(|(_, until)| now >= *until) {
+        if self
+            .old_key
+            .as_ref()
+            .is_some_and(|(_, until)| now >= *until)
+        {
             self.old_key = None;
         }
         self.check_suspicions(now, &mut out);
@@ -290,7 +313,8 @@ impl Detector {
             }
         }
         let timeout = self.timeout;
-        self.watchers.retain(|_, at| now.saturating_duration_since(*at) <= timeout);
+        self.watchers
+            .retain(|_, at| now.saturating_duration_since(*at) <= timeout);
         let watchers: Vec<String> = self.watchers.keys().cloned().collect();
         if let Some(bytes) = self.encode(now, Body::Heartbeat) {
             for node in watchers {
@@ -350,9 +374,20 @@ impl Detector {
             // A message from an incarnation we buried: tell it, so it refutes (at most once per
             // interval), but take nothing from it about its own liveness.
             let dead_inc = peer.incarnation;
-            if peer.last_dead_reply.is_none_or(|at| now.saturating_duration_since(at) >= self.interval) {
+            if peer
+                .last_dead_reply
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.interval)
+            {
                 peer.last_dead_reply = Some(now);
-                self.send(now, &sender, Body::Dead { node: sender.clone(), incarnation: dead_inc }, &mut out);
+                self.send(
+                    now,
+                    &sender,
+                    Body::Dead {
+                        node: sender.clone(),
+                        incarnation: dead_inc,
+                    },
+                    &mut out,
+                );
             }
         } else {
             peer.last_heard = Some(now);
@@ -373,18 +408,24 @@ impl Detector {
                 self.watchers.insert(msg.sender.clone(), now);
                 self.send(now, &msg.sender, Body::Heartbeat, out);
             }
-            Body::Alive { reply: true } => self.send(now, &msg.sender, Body::Alive { reply: false }, out),
+            Body::Alive { reply: true } => {
+                self.send(now, &msg.sender, Body::Alive { reply: false }, out)
+            }
             _ => {}
         }
         if matches!(msg.body, Body::Ping | Body::Heartbeat) {
             let digest = self.digest;
-            let Some(peer) = self.peers.get_mut(&msg.sender) else { return };
+            let Some(peer) = self.peers.get_mut(&msg.sender) else {
+                return;
+            };
             if msg.digest == digest {
                 peer.digest_mismatches = 0;
                 return;
             }
             peer.digest_mismatches = peer.digest_mismatches.saturating_add(1);
-            let due = peer.last_sync.is_none_or(|at| now.saturating_duration_since(at) >= SYNC_MIN_GAP);
+            let due = peer
+                .last_sync
+                .is_none_or(|at| now.saturating_duration_since(at) >= SYNC_MIN_GAP);
             if peer.digest_mismatches >= SYNC_AFTER_MISMATCHES && due {
                 peer.digest_mismatches = 0;
                 peer.last_sync = Some(now);
@@ -400,7 +441,9 @@ impl Detector {
                 self.apply_dead(now, &node, incarnation, out);
             }
             Body::Suspect { node, incarnation } => {
-                let Some(peer) = self.peers.get_mut(&node) else { return };
+                let Some(peer) = self.peers.get_mut(&node) else {
+                    return;
+                };
                 if peer.state == PeerState::Alive && incarnation >= peer.incarnation {
                     peer.suspected_by.insert(msg.sender, now);
                     self.try_declare(now, &node, out);
@@ -411,15 +454,29 @@ impl Detector {
                 for entry in entries {
                     match entry.rumor {
                         Rumor::Dead => {
-                            if let Some(incarnation) = self.apply_dead(now, &entry.node, entry.incarnation, out) {
-                                corrections.push(SyncEntry { node: entry.node, rumor: Rumor::Alive, incarnation });
+                            if let Some(incarnation) =
+                                self.apply_dead(now, &entry.node, entry.incarnation, out)
+                            {
+                                corrections.push(SyncEntry {
+                                    node: entry.node,
+                                    rumor: Rumor::Alive,
+                                    incarnation,
+                                });
                             }
                         }
                         Rumor::Alive => {
-                            let Some(peer) = self.peers.get_mut(&entry.node) else { continue };
-                            if peer.state == PeerState::Dead && entry.incarnation > peer.incarnation {
+                            let Some(peer) = self.peers.get_mut(&entry.node) else {
+                                continue;
+                            };
+                            if peer.state == PeerState::Dead && entry.incarnation > peer.incarnation
+                            {
                                 peer.last_heard = Some(now);
-                                self.set_state(now, &entry.node, PeerState::Alive, entry.incarnation);
+                                self.set_state(
+                                    now,
+                                    &entry.node,
+                                    PeerState::Alive,
+                                    entry.incarnation,
+                                );
                             }
                         }
                     }
@@ -434,12 +491,21 @@ impl Detector {
 
     /// Applies "`node` died at `incarnation`". Returns the incarnation we know it alive at when
     /// the rumour is stale (or is about us), so the caller can correct the rumour's source.
-    fn apply_dead(&mut self, now: Instant, node: &str, incarnation: u64, out: &mut Vec<Outgoing>) -> Option<u64> {
+    fn apply_dead(
+        &mut self,
+        now: Instant,
+        node: &str,
+        incarnation: u64,
+        out: &mut Vec<Outgoing>,
+    ) -> Option<u64> {
         if node == self.node {
             if incarnation >= self.incarnation {
                 // Refute: a bigger incarnation outranks the death everywhere.
                 self.incarnation = incarnation + 1;
-                tracing::info!(incarnation = self.incarnation, "declared dead while alive; refuting");
+                tracing::info!(
+                    incarnation = self.incarnation,
+                    "declared dead while alive; refuting"
+                );
                 self.broadcast(now, Body::Alive { reply: false }, out);
             }
             return Some(self.incarnation);
@@ -476,12 +542,15 @@ impl Detector {
         }
         let mut to = Vec::new();
         for (at, name) in due {
-            let Some(peer) = self.peers.get_mut(&name) else { continue };
+            let Some(peer) = self.peers.get_mut(&name) else {
+                continue;
+            };
             if peer.state != PeerState::Unknown {
                 continue;
             }
             peer.greet_backoff = (peer.greet_backoff * 2).clamp(GREETING_RETRY, GREETING_MAX);
-            self.greetings.insert((at.max(now) + peer.greet_backoff, name.clone()));
+            self.greetings
+                .insert((at.max(now) + peer.greet_backoff, name.clone()));
             to.push(name);
         }
         if to.is_empty() {
@@ -508,9 +577,17 @@ impl Detector {
                 .get(&node)
                 .is_some_and(|p| p.state == PeerState::Dead && p.incarnation == incarnation);
             if still {
-                self.broadcast(now, Body::Dead { node: node.clone(), incarnation }, out);
+                self.broadcast(
+                    now,
+                    Body::Dead {
+                        node: node.clone(),
+                        incarnation,
+                    },
+                    out,
+                );
                 if left > 1 {
-                    self.repeats.push((now + self.repeat_gap(), left - 1, node, incarnation));
+                    self.repeats
+                        .push((now + self.repeat_gap(), left - 1, node, incarnation));
                 }
             }
         }
@@ -542,7 +619,9 @@ impl Detector {
         }
         let monitors = self.successors(node).len();
         let required = AGREEMENT.min(monitors).max(1);
-        let Some(peer) = self.peers.get(node) else { return };
+        let Some(peer) = self.peers.get(node) else {
+            return;
+        };
         if peer.state != PeerState::Alive {
             return;
         }
@@ -558,19 +637,43 @@ impl Detector {
         let incarnation = peer.incarnation;
         tracing::info!(node, incarnation, "declaring speaker dead");
         self.set_state(now, node, PeerState::Dead, incarnation);
-        self.broadcast(now, Body::Dead { node: node.to_owned(), incarnation }, out);
+        self.broadcast(
+            now,
+            Body::Dead {
+                node: node.to_owned(),
+                incarnation,
+            },
+            out,
+        );
         if DEAD_REPEATS > 0 {
-            self.repeats.push((now + self.repeat_gap(), DEAD_REPEATS, node.to_owned(), incarnation));
+            self.repeats.push((
+                now + self.repeat_gap(),
+                DEAD_REPEATS,
+                node.to_owned(),
+                incarnation,
+            ));
         }
     }
 
     fn send_suspect(&mut self, now: Instant, node: &str, out: &mut Vec<Outgoing>) {
-        let Some(incarnation) = self.peers.get(node).map(|p| p.incarnation) else { return };
-        let others: Vec<String> = self.successors(node).into_iter().filter(|m| *m != self.node).collect();
+        let Some(incarnation) = self.peers.get(node).map(|p| p.incarnation) else {
+            return;
+        };
+        let others: Vec<String> = self
+            .successors(node)
+            .into_iter()
+            .filter(|m| *m != self.node)
+            .collect();
         if others.is_empty() {
             return;
         }
-        if let Some(bytes) = self.encode(now, Body::Suspect { node: node.to_owned(), incarnation }) {
+        if let Some(bytes) = self.encode(
+            now,
+            Body::Suspect {
+                node: node.to_owned(),
+                incarnation,
+            },
+        ) {
             for to in others {
                 self.push(out, to, bytes.clone());
             }
@@ -582,7 +685,11 @@ impl Detector {
             .peers
             .iter()
             .filter(|(_, p)| p.state == PeerState::Dead)
-            .map(|(node, p)| SyncEntry { node: node.clone(), rumor: Rumor::Dead, incarnation: p.incarnation })
+            .map(|(node, p)| SyncEntry {
+                node: node.clone(),
+                rumor: Rumor::Dead,
+                incarnation: p.incarnation,
+            })
             .collect();
         if !entries.is_empty() {
             self.send_entries(now, to, true, entries, out);
@@ -590,26 +697,51 @@ impl Detector {
     }
 
     /// Sends `entries` as Sync messages of at most [`wire::MAX_DATAGRAM`] bytes each.
-    fn send_entries(&mut self, now: Instant, to: &str, reply: bool, entries: Vec<SyncEntry>, out: &mut Vec<Outgoing>) {
+    fn send_entries(
+        &mut self,
+        now: Instant,
+        to: &str,
+        reply: bool,
+        entries: Vec<SyncEntry>,
+        out: &mut Vec<Outgoing>,
+    ) {
         let overhead = wire::sync_overhead(&self.node);
         let mut chunk = Vec::new();
         let mut size = overhead;
         for entry in entries {
             let len = wire::sync_entry_len(&entry.node);
             if size + len > wire::MAX_DATAGRAM && !chunk.is_empty() {
-                self.send(now, to, Body::Sync { reply, entries: std::mem::take(&mut chunk) }, out);
+                self.send(
+                    now,
+                    to,
+                    Body::Sync {
+                        reply,
+                        entries: std::mem::take(&mut chunk),
+                    },
+                    out,
+                );
                 size = overhead;
             }
             size += len;
             chunk.push(entry);
         }
         if !chunk.is_empty() {
-            self.send(now, to, Body::Sync { reply, entries: chunk }, out);
+            self.send(
+                now,
+                to,
+                Body::Sync {
+                    reply,
+                    entries: chunk,
+                },
+                out,
+            );
         }
     }
 
     fn set_state(&mut self, now: Instant, node: &str, state: PeerState, incarnation: u64) {
-        let Some(peer) = self.peers.get_mut(node) else { return };
+        let Some(peer) = self.peers.get_mut(node) else {
+            return;
+        };
         let before = peer.state;
         let changed = before != state;
         peer.state = state;
@@ -652,7 +784,9 @@ impl Detector {
         }
         let monitoring = &self.monitoring;
         self.suspecting.retain(|node| monitoring.contains_key(node));
-        self.metrics.members.set(i64::try_from(self.ring.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .members
+            .set(i64::try_from(self.ring.len()).unwrap_or(i64::MAX));
     }
 
     /// The (up to `monitors`) members before us on the ring: the ones we watch.
@@ -686,7 +820,8 @@ impl Detector {
     }
 
     fn unix_ms(&self, now: Instant) -> u64 {
-        let elapsed = u64::try_from(now.saturating_duration_since(self.start).as_millis()).unwrap_or(u64::MAX);
+        let elapsed = u64::try_from(now.saturating_duration_since(self.start).as_millis())
+            .unwrap_or(u64::MAX);
         self.start_unix_ms.saturating_add(elapsed)
     }
 

@@ -95,15 +95,27 @@ impl MembershipMetrics {
 
     /// Counts one dropped datagram.
     pub fn count_drop(&self, reason: DropReason) {
-        self.dropped.get_or_create(&DropLabels { reason: reason.as_str().to_owned() }).inc();
+        self.dropped
+            .get_or_create(&DropLabels {
+                reason: reason.as_str().to_owned(),
+            })
+            .inc();
     }
 
     /// Dropped datagrams so far for `reason`.
     pub fn dropped_for(&self, reason: DropReason) -> u64 {
-        self.dropped.get_or_create(&DropLabels { reason: reason.as_str().to_owned() }).get()
+        self.dropped
+            .get_or_create(&DropLabels {
+                reason: reason.as_str().to_owned(),
+            })
+            .get()
     }
 
     pub(crate) fn state_change(&self, state: &str) {
-        self.state_changes.get_or_create(&StateLabels { state: state.to_owned() }).inc();
+        self.state_changes
+            .get_or_create(&StateLabels {
+                state: state.to_owned(),
+            })
+            .inc();
     }
 }

@@ -212,7 +212,13 @@ impl Membership {
         let (view_tx, view) = watch::channel(detector.view(now));
         let (commands, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(socket, detector, rx, view_tx));
-        Ok(Membership { commands, view, port: config.port, local, task })
+        Ok(Membership {
+            commands,
+            view,
+            port: config.port,
+            local,
+            task,
+        })
     }
 
     /// The address the socket is bound to (with port 0 in the config: the port the OS chose).
@@ -223,7 +229,12 @@ impl Membership {
     /// Sets the peers (node name → InternalIP, from the Node objects); they listen on our port.
     pub fn set_peers(&self, peers: BTreeMap<String, IpAddr>) {
         let port = self.port;
-        self.set_peer_addrs(peers.into_iter().map(|(n, ip)| (n, SocketAddr::new(ip, port))).collect());
+        self.set_peer_addrs(
+            peers
+                .into_iter()
+                .map(|(n, ip)| (n, SocketAddr::new(ip, port)))
+                .collect(),
+        );
     }
 
     /// Sets the peers with explicit socket addresses (tests, or peers on other ports).
@@ -265,7 +276,8 @@ fn bind(port: u16) -> std::io::Result<UdpSocket> {
         Err(e) => {
             tracing::info!(error = %e, "no dual-stack IPv6 socket; membership uses IPv4 only");
             let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-            socket.bind(&SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port).into())?;
+            socket
+                .bind(&SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port).into())?;
             socket
         }
     };
@@ -325,11 +337,20 @@ async fn run(
     }
 }
 
-async fn send_all(socket: &UdpSocket, addrs: &BTreeMap<String, SocketAddr>, v6: bool, out: Vec<Outgoing>) {
+async fn send_all(
+    socket: &UdpSocket,
+    addrs: &BTreeMap<String, SocketAddr>,
+    v6: bool,
+    out: Vec<Outgoing>,
+) {
     for packet in out {
-        let Some(addr) = addrs.get(&packet.to) else { continue };
+        let Some(addr) = addrs.get(&packet.to) else {
+            continue;
+        };
         let addr = match (v6, addr) {
-            (true, SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+            (true, SocketAddr::V4(v4)) => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
             _ => *addr,
         };
         if let Err(e) = socket.send_to(&packet.bytes, addr).await {

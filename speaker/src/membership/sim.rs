@@ -21,6 +21,9 @@ pub(crate) struct SimNode {
     pub(crate) received: u64,
 }
 
+/// (when, tie-breaker, node, datagram to deliver or `None` for a timer).
+type Event = (Instant, u64, usize, Option<Vec<u8>>);
+
 /// The simulated cluster.
 pub(crate) struct Sim {
     pub(crate) base: Instant,
@@ -36,7 +39,7 @@ pub(crate) struct Sim {
     /// (receiver, message kind) pairs the network drops: a receiver that misses, say, every Dead
     /// notice.
     pub(crate) drop_kind: BTreeSet<(usize, u8)>,
-    queue: BinaryHeap<Reverse<(Instant, u64, usize, Option<Vec<u8>>)>>,
+    queue: BinaryHeap<Reverse<Event>>,
     seq: u64,
 }
 
@@ -54,7 +57,11 @@ impl Sim {
                 received: 0,
             })
             .collect();
-        let index = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
         Sim {
             base,
             now: base,
@@ -88,7 +95,10 @@ impl Sim {
 
     /// (Re)starts node `i` now, with a fresh detector (a new incarnation) that knows every node.
     pub(crate) fn start(&mut self, i: usize) {
-        let config = Config { node: self.nodes[i].name.clone(), ..self.config.clone() };
+        let config = Config {
+            node: self.nodes[i].name.clone(),
+            ..self.config.clone()
+        };
         let unix = BASE_UNIX_MS + u64::try_from(self.elapsed().as_millis()).unwrap();
         let metrics = self.nodes[i].metrics.clone();
         let mut detector = Detector::new(&config, self.now, unix, metrics);
@@ -112,16 +122,24 @@ impl Sim {
 
     /// The state of `subject` as node `observer` sees it (`None` if the observer is down).
     pub(crate) fn state(&self, observer: usize, subject: usize) -> Option<PeerState> {
-        self.nodes[observer].detector.as_ref()?.state(&self.nodes[subject].name)
+        self.nodes[observer]
+            .detector
+            .as_ref()?
+            .state(&self.nodes[subject].name)
     }
 
     pub(crate) fn isolated(&self, i: usize) -> bool {
-        self.nodes[i].detector.as_ref().is_some_and(|d| d.view(self.now).isolated)
+        self.nodes[i]
+            .detector
+            .as_ref()
+            .is_some_and(|d| d.view(self.now).isolated)
     }
 
     /// Running nodes other than `except`.
     pub(crate) fn running_except(&self, except: usize) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| i != except && self.nodes[i].detector.is_some()).collect()
+        (0..self.nodes.len())
+            .filter(|&i| i != except && self.nodes[i].detector.is_some())
+            .collect()
     }
 
     /// How many running observers (other than `subject`) see `subject` in `state`.
@@ -139,7 +157,9 @@ impl Sim {
             .map(|n| {
                 n.metrics
                     .state_changes
-                    .get_or_create(&super::metrics::StateLabels { state: "dead".into() })
+                    .get_or_create(&super::metrics::StateLabels {
+                        state: "dead".into(),
+                    })
                     .get()
             })
             .sum()
@@ -148,11 +168,17 @@ impl Sim {
     fn dispatch(&mut self, from: usize, out: Vec<super::Outgoing>) {
         for packet in out {
             self.nodes[from].sent += 1;
-            let Some(&to) = self.index.get(&packet.to) else { continue };
+            let Some(&to) = self.index.get(&packet.to) else {
+                continue;
+            };
             if self.partitioned.contains(&from) || self.partitioned.contains(&to) {
                 continue;
             }
-            if packet.bytes.get(1).is_some_and(|kind| self.drop_kind.contains(&(to, *kind))) {
+            if packet
+                .bytes
+                .get(1)
+                .is_some_and(|kind| self.drop_kind.contains(&(to, *kind)))
+            {
                 continue;
             }
             if self.loss > 0.0 && self.uniform() < self.loss {
@@ -160,13 +186,22 @@ impl Sim {
             }
             let latency = Duration::from_micros(200 + self.random() % 800);
             self.seq += 1;
-            self.queue.push(Reverse((self.now + latency, self.seq, to, Some(packet.bytes))));
+            self.queue.push(Reverse((
+                self.now + latency,
+                self.seq,
+                to,
+                Some(packet.bytes),
+            )));
         }
     }
 
     fn reschedule(&mut self, i: usize) {
-        let Some(detector) = &self.nodes[i].detector else { return };
-        let wake = detector.next_wakeup().max(self.now + Duration::from_micros(1));
+        let Some(detector) = &self.nodes[i].detector else {
+            return;
+        };
+        let wake = detector
+            .next_wakeup()
+            .max(self.now + Duration::from_micros(1));
         if self.nodes[i].scheduled == Some(wake) {
             return;
         }
@@ -181,7 +216,9 @@ impl Sim {
             if *at > until {
                 break;
             }
-            let Some(Reverse((at, _, i, bytes))) = self.queue.pop() else { break };
+            let Some(Reverse((at, _, i, bytes))) = self.queue.pop() else {
+                break;
+            };
             self.now = at;
             let now = self.now;
             let node = &mut self.nodes[i];
@@ -234,7 +271,6 @@ impl Sim {
     }
 }
 
-
 /// Starts `n` nodes spread over one second (the DaemonSet rolling out) and lets them settle.
 pub(crate) fn started(n: usize, loss: f64, seed: u64, config: Config) -> Sim {
     let mut sim = Sim::new(n, config, seed);
@@ -254,8 +290,16 @@ pub(crate) fn rate(sim: &mut Sim, window: Duration) -> (f64, f64, f64, f64) {
     sim.run_for(window);
     let after = sim.counters();
     let secs = window.as_secs_f64();
-    let sent: Vec<f64> = after.iter().zip(&before).map(|(a, b)| (a.0 - b.0) as f64 / secs).collect();
-    let recv: Vec<f64> = after.iter().zip(&before).map(|(a, b)| (a.1 - b.1) as f64 / secs).collect();
+    let sent: Vec<f64> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| (a.0 - b.0) as f64 / secs)
+        .collect();
+    let recv: Vec<f64> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| (a.1 - b.1) as f64 / secs)
+        .collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     (mean(&sent), max(&sent), mean(&recv), max(&recv))
@@ -283,7 +327,10 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        Config { key: b"simulated secret".to_vec(), ..Config::default() }
+        Config {
+            key: b"simulated secret".to_vec(),
+            ..Config::default()
+        }
     }
 
     fn all_alive(sim: &Sim) -> bool {
@@ -304,20 +351,31 @@ mod tests {
             .filter(|(_, _, st)| *st != Some(PeerState::Alive))
             .take(10)
             .collect();
-        assert!(missing.is_empty(), "after start-up at 1% loss every node sees every other Alive: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "after start-up at 1% loss every node sees every other Alive: {missing:?}"
+        );
         assert!(all_alive(&sim));
         assert_eq!(sim.deaths_seen(), 0);
 
         // Steady state at 1% loss: constant rate, no false deaths.
         let (sent, sent_max, recv, recv_max) = rate(&mut sim, Duration::from_secs(5));
-        eprintln!("n={n} loss=1%: datagrams/node/s sent mean {sent:.1} max {sent_max:.1}, received mean {recv:.1} max {recv_max:.1}");
-        assert!(sent_max < 120.0 && recv_max < 120.0, "the rate per node must not grow with n");
+        eprintln!(
+            "n={n} loss=1%: datagrams/node/s sent mean {sent:.1} max {sent_max:.1}, received mean {recv:.1} max {recv_max:.1}"
+        );
+        assert!(
+            sent_max < 120.0 && recv_max < 120.0,
+            "the rate per node must not grow with n"
+        );
         assert_eq!(sim.deaths_seen(), 0, "false deaths at 1% loss");
 
         // 5% loss.
         sim.loss = 0.05;
         let (sent5, ..) = rate(&mut sim, Duration::from_secs(5));
-        eprintln!("n={n} loss=5%: datagrams/node/s sent mean {sent5:.1}; false deaths {}", sim.deaths_seen());
+        eprintln!(
+            "n={n} loss=5%: datagrams/node/s sent mean {sent5:.1}; false deaths {}",
+            sim.deaths_seen()
+        );
         assert_eq!(sim.deaths_seen(), 0, "false deaths at 5% loss");
         sim.loss = 0.01;
 
@@ -336,7 +394,10 @@ mod tests {
             "n={n} loss=1%: detection first observer p50 {:?} max {:?}; all observers p50 {:?} max {:?}",
             firsts[2], firsts[4], alls[2], alls[4]
         );
-        assert!(alls[4] < Duration::from_millis(500), "every node must see a death within 500 ms");
+        assert!(
+            alls[4] < Duration::from_millis(500),
+            "every node must see a death within 500 ms"
+        );
         let deaths_after_crashes = sim.deaths_seen();
 
         // A partitioned member is declared dead, sees itself isolated, and refutes when healed.
@@ -356,7 +417,10 @@ mod tests {
             })
             .unwrap();
         let _ = all;
-        eprintln!("n={n}: partitioned member dead for everyone after {:?}", first + rest);
+        eprintln!(
+            "n={n}: partitioned member dead for everyone after {:?}",
+            first + rest
+        );
         assert!(first + rest < Duration::from_millis(500));
         sim.run_for(Duration::from_millis(500));
         assert!(sim.isolated(p), "a member that hears nobody is isolated");
@@ -367,7 +431,10 @@ mod tests {
             })
             .expect("the healed member rejoins");
         eprintln!("n={n}: healed member alive for everyone after {rejoin:?}");
-        assert!(sim.incarnation(p).unwrap() > before, "it refuted with a bigger incarnation");
+        assert!(
+            sim.incarnation(p).unwrap() > before,
+            "it refuted with a bigger incarnation"
+        );
         assert!(!sim.isolated(p));
 
         // A restarted member (new incarnation) rejoins, and learns who is dead by anti-entropy.
@@ -386,12 +453,18 @@ mod tests {
         assert!(back < Duration::from_millis(500));
         let learned = sim
             .run_until_true(Duration::from_millis(50), Duration::from_secs(5), |s| {
-                [17, 250, 499, 731, 998].iter().all(|&v| s.state(r, v) == Some(PeerState::Dead))
+                [17, 250, 499, 731, 998]
+                    .iter()
+                    .all(|&v| s.state(r, v) == Some(PeerState::Dead))
             })
             .expect("the restarted member learns the dead set");
         eprintln!("n={n}: restarted member learned the dead set after {learned:?}");
         // Nothing else died meanwhile: the partition and the restart count once each per observer.
         let expected = deaths_after_crashes + 2 * (n as u64 - 6);
-        assert!(sim.deaths_seen() <= expected + 5, "unexpected deaths: {} > {expected}", sim.deaths_seen());
+        assert!(
+            sim.deaths_seen() <= expected + 5,
+            "unexpected deaths: {} > {expected}",
+            sim.deaths_seen()
+        );
     }
 }

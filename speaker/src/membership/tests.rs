@@ -17,16 +17,37 @@ const UNIX: u64 = 1_800_000_000_000;
 fn node_a() -> (Detector, MembershipMetrics, Instant) {
     let metrics = MembershipMetrics::default();
     let t0 = Instant::now();
-    let config = Config { node: "a".into(), key: KEY.to_vec(), ..Config::default() };
+    let config = Config {
+        node: "a".into(),
+        key: KEY.to_vec(),
+        ..Config::default()
+    };
     let mut d = Detector::new(&config, t0, UNIX, metrics.clone());
     let peers: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
     let greetings = d.set_peers(t0, &peers);
-    assert_eq!(greetings.iter().map(|o| o.to.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    assert_eq!(
+        greetings.iter().map(|o| o.to.as_str()).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
     (d, metrics, t0)
 }
 
-fn signed(key: &[u8], sender: &str, incarnation: u64, sequence: u64, timestamp_ms: u64, body: Body) -> Vec<u8> {
-    let msg = Message { sender: sender.into(), incarnation, sequence, timestamp_ms, digest: 0, body };
+fn signed(
+    key: &[u8],
+    sender: &str,
+    incarnation: u64,
+    sequence: u64,
+    timestamp_ms: u64,
+    body: Body,
+) -> Vec<u8> {
+    let msg = Message {
+        sender: sender.into(),
+        incarnation,
+        sequence,
+        timestamp_ms,
+        digest: 0,
+        body,
+    };
     wire::encode(&msg, &hmac::Key::new(hmac::HMAC_SHA256, key)).unwrap()
 }
 
@@ -37,19 +58,39 @@ fn decode(bytes: &[u8]) -> Message {
 #[test]
 fn forged_message_is_dropped_as_bad_mac_and_changes_nothing() {
     let (mut a, metrics, t0) = node_a();
-    let out = a.on_message(t0, &signed(b"wrong key", "b", 7, 1, UNIX, Body::Alive { reply: true }));
+    let out = a.on_message(
+        t0,
+        &signed(b"wrong key", "b", 7, 1, UNIX, Body::Alive { reply: true }),
+    );
     assert!(out.is_empty());
     assert_eq!(metrics.dropped_for(DropReason::BadMac), 1);
     assert_eq!(a.state("b"), Some(PeerState::Unknown));
     a.on_message(t0, &signed(KEY, "b", 7, 1, UNIX, Body::Heartbeat));
-    assert_eq!(a.state("b"), Some(PeerState::Alive), "alive on its first valid message");
+    assert_eq!(
+        a.state("b"),
+        Some(PeerState::Alive),
+        "alive on its first valid message"
+    );
 }
 
 #[test]
 fn forged_dead_notice_cannot_kill_a_member() {
     let (mut a, metrics, t0) = node_a();
     a.on_message(t0, &signed(KEY, "b", 7, 1, UNIX, Body::Heartbeat));
-    a.on_message(t0, &signed(b"guess", "c", 7, 1, UNIX, Body::Dead { node: "b".into(), incarnation: 7 }));
+    a.on_message(
+        t0,
+        &signed(
+            b"guess",
+            "c",
+            7,
+            1,
+            UNIX,
+            Body::Dead {
+                node: "b".into(),
+                incarnation: 7,
+            },
+        ),
+    );
     assert_eq!(a.state("b"), Some(PeerState::Alive));
     assert_eq!(metrics.dropped_for(DropReason::BadMac), 1);
 }
@@ -77,7 +118,10 @@ fn message_outside_the_clock_window_is_dropped_as_stale() {
     assert_eq!(metrics.dropped_for(DropReason::Stale), 2);
     assert_eq!(a.state("b"), Some(PeerState::Unknown));
     // The window moves with our clock.
-    a.on_message(t0 + Duration::from_secs(60), &signed(KEY, "b", 7, 3, UNIX + 60_000, Body::Heartbeat));
+    a.on_message(
+        t0 + Duration::from_secs(60),
+        &signed(KEY, "b", 7, 3, UNIX + 60_000, Body::Heartbeat),
+    );
     assert_eq!(a.state("b"), Some(PeerState::Alive));
 }
 
@@ -125,7 +169,10 @@ fn leave_marks_the_sender_dead_at_once() {
     a.on_message(t0, &signed(KEY, "b", 7, 2, UNIX, Body::Leave));
     assert_eq!(a.state("b"), Some(PeerState::Dead));
     // Its next life is welcome.
-    a.on_message(t0, &signed(KEY, "b", 8, 1, UNIX, Body::Alive { reply: false }));
+    a.on_message(
+        t0,
+        &signed(KEY, "b", 8, 1, UNIX, Body::Alive { reply: false }),
+    );
     assert_eq!(a.state("b"), Some(PeerState::Alive));
 }
 
@@ -133,7 +180,20 @@ fn leave_marks_the_sender_dead_at_once() {
 fn buried_member_refutes_with_a_bigger_incarnation() {
     let (mut a, _, t0) = node_a();
     let mine = a.incarnation();
-    let out = a.on_message(t0, &signed(KEY, "b", 7, 1, UNIX, Body::Dead { node: "a".into(), incarnation: mine }));
+    let out = a.on_message(
+        t0,
+        &signed(
+            KEY,
+            "b",
+            7,
+            1,
+            UNIX,
+            Body::Dead {
+                node: "a".into(),
+                incarnation: mine,
+            },
+        ),
+    );
     assert_eq!(a.incarnation(), mine + 1);
     let to: Vec<&str> = out.iter().map(|o| o.to.as_str()).collect();
     assert_eq!(to, ["b", "c"], "the refutation goes to everyone");
@@ -141,29 +201,81 @@ fn buried_member_refutes_with_a_bigger_incarnation() {
     assert_eq!(refutation.body, Body::Alive { reply: false });
     assert_eq!(refutation.incarnation, mine + 1);
     // A rumour about an older life is ignored.
-    a.on_message(t0, &signed(KEY, "b", 7, 2, UNIX, Body::Dead { node: "a".into(), incarnation: mine }));
+    a.on_message(
+        t0,
+        &signed(
+            KEY,
+            "b",
+            7,
+            2,
+            UNIX,
+            Body::Dead {
+                node: "a".into(),
+                incarnation: mine,
+            },
+        ),
+    );
     assert_eq!(a.incarnation(), mine + 1);
 }
 
 #[test]
 fn buried_incarnation_is_told_it_is_dead_and_stays_dead() {
     let (mut a, _, t0) = node_a();
-    a.on_message(t0, &signed(KEY, "c", 9, 1, UNIX, Body::Dead { node: "b".into(), incarnation: 7 }));
+    a.on_message(
+        t0,
+        &signed(
+            KEY,
+            "c",
+            9,
+            1,
+            UNIX,
+            Body::Dead {
+                node: "b".into(),
+                incarnation: 7,
+            },
+        ),
+    );
     assert_eq!(a.state("b"), Some(PeerState::Dead));
     let out = a.on_message(t0, &signed(KEY, "b", 7, 1, UNIX, Body::Heartbeat));
     assert_eq!(a.state("b"), Some(PeerState::Dead));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].to, "b");
-    assert_eq!(decode(&out[0].bytes).body, Body::Dead { node: "b".into(), incarnation: 7 });
-    a.on_message(t0, &signed(KEY, "b", 8, 2, UNIX, Body::Alive { reply: false }));
-    assert_eq!(a.state("b"), Some(PeerState::Alive), "the refutation revives it");
+    assert_eq!(
+        decode(&out[0].bytes).body,
+        Body::Dead {
+            node: "b".into(),
+            incarnation: 7
+        }
+    );
+    a.on_message(
+        t0,
+        &signed(KEY, "b", 8, 2, UNIX, Body::Alive { reply: false }),
+    );
+    assert_eq!(
+        a.state("b"),
+        Some(PeerState::Alive),
+        "the refutation revives it"
+    );
 }
 
 #[test]
 fn stale_dead_rumour_does_not_kill_a_refuted_member() {
     let (mut a, _, t0) = node_a();
     a.on_message(t0, &signed(KEY, "b", 8, 1, UNIX, Body::Heartbeat));
-    a.on_message(t0, &signed(KEY, "c", 9, 1, UNIX, Body::Dead { node: "b".into(), incarnation: 7 }));
+    a.on_message(
+        t0,
+        &signed(
+            KEY,
+            "c",
+            9,
+            1,
+            UNIX,
+            Body::Dead {
+                node: "b".into(),
+                incarnation: 7,
+            },
+        ),
+    );
     assert_eq!(a.state("b"), Some(PeerState::Alive));
 }
 
@@ -174,7 +286,10 @@ fn ping_is_answered_at_once_and_the_pinger_gets_heartbeats() {
     assert_eq!(out.len(), 1);
     assert_eq!(decode(&out[0].bytes).body, Body::Heartbeat);
     let out = a.on_tick(t0 + Duration::from_millis(100));
-    assert!(out.iter().any(|o| o.to == "b" && decode(&o.bytes).body == Body::Heartbeat));
+    assert!(
+        out.iter()
+            .any(|o| o.to == "b" && decode(&o.bytes).body == Body::Heartbeat)
+    );
 }
 
 #[test]
@@ -198,7 +313,11 @@ fn isolated_when_no_peer_is_heard_for_the_timeout() {
 
 #[test]
 fn a_lone_node_is_never_isolated() {
-    let config = Config { node: "a".into(), key: KEY.to_vec(), ..Config::default() };
+    let config = Config {
+        node: "a".into(),
+        key: KEY.to_vec(),
+        ..Config::default()
+    };
     let t0 = Instant::now();
     let d = Detector::new(&config, t0, UNIX, MembershipMetrics::default());
     assert!(!d.view(t0 + Duration::from_secs(10)).isolated);
@@ -219,9 +338,20 @@ fn live_applies_the_readiness_fallback() {
     .collect();
     let ready = |n: &str| !n.ends_with("not-ready") && n != "self";
     let set = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
-    let view = View { peers: peers.clone(), isolated: false, node: "self".into() };
-    assert_eq!(view.live(ready), set(&["alive", "alive-not-ready", "self", "unknown-ready"]));
-    let isolated = View { peers, isolated: true, node: "self".into() };
+    let view = View {
+        peers: peers.clone(),
+        isolated: false,
+        node: "self".into(),
+    };
+    assert_eq!(
+        view.live(ready),
+        set(&["alive", "alive-not-ready", "self", "unknown-ready"])
+    );
+    let isolated = View {
+        peers,
+        isolated: true,
+        node: "self".into(),
+    };
     assert_eq!(
         isolated.live(ready),
         set(&["alive", "dead", "self", "unknown-ready"]),
@@ -251,14 +381,20 @@ fn metrics_register_under_their_names() {
 
 #[test]
 fn config_debug_never_shows_the_key() {
-    let config = Config { key: b"hunter2".to_vec(), ..Config::default() };
+    let config = Config {
+        key: b"hunter2".to_vec(),
+        ..Config::default()
+    };
     assert!(!format!("{config:?}").contains("hunter2"));
 }
 
 // Simulations on small clusters (the 1,000-member one is in sim.rs).
 
 fn sim_config() -> Config {
-    Config { key: KEY.to_vec(), ..Config::default() }
+    Config {
+        key: KEY.to_vec(),
+        ..Config::default()
+    }
 }
 
 #[test]
@@ -281,7 +417,10 @@ fn message_rate_does_not_grow_with_cluster_size() {
     let mut large = started(300, 0.0, 3, sim_config());
     let (small_rate, ..) = rate(&mut small, Duration::from_secs(2));
     let (large_rate, large_max, ..) = rate(&mut large, Duration::from_secs(2));
-    assert!((large_rate - small_rate).abs() < 2.0, "{small_rate} vs {large_rate}");
+    assert!(
+        (large_rate - small_rate).abs() < 2.0,
+        "{small_rate} vs {large_rate}"
+    );
     // 3 pings + 3 answers + 3 heartbeats per 100 ms.
     assert!(large_max <= 91.0, "{large_max}");
 }
@@ -303,7 +442,11 @@ fn deaf_node_learns_death(blocked: &[u8]) -> bool {
     }
     sim.kill(victim);
     sim.run_for(Duration::from_millis(500));
-    assert!((0..30).filter(|&o| o != deaf && o != victim).all(|o| sim.state(o, victim) == Some(PeerState::Dead)));
+    assert!(
+        (0..30)
+            .filter(|&o| o != deaf && o != victim)
+            .all(|o| sim.state(o, victim) == Some(PeerState::Dead))
+    );
     sim.run_until_true(Duration::from_millis(10), Duration::from_secs(2), |s| {
         s.state(deaf, victim) == Some(PeerState::Dead)
     })
@@ -326,7 +469,11 @@ fn an_unreachable_member_stays_unknown_and_the_rest_converge() {
         sim.start(i);
     }
     sim.run_for(Duration::from_secs(2));
-    assert_eq!(sim.count_seeing(9, PeerState::Unknown), 9, "never heard from: Unknown, not Dead");
+    assert_eq!(
+        sim.count_seeing(9, PeerState::Unknown),
+        9,
+        "never heard from: Unknown, not Dead"
+    );
     assert_eq!(sim.deaths_seen(), 0);
     sim.start(9);
     sim.run_for(Duration::from_millis(50));
@@ -336,11 +483,20 @@ fn an_unreachable_member_stays_unknown_and_the_rest_converge() {
 
 // Real UDP on loopback.
 
-async fn wait_for(rx: &mut tokio::sync::watch::Receiver<View>, what: &str, ok: impl Fn(&View) -> bool) {
+async fn wait_for(
+    rx: &mut tokio::sync::watch::Receiver<View>,
+    what: &str,
+    ok: impl Fn(&View) -> bool,
+) {
     let waited = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|v| ok(v)))
         .await
         .map(|r| r.is_ok());
-    assert_eq!(waited, Ok(true), "timed out waiting for {what}: {:?}", *rx.borrow());
+    assert_eq!(
+        waited,
+        Ok(true),
+        "timed out waiting for {what}: {:?}",
+        *rx.borrow()
+    );
 }
 
 #[tokio::test]
@@ -348,7 +504,12 @@ async fn speakers_over_udp_detect_a_crash_a_leave_and_ignore_forgeries() {
     let names = ["a", "b", "c"];
     let mut nodes = Vec::new();
     for name in names {
-        let config = Config { node: name.into(), port: 0, key: KEY.to_vec(), ..Config::default() };
+        let config = Config {
+            node: name.into(),
+            port: 0,
+            key: KEY.to_vec(),
+            ..Config::default()
+        };
         let metrics = MembershipMetrics::default();
         let m = Membership::start(config, metrics.clone()).await.unwrap();
         nodes.push((m, metrics));
@@ -356,13 +517,22 @@ async fn speakers_over_udp_detect_a_crash_a_leave_and_ignore_forgeries() {
     let addrs: BTreeMap<String, SocketAddr> = names
         .iter()
         .zip(&nodes)
-        .map(|(n, (m, _))| (n.to_string(), SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), m.local_addr().port())))
+        .map(|(n, (m, _))| {
+            (
+                n.to_string(),
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), m.local_addr().port()),
+            )
+        })
         .collect();
     for (m, _) in &nodes {
         m.set_peer_addrs(addrs.clone());
     }
     let mut view_a = nodes[0].0.subscribe();
-    let all_alive = |v: &View| names.iter().all(|n| v.peers.get(*n) == Some(&PeerState::Alive));
+    let all_alive = |v: &View| {
+        names
+            .iter()
+            .all(|n| v.peers.get(*n) == Some(&PeerState::Alive))
+    };
     wait_for(&mut view_a, "everyone alive", all_alive).await;
 
     // A forged datagram (another key) is counted and changes nothing.
@@ -382,13 +552,19 @@ async fn speakers_over_udp_detect_a_crash_a_leave_and_ignore_forgeries() {
     // A crash (the task stops without a word) is detected.
     let (c, _) = nodes.pop().unwrap();
     drop(c);
-    wait_for(&mut view_a, "c dead", |v| v.peers.get("c") == Some(&PeerState::Dead)).await;
+    wait_for(&mut view_a, "c dead", |v| {
+        v.peers.get("c") == Some(&PeerState::Dead)
+    })
+    .await;
     assert_eq!(view_a.borrow().peers.get("b"), Some(&PeerState::Alive));
 
     // A graceful shutdown is seen at once.
     let (b, _) = nodes.pop().unwrap();
     b.shutdown().await;
-    wait_for(&mut view_a, "b dead", |v| v.peers.get("b") == Some(&PeerState::Dead)).await;
+    wait_for(&mut view_a, "b dead", |v| {
+        v.peers.get("b") == Some(&PeerState::Dead)
+    })
+    .await;
     let (a, _) = nodes.pop().unwrap();
     a.shutdown().await;
 }

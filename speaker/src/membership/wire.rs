@@ -156,7 +156,8 @@ pub fn sync_overhead(sender: &str) -> usize {
 }
 
 fn put_name(out: &mut Vec<u8>, name: &str) -> Result<(), WireError> {
-    let len = u8::try_from(name.len()).map_err(|_| WireError::Invalid("node name longer than 255 bytes"))?;
+    let len = u8::try_from(name.len())
+        .map_err(|_| WireError::Invalid("node name longer than 255 bytes"))?;
     if len == 0 {
         return Err(WireError::Invalid("empty node name"));
     }
@@ -184,7 +185,8 @@ pub fn encode(msg: &Message, key: &hmac::Key) -> Result<Vec<u8>, WireError> {
         }
         Body::Sync { reply, entries } => {
             out.push(u8::from(*reply));
-            let count = u16::try_from(entries.len()).map_err(|_| WireError::TooLarge(usize::MAX))?;
+            let count =
+                u16::try_from(entries.len()).map_err(|_| WireError::TooLarge(usize::MAX))?;
             out.extend_from_slice(&count.to_be_bytes());
             for entry in entries {
                 put_name(&mut out, &entry.node)?;
@@ -205,15 +207,24 @@ pub fn encode(msg: &Message, key: &hmac::Key) -> Result<Vec<u8>, WireError> {
 }
 
 /// Verifies the tag of `bytes` under any of `keys` (constant-time) and decodes the message.
-pub fn decode<'k>(bytes: &[u8], keys: impl IntoIterator<Item = &'k hmac::Key>) -> Result<Message, WireError> {
+pub fn decode<'k>(
+    bytes: &[u8],
+    keys: impl IntoIterator<Item = &'k hmac::Key>,
+) -> Result<Message, WireError> {
     if bytes.len() < HEADER_LEN + 2 + TAG_LEN {
         return Err(WireError::Truncated(bytes.len()));
     }
     let (signed, tag) = bytes.split_at(bytes.len() - TAG_LEN);
-    if !keys.into_iter().any(|key| hmac::verify(key, signed, tag).is_ok()) {
+    if !keys
+        .into_iter()
+        .any(|key| hmac::verify(key, signed, tag).is_ok())
+    {
         return Err(WireError::BadMac);
     }
-    let mut r = Reader { bytes: signed, pos: 0 };
+    let mut r = Reader {
+        bytes: signed,
+        pos: 0,
+    };
     let version = r.u8()?;
     if version != VERSION {
         return Err(WireError::Version(version));
@@ -228,8 +239,14 @@ pub fn decode<'k>(bytes: &[u8], keys: impl IntoIterator<Item = &'k hmac::Key>) -
         1 => Body::Ping,
         2 => Body::Heartbeat,
         3 => Body::Alive { reply: r.flag()? },
-        4 => Body::Dead { node: r.name()?, incarnation: r.u64()? },
-        5 => Body::Suspect { node: r.name()?, incarnation: r.u64()? },
+        4 => Body::Dead {
+            node: r.name()?,
+            incarnation: r.u64()?,
+        },
+        5 => Body::Suspect {
+            node: r.name()?,
+            incarnation: r.u64()?,
+        },
         6 => Body::Leave,
         7 => {
             let reply = r.flag()?;
@@ -242,7 +259,11 @@ pub fn decode<'k>(bytes: &[u8], keys: impl IntoIterator<Item = &'k hmac::Key>) -
                     2 => Rumor::Dead,
                     _ => return Err(WireError::Invalid("sync entry state")),
                 };
-                entries.push(SyncEntry { node, rumor, incarnation: r.u64()? });
+                entries.push(SyncEntry {
+                    node,
+                    rumor,
+                    incarnation: r.u64()?,
+                });
             }
             Body::Sync { reply, entries }
         }
@@ -251,7 +272,14 @@ pub fn decode<'k>(bytes: &[u8], keys: impl IntoIterator<Item = &'k hmac::Key>) -
     if r.pos != signed.len() {
         return Err(WireError::Trailing(signed.len() - r.pos));
     }
-    Ok(Message { sender, incarnation, sequence, timestamp_ms, digest, body })
+    Ok(Message {
+        sender,
+        incarnation,
+        sequence,
+        timestamp_ms,
+        digest,
+        body,
+    })
 }
 
 struct Reader<'a> {
@@ -262,7 +290,10 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn take<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
         let end = self.pos + N;
-        let slice = self.bytes.get(self.pos..end).ok_or(WireError::Truncated(self.pos))?;
+        let slice = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(WireError::Truncated(self.pos))?;
         self.pos = end;
         let mut out = [0u8; N];
         out.copy_from_slice(slice);
@@ -293,7 +324,10 @@ impl Reader<'_> {
             return Err(WireError::Invalid("empty node name"));
         }
         let end = self.pos + len;
-        let slice = self.bytes.get(self.pos..end).ok_or(WireError::Truncated(self.pos))?;
+        let slice = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(WireError::Truncated(self.pos))?;
         self.pos = end;
         String::from_utf8(slice.to_vec()).map_err(|_| WireError::Invalid("node name is not UTF-8"))
     }
@@ -313,34 +347,44 @@ mod tests {
     }
 
     fn body() -> impl Strategy<Value = Body> {
-        let entry = (name(), any::<bool>(), any::<u64>()).prop_map(|(node, dead, incarnation)| SyncEntry {
-            node,
-            rumor: if dead { Rumor::Dead } else { Rumor::Alive },
-            incarnation,
-        });
+        let entry =
+            (name(), any::<bool>(), any::<u64>()).prop_map(|(node, dead, incarnation)| SyncEntry {
+                node,
+                rumor: if dead { Rumor::Dead } else { Rumor::Alive },
+                incarnation,
+            });
         prop_oneof![
             Just(Body::Ping),
             Just(Body::Heartbeat),
             Just(Body::Leave),
             any::<bool>().prop_map(|reply| Body::Alive { reply }),
             (name(), any::<u64>()).prop_map(|(node, incarnation)| Body::Dead { node, incarnation }),
-            (name(), any::<u64>()).prop_map(|(node, incarnation)| Body::Suspect { node, incarnation }),
+            (name(), any::<u64>())
+                .prop_map(|(node, incarnation)| Body::Suspect { node, incarnation }),
             (any::<bool>(), proptest::collection::vec(entry, 0..10))
                 .prop_map(|(reply, entries)| Body::Sync { reply, entries }),
         ]
     }
 
     fn message() -> impl Strategy<Value = Message> {
-        (name(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>(), body()).prop_map(
-            |(sender, incarnation, sequence, timestamp_ms, digest, body)| Message {
-                sender,
-                incarnation,
-                sequence,
-                timestamp_ms,
-                digest,
-                body,
-            },
+        (
+            name(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            body(),
         )
+            .prop_map(
+                |(sender, incarnation, sequence, timestamp_ms, digest, body)| Message {
+                    sender,
+                    incarnation,
+                    sequence,
+                    timestamp_ms,
+                    digest,
+                    body,
+                },
+            )
     }
 
     proptest! {
