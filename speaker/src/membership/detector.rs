@@ -103,6 +103,8 @@ pub struct Detector {
     /// Dead notices to repeat: (when, repeats left, node, incarnation).
     repeats: Vec<(Instant, u32, String, u64)>,
     digest: u32,
+    /// Bumped on every peer state change (the shell rebuilds the view only then).
+    changes: u64,
     metrics: MembershipMetrics,
 }
 
@@ -172,6 +174,7 @@ impl Detector {
             last_valid: now,
             repeats: Vec::new(),
             digest: 0,
+            changes: 0,
             metrics,
         };
         detector
@@ -192,6 +195,16 @@ impl Detector {
             return Some(PeerState::Alive);
         }
         self.peers.get(node).map(|p| p.state)
+    }
+
+    /// A counter that moves whenever a peer's state changes (or peers come and go).
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    /// Whether no valid message arrived from any peer for the timeout although peers exist.
+    pub fn isolated(&self, now: Instant) -> bool {
+        !self.peers.is_empty() && now.saturating_duration_since(self.last_valid) > self.timeout
     }
 
     /// The predecessors this node currently monitors.
@@ -256,6 +269,7 @@ impl Detector {
             .filter(|name| !names.contains(*name))
             .cloned()
             .collect();
+        self.changes += 1;
         for name in &gone {
             // Through Unknown, so that the ring, digest and gauge forget it too.
             self.set_state(now, name, PeerState::Unknown, 0);
@@ -751,6 +765,7 @@ impl Detector {
         if !changed {
             return;
         }
+        self.changes += 1;
         self.metrics.state_change(match state {
             PeerState::Alive => "alive",
             PeerState::Dead => "dead",
