@@ -352,8 +352,22 @@ impl Detector {
             return out;
         }
         let stamp = (msg.incarnation, msg.sequence);
-        if peer.last_accepted.is_some_and(|last| stamp <= last) {
+        if let Some(last) = peer.last_accepted.filter(|last| stamp <= *last) {
             self.metrics.count_drop(DropReason::Replay);
+            // A smaller incarnation with a fresh timestamp is a new life whose clock went back
+            // (replays of an older life would have to be under MAX_SKEW old): tell it the
+            // incarnation to outrank, as a Dead notice it will refute. At most once per interval.
+            let due = peer
+                .last_dead_reply
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.interval);
+            if msg.incarnation < last.0 && due {
+                peer.last_dead_reply = Some(now);
+                let body = Body::Dead {
+                    node: msg.sender.clone(),
+                    incarnation: last.0,
+                };
+                self.send(now, &msg.sender, body, &mut out);
+            }
             return out;
         }
         peer.last_accepted = Some(stamp);
@@ -578,6 +592,14 @@ impl Detector {
             .take(wanted)
             .map(|(_, name)| name.clone())
             .collect()
+    }
+
+    /// Re-anchors message timestamps on the wall clock (`unix_ms` read at `now`), so that they
+    /// follow NTP steps made after the start. The UDP shell calls it every tick; the incarnation
+    /// stays what it was.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.start = now;
+        self.start_unix_ms = unix_ms;
     }
 
     fn unix_ms(&self, now: Instant) -> u64 {

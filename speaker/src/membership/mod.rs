@@ -66,8 +66,9 @@
 //! sender's wall-clock start time in milliseconds, so a restarted speaker outranks its past;
 //! messages whose timestamp is more than [`detector::MAX_SKEW`] (5 s) from our clock are dropped,
 //! which bounds what can be replayed to a receiver that restarted and forgot the counters (and
-//! requires node clocks within 5 s of each other: check the `stale` drop counter; timestamps
-//! run on the monotonic clock from the wall-clock reading at start). A Leave or Dead replayed
+//! requires node clocks within 5 s of each other: check the `stale` drop counter). A restarted
+//! speaker whose clock went back (a smaller incarnation) is answered with a Dead notice naming the
+//! incarnation to outrank, and refutes. A Leave or Dead replayed
 //! inside the window to a receiver that restarted can bury a live speaker there only until its
 //! next ping, which is answered with the notice and refuted. Reordered
 //! datagrams are dropped as `replay`, which the protocol tolerates like loss. Rotation with
@@ -217,12 +218,8 @@ impl Membership {
         }
         let socket = bind(config.port)?;
         let local = socket.local_addr()?;
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
         let now = Instant::now();
-        let detector = Detector::new(&config, now, unix_ms, metrics);
+        let detector = Detector::new(&config, now, unix_now(), metrics);
         let (view_tx, view) = watch::channel(detector.view(now));
         let (commands, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(socket, detector, rx, view_tx));
@@ -277,6 +274,15 @@ impl Membership {
     }
 }
 
+/// The wall clock in unix milliseconds (0 before 1970, which only makes every peer drop us as
+/// stale, visibly).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 fn bind(port: u16) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let v6 = (|| {
@@ -319,7 +325,11 @@ async fn run(
                     Vec::new()
                 }
             },
-            () = tokio::time::sleep_until(wake) => detector.on_tick(Instant::now()),
+            () = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                detector.set_wall_clock(now, unix_now());
+                detector.on_tick(now)
+            }
             command = commands.recv() => match command {
                 Some(Command::Peers(peers)) => {
                     let names = peers.keys().cloned().collect();

@@ -110,6 +110,50 @@ fn replayed_message_is_dropped_as_replay() {
 }
 
 #[test]
+fn new_life_with_a_smaller_incarnation_is_told_what_to_outrank() {
+    let (mut a, metrics, t0) = node_a();
+    a.on_message(t0, &signed(KEY, "b", 10, 1, UNIX, Body::Heartbeat));
+    // b restarted with its clock set back: incarnation 5.
+    let out = a.on_message(
+        t0,
+        &signed(KEY, "b", 5, 1, UNIX, Body::Alive { reply: true }),
+    );
+    assert_eq!(metrics.dropped_for(DropReason::Replay), 1);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        decode(&out[0].bytes).body,
+        Body::Dead {
+            node: "b".into(),
+            incarnation: 10
+        }
+    );
+    // Its refutation at 11 is accepted.
+    a.on_message(
+        t0,
+        &signed(KEY, "b", 11, 2, UNIX, Body::Alive { reply: false }),
+    );
+    assert_eq!(metrics.received.get(), 2);
+    // A plain replay inside one life gets no answer.
+    let out = a.on_message(t0, &signed(KEY, "b", 11, 2, UNIX, Body::Heartbeat));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn timestamps_follow_the_wall_clock_when_it_is_stepped() {
+    let (mut a, _, t0) = node_a();
+    let t1 = t0 + Duration::from_secs(1);
+    // NTP stepped our clock 60 s forward; peers already had it right.
+    a.set_wall_clock(t1, UNIX + 61_000);
+    a.on_message(t1, &signed(KEY, "b", 7, 1, UNIX + 61_000, Body::Heartbeat));
+    assert_eq!(a.state("b"), Some(PeerState::Alive));
+    let out = a.on_tick(t1);
+    assert!(
+        out.iter()
+            .all(|o| decode(&o.bytes).timestamp_ms == UNIX + 61_000)
+    );
+}
+
+#[test]
 fn message_outside_the_clock_window_is_dropped_as_stale() {
     let (mut a, metrics, t0) = node_a();
     let skew = u64::try_from(MAX_SKEW.as_millis()).unwrap() + 1;
