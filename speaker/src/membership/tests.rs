@@ -470,10 +470,18 @@ fn message_rate_does_not_grow_with_cluster_size() {
 }
 
 #[test]
-fn no_false_deaths_in_a_long_run_at_5_percent_loss() {
+fn no_false_deaths_in_a_long_run_at_5_percent_loss_and_deaths_still_detected_fast() {
     let mut sim = started(100, 0.05, 4, sim_config());
     sim.run_for(Duration::from_secs(60));
     assert_eq!(sim.deaths_seen(), 0);
+    let mut worst = Duration::ZERO;
+    for victim in [3, 33, 66, 99] {
+        let (_, all) = kill_and_detect(&mut sim, victim);
+        worst = worst.max(all);
+        sim.run_for(Duration::from_millis(500));
+    }
+    eprintln!("n=100 loss=5%: every node sees a crash within {worst:?} (worst of 4)");
+    assert!(worst < Duration::from_millis(500), "{worst:?}");
 }
 
 /// A 30-node cluster where `deaf` never receives the given message kinds; kills `victim` and
