@@ -9,4 +9,7 @@
 
 pub mod announce;
 pub mod l2;
+pub mod membership;
+pub mod metrics;
+pub mod run;
 pub mod world;

@@ -1,0 +1,515 @@
+//! The speaker's event loop: watches feed the [`World`], membership says who is alive, and every
+//! change recomputes what this node announces and hands it to the ARP/NDP responder at once.
+//! Events and the Service condition are written by a separate task, so a burst of API writes
+//! never delays a takeover.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use ferrolb_runtime::Probes;
+
+use crate::announce::leader;
+use crate::l2::Responder;
+use crate::membership::{self, Membership, MembershipMetrics, View};
+use crate::metrics::Metrics;
+use crate::world::{ANNOUNCED_CONDITION, World, key_of};
+use ferrolb_api::v1alpha1::LoadBalancerConfig;
+
+/// The field manager of everything the speaker writes.
+pub const FIELD_MANAGER: &str = "ferrolb-speaker";
+
+/// What the speaker needs to run.
+pub struct Context {
+    /// API client (the speaker's own ServiceAccount).
+    pub client: Client,
+    /// Publishes Events as `ferrolb-speaker`, instance = node name.
+    pub recorder: Recorder,
+    /// This node's name.
+    pub node: String,
+    /// Namespace of the speaker pods.
+    pub namespace: String,
+    /// Label selector of the speaker pods.
+    pub speaker_selector: String,
+    /// The file holding the membership key (a Secret mounted as a volume).
+    pub key_file: PathBuf,
+    /// Liveness settings; `key` is read from `key_file`.
+    pub membership: membership::Config,
+    /// The running responder.
+    pub responder: Responder,
+    /// The speaker's own metrics.
+    pub metrics: Metrics,
+    /// Readiness: set once every watch has synced and announcements are computed.
+    pub probes: Probes,
+    /// The membership metrics, registered once and shared by every start of the membership.
+    pub membership_metrics: MembershipMetrics,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A watch stream ended, which kube's watcher never does on its own.
+    #[error("the {0} watch ended")]
+    WatchEnded(&'static str),
+}
+
+enum Input {
+    Service(Box<watcher::Event<Service>>),
+    Slice(Box<watcher::Event<EndpointSlice>>),
+    Node(Box<watcher::Event<Node>>),
+    Speaker(Box<watcher::Event<Pod>>),
+    Config(Box<watcher::Event<LoadBalancerConfig>>),
+}
+
+/// Keys seen during a re-list, so what the new list lacks is removed when it completes.
+#[derive(Default)]
+struct Relist {
+    seen: Option<BTreeSet<String>>,
+    synced: bool,
+}
+
+impl Relist {
+    /// Applies one watch event of a kind to the world.
+    fn apply<K>(
+        &mut self,
+        world: &mut World,
+        event: watcher::Event<K>,
+        key: fn(&K) -> String,
+        set: fn(&mut World, &K),
+        remove: fn(&mut World, &str),
+        keys: fn(&World) -> Vec<String>,
+    ) {
+        match event {
+            watcher::Event::Init => self.seen = Some(BTreeSet::new()),
+            watcher::Event::InitApply(obj) => {
+                self.seen.get_or_insert_default().insert(key(&obj));
+                set(world, &obj);
+            }
+            watcher::Event::InitDone => {
+                let seen = self.seen.take().unwrap_or_default();
+                for gone in keys(world).into_iter().filter(|k| !seen.contains(k)) {
+                    remove(world, &gone);
+                }
+                self.synced = true;
+            }
+            watcher::Event::Apply(obj) => set(world, &obj),
+            watcher::Event::Delete(obj) => remove(world, &key(&obj)),
+        }
+    }
+}
+
+/// What this node announces now, and what it last reported.
+#[derive(Default)]
+struct Announcing {
+    /// IP → interfaces to answer on (empty: every eligible one).
+    led: BTreeMap<IpAddr, BTreeSet<String>>,
+}
+
+/// One write for the reporter task.
+#[derive(Debug)]
+struct Report {
+    /// `namespace/name` of the Service.
+    service: String,
+    /// The condition to apply: (status, reason, message).
+    condition: Option<(String, String, String)>,
+    /// An `Announced` Event's note.
+    event: Option<String>,
+}
+
+/// Runs until a watch ends (never, in practice) or the process is told to stop.
+pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let client = ctx.client.clone();
+    let watch_config = watcher::Config::default();
+    let services = watcher(Api::<Service>::all(client.clone()), watch_config.clone())
+        .default_backoff()
+        .map(|e| e.map(|e| Input::Service(Box::new(e))));
+    let slices = watcher(
+        Api::<EndpointSlice>::all(client.clone()),
+        watch_config.clone(),
+    )
+    .default_backoff()
+    .map(|e| e.map(|e| Input::Slice(Box::new(e))));
+    let nodes = watcher(Api::<Node>::all(client.clone()), watch_config.clone())
+        .default_backoff()
+        .map(|e| e.map(|e| Input::Node(Box::new(e))));
+    let speakers = watcher(
+        Api::<Pod>::namespaced(client.clone(), &ctx.namespace),
+        watcher::Config::default().labels(&ctx.speaker_selector),
+    )
+    .default_backoff()
+    .map(|e| e.map(|e| Input::Speaker(Box::new(e))));
+    let configs = watcher(Api::<LoadBalancerConfig>::all(client.clone()), watch_config)
+        .default_backoff()
+        .map(|e| e.map(|e| Input::Config(Box::new(e))));
+    let streams: [futures::stream::BoxStream<'static, Result<Input, watcher::Error>>; 5] = [
+        services.boxed(),
+        slices.boxed(),
+        nodes.boxed(),
+        speakers.boxed(),
+        configs.boxed(),
+    ];
+    let mut inputs = futures::stream::select_all(streams);
+
+    let (reports, reports_rx) = mpsc::unbounded_channel();
+    let reporter = tokio::spawn(reporter(client.clone(), ctx.recorder.clone(), reports_rx));
+
+    let mut world = World::default();
+    let mut relists: [Relist; 4] = Default::default();
+    let mut config_relist: Option<Vec<LoadBalancerConfig>> = None;
+    let mut configs_synced = false;
+    let mut announcing = Announcing::default();
+    let mut membership: Option<Membership> = None;
+    let (_no_view_tx, no_view) = watch::channel(View::default());
+    let mut view = no_view.clone();
+    let mut key: Option<Vec<u8>> = None;
+    let mut key_check = tokio::time::interval(Duration::from_secs(10));
+    let mut peers = BTreeMap::new();
+    tokio::pin!(shutdown);
+
+    let result = loop {
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            _ = key_check.tick() => {
+                let read = read_key(&ctx.key_file).await;
+                if read != key {
+                    key = read;
+                    membership = update_membership(&ctx, membership, key.clone()).await;
+                    view = membership.as_ref().map_or_else(|| no_view.clone(), Membership::subscribe);
+                    if let Some(m) = &membership {
+                        m.set_peers(peers.clone());
+                    }
+                }
+            }
+            changed = view.changed() => {
+                if changed.is_err() {
+                    // The membership stopped; Kubernetes readiness alone decides until it is back.
+                    view = no_view.clone();
+                }
+            }
+            input = inputs.next() => {
+                let Some(input) = input else { break Err(Error::WatchEnded("input")) };
+                let input = match input {
+                    Ok(input) => input,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch error; retrying with backoff");
+                        continue;
+                    }
+                };
+                match input {
+                    Input::Service(e) => relists[0].apply(&mut world, *e, key_of, World::set_service, World::remove_service, World::service_keys),
+                    Input::Slice(e) => relists[1].apply(&mut world, *e, key_of, World::set_slice, World::remove_slice, World::slice_keys),
+                    Input::Node(e) => relists[2].apply(&mut world, *e, |n: &Node| n.name_any(), World::set_node, World::remove_node, World::node_names),
+                    Input::Speaker(e) => relists[3].apply(&mut world, *e, key_of, World::set_speaker, World::remove_speaker, World::speaker_keys),
+                    Input::Config(e) => {
+                        let rejected = match *e {
+                            watcher::Event::Init => { config_relist = Some(Vec::new()); None }
+                            watcher::Event::InitApply(c) => { config_relist.get_or_insert_default().push(c); None }
+                            watcher::Event::InitDone => {
+                                configs_synced = true;
+                                world.replace_configs(config_relist.take().unwrap_or_default())
+                            }
+                            watcher::Event::Apply(c) => world.set_config(&c),
+                            watcher::Event::Delete(c) => world.remove_config(&c.name_any()),
+                        };
+                        if let Some(rejected) = rejected {
+                            ctx.metrics.config_stale.set(1);
+                            tracing::error!(config = %rejected.name, problems = %rejected.problems,
+                                "LoadBalancerConfig rejected; the last valid configuration stays in force");
+                        } else if world.config().is_some() {
+                            ctx.metrics.config_stale.set(0);
+                        }
+                    }
+                }
+                let new_peers = world.peers(&ctx.node);
+                if new_peers != peers {
+                    peers = new_peers;
+                    if let Some(m) = &membership {
+                        m.set_peers(peers.clone());
+                    }
+                }
+            }
+        }
+        if !configs_synced || relists.iter().any(|r| !r.synced) {
+            continue;
+        }
+        let current = view.borrow().clone();
+        recompute(&mut ctx, &world, &current, &mut announcing, &reports);
+        ctx.probes.set_ready(true);
+    };
+
+    // Leave first, so the others take over at once, then go silent.
+    if let Some(m) = membership {
+        m.shutdown().await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ctx.responder.shutdown().await;
+    drop(reports);
+    let _ = tokio::time::timeout(Duration::from_secs(2), reporter).await;
+    result
+}
+
+/// Starts, re-keys or stops the membership after the key file changed.
+async fn update_membership(
+    ctx: &Context,
+    running: Option<Membership>,
+    key: Option<Vec<u8>>,
+) -> Option<Membership> {
+    match (running, key) {
+        (Some(m), Some(key)) => {
+            tracing::info!(
+                "membership key changed; re-keying (the old key is accepted for a while)"
+            );
+            m.set_key(key);
+            Some(m)
+        }
+        (Some(m), None) => {
+            tracing::warn!(file = %ctx.key_file.display(),
+                "membership key gone; liveness falls back to Kubernetes readiness (slow failover)");
+            m.shutdown().await;
+            None
+        }
+        (None, Some(key)) => {
+            let config = membership::Config {
+                node: ctx.node.clone(),
+                key,
+                ..ctx.membership.clone()
+            };
+            match Membership::start(config, ctx.membership_metrics.clone()).await {
+                Ok(m) => {
+                    tracing::info!(port = ctx.membership.port, "membership started");
+                    Some(m)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, port = ctx.membership.port,
+                        "cannot start the membership; liveness falls back to Kubernetes readiness");
+                    None
+                }
+            }
+        }
+        (None, None) => {
+            tracing::warn!(file = %ctx.key_file.display(),
+                "no membership key (create the Secret ferrolb-memberlist); liveness falls back to Kubernetes readiness (slow failover)");
+            None
+        }
+    }
+}
+
+/// The key from its file; None when missing or empty. Never logged.
+async fn read_key(path: &std::path::Path) -> Option<Vec<u8>> {
+    let bytes = tokio::fs::read(path).await.ok()?;
+    let trimmed = bytes.trim_ascii();
+    (!trimmed.is_empty()).then(|| trimmed.to_vec())
+}
+
+/// Recomputes what this node announces; applies it to the responder first, then queues reports.
+fn recompute(
+    ctx: &mut Context,
+    world: &World,
+    view: &View,
+    announcing: &mut Announcing,
+    reports: &mpsc::UnboundedSender<Report>,
+) {
+    let speakers = world.speaker_nodes();
+    let mut live = view.live(|node| world.kubernetes_ready(node));
+    live.retain(|n| speakers.contains(n) || *n == ctx.node);
+    live.insert(ctx.node.clone());
+    ctx.metrics
+        .live_speakers
+        .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+
+    let mine = world.l2_announcements(&ctx.node, &live);
+    let led: BTreeMap<IpAddr, BTreeSet<String>> =
+        mine.iter().map(|a| (a.ip, a.interfaces.clone())).collect();
+    if led != announcing.led {
+        ctx.responder.set(led.clone());
+        let gained: Vec<IpAddr> = led
+            .keys()
+            .filter(|ip| !announcing.led.contains_key(ip))
+            .copied()
+            .collect();
+        let lost = announcing
+            .led
+            .keys()
+            .filter(|ip| !led.contains_key(ip))
+            .count();
+        ctx.metrics.gained.inc_by(gained.len() as u64);
+        ctx.metrics.lost.inc_by(lost as u64);
+        ctx.metrics
+            .announced
+            .set(i64::try_from(led.len()).unwrap_or(i64::MAX));
+        for a in mine.iter().filter(|a| gained.contains(&a.ip)) {
+            let on = on_interfaces(&ctx.responder, a.ip);
+            tracing::info!(ip = %a.ip, interfaces = %on, services = ?a.services, "announcing");
+            for service in &a.services {
+                let _ = reports.send(Report {
+                    service: service.clone(),
+                    condition: None,
+                    event: Some(format!("{} announces {} on {on}", ctx.node, a.ip)),
+                });
+            }
+        }
+        for ip in announcing.led.keys().filter(|ip| !led.contains_key(ip)) {
+            tracing::info!(%ip, "no longer announcing");
+        }
+        announcing.led = led;
+    }
+
+    // The Service condition: written by the leader of the Service's first advertised address,
+    // or, when nobody announces it, by the live speaker ranked first for that address.
+    let leaders = world.l2_leaders(&live);
+    for svc in world.service_views() {
+        let advertised: Vec<(IpAddr, Option<&String>)> = svc
+            .ips
+            .iter()
+            .filter_map(|ip| Some((*ip, leaders.get(ip)?.as_ref())))
+            .collect();
+        let Some(&(first, first_leader)) = advertised.first() else {
+            continue;
+        };
+        let writer = first_leader
+            .map(String::as_str)
+            .or_else(|| leader(first, live.iter().map(String::as_str)));
+        if writer != Some(ctx.node.as_str()) {
+            continue;
+        }
+        let condition = if advertised.iter().any(|(_, l)| l.is_some()) {
+            let parts: Vec<String> = advertised
+                .iter()
+                .map(|(ip, l)| match l {
+                    Some(node) if **node == ctx.node => {
+                        format!(
+                            "{ip} from node {node} on {}",
+                            on_interfaces(&ctx.responder, *ip)
+                        )
+                    }
+                    Some(node) => format!("{ip} from node {node}"),
+                    None => format!("{ip} not announced"),
+                })
+                .collect();
+            (
+                "True",
+                "Announced",
+                format!("Layer 2: {}", parts.join("; ")),
+            )
+        } else if svc.endpoint_nodes.is_empty() {
+            (
+                "False",
+                "NoReadyEndpoints",
+                "not announced: the Service has no ready endpoint".to_owned(),
+            )
+        } else {
+            (
+                "False",
+                "NoEligibleNode",
+                "not announced: no live speaker on a node the L2 advertisements select (with externalTrafficPolicy Local, one that hosts a ready endpoint)".to_owned(),
+            )
+        };
+        if world.announced_condition(&svc.key) == Some((condition.0, condition.2.as_str())) {
+            continue;
+        }
+        let _ = reports.send(Report {
+            service: svc.key.clone(),
+            condition: Some((condition.0.to_owned(), condition.1.to_owned(), condition.2)),
+            event: None,
+        });
+    }
+}
+
+/// The interfaces an address is answered on, for people.
+fn on_interfaces(responder: &Responder, ip: IpAddr) -> String {
+    let interfaces = responder.interfaces(ip);
+    if interfaces.is_empty() {
+        "no eligible interface".to_owned()
+    } else {
+        interfaces.join(", ")
+    }
+}
+
+/// Writes Events and conditions, in order, without holding up the event loop. A condition is
+/// written again only if it differs from the last one written for that Service.
+async fn reporter(
+    client: Client,
+    recorder: Recorder,
+    mut reports: mpsc::UnboundedReceiver<Report>,
+) {
+    let mut written: HashMap<String, (String, String, String)> = HashMap::new();
+    while let Some(report) = reports.recv().await {
+        let Some((namespace, name)) = report.service.split_once('/') else {
+            continue;
+        };
+        let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+        if let Some(note) = report.event {
+            let reference = service_ref(namespace, name);
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "Announced".into(),
+                note: Some(note),
+                action: "Announce".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(service = %report.service, error = %e, "cannot publish an Event");
+            }
+        }
+        if let Some(condition) = report.condition {
+            if written.get(&report.service) == Some(&condition) {
+                continue;
+            }
+            let (status, reason, message) = &condition;
+            let patch = json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "status": {"conditions": [Condition {
+                    type_: ANNOUNCED_CONDITION.to_owned(),
+                    status: status.clone(),
+                    reason: reason.clone(),
+                    message: message.clone(),
+                    observed_generation: None,
+                    last_transition_time: Time(Timestamp::now()),
+                }]},
+            });
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+                Ok(_) => {
+                    written.insert(report.service, condition);
+                }
+                Err(e) => {
+                    tracing::warn!(service = %report.service, error = %e, "cannot write the Announced condition");
+                }
+            }
+        }
+    }
+}
+
+/// A reference to a Service the world knows only by key, for its Events.
+fn service_ref(namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(Service::api_version(&()).into_owned()),
+        kind: Some(Service::kind(&()).into_owned()),
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        ..ObjectReference::default()
+    }
+}
