@@ -110,7 +110,8 @@ pub async fn install(tb: &Testbed, client: &Client) -> anyhow::Result<Installed>
                     )
                 }
             };
-            let (controllers, speakers) = (ready(CONTROLLER_PODS).await?, ready(SPEAKER_PODS).await?);
+            let (controllers, speakers) =
+                (ready(CONTROLLER_PODS).await?, ready(SPEAKER_PODS).await?);
             Ok((controllers == 2 && speakers == nodes).then_some(()))
         },
     )
