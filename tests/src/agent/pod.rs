@@ -4,7 +4,8 @@
 //! '<bind mounts>; exec "$@"' PROGRAM ARGS...`, so it sees its volumes at their `mountPath`s
 //! (for example the ServiceAccount token at /var/run/secrets/kubernetes.io/serviceaccount) in a
 //! private mount namespace, while the files live in RUN/nodes/NODE/pods/UID/volumes/NAME.
-//! hostNetwork pods skip the `nsenter` and share the node namespace.
+//! hostNetwork pods skip the `nsenter` and share the node namespace. Each container also gets a
+//! read-only sysfs of its network namespace at /sys, as a container runtime mounts it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -519,7 +520,9 @@ impl PodRun {
         }
         let short: String = self.uid.chars().filter(|c| *c != '-').take(8).collect();
         let ns = format!("{}-p{short}", self.ctx.args.netns_prefix);
-        let veth = format!("vp{short}");
+        // "veth" + 8 hex digits, like the CNI bridge plugin's host-side names (and the speaker's
+        // default exclusion list)
+        let veth = format!("veth{short}");
         self.netns = Some(ns.clone());
         let ips = format!("{ip}/32");
         sh("ip", &["netns", "add", &ns]).await?;
@@ -886,6 +889,9 @@ impl PodRun {
         let log_dir = self.dir.join("logs");
         let c = &mut self.ctrs[i];
         let mut script = String::from("set -e\n");
+        // Like a container runtime: a read-only sysfs of the container's own network namespace,
+        // so /sys/class/net lists its interfaces (the speaker reads them there).
+        script.push_str("mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys\n");
         let under_run =
             |p: &str| p == "/run" || p.starts_with("/run/") || p.starts_with("/var/run/");
         if c.mounts.iter().any(|(_, dst, _)| under_run(dst)) {
