@@ -19,7 +19,7 @@ use ferrolb_testbed::harness::{
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -142,6 +142,32 @@ async fn main() -> anyhow::Result<()> {
             &["curl", "-sf", "-m", "2", &format!("http://{target}/")],
         )
         .ok())
+    })
+    .await?;
+
+    // The leader of an address is the same whenever every speaker is alive, so keep the
+    // backends off it: a dead node's endpoints would fail a share of connections until
+    // Kubernetes notices (kube-proxy's part, not the announcement's).
+    let leader = wait_for("a leader", T, || async {
+        Ok(announcer(&services.get("web").await?))
+    })
+    .await?;
+    let replicas = tb.node_names.len() - 1;
+    let patch = json!({"spec": {"replicas": replicas, "template": {"spec": {"affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "NotIn", "values": [leader]}]}]}}}}}}});
+    Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("backends off the leader", T, || async {
+        let list = pods.list(&ListParams::default().labels("app=web")).await?;
+        Ok((list.items.len() == replicas
+            && list
+                .items
+                .iter()
+                .all(|p| pod_ready(p) && node_of(p) != leader))
+        .then_some(()))
     })
     .await?;
 

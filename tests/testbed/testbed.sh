@@ -160,7 +160,8 @@ net_up() {
     ns="ftb-$SFX-n$i"; ns_new "$ns"; plug "$ns" "n$i" "198.51.100.1$i" "2001:db8:100::1$i"
     ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
       net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-      net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.eth0.proxy_arp=1 net.ipv6.conf.eth0.proxy_ndp=1
+      net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.eth0.proxy_arp=1 net.ipv6.conf.eth0.proxy_ndp=1 \
+      net.ipv6.conf.eth0.keep_addr_on_down=1
   done
 }
 
