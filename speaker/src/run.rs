@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use ferrolb_runtime::Probes;
 
-use crate::announce::leader;
+use crate::announce::{l2_announcements, l2_leaders, leader};
 use crate::l2::Responder;
 use crate::membership::{self, Membership, MembershipMetrics, View};
 use crate::metrics::Metrics;
@@ -125,15 +125,21 @@ impl Relist {
 struct Announcing {
     /// IP → interfaces to answer on (empty: every eligible one).
     led: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// Conditions sent to the reporter that the watch has not shown back yet:
+    /// Service → (status, message, when sent). Resent when older than [`RESEND`].
+    sent: HashMap<String, (String, String, std::time::Instant)>,
 }
+
+/// How long a condition write may take to come back through the watch before it is sent again.
+const RESEND: Duration = Duration::from_secs(10);
 
 /// One write for the reporter task.
 #[derive(Debug)]
 struct Report {
     /// `namespace/name` of the Service.
     service: String,
-    /// The condition to apply: (status, reason, message).
-    condition: Option<(String, String, String)>,
+    /// The condition to apply.
+    condition: Option<Condition>,
     /// An `Announced` Event's note.
     event: Option<String>,
 }
@@ -185,12 +191,15 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     let mut view = no_view.clone();
     let mut key: Option<Vec<u8>> = None;
     let mut key_check = tokio::time::interval(Duration::from_secs(10));
+    // Recomputes now and then even when nothing changed, so a failed condition write is retried.
+    let mut resync = tokio::time::interval(RESEND / 2);
     let mut peers = BTreeMap::new();
     tokio::pin!(shutdown);
 
     let result = loop {
         tokio::select! {
             () = &mut shutdown => break Ok(()),
+            _ = resync.tick() => {}
             _ = key_check.tick() => {
                 let read = read_key(&ctx.key_file).await;
                 if read != key {
@@ -339,7 +348,11 @@ fn recompute(
         .live_speakers
         .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
 
-    let mine = world.l2_announcements(&ctx.node, &live);
+    let Some(config) = world.config() else {
+        return;
+    };
+    let views = world.service_views();
+    let mine = l2_announcements(&ctx.node, config, &views, world.nodes(), &live);
     let led: BTreeMap<IpAddr, BTreeSet<String>> =
         mine.iter().map(|a| (a.ip, a.interfaces.clone())).collect();
     if led != announcing.led {
@@ -378,8 +391,8 @@ fn recompute(
 
     // The Service condition: written by the leader of the Service's first advertised address,
     // or, when nobody announces it, by the live speaker ranked first for that address.
-    let leaders = world.l2_leaders(&live);
-    for svc in world.service_views() {
+    let leaders = l2_leaders(config, &views, world.nodes(), &live);
+    for svc in &views {
         let advertised: Vec<(IpAddr, Option<&String>)> = svc
             .ips
             .iter()
@@ -426,12 +439,42 @@ fn recompute(
                 "not announced: no live speaker on a node the L2 advertisements select (with externalTrafficPolicy Local, one that hosts a ready endpoint)".to_owned(),
             )
         };
-        if world.announced_condition(&svc.key) == Some((condition.0, condition.2.as_str())) {
+        let current = world.announced_condition(&svc.key);
+        if current.is_some_and(|c| c.status == condition.0 && c.message == condition.2) {
+            announcing.sent.remove(&svc.key);
             continue;
         }
+        if announcing
+            .sent
+            .get(&svc.key)
+            .is_some_and(|(status, message, at)| {
+                *status == condition.0 && *message == condition.2 && at.elapsed() < RESEND
+            })
+        {
+            continue;
+        }
+        announcing.sent.insert(
+            svc.key.clone(),
+            (
+                condition.0.to_owned(),
+                condition.2.clone(),
+                std::time::Instant::now(),
+            ),
+        );
+        // The transition time moves only when the status does.
+        let since = current
+            .filter(|c| c.status == condition.0)
+            .map_or_else(|| Time(Timestamp::now()), |c| c.since.clone());
         let _ = reports.send(Report {
             service: svc.key.clone(),
-            condition: Some((condition.0.to_owned(), condition.1.to_owned(), condition.2)),
+            condition: Some(Condition {
+                type_: ANNOUNCED_CONDITION.to_owned(),
+                status: condition.0.to_owned(),
+                reason: condition.1.to_owned(),
+                message: condition.2,
+                observed_generation: None,
+                last_transition_time: since,
+            }),
             event: None,
         });
     }
@@ -447,14 +490,12 @@ fn on_interfaces(responder: &Responder, ip: IpAddr) -> String {
     }
 }
 
-/// Writes Events and conditions, in order, without holding up the event loop. A condition is
-/// written again only if it differs from the last one written for that Service.
+/// Writes Events and conditions, in order, without holding up the event loop.
 async fn reporter(
     client: Client,
     recorder: Recorder,
     mut reports: mpsc::UnboundedReceiver<Report>,
 ) {
-    let mut written: HashMap<String, (String, String, String)> = HashMap::new();
     while let Some(report) = reports.recv().await {
         let Some((namespace, name)) = report.service.split_once('/') else {
             continue;
@@ -474,30 +515,14 @@ async fn reporter(
             }
         }
         if let Some(condition) = report.condition {
-            if written.get(&report.service) == Some(&condition) {
-                continue;
-            }
-            let (status, reason, message) = &condition;
             let patch = json!({
                 "apiVersion": "v1",
                 "kind": "Service",
-                "status": {"conditions": [Condition {
-                    type_: ANNOUNCED_CONDITION.to_owned(),
-                    status: status.clone(),
-                    reason: reason.clone(),
-                    message: message.clone(),
-                    observed_generation: None,
-                    last_transition_time: Time(Timestamp::now()),
-                }]},
+                "status": {"conditions": [condition]},
             });
             let params = PatchParams::apply(FIELD_MANAGER).force();
-            match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
-                Ok(_) => {
-                    written.insert(report.service, condition);
-                }
-                Err(e) => {
-                    tracing::warn!(service = %report.service, error = %e, "cannot write the Announced condition");
-                }
+            if let Err(e) = api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+                tracing::warn!(service = %report.service, error = %e, "cannot write the Announced condition");
             }
         }
     }

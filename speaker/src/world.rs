@@ -9,6 +9,7 @@ use ferrolb_api::v1alpha1::{LoadBalancerConfig, LoadBalancerConfigSpec};
 use ferrolb_api::validate::validate;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::announce::{L2Announcement, NodeView, ServiceView, l2_announcements, l2_leaders};
@@ -27,8 +28,19 @@ struct Svc {
     load_balancer: bool,
     local: bool,
     ips: Vec<IpAddr>,
-    /// The speakers' condition as it stands in the Service's status: (status, message).
-    announced: Option<(String, String)>,
+    /// The speakers' condition as it stands in the Service's status.
+    announced: Option<Announced>,
+}
+
+/// The `ferrolb.io/Announced` condition as a Service's status holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announced {
+    /// `True` or `False`.
+    pub status: String,
+    /// Who announces which address, on which interface.
+    pub message: String,
+    /// When the status last changed.
+    pub since: Time,
 }
 
 /// A speaker pod: where it runs and whether it is ready.
@@ -89,7 +101,11 @@ impl World {
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .and_then(|cs| cs.iter().find(|c| c.type_ == ANNOUNCED_CONDITION))
-            .map(|c| (c.status.clone(), c.message.clone()));
+            .map(|c| Announced {
+                status: c.status.clone(),
+                message: c.message.clone(),
+                since: c.last_transition_time.clone(),
+            });
         let view = Svc {
             announced,
             class: spec.and_then(|s| s.load_balancer_class.clone()),
@@ -262,13 +278,9 @@ impl World {
             .collect()
     }
 
-    /// The speakers' condition as the Service's status holds it now: (status, message).
-    pub fn announced_condition(&self, key: &str) -> Option<(&str, &str)> {
-        self.services
-            .get(key)?
-            .announced
-            .as_ref()
-            .map(|(s, m)| (s.as_str(), m.as_str()))
+    /// The speakers' condition as the Service's status holds it now.
+    pub fn announced_condition(&self, key: &str) -> Option<&Announced> {
+        self.services.get(key)?.announced.as_ref()
     }
 
     /// Every Service key, to find the ones a re-list no longer has.
@@ -310,6 +322,11 @@ impl World {
     /// Nodes running a speaker pod (ready or not): the only nodes that can announce.
     pub fn speaker_nodes(&self) -> BTreeSet<String> {
         self.speakers.values().map(|s| s.node.clone()).collect()
+    }
+
+    /// The Nodes, by name.
+    pub fn nodes(&self) -> &BTreeMap<String, NodeView> {
+        &self.nodes
     }
 
     /// What `me` announces with Layer 2, given the live speakers.
