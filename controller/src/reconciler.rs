@@ -623,7 +623,8 @@ fn describe(a: &Assignment) -> String {
 }
 
 /// Writes `outcome` to the Service where it differs from what is there: Some(true) when it
-/// wrote, Some(false) when nothing differed, None when a write failed (it is retried later).
+/// wrote, Some(false) when nothing differed, None when a write failed (it is retried later; an
+/// Event is published once the status is written, even if the annotation failed).
 async fn write(
     ctx: &Context,
     svc: &ServiceView,
@@ -655,16 +656,6 @@ async fn write(
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &svc.namespace);
     let name = &svc.name;
     let started = Instant::now();
-    if allocated_pool(svc) != pool {
-        let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: pool}}});
-        if let Err(e) = api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::warn!(service = %svc.key(), error = %e, "cannot write the pool annotation");
-            return None;
-        }
-    }
     let transition = match &svc.condition {
         Some(old) if old.status == status => Some(old.last_transition_time.clone()),
         _ => None,
@@ -681,13 +672,35 @@ async fn write(
         .iter()
         .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
         .collect();
-    let patch = json!({
+    let status_patch = json!({
         "apiVersion": "v1",
         "kind": "Service",
         "status": {"loadBalancer": {"ingress": ingress}, "conditions": [condition]},
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    if let Err(e) = api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+    // Status and annotation are written at once, not one after the other: the status is what
+    // clients wait for and what a new leader restores from, and the annotation only names the
+    // pool, so either order is safe and the Service gets its addresses one round trip sooner.
+    let annotate = async {
+        if allocated_pool(svc) == pool {
+            return Ok(());
+        }
+        let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: pool}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+    };
+    let write_status = async {
+        let written = api
+            .patch_status(name, &params, &Patch::Apply(&status_patch))
+            .await;
+        (written, Instant::now())
+    };
+    let (annotated, (status_written, acked)) = tokio::join!(annotate, write_status);
+    if let Err(e) = &annotated {
+        tracing::warn!(service = %svc.key(), error = %e, "cannot write the pool annotation");
+    }
+    if let Err(e) = status_written {
         tracing::warn!(service = %svc.key(), error = %e, "cannot write Service status");
         return None;
     }
@@ -701,8 +714,8 @@ async fn write(
                         .get_or_create(&StageLabels { stage })
                         .observe(d.as_secs_f64());
                 };
-                observe("api", started.elapsed());
-                observe("total", at.elapsed());
+                observe("api", acked - started);
+                observe("total", acked - at);
             }
             tracing::info!(service = %svc.key(), ips = %describe(a), "allocated");
             let event = Event {
@@ -727,7 +740,8 @@ async fn write(
         }
         Outcome::Allocated(_) => {}
     }
-    Some(true)
+    // A missing annotation is written again at the next event of this Service.
+    annotated.is_ok().then_some(true)
 }
 
 /// Removes what the controller wrote on a Service it no longer handles.
