@@ -250,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
             .map(|stage| {
                 let q = |q| {
                     histogram_quantile(&before, &after, stage, q)
-                        .map_or("?".to_owned(), |(le, _)| format!("≤{:.1} ms", le * 1000.0))
+                        .map_or("?".to_owned(), |(le, _)| format!("≤{:.2} ms", le * 1000.0))
                 };
                 format!("{stage} {}/{}", q(0.5), q(0.99))
             })
