@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use ferrolb_controller::events::Publisher;
 use ferrolb_controller::leader::{self, LeaseConfig};
 use ferrolb_controller::metrics::Metrics;
 use ferrolb_controller::reconciler::{self, Context, FIELD_MANAGER};
 use ferrolb_runtime::{CommonArgs, Process, serve, shutdown_signal};
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 
 /// The FerroLB controller: assigns addresses from the LoadBalancerConfig's address pools to
 /// Services of type LoadBalancer, and writes them to Service status with an Event and a
@@ -109,7 +110,7 @@ async fn run(cli: Cli, process: Process) -> ExitCode {
         if leadership.wait_for(|leads| *leads).await.is_err() {
             return Err(reconciler::Error::LostLeadership);
         }
-        let recorder = Recorder::new(
+        let events = Publisher::spawn(
             client.clone(),
             Reporter {
                 controller: FIELD_MANAGER.to_owned(),
@@ -118,7 +119,7 @@ async fn run(cli: Cli, process: Process) -> ExitCode {
         );
         let ctx = Context {
             client: client.clone(),
-            recorder,
+            events,
             metrics,
         };
         reconciler::run(ctx, leadership).await

@@ -6,6 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Labels of per-pool gauges.
@@ -24,8 +25,22 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Labels of the allocation latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `queued`: from the watch event being received to the reconcile starting; `api`: the
+    /// writes (pool annotation, then status) until the API server acknowledged the status;
+    /// `total`: from the watch event being received to that acknowledgement.
+    pub stage: &'static str,
+}
+
+/// Buckets from 0.25 ms to about 4 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
 /// Every metric the controller exports.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Metrics {
     /// Addresses a pool can hand out (f64: a /64 does not fit an i64 gauge).
     pub addresses_total: Family<PoolLabels, Gauge<f64, AtomicU64>>,
@@ -35,6 +50,20 @@ pub struct Metrics {
     pub allocations: Family<ResultLabels, Counter>,
     /// 1 while the newest LoadBalancerConfig is rejected and an older one is in force.
     pub config_stale: Gauge,
+    /// Where the time goes between a Service's watch event and its new addresses in status.
+    pub allocation_latency: Family<StageLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            addresses_total: Family::default(),
+            addresses_in_use: Family::default(),
+            allocations: Family::default(),
+            config_stale: Gauge::default(),
+            allocation_latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
 }
 
 impl Metrics {
@@ -59,6 +88,11 @@ impl Metrics {
             "controller_config_stale",
             "1 when the current LoadBalancerConfig is rejected and the last valid one is in force",
             self.config_stale.clone(),
+        );
+        registry.register(
+            "controller_allocation_latency_seconds",
+            "Seconds from a Service's watch event to the API server acknowledging its new addresses, by stage (queued, api, total)",
+            self.allocation_latency.clone(),
         );
     }
 }

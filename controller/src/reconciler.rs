@@ -8,7 +8,7 @@
 //! or doubles across restarts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrolb_api::address::IpFamily;
 use ferrolb_api::v1alpha1::{FamilyUsage, LoadBalancerConfigSpec, PoolUsage};
@@ -18,17 +18,23 @@ use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::allocator::{AllocationError, Allocator, Assignment, ServiceKey};
+use crate::events::Publisher;
 use crate::leader::Leadership;
-use crate::metrics::{Metrics, PoolLabels, ResultLabels};
+use crate::metrics::{Metrics, PoolLabels, ResultLabels, StageLabels};
 use crate::service::{
-    self, ALLOCATED_FROM_POOL, CONDITION_TYPE, RequestError, allocated_pool, is_ours, status_ips,
+    self, ALLOCATED_FROM_POOL, CONDITION_TYPE, RequestError, ServiceView, allocated_pool, is_ours,
+    status_ips,
 };
+
+/// Watch events received but not yet handled by the loop; beyond this the watches wait.
+const INPUT_QUEUE: usize = 4096;
 
 /// Field manager of everything the controller writes.
 pub const FIELD_MANAGER: &str = "ferrolb-controller";
@@ -48,8 +54,8 @@ pub enum Error {
 pub struct Context {
     /// API client (the controller's own ServiceAccount).
     pub client: Client,
-    /// Publishes Events on Services.
-    pub recorder: Recorder,
+    /// Publishes Events on Services (in the background).
+    pub events: Publisher,
     /// Exported metrics.
     pub metrics: Metrics,
 }
@@ -60,9 +66,10 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// One watch event; boxed, as Services and configs are large and arrive one at a time.
+/// One watch event; boxed, as configs are large and arrive one at a time. A Service is turned
+/// into its [`ServiceView`] as soon as it is decoded, so no whole Service outlives its event.
 enum Input {
-    Service(Box<watcher::Event<Service>>),
+    Service(Box<watcher::Event<ServiceView>>),
     Namespace(Box<watcher::Event<PartialObjectMeta<Namespace>>>),
     Config(Box<watcher::Event<LoadBalancerConfig>>),
 }
@@ -79,7 +86,7 @@ enum Outcome {
 
 /// Everything the loop knows.
 struct State {
-    services: BTreeMap<ServiceKey, Service>,
+    services: BTreeMap<ServiceKey, ServiceView>,
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
     configs: BTreeMap<String, LoadBalancerConfig>,
     /// The configuration in force (the last valid one) and the object it came from.
@@ -99,6 +106,26 @@ struct State {
     usage_dirty: bool,
 }
 
+/// Aborts a task when dropped (the watches, when the loop stops).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The slim view of a Service watch event; the Service itself is dropped here.
+fn view_event(event: watcher::Event<Service>) -> watcher::Event<ServiceView> {
+    match event {
+        watcher::Event::Apply(s) => watcher::Event::Apply(ServiceView::new(s)),
+        watcher::Event::Delete(s) => watcher::Event::Delete(ServiceView::new(s)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(s) => watcher::Event::InitApply(ServiceView::new(s)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
 /// Runs until leadership is lost or a watch ends.
 pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> {
     let client = ctx.client.clone();
@@ -107,7 +134,7 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
         watcher::Config::default(),
     )
     .default_backoff()
-    .map(|e| e.map(|e| Input::Service(Box::new(e))));
+    .map(|e| e.map(|e| Input::Service(Box::new(view_event(e)))));
     let namespaces = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         watcher::Config::default(),
@@ -122,7 +149,17 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
     .map(|e| e.map(|e| Input::Config(Box::new(e))));
     let streams: [futures::stream::BoxStream<'static, Result<Input, watcher::Error>>; 3] =
         [services.boxed(), namespaces.boxed(), configs.boxed()];
-    let mut inputs = futures::stream::select_all(streams);
+    // The watches run in a task of their own and stamp each event when it is decoded, so the
+    // time an event waits for the loop is measured (and decoding overlaps the loop's writes).
+    let (tx, mut inputs) = mpsc::channel::<(Instant, Result<Input, watcher::Error>)>(INPUT_QUEUE);
+    let _watches = AbortOnDrop(tokio::spawn(async move {
+        let mut streams = futures::stream::select_all(streams);
+        while let Some(input) = streams.next().await {
+            if tx.send((Instant::now(), input)).await.is_err() {
+                break;
+            }
+        }
+    }));
 
     let mut state = State {
         services: BTreeMap::new(),
@@ -153,8 +190,8 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
                 state.usage_dirty = false;
                 write_usage(&ctx, &state).await;
             }
-            input = inputs.next() => {
-                let Some(input) = input else { return Err(Error::WatchEnded("input")) };
+            input = inputs.recv() => {
+                let Some((received, input)) = input else { return Err(Error::WatchEnded("input")) };
                 let input = match input {
                     Ok(input) => input,
                     Err(e) => {
@@ -174,7 +211,7 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
                     Touched::Nothing => {}
                     Touched::Services(keys) => {
                         for key in keys {
-                            reconcile(&ctx, &mut state, &key).await;
+                            reconcile(&ctx, &mut state, &key, Some(received)).await;
                         }
                         retry_pending(&ctx, &mut state).await;
                     }
@@ -191,7 +228,7 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
 /// Objects being relisted, kept apart until the list is complete.
 #[derive(Default)]
 struct Buffers {
-    services: Option<BTreeMap<ServiceKey, Service>>,
+    services: Option<BTreeMap<ServiceKey, ServiceView>>,
     namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
     configs: Option<BTreeMap<String, LoadBalancerConfig>>,
 }
@@ -200,15 +237,6 @@ enum Touched {
     Nothing,
     Services(Vec<ServiceKey>),
     Everything,
-}
-
-/// Drops what the controller never reads, to keep memory flat at 10,000 Services.
-fn slim(mut svc: Service) -> Service {
-    svc.metadata.managed_fields = None;
-    if let Some(a) = svc.metadata.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-    svc
 }
 
 fn apply_input(
@@ -220,12 +248,12 @@ fn apply_input(
     match input {
         Input::Service(event) => match *event {
             watcher::Event::Apply(svc) => {
-                let key = service::key(&svc);
-                state.services.insert(key.clone(), slim(svc));
+                let key = svc.key();
+                state.services.insert(key.clone(), svc);
                 Touched::Services(vec![key])
             }
             watcher::Event::Delete(svc) => {
-                let key = service::key(&svc);
+                let key = svc.key();
                 state.services.remove(&key);
                 Touched::Services(vec![key])
             }
@@ -234,11 +262,10 @@ fn apply_input(
                 Touched::Nothing
             }
             watcher::Event::InitApply(svc) => {
-                let svc = slim(svc);
                 buffers
                     .services
                     .get_or_insert_default()
-                    .insert(service::key(&svc), svc);
+                    .insert(svc.key(), svc);
                 Touched::Nothing
             }
             watcher::Event::InitDone => {
@@ -365,7 +392,7 @@ async fn load_config(ctx: &Context, state: &mut State) {
             action: "Validate".into(),
             secondary: None,
         };
-        publish(ctx, &event, &config.object_ref(&())).await;
+        ctx.events.publish(&event, config.object_ref(&()));
         return;
     }
     ctx.metrics.config_stale.set(0);
@@ -427,11 +454,10 @@ async fn startup(ctx: &Context, state: &mut State) {
     reconcile_all(ctx, state).await;
 }
 
-fn namespace_labels(state: &State, svc: &Service) -> BTreeMap<String, String> {
-    svc.metadata
-        .namespace
-        .as_ref()
-        .and_then(|ns| state.namespaces.get(ns))
+fn namespace_labels(state: &State, svc: &ServiceView) -> BTreeMap<String, String> {
+    state
+        .namespaces
+        .get(&svc.namespace)
         .cloned()
         .unwrap_or_default()
 }
@@ -448,7 +474,7 @@ async fn reconcile_all(ctx: &Context, state: &mut State) {
         }
     }
     for key in held.into_iter().chain(rest) {
-        reconcile(ctx, state, &key).await;
+        reconcile(ctx, state, &key, None).await;
     }
     let services = &state.services;
     state.pending.retain(|k| services.contains_key(k));
@@ -461,12 +487,19 @@ async fn retry_pending(ctx: &Context, state: &mut State) {
     }
     let keys: Vec<ServiceKey> = state.pending.iter().cloned().collect();
     for key in keys {
-        reconcile(ctx, state, &key).await;
+        reconcile(ctx, state, &key, None).await;
     }
 }
 
-/// Brings one Service to what the allocator says.
-async fn reconcile(ctx: &Context, state: &mut State, key: &str) {
+/// Brings one Service to what the allocator says. `received` is when the watch event that
+/// caused this arrived (for the latency metrics).
+async fn reconcile(ctx: &Context, state: &mut State, key: &str, received: Option<Instant>) {
+    if let Some(at) = received {
+        ctx.metrics
+            .allocation_latency
+            .get_or_create(&StageLabels { stage: "queued" })
+            .observe(at.elapsed().as_secs_f64());
+    }
     let class = class(state).to_owned();
     let Some(svc) = state.services.get(key).cloned() else {
         // Deleted: its addresses go back, and waiting Services may now fit.
@@ -550,7 +583,7 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str) {
     if state.written.get(key) == Some(&outcome) {
         return;
     }
-    match write(ctx, &svc, &outcome).await {
+    match write(ctx, &svc, &outcome, received).await {
         None => {}
         Some(wrote) => {
             if wrote {
@@ -590,8 +623,14 @@ fn describe(a: &Assignment) -> String {
 }
 
 /// Writes `outcome` to the Service where it differs from what is there: Some(true) when it
-/// wrote, Some(false) when nothing differed, None when a write failed (it is retried later).
-async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> Option<bool> {
+/// wrote, Some(false) when nothing differed, None when a write failed (it is retried later; an
+/// Event is published once the status is written, even if the annotation failed).
+async fn write(
+    ctx: &Context,
+    svc: &ServiceView,
+    outcome: &Outcome,
+    received: Option<Instant>,
+) -> Option<bool> {
     let (status, reason, message, ips, pool) = match outcome {
         Outcome::Allocated(a) => (
             "True",
@@ -614,28 +653,11 @@ async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> Option<bool> 
     if unchanged {
         return Some(false);
     }
-    let api: Api<Service> = Api::namespaced(
-        ctx.client.clone(),
-        svc.metadata.namespace.as_deref().unwrap_or_default(),
-    );
-    let name = svc.name_any();
-    if allocated_pool(svc) != pool {
-        let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: pool}}});
-        if let Err(e) = api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            tracing::warn!(service = %service::key(svc), error = %e, "cannot write the pool annotation");
-            return None;
-        }
-    }
-    let transition = match service::condition(svc) {
-        Some((old, _, _)) if old == status => svc
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == CONDITION_TYPE))
-            .map(|c| c.last_transition_time.clone()),
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &svc.namespace);
+    let name = &svc.name;
+    let started = Instant::now();
+    let transition = match &svc.condition {
+        Some(old) if old.status == status => Some(old.last_transition_time.clone()),
         _ => None,
     };
     let condition = Condition {
@@ -643,30 +665,59 @@ async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> Option<bool> 
         status: status.to_owned(),
         reason: reason.to_owned(),
         message: message.clone(),
-        observed_generation: svc.metadata.generation,
+        observed_generation: svc.generation,
         last_transition_time: transition.unwrap_or(Time(Timestamp::now())),
     };
     let ingress: Vec<_> = ips
         .iter()
         .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
         .collect();
-    let patch = json!({
+    let status_patch = json!({
         "apiVersion": "v1",
         "kind": "Service",
         "status": {"loadBalancer": {"ingress": ingress}, "conditions": [condition]},
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    if let Err(e) = api
-        .patch_status(&name, &params, &Patch::Apply(&patch))
-        .await
-    {
-        tracing::warn!(service = %service::key(svc), error = %e, "cannot write Service status");
+    // Status and annotation are written at once, not one after the other: the status is what
+    // clients wait for and what a new leader restores from, and the annotation only names the
+    // pool, so either order is safe and the Service gets its addresses one round trip sooner.
+    let annotate = async {
+        if allocated_pool(svc) == pool {
+            return Ok(());
+        }
+        let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: pool}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+    };
+    let write_status = async {
+        let written = api
+            .patch_status(name, &params, &Patch::Apply(&status_patch))
+            .await;
+        (written, Instant::now())
+    };
+    let (annotated, (status_written, acked)) = tokio::join!(annotate, write_status);
+    if let Err(e) = &annotated {
+        tracing::warn!(service = %svc.key(), error = %e, "cannot write the pool annotation");
+    }
+    if let Err(e) = status_written {
+        tracing::warn!(service = %svc.key(), error = %e, "cannot write Service status");
         return None;
     }
     let changed_ips = status_ips(svc) != ips;
     match outcome {
         Outcome::Allocated(a) if changed_ips => {
-            tracing::info!(service = %service::key(svc), ips = %describe(a), "allocated");
+            if let Some(at) = received {
+                let observe = |stage, d: Duration| {
+                    ctx.metrics
+                        .allocation_latency
+                        .get_or_create(&StageLabels { stage })
+                        .observe(d.as_secs_f64());
+                };
+                observe("api", acked - started);
+                observe("total", acked - at);
+            }
+            tracing::info!(service = %svc.key(), ips = %describe(a), "allocated");
             let event = Event {
                 type_: EventType::Normal,
                 reason: "IPAllocated".into(),
@@ -674,10 +725,10 @@ async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> Option<bool> 
                 action: "Allocate".into(),
                 secondary: None,
             };
-            publish(ctx, &event, &svc.object_ref(&())).await;
+            ctx.events.publish(&event, svc.object_ref());
         }
         Outcome::Failed { reason, message } => {
-            tracing::info!(service = %service::key(svc), reason, message, "allocation failed");
+            tracing::info!(service = %svc.key(), reason, message, "allocation failed");
             let event = Event {
                 type_: EventType::Warning,
                 reason: "AllocationFailed".into(),
@@ -685,32 +736,27 @@ async fn write(ctx: &Context, svc: &Service, outcome: &Outcome) -> Option<bool> 
                 action: "Allocate".into(),
                 secondary: None,
             };
-            publish(ctx, &event, &svc.object_ref(&())).await;
+            ctx.events.publish(&event, svc.object_ref());
         }
         Outcome::Allocated(_) => {}
     }
-    Some(true)
+    // A missing annotation is written again at the next event of this Service.
+    annotated.is_ok().then_some(true)
 }
 
 /// Removes what the controller wrote on a Service it no longer handles.
-async fn clear(ctx: &Context, svc: &Service) {
-    let api: Api<Service> = Api::namespaced(
-        ctx.client.clone(),
-        svc.metadata.namespace.as_deref().unwrap_or_default(),
-    );
-    let name = svc.name_any();
+async fn clear(ctx: &Context, svc: &ServiceView) {
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &svc.namespace);
+    let name = &svc.name;
     let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: null}}});
     let _ = api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await;
     // Applying an empty status drops the fields this manager owned.
     let patch = json!({"apiVersion": "v1", "kind": "Service", "status": {}});
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    if let Err(e) = api
-        .patch_status(&name, &params, &Patch::Apply(&patch))
-        .await
-    {
-        tracing::warn!(service = %service::key(svc), error = %e, "cannot clear Service status");
+    if let Err(e) = api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+        tracing::warn!(service = %svc.key(), error = %e, "cannot clear Service status");
     }
 }
 
@@ -762,16 +808,6 @@ async fn write_usage(ctx: &Context, state: &State) {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     if let Err(e) = api.patch_status(name, &params, &Patch::Apply(&patch)).await {
         tracing::warn!(config = %name, error = %e, "cannot write pool usage");
-    }
-}
-
-async fn publish(
-    ctx: &Context,
-    event: &Event,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-) {
-    if let Err(e) = ctx.recorder.publish(event, reference).await {
-        tracing::warn!(reason = %event.reason, error = %e, "cannot publish an Event");
     }
 }
 

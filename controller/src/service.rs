@@ -1,11 +1,15 @@
 //! How a Kubernetes Service translates into an allocation request, and what the controller
 //! writes back. Pure: no client.
+//!
+//! The controller never keeps a `Service`: each watch event is turned into a [`ServiceView`] at
+//! once, which holds only what the reconciler reads, with the request already parsed.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ferrolb_api::address::IpFamily;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::allocator::{FamilyPolicy, Port, ServiceKey, ServiceRequest};
 
@@ -47,6 +51,132 @@ impl RequestError {
     }
 }
 
+/// What a Service asks for, as far as the Service alone decides it (the namespace's labels are
+/// added when the request is made).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    /// Families wanted.
+    pub families: FamilyPolicy,
+    /// Addresses asked for explicitly (annotation or `spec.loadBalancerIP`).
+    pub requested: Vec<IpAddr>,
+    /// Pool asked for by annotation.
+    pub pool: Option<String>,
+    /// Sharing key.
+    pub sharing_key: Option<String>,
+    /// The selector for `externalTrafficPolicy: Local`, else empty.
+    pub backend_key: String,
+    /// Ports exposed, sorted.
+    pub ports: Vec<Port>,
+}
+
+/// The controller's condition as found on a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenCondition {
+    /// `True` or `False`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+    /// When the status last changed (kept across writes that do not change it).
+    pub last_transition_time: Time,
+}
+
+/// Everything the controller reads of a Service, and nothing else: a few hundred bytes instead
+/// of the whole object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceView {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.uid` (for Events).
+    pub uid: Option<String>,
+    /// `metadata.generation` (the condition's `observedGeneration`).
+    pub generation: Option<i64>,
+    /// `spec.type` is `LoadBalancer`.
+    pub load_balancer: bool,
+    /// `spec.loadBalancerClass`.
+    pub class: Option<String>,
+    /// `metadata.deletionTimestamp` is set.
+    pub deleting: bool,
+    /// `metadata.labels` (for `allocateTo.serviceSelectors`).
+    pub labels: BTreeMap<String, String>,
+    /// The request, parsed once when the event arrives, or why it is invalid.
+    pub ask: Result<Ask, RequestError>,
+    /// The addresses in `status.loadBalancer.ingress`.
+    pub status_ips: Vec<IpAddr>,
+    /// The `ferrolb.io/ip-allocated-from-pool` annotation.
+    pub allocated_pool: Option<String>,
+    /// The controller's condition in `status.conditions`.
+    pub condition: Option<SeenCondition>,
+}
+
+impl ServiceView {
+    /// The view of `svc`. Takes the Service, so that its strings move rather than copy and the
+    /// object is gone once the view exists.
+    pub fn new(svc: Service) -> Self {
+        let Service {
+            metadata,
+            spec,
+            status,
+        } = svc;
+        let annotations = metadata.annotations.unwrap_or_default();
+        let spec = spec.unwrap_or_default();
+        let ask = ask(&annotations, &spec);
+        let status_ips = status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.as_deref()?.parse().ok())
+            .collect();
+        let condition = status
+            .and_then(|s| s.conditions)
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == CONDITION_TYPE)
+            .map(|c| SeenCondition {
+                status: c.status,
+                reason: c.reason,
+                message: c.message,
+                last_transition_time: c.last_transition_time,
+            });
+        Self {
+            namespace: metadata.namespace.unwrap_or_default(),
+            name: metadata.name.unwrap_or_default(),
+            uid: metadata.uid,
+            generation: metadata.generation,
+            load_balancer: spec.type_.as_deref() == Some("LoadBalancer"),
+            class: spec.load_balancer_class,
+            deleting: metadata.deletion_timestamp.is_some(),
+            labels: metadata.labels.unwrap_or_default(),
+            ask,
+            status_ips,
+            allocated_pool: annotations.get(ALLOCATED_FROM_POOL).cloned(),
+            condition,
+        }
+    }
+
+    /// `namespace/name`.
+    pub fn key(&self) -> ServiceKey {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// A reference to the Service, for Events.
+    pub fn object_ref(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Service".to_owned()),
+            name: Some(self.name.clone()),
+            namespace: Some(self.namespace.clone()),
+            uid: self.uid.clone(),
+            ..ObjectReference::default()
+        }
+    }
+}
+
 /// `namespace/name` of a Service.
 pub fn key(svc: &Service) -> ServiceKey {
     format!(
@@ -58,19 +188,17 @@ pub fn key(svc: &Service) -> ServiceKey {
 
 /// Whether this controller is responsible for the Service: type LoadBalancer, and the class the
 /// configuration names (empty: Services without a class).
-pub fn is_ours(svc: &Service, class: &str) -> bool {
-    let Some(spec) = &svc.spec else {
-        return false;
-    };
-    let lb = spec.type_.as_deref() == Some("LoadBalancer");
-    let svc_class = spec.load_balancer_class.as_deref().unwrap_or_default();
-    lb && svc_class == class && svc.metadata.deletion_timestamp.is_none()
+pub fn is_ours(svc: &ServiceView, class: &str) -> bool {
+    let svc_class = svc.class.as_deref().unwrap_or_default();
+    svc.load_balancer && svc_class == class && !svc.deleting
 }
 
 /// The annotation `name` (given with the ferrolb.io/ prefix) under any honoured prefix.
-fn annotation<'a>(svc: &'a Service, name: &str) -> Option<(String, &'a str)> {
+fn annotation<'a>(
+    annotations: &'a BTreeMap<String, String>,
+    name: &str,
+) -> Option<(String, &'a str)> {
     let suffix = name.trim_start_matches("ferrolb.io/");
-    let annotations = svc.metadata.annotations.as_ref()?;
     PREFIXES.iter().find_map(|prefix| {
         // MetalLB spells the request annotation loadBalancerIPs.
         let names = if suffix == "load-balancer-ips" && *prefix != "ferrolb.io/" {
@@ -86,14 +214,13 @@ fn annotation<'a>(svc: &'a Service, name: &str) -> Option<(String, &'a str)> {
     })
 }
 
-/// The allocation request of a Service this controller handles.
-pub fn request(
-    svc: &Service,
-    namespace_labels: &BTreeMap<String, String>,
-) -> Result<ServiceRequest, RequestError> {
-    let spec = svc.spec.clone().unwrap_or_default();
+/// What the Service's annotations and spec ask for.
+fn ask(
+    annotations: &BTreeMap<String, String>,
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+) -> Result<Ask, RequestError> {
     let mut requested = Vec::new();
-    if let Some((field, value)) = annotation(svc, LOAD_BALANCER_IPS) {
+    if let Some((field, value)) = annotation(annotations, LOAD_BALANCER_IPS) {
         for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             requested.push(part.parse::<IpAddr>().map_err(|_| RequestError::BadIp {
                 source_field: format!("annotation {field}"),
@@ -147,49 +274,50 @@ pub fn request(
         })
         .collect();
     ports.sort();
-    Ok(ServiceRequest {
-        key: key(svc),
-        namespace: svc.metadata.namespace.clone().unwrap_or_default(),
-        namespace_labels: namespace_labels.clone(),
-        labels: svc.metadata.labels.clone().unwrap_or_default(),
+    Ok(Ask {
         families,
         requested,
-        pool: annotation(svc, ADDRESS_POOL).map(|(_, v)| v.to_owned()),
-        sharing_key: annotation(svc, ALLOW_SHARED_IP).map(|(_, v)| v.to_owned()),
+        pool: annotation(annotations, ADDRESS_POOL).map(|(_, v)| v.to_owned()),
+        sharing_key: annotation(annotations, ALLOW_SHARED_IP).map(|(_, v)| v.to_owned()),
         backend_key,
         ports,
     })
 }
 
+/// The allocation request of a Service this controller handles.
+pub fn request(
+    svc: &ServiceView,
+    namespace_labels: &BTreeMap<String, String>,
+) -> Result<ServiceRequest, RequestError> {
+    let ask = svc.ask.clone()?;
+    Ok(ServiceRequest {
+        key: svc.key(),
+        namespace: svc.namespace.clone(),
+        namespace_labels: namespace_labels.clone(),
+        labels: svc.labels.clone(),
+        families: ask.families,
+        requested: ask.requested,
+        pool: ask.pool,
+        sharing_key: ask.sharing_key,
+        backend_key: ask.backend_key,
+        ports: ask.ports,
+    })
+}
+
 /// The addresses in the Service's status (what it holds as far as the cluster knows).
-pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
+pub fn status_ips(svc: &ServiceView) -> Vec<IpAddr> {
+    svc.status_ips.clone()
 }
 
 /// The pool annotation the controller wrote.
-pub fn allocated_pool(svc: &Service) -> Option<&str> {
-    svc.metadata
-        .annotations
-        .as_ref()?
-        .get(ALLOCATED_FROM_POOL)
-        .map(String::as_str)
+pub fn allocated_pool(svc: &ServiceView) -> Option<&str> {
+    svc.allocated_pool.as_deref()
 }
 
 /// The status of the controller's condition on the Service, with its reason and message.
-pub fn condition(svc: &Service) -> Option<(&str, &str, &str)> {
-    svc.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == CONDITION_TYPE)
+pub fn condition(svc: &ServiceView) -> Option<(&str, &str, &str)> {
+    svc.condition
+        .as_ref()
         .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
@@ -199,8 +327,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
     use kube::api::ObjectMeta;
 
-    fn service(annotations: &[(&str, &str)], spec: ServiceSpec) -> Service {
-        Service {
+    fn service(annotations: &[(&str, &str)], spec: ServiceSpec) -> ServiceView {
+        ServiceView::new(Service {
             metadata: ObjectMeta {
                 name: Some("web".into()),
                 namespace: Some("shop".into()),
@@ -214,7 +342,7 @@ mod tests {
             },
             spec: Some(spec),
             status: None,
-        }
+        })
     }
 
     fn lb() -> ServiceSpec {
@@ -226,6 +354,67 @@ mod tests {
             }]),
             ..ServiceSpec::default()
         }
+    }
+
+    #[test]
+    fn the_view_keeps_what_the_controller_reads() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web", "namespace": "shop", "uid": "u-1", "generation": 3,
+                "deletionTimestamp": "2026-11-27T00:00:00Z",
+                "labels": {"team": "a"},
+                "annotations": {
+                    "ferrolb.io/ip-allocated-from-pool": "general",
+                    "ferrolb.io/allow-shared-ip": "dns",
+                    "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+            },
+            "spec": {"type": "LoadBalancer", "loadBalancerClass": "example.com/lb",
+                     "ports": [{"port": 53, "protocol": "UDP"}]},
+            "status": {
+                "loadBalancer": {"ingress": [{"ip": "203.0.113.5"}, {"hostname": "x"}]},
+                "conditions": [
+                    {"type": "Other", "status": "True", "reason": "R", "message": "",
+                     "lastTransitionTime": "2026-11-27T00:00:00Z"},
+                    {"type": CONDITION_TYPE, "status": "True", "reason": "IPAllocated",
+                     "message": "203.0.113.5 from pool general",
+                     "lastTransitionTime": "2026-11-26T00:00:00Z"},
+                ],
+            },
+        }))
+        .unwrap();
+        let v = ServiceView::new(svc);
+        assert_eq!(v.key(), "shop/web");
+        assert_eq!(v.uid.as_deref(), Some("u-1"));
+        assert_eq!(v.generation, Some(3));
+        assert!(v.deleting && v.load_balancer);
+        assert_eq!(v.class.as_deref(), Some("example.com/lb"));
+        assert!(!is_ours(&v, "example.com/lb"), "being deleted");
+        assert_eq!(v.labels.get("team").map(String::as_str), Some("a"));
+        assert_eq!(
+            status_ips(&v),
+            vec!["203.0.113.5".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(allocated_pool(&v), Some("general"));
+        assert_eq!(
+            condition(&v),
+            Some(("True", "IPAllocated", "203.0.113.5 from pool general"))
+        );
+        let ask = v.ask.as_ref().unwrap();
+        assert_eq!(ask.sharing_key.as_deref(), Some("dns"));
+        assert_eq!(
+            ask.ports,
+            vec![Port {
+                protocol: "UDP".into(),
+                port: 53
+            }]
+        );
+        let r = v.object_ref();
+        assert_eq!(
+            (r.kind.as_deref(), r.name.as_deref(), r.namespace.as_deref()),
+            (Some("Service"), Some("web"), Some("shop"))
+        );
     }
 
     #[test]

@@ -7,12 +7,22 @@
 //! Existing Services share 100 addresses (100 sharing keys, distinct ports), so 10,000 of them fit
 //! in the testbed's 203.0.113.0/24; each measured Service gets an address of its own and is deleted
 //! after, so the levels do not drift. Results go to docs/benchmarks.md by hand.
+//!
+//! Beside the client-side latency it prints the controller's own view of the measured
+//! allocations, from its `ferrolb_controller_allocation_latency_seconds` histogram (scraped from
+//! the leader before and after the samples, in the client namespace): `queued` (watch event
+//! received to reconcile start), `api` (its writes until the status write is acknowledged) and
+//! `total` (event received to acknowledged). Those are bucket upper bounds (buckets double from
+//! 0.25 ms), so they are coarse; what the client sees beyond `total` is the API server and the
+//! watch round trips.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
-use ferrolb_testbed::harness::{Testbed, pod_pid, replace_lb_config, repo_root, wait_for};
+use ferrolb_testbed::harness::{
+    Testbed, netns_sh, pod_pid, replace_lb_config, repo_root, wait_for,
+};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -48,7 +58,7 @@ fn has_ip(svc: &Service) -> bool {
         .is_some_and(|i| !i.is_empty())
 }
 
-async fn leader_rss_kib(client: &Client) -> Option<u64> {
+async fn leader(client: &Client) -> Option<Pod> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "ferrolb-system");
     let holder = leases
         .get("ferrolb-controller")
@@ -57,7 +67,70 @@ async fn leader_rss_kib(client: &Client) -> Option<u64> {
         .spec?
         .holder_identity?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "ferrolb-system");
-    let pid = pod_pid(&pods.get(&holder).await.ok()?)?;
+    pods.get(&holder).await.ok()
+}
+
+/// The leader's allocation-latency histogram: (stage, upper bound, cumulative count).
+async fn leader_histogram(tb: &Testbed, client: &Client) -> Vec<(String, f64, u64)> {
+    let Some(ip) = leader(client).await.and_then(|p| p.status?.pod_ip) else {
+        return Vec::new();
+    };
+    let url = format!("http://{ip}:8080/metrics");
+    let Ok(text) = netns_sh(&tb.client_netns, &["curl", "-sS", "--max-time", "5", &url]) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| l.starts_with("ferrolb_controller_allocation_latency_seconds_bucket{"))
+        .filter_map(|l| {
+            let label = |name: &str| {
+                let start = l.find(&format!("{name}=\""))? + name.len() + 2;
+                let end = start + l[start..].find('"')?;
+                Some(l[start..end].to_owned())
+            };
+            let le = label("le")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let count = l.split_whitespace().last()?.parse().ok()?;
+            Some((label("stage")?, le, count))
+        })
+        .collect()
+}
+
+/// Quantile `q` of the observations made between `before` and `after` for `stage`, as the
+/// upper bound of the bucket it falls in, and how many there were.
+fn histogram_quantile(
+    before: &[(String, f64, u64)],
+    after: &[(String, f64, u64)],
+    stage: &str,
+    q: f64,
+) -> Option<(f64, u64)> {
+    let delta: Vec<(f64, u64)> = after
+        .iter()
+        .filter(|(s, _, _)| s == stage)
+        .map(|(_, le, n)| {
+            let old = before
+                .iter()
+                .find(|(s, l, _)| s == stage && l == le)
+                .map_or(0, |(_, _, n)| *n);
+            (*le, n - old)
+        })
+        .collect();
+    let total = delta.iter().map(|(_, n)| *n).max()?;
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil() as u64;
+    delta
+        .iter()
+        .find(|(_, n)| *n >= rank)
+        .map(|(le, _)| (*le, total))
+}
+
+async fn leader_rss_kib(client: &Client) -> Option<u64> {
+    let pid = pod_pid(&leader(client).await?)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -114,8 +187,10 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let mut existing = 0usize;
-    println!("| existing Services | p50 | p99 | max | leader RSS |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| existing Services | p50 | p99 | max | leader RSS | controller p50/p99 (queued, api, total) |"
+    );
+    println!("|---|---|---|---|---|---|");
     for level in LEVELS {
         // Grow the background population to `level`, 8 creations at a time.
         let names: Vec<usize> = (existing..level).collect();
@@ -146,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         while rx.try_recv().is_ok() {}
+        let before = leader_histogram(&tb, &client).await;
 
         let mut latencies = Vec::with_capacity(SAMPLES);
         for n in 0..SAMPLES {
@@ -168,14 +244,26 @@ async fn main() -> anyhow::Result<()> {
             api.delete(&name, &DeleteParams::default()).await?;
         }
         latencies.sort();
+        let after = leader_histogram(&tb, &client).await;
+        let controller: Vec<String> = ["queued", "api", "total"]
+            .iter()
+            .map(|stage| {
+                let q = |q| {
+                    histogram_quantile(&before, &after, stage, q)
+                        .map_or("?".to_owned(), |(le, _)| format!("≤{:.2} ms", le * 1000.0))
+                };
+                format!("{stage} {}/{}", q(0.5), q(0.99))
+            })
+            .collect();
         let rss = leader_rss_kib(&client)
             .await
             .map_or("?".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
         println!(
-            "| {level} | {:.1?} | {:.1?} | {:.1?} | {rss} |",
+            "| {level} | {:.1?} | {:.1?} | {:.1?} | {rss} | {} |",
             percentile(&latencies, 50),
             percentile(&latencies, 99),
             latencies[latencies.len() - 1],
+            controller.join(", "),
         );
     }
     Ok(())
