@@ -128,6 +128,8 @@ struct Announcing {
     /// Conditions sent to the reporter that the watch has not shown back yet:
     /// Service → (status, message, when sent). Resent when older than [`RESEND`].
     sent: HashMap<String, (String, String, std::time::Instant)>,
+    /// This speaker's membership incarnation when last seen.
+    incarnation: u64,
 }
 
 /// How long a condition write may take to come back through the watch before it is sent again.
@@ -353,6 +355,12 @@ fn recompute(
     };
     let views = world.service_views();
     let mine = l2_announcements(&ctx.node, config, &views, world.nodes(), &live);
+    // A bigger incarnation means the others declared this speaker dead (it was cut off, or too
+    // slow) and may have announced its addresses meanwhile: claim them back on the wire.
+    let refuted = announcing.incarnation != 0 && view.incarnation > announcing.incarnation;
+    if view.incarnation != 0 {
+        announcing.incarnation = view.incarnation;
+    }
     let led: BTreeMap<IpAddr, BTreeSet<String>> =
         mine.iter().map(|a| (a.ip, a.interfaces.clone())).collect();
     if led != announcing.led {
@@ -387,6 +395,13 @@ fn recompute(
             tracing::info!(%ip, "no longer announcing");
         }
         announcing.led = led;
+    }
+    if refuted && !announcing.led.is_empty() {
+        tracing::info!(
+            addresses = announcing.led.len(),
+            "this speaker was declared dead while alive; announcing its addresses again"
+        );
+        ctx.responder.reannounce();
     }
 
     // The Service condition: written by the leader of the Service's first advertised address,

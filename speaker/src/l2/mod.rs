@@ -103,6 +103,7 @@ struct Shared {
     /// The interfaces currently served, by name.
     links: RwLock<BTreeMap<String, Interface>>,
     rescan: Notify,
+    reannounce: Notify,
     metrics: L2Metrics,
 }
 
@@ -128,6 +129,7 @@ impl Responder {
             desired,
             links: RwLock::new(BTreeMap::new()),
             rescan: Notify::new(),
+            reannounce: Notify::new(),
             metrics,
         });
         let mut manager = Manager {
@@ -169,6 +171,13 @@ impl Responder {
             .filter(|iface| answers_on(&desired, ip, &iface.name) && speaks_family(iface, ip))
             .map(|iface| iface.name.clone())
             .collect()
+    }
+
+    /// Announces every led address again (gratuitous ARP / unsolicited NA, then the repeats), as
+    /// if newly led: for when others may have announced them meanwhile, e.g. after this speaker
+    /// was cut off and declared dead while it still believed it led them.
+    pub fn reannounce(&self) {
+        self.shared.reannounce.notify_one();
     }
 
     /// Rescans the interfaces now rather than at the next periodic rescan.
@@ -223,6 +232,8 @@ impl Manager {
                 changed = desired.changed() => if changed.is_err() { break },
                 _ = tick.tick() => self.rescan(),
                 () = shared.rescan.notified() => self.rescan(),
+                // Forget what was announced, so `reconcile` announces it all again.
+                () = shared.reannounce.notified() => self.announcing.clear(),
             }
             self.reconcile(&desired.borrow_and_update().clone());
         }

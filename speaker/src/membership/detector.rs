@@ -209,6 +209,7 @@ impl Detector {
             peers,
             isolated,
             node: self.node.clone(),
+            incarnation: self.incarnation,
         }
     }
 

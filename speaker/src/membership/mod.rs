@@ -164,6 +164,9 @@ pub struct View {
     pub isolated: bool,
     /// This speaker's own node name (always live).
     pub node: String,
+    /// This speaker's incarnation: it grows when the speaker refutes its own death, i.e. when
+    /// others declared it dead (and may have taken over its addresses) while it was alive.
+    pub incarnation: u64,
 }
 
 impl View {

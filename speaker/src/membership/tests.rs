@@ -239,6 +239,11 @@ fn buried_member_refutes_with_a_bigger_incarnation() {
         ),
     );
     assert_eq!(a.incarnation(), mine + 1);
+    assert_eq!(
+        a.view(t0).incarnation,
+        mine + 1,
+        "the view tells the speaker to announce its addresses again"
+    );
     let to: Vec<&str> = out.iter().map(|o| o.to.as_str()).collect();
     assert_eq!(to, ["b", "c"], "the refutation goes to everyone");
     let refutation = decode(&out[0].bytes);
@@ -383,6 +388,7 @@ fn live_applies_the_readiness_fallback() {
     let ready = |n: &str| !n.ends_with("not-ready") && n != "self";
     let set = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     let view = View {
+        incarnation: 1,
         peers: peers.clone(),
         isolated: false,
         node: "self".into(),
@@ -392,6 +398,7 @@ fn live_applies_the_readiness_fallback() {
         set(&["alive", "alive-not-ready", "self", "unknown-ready"])
     );
     let isolated = View {
+        incarnation: 1,
         peers,
         isolated: true,
         node: "self".into(),
