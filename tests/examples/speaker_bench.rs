@@ -5,8 +5,8 @@
 //! Run (a testbed up with release binaries):
 //!   TESTBED_PROFILE=release make testbed-up
 //!   cargo run --release -p ferrolb-testbed --example speaker_bench
-//! `RUNS` (default 20) sets the repetitions of each failure. Results go to docs/benchmarks.md by
-//! hand.
+//! `RUNS` (default 20) sets the repetitions of each failure, `FAILURES` which ones (default
+//! `kill,link`), `RSS=0` skips the memory part. Results go to docs/benchmarks.md by hand.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -173,7 +173,12 @@ async fn main() -> anyhow::Result<()> {
 
     println!("| failure | runs | p50 gap | p99 gap | max gap |");
     println!("|---|---|---|---|---|");
-    for kind in ["speaker SIGKILL", "link cut"] {
+    let failures = std::env::var("FAILURES").unwrap_or_else(|_| "kill,link".into());
+    let kinds = [("kill", "speaker SIGKILL"), ("link", "link cut")]
+        .into_iter()
+        .filter(|(k, _)| failures.split(',').any(|f| f == *k))
+        .map(|(_, name)| name);
+    for kind in kinds {
         let mut gaps = Vec::new();
         for run in 0..runs {
             all_speakers_ready(&client, tb.node_names.len()).await?;
@@ -235,6 +240,9 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    if std::env::var("RSS").as_deref() == Ok("0") {
+        return Ok(());
+    }
     // Memory: 1,000 IPv6 Services, all with ready endpoints, so every speaker leads about a
     // third of them.
     all_speakers_ready(&client, tb.node_names.len()).await?;
