@@ -138,7 +138,9 @@ async fn start(cli: Cli, process: Process) -> ExitCode {
     let responder = match Responder::start(
         l2::Config {
             exclude,
-            rescan: Duration::from_secs(5),
+            // Cheap (a few files in /sys), and it bounds how long a link that comes back stays
+            // unanswered.
+            rescan: Duration::from_secs(1),
         },
         l2_metrics,
     ) {

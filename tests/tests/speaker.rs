@@ -447,6 +447,16 @@ async fn cutting_the_leaders_link_moves_the_address() -> anyhow::Result<()> {
     // Endpoints on the node about to vanish would fail a share of connections until Kubernetes
     // notices (minutes): that is kube-proxy's part, not the announcement's.
     l2.avoid("web", &leader, 2).await?;
+    // kube-proxy (the node agents) follows the moved endpoints within a second or so.
+    wait_for("20 answers in a row", T, || async {
+        for _ in 0..20 {
+            if l2.curl(&ip).is_err() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .await?;
     wait_for("curl", T, || async { Ok(l2.curl(&ip).ok()) }).await?;
     let i = l2.index(&leader)?;
     let mut down = None;

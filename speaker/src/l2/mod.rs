@@ -232,8 +232,12 @@ impl Manager {
                 changed = desired.changed() => if changed.is_err() { break },
                 _ = tick.tick() => self.rescan(),
                 () = shared.rescan.notified() => self.rescan(),
-                // Forget what was announced, so `reconcile` announces it all again.
-                () = shared.reannounce.notified() => self.announcing.clear(),
+                // Look at the links afresh (one may just have come back) and forget what was
+                // announced, so `reconcile` announces it all again.
+                () = shared.reannounce.notified() => {
+                    self.rescan();
+                    self.announcing.clear();
+                }
             }
             self.reconcile(&desired.borrow_and_update().clone());
         }
