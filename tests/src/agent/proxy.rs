@@ -5,15 +5,20 @@
 //! one is dropped, and the client address is kept); `Cluster` uses all endpoints and SNATs to the
 //! node address, as kube-proxy does.
 
+use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::api::ListParams;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::Ctx;
 
@@ -37,14 +42,42 @@ struct Rule {
 
 /// Compute the nftables table for the given services and slices on node `node` (pure, tested).
 /// The family follows `node_ip`: table `ip` for an IPv4 address, `ip6` for an IPv6 one.
-pub fn ruleset(
-    node: &str,
-    node_ip: &str,
-    services: &[Service],
-    slices: &[EndpointSlice],
-) -> String {
+///
+/// Linear in the number of objects: the slices are indexed by their Service once, and the
+/// Services (and each Service's slices) are taken in namespace/name order, so the output does not
+/// depend on the order of the inputs (a watch cache has none).
+pub fn ruleset<S, E>(node: &str, node_ip: &str, services: &[S], slices: &[E]) -> String
+where
+    S: Borrow<Service>,
+    E: Borrow<EndpointSlice>,
+{
     let v6 = node_ip.contains(':');
     let (fam, addr_type) = if v6 { ("ip6", "IPv6") } else { ("ip", "IPv4") };
+    // (namespace, service name) -> its slices of this address family, in slice-name order
+    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+    for s in slices.iter().map(Borrow::borrow) {
+        if s.address_type != addr_type {
+            continue;
+        }
+        let (Some(ns), Some(name)) = (
+            s.metadata.namespace.as_deref(),
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/service-name")),
+        ) else {
+            continue;
+        };
+        by_service.entry((ns, name.as_str())).or_default().push(s);
+    }
+    for v in by_service.values_mut() {
+        v.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    }
+    let mut services: Vec<&Service> = services.iter().map(Borrow::borrow).collect();
+    services.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    let no_slices: Vec<&EndpointSlice> = Vec::new();
     let mut rules = Vec::new();
     for svc in services {
         let (Some(ns), Some(name)) = (
@@ -70,19 +103,7 @@ pub fn ruleset(
         if int_ips.is_empty() {
             int_ips.extend(spec.cluster_ip.clone());
         }
-        let my_slices: Vec<&EndpointSlice> = slices
-            .iter()
-            .filter(|s| {
-                s.metadata.namespace.as_deref() == Some(ns)
-                    && s.address_type == addr_type
-                    && s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("kubernetes.io/service-name"))
-                        .map(String::as_str)
-                        == Some(name)
-            })
-            .collect();
+        let my_slices = by_service.get(&(ns, name)).unwrap_or(&no_slices);
         for sp in spec.ports.clone().unwrap_or_default() {
             let proto = sp
                 .protocol
@@ -93,7 +114,7 @@ pub fn ruleset(
                 continue;
             }
             let mut backends = Vec::new();
-            for sl in &my_slices {
+            for sl in my_slices {
                 let Some(port) = sl.ports.as_ref().and_then(|ps| {
                     ps.iter()
                         .find(|p| {
@@ -228,41 +249,101 @@ pub async fn flush() {
     let _ = super::sh("nft", &["delete", "table", "ip6", TABLE]).await;
 }
 
-/// Keep the node's nftables in sync with Services and EndpointSlices.
+/// How long to collect further changes after the first one before rebuilding, and the least
+/// time between two rebuilds (kube-proxy's minSyncPeriod is 1 s; the tests want it quicker).
+const SYNC_DELAY: Duration = Duration::from_millis(250);
+
+/// Mirror one resource into `writer` with a watch, waking `changed` after every change.
+async fn mirror<K>(api: Api<K>, writer: reflector::store::Writer<K>, changed: &Notify, what: &str)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default())
+            .modify(|o: &mut K| o.meta_mut().managed_fields = None),
+    )
+    .default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+                changed.notify_one();
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "watching {what}"),
+        }
+    }
+}
+
+/// Keep the node's nftables in sync with Services and EndpointSlices: watch both (as kube-proxy's
+/// informers do) and rebuild the ruleset only after a change, coalescing the changes of
+/// [`SYNC_DELAY`] and rebuilding at most once per [`SYNC_DELAY`].
 pub async fn run(ctx: Arc<Ctx>) {
-    let svcs: Api<Service> = Api::all(ctx.proxy_client.clone());
-    let slices: Api<EndpointSlice> = Api::all(ctx.proxy_client.clone());
-    let node_ip = ctx.args.node_ip.to_string();
-    let mut last = String::new();
-    loop {
-        match (
-            svcs.list(&ListParams::default()).await,
-            slices.list(&ListParams::default()).await,
-        ) {
-            (Ok(s), Ok(e)) => {
-                let mut rules = ruleset(&ctx.args.node, &node_ip, &s.items, &e.items);
-                if let Some(v6) = ctx.args.node_ipv6 {
-                    rules.push_str(&ruleset(
-                        &ctx.args.node,
-                        &v6.to_string(),
-                        &s.items,
-                        &e.items,
-                    ));
+    let (svc_store, svc_writer) = reflector::store::<Service>();
+    let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
+    let changed = Notify::new();
+    let svcs = mirror(
+        Api::<Service>::all(ctx.proxy_client.clone()),
+        svc_writer,
+        &changed,
+        "services",
+    );
+    let slices = mirror(
+        Api::<EndpointSlice>::all(ctx.proxy_client.clone()),
+        slice_writer,
+        &changed,
+        "endpointslices",
+    );
+    let sync = async {
+        // nothing to build from until both caches hold a full list
+        if svc_store.wait_until_ready().await.is_err()
+            || slice_store.wait_until_ready().await.is_err()
+        {
+            return;
+        }
+        let node_ip = ctx.args.node_ip.to_string();
+        let mut last = String::new();
+        let mut last_build: Option<Instant> = None;
+        loop {
+            if last_build.is_some() {
+                changed.notified().await;
+                // collect the changes that come with this one, and keep the rebuilds apart
+                let mut at = Instant::now() + SYNC_DELAY;
+                if let Some(t) = last_build {
+                    at = at.max(t + SYNC_DELAY);
                 }
-                if rules != last {
-                    match apply(&rules).await {
-                        Ok(()) => {
-                            tracing::debug!("nftables updated");
-                            last = rules;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "nftables"),
+                tokio::time::sleep_until(at).await;
+            }
+            last_build = Some(Instant::now());
+            let (s, e) = (svc_store.state(), slice_store.state());
+            let mut rules = ruleset(&ctx.args.node, &node_ip, &s, &e);
+            if let Some(v6) = ctx.args.node_ipv6 {
+                rules.push_str(&ruleset(&ctx.args.node, &v6.to_string(), &s, &e));
+            }
+            drop((s, e));
+            if rules != last {
+                match apply(&rules).await {
+                    Ok(()) => {
+                        tracing::debug!("nftables updated");
+                        last = rules;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "nftables");
+                        // try again after the next delay even without a change
+                        changed.notify_one();
                     }
                 }
             }
-            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "listing services"),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    };
+    tokio::join!(svcs, slices, sync);
 }
 
 #[cfg(test)]
@@ -320,5 +401,38 @@ mod tests {
         let r3 = ruleset("node-3", "198.51.100.13", &[svc("Local")], &[slice()]);
         let lb_chain = r3.split("chain svc0 {").nth(1).unwrap_or("");
         assert!(lb_chain.trim_start().starts_with("drop"), "{r3}");
+    }
+
+    #[test]
+    fn slices_go_to_their_own_service_whatever_the_input_order() {
+        let mut other = svc("Cluster");
+        other.metadata.name = Some("api".into());
+        let mut other_slice = slice();
+        other_slice.metadata.name = Some("api-x".into());
+        other_slice
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("kubernetes.io/service-name".into(), "api".into());
+        other_slice.endpoints.truncate(1);
+        let a = ruleset(
+            "node-1",
+            "198.51.100.11",
+            &[svc("Cluster"), other.clone()],
+            &[slice(), other_slice.clone()],
+        );
+        let b = ruleset(
+            "node-1",
+            "198.51.100.11",
+            &[other, svc("Cluster")],
+            &[other_slice, slice()],
+        );
+        assert_eq!(a, b);
+        // "api" sorts first: one endpoint; "web" has two ready ones
+        let api = a.split("chain svc0 {").nth(1).unwrap_or("");
+        assert!(api.contains("mod 1"), "{a}");
+        let web = a.split("chain svc2 {").nth(1).unwrap_or("");
+        assert!(web.contains("mod 2"), "{a}");
     }
 }
