@@ -21,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use ferrolb_testbed::harness::{
-    Testbed, netns_sh, pod_pid, replace_lb_config, repo_root, wait_for,
+    Testbed, netns_sh, percentile, pod_pid, replace_lb_config, repo_root, rss_kib, wait_for,
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -131,18 +131,7 @@ fn histogram_quantile(
 
 async fn leader_rss_kib(client: &Client) -> Option<u64> {
     let pid = pod_pid(&leader(client).await?)?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    sorted[(sorted.len() - 1) * p / 100]
+    rss_kib(pid)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

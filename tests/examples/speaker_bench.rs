@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_testbed::ferrolb::{SPEAKER_PODS, SYSTEM, install};
 use ferrolb_testbed::harness::{
-    Probe, Testbed, netns_sh, pod_pid, pod_ready, replace_lb_config, wait_for,
+    Probe, Testbed, netns_sh, percentile, pod_pid, pod_ready, replace_lb_config, rss_kib, wait_for,
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -62,21 +62,6 @@ fn node_of(pod: &Pod) -> String {
         .as_ref()
         .and_then(|s| s.node_name.clone())
         .unwrap_or_default()
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn percentile(sorted: &[Duration], p: usize) -> Duration {
-    sorted[(sorted.len() - 1) * p / 100]
 }
 
 /// Waits until every node's speaker is ready and has run for a while (membership settled).

@@ -530,3 +530,32 @@ pub async fn replace_lb_config(client: &Client, spec: Value) -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// The addresses in a Service's `status.loadBalancer.ingress`, in order.
+pub fn ingress_ips(svc: &k8s_openapi::api::core::v1::Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
+/// A process's resident memory (`VmRSS`) in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The `p`th percentile (0–100) of sorted durations, nearest rank below.
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    sorted[(sorted.len() - 1) * p / 100]
+}

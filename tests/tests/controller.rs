@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use ferrolb_testbed::harness::{Testbed, pod_pid, replace_lb_config, wait_for};
+use ferrolb_testbed::harness::{Testbed, ingress_ips, pod_pid, replace_lb_config, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -30,17 +30,6 @@ fn http() -> Value {
     json!([{"name": "http", "port": 80, "protocol": "TCP"}])
 }
 
-fn ingress(svc: &Service) -> Vec<String> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone())
-        .collect()
-}
-
 fn condition(svc: &Service) -> Option<(String, String, String)> {
     svc.status
         .as_ref()?
@@ -54,7 +43,7 @@ fn condition(svc: &Service) -> Option<(String, String, String)> {
 async fn wait_ips(api: &Api<Service>, name: &str) -> anyhow::Result<Vec<String>> {
     wait_for(&format!("an IP for {name}"), T, || async {
         let svc = api.get(name).await?;
-        let ips = ingress(&svc);
+        let ips = ingress_ips(&svc);
         Ok((!ips.is_empty()).then_some(ips))
     })
     .await
@@ -222,7 +211,7 @@ async fn services_get_ips_by_every_selection_rule() -> anyhow::Result<()> {
     }
     in_other.create(&pp, &foreign).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(ingress(&in_other.get("foreign").await?).is_empty());
+    assert!(ingress_ips(&in_other.get("foreign").await?).is_empty());
     assert!(condition(&in_other.get("foreign").await?).is_none());
     Ok(())
 }
@@ -283,7 +272,7 @@ async fn sharing_exhaustion_recovery_and_rehoming() -> anyhow::Result<()> {
         message,
         "requested IP 198.51.100.77 is not in any address pool; the Service keeps its current addresses"
     );
-    assert_eq!(ingress(&api.get("late").await?), web);
+    assert_eq!(ingress_ips(&api.get("late").await?), web);
     let mut late = api.get("late").await?;
     late.metadata.managed_fields = None;
     if let Some(a) = late.metadata.annotations.as_mut() {
@@ -291,7 +280,7 @@ async fn sharing_exhaustion_recovery_and_rehoming() -> anyhow::Result<()> {
     }
     api.replace("late", &PostParams::default(), &late).await?;
     wait_condition(&api, "late", "True").await?;
-    assert_eq!(ingress(&api.get("late").await?), web);
+    assert_eq!(ingress_ips(&api.get("late").await?), web);
 
     // An invalid config is ignored: the last valid one stays and nothing moves.
     replace_lb_config(
@@ -300,7 +289,7 @@ async fn sharing_exhaustion_recovery_and_rehoming() -> anyhow::Result<()> {
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(ingress(&api.get("late").await?), web);
+    assert_eq!(ingress_ips(&api.get("late").await?), web);
 
     // Removing the pool re-homes its Services into what remains (made auto-assign now).
     replace_lb_config(
@@ -316,21 +305,24 @@ async fn sharing_exhaustion_recovery_and_rehoming() -> anyhow::Result<()> {
                     a.octets()[..3] == [203, 0, 113] && (48..=51).contains(&a.octets()[3])
                 })
             };
-            Ok(ingress(&svc).first().filter(|ip| in_spare(ip)).map(|_| ()))
+            Ok(ingress_ips(&svc)
+                .first()
+                .filter(|ip| in_spare(ip))
+                .map(|_| ()))
         })
         .await?;
     }
     assert_eq!(
-        ingress(&api.get("dns-tcp").await?),
-        ingress(&api.get("dns-udp").await?),
+        ingress_ips(&api.get("dns-tcp").await?),
+        ingress_ips(&api.get("dns-udp").await?),
         "sharers stay together when re-homed"
     );
 
     // No pools at all never wipes assigned IPs.
-    let before = ingress(&api.get("late").await?);
+    let before = ingress_ips(&api.get("late").await?);
     replace_lb_config(&client, json!({"addressPools": []})).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(ingress(&api.get("late").await?), before);
+    assert_eq!(ingress_ips(&api.get("late").await?), before);
     Ok(())
 }
 
@@ -398,7 +390,7 @@ async fn sigkill_during_churn_never_duplicates_leaks_or_moves_an_ip() -> anyhow:
         }
         if i % 50 == 49 {
             for svc in api.list(&ListParams::default()).await?.items {
-                let ips = ingress(&svc);
+                let ips = ingress_ips(&svc);
                 if !ips.is_empty() {
                     let seen = first_ip
                         .entry(svc.name_any())
@@ -421,10 +413,10 @@ async fn sigkill_during_churn_never_duplicates_leaks_or_moves_an_ip() -> anyhow:
         Duration::from_secs(120),
         || async {
             let list = api.list(&ListParams::default()).await?.items;
-            let all = list.len() == live.len() && list.iter().all(|s| !ingress(s).is_empty());
+            let all = list.len() == live.len() && list.iter().all(|s| !ingress_ips(s).is_empty());
             Ok(all.then(|| {
                 list.iter()
-                    .map(|s| (s.name_any(), ingress(s)))
+                    .map(|s| (s.name_any(), ingress_ips(s)))
                     .collect::<BTreeMap<String, Vec<String>>>()
             }))
         },

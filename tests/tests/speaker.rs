@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use ferrolb_testbed::ferrolb::{Installed, SPEAKER_PODS, SYSTEM, install};
 use ferrolb_testbed::harness::{
-    Probe, TestNamespace, Testbed, netns_sh, pod_pid, pod_ready, replace_lb_config, wait_for,
+    Probe, TestNamespace, Testbed, ingress_ips, netns_sh, pod_pid, pod_ready, replace_lb_config,
+    wait_for,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -103,7 +104,10 @@ impl L2 {
         let services = self.services();
         wait_for(&format!("{name} announced"), T, || async {
             let svc = services.get(name).await?;
-            let Some(ip) = ingress(&svc).into_iter().find(|ip| ip.contains(':') == v6) else {
+            let Some(ip) = ingress_ips(&svc)
+                .into_iter()
+                .find(|ip| ip.contains(':') == v6)
+            else {
                 return Ok(None);
             };
             Ok(announcer(&svc, &ip).map(|node| (ip, node)))
@@ -255,17 +259,6 @@ impl L2 {
             .filter_map(|e| e.reporting_instance)
             .collect())
     }
-}
-
-fn ingress(svc: &Service) -> Vec<String> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone())
-        .collect()
 }
 
 /// The node the `ferrolb.io/Announced` condition names for `ip` ("… IP from node NODE …").
