@@ -343,8 +343,9 @@ fn recompute(
     reports: &mpsc::UnboundedSender<Report>,
 ) {
     let speakers = world.speaker_nodes();
-    let mut live = view.live(|node| world.kubernetes_ready(node));
-    live.retain(|n| speakers.contains(n) || *n == ctx.node);
+    let mut live = view.live(speakers.iter().map(String::as_str), |node| {
+        world.kubernetes_ready(node)
+    });
     live.insert(ctx.node.clone());
     ctx.metrics
         .live_speakers

@@ -170,20 +170,27 @@ pub struct View {
 }
 
 impl View {
-    /// The live members, applying the fallback: Alive members are live, Dead ones are not, and
-    /// Unknown ones (every one but self, when isolated) are live iff `ready(node)` says their Node
-    /// is Ready. Self is always included.
-    pub fn live(&self, ready: impl Fn(&str) -> bool) -> BTreeSet<String> {
-        let mut live: BTreeSet<String> = self
-            .peers
-            .iter()
-            .filter(|(node, state)| match state {
+    /// The live speakers among `speakers` (the nodes that run one, from Kubernetes), applying the
+    /// fallback: Alive members are live, Dead ones are not, and the rest (Unknown, not yet known
+    /// to the membership at all, or every one but self when isolated) are live iff `ready(node)`
+    /// says their Node and speaker are Ready. Self is always included.
+    ///
+    /// The candidates come from Kubernetes, not from the membership, so a speaker that has just
+    /// started (before its membership has learned any peer) does not take itself for the only one.
+    pub fn live<'a>(
+        &self,
+        speakers: impl IntoIterator<Item = &'a str>,
+        ready: impl Fn(&str) -> bool,
+    ) -> BTreeSet<String> {
+        let mut live: BTreeSet<String> = speakers
+            .into_iter()
+            .filter(|node| match self.peers.get(*node) {
                 _ if self.isolated => ready(node),
-                PeerState::Alive => true,
-                PeerState::Dead => false,
-                PeerState::Unknown => ready(node),
+                Some(PeerState::Alive) => true,
+                Some(PeerState::Dead) => false,
+                Some(PeerState::Unknown) | None => ready(node),
             })
-            .map(|(node, _)| node.clone())
+            .map(str::to_owned)
             .collect();
         if !self.node.is_empty() {
             live.insert(self.node.clone());

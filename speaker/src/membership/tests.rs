@@ -393,9 +393,40 @@ fn live_applies_the_readiness_fallback() {
         isolated: false,
         node: "self".into(),
     };
+    let speakers = [
+        "self",
+        "alive",
+        "dead",
+        "unknown-ready",
+        "unknown-not-ready",
+        "alive-not-ready",
+        "new-ready",
+        "new-not-ready",
+    ];
     assert_eq!(
-        view.live(ready),
-        set(&["alive", "alive-not-ready", "self", "unknown-ready"])
+        view.live(speakers, ready),
+        set(&[
+            "alive",
+            "alive-not-ready",
+            "new-ready",
+            "self",
+            "unknown-ready"
+        ]),
+        "a speaker the membership has not heard of yet counts by readiness"
+    );
+    assert_eq!(
+        view.live(["alive", "dead"], ready),
+        set(&["alive", "self"]),
+        "only nodes that run a speaker, and self"
+    );
+    let starting = View {
+        node: "self".into(),
+        ..View::default()
+    };
+    assert_eq!(
+        starting.live(speakers, ready),
+        set(&["alive", "dead", "new-ready", "self", "unknown-ready"]),
+        "a membership that knows no peer yet does not make self the only speaker"
     );
     let isolated = View {
         incarnation: 1,
@@ -404,8 +435,8 @@ fn live_applies_the_readiness_fallback() {
         node: "self".into(),
     };
     assert_eq!(
-        isolated.live(ready),
-        set(&["alive", "dead", "self", "unknown-ready"]),
+        isolated.live(speakers, ready),
+        set(&["alive", "dead", "new-ready", "self", "unknown-ready"]),
         "isolated: everyone by Node readiness, self always"
     );
 }
