@@ -4,18 +4,24 @@
 //! `externalTrafficPolicy: Local` uses only the endpoints on this node (traffic to a node without
 //! one is dropped, and the client address is kept); `Cluster` uses all endpoints and SNATs to the
 //! node address, as kube-proxy does.
+//!
+//! Like kube-proxy's nftables mode, a change is applied incrementally: each destination
+//! (address, protocol, port) is one element of a verdict map that jumps to its own chain, and a
+//! change replaces only the chains and map elements of the Services that changed, in one atomic
+//! `nft` transaction. The whole table is written only at start and after a failed update, so the
+//! cost of a change does not grow with the number of Services.
 
-use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -24,210 +30,328 @@ use super::Ctx;
 
 const TABLE: &str = "ferrolb_testbed";
 
-#[derive(Debug, Clone, PartialEq)]
-struct Backend {
-    ip: String,
-    port: i32,
-    local: bool,
+/// A Service: (namespace, name).
+pub type ServiceKey = (String, String);
+
+/// One destination this node rewrites: an element of the `services` map.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Destination {
+    pub daddr: IpAddr,
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    pub port: u16,
 }
 
-#[derive(Debug)]
-struct Rule {
-    daddr: String,
-    proto: String,
-    port: i32,
-    backends: Vec<Backend>,
-    masquerade: bool,
+/// Where a [`Destination`] goes: its chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Ready backends (address, port) of the destination's family; none: drop.
+    pub backends: Vec<(IpAddr, u16)>,
+    /// SNAT to the node address (Cluster policy), or keep the client address (Local).
+    pub masquerade: bool,
 }
 
-/// Compute the nftables table for the given services and slices on node `node` (pure, tested).
-/// The family follows `node_ip`: table `ip` for an IPv4 address, `ip6` for an IPv6 one.
-///
-/// Linear in the number of objects: the slices are indexed by their Service once, and the
-/// Services (and each Service's slices) are taken in namespace/name order, so the output does not
-/// depend on the order of the inputs (a watch cache has none).
-pub fn ruleset<S, E>(node: &str, node_ip: &str, services: &[S], slices: &[E]) -> String
-where
-    S: Borrow<Service>,
-    E: Borrow<EndpointSlice>,
-{
-    let v6 = node_ip.contains(':');
-    let (fam, addr_type) = if v6 { ("ip6", "IPv6") } else { ("ip", "IPv4") };
-    // (namespace, service name) -> its slices of this address family, in slice-name order
-    let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-    for s in slices.iter().map(Borrow::borrow) {
-        if s.address_type != addr_type {
-            continue;
-        }
-        let (Some(ns), Some(name)) = (
-            s.metadata.namespace.as_deref(),
-            s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("kubernetes.io/service-name")),
-        ) else {
-            continue;
-        };
-        by_service.entry((ns, name.as_str())).or_default().push(s);
+/// The destinations one Service asks of node `node` (pure, tested): for each of its ports, every
+/// load-balancer ingress IP and external IP (`externalTrafficPolicy`) and every cluster IP
+/// (`internalTrafficPolicy`), to the ready endpoints of its slices of the same family that serve
+/// the port (only those on `node` under a Local policy).
+pub fn destinations<'a>(
+    node: &str,
+    svc: &Service,
+    slices: impl IntoIterator<Item = &'a EndpointSlice> + Clone,
+) -> Vec<(Destination, Target)> {
+    let Some(spec) = svc.spec.as_ref() else {
+        return Vec::new();
+    };
+    let local_ext = spec.external_traffic_policy.as_deref() == Some("Local");
+    let local_int = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let mut ext_ips: Vec<&String> = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|ing| ing.iter().filter_map(|i| i.ip.as_ref()).collect())
+        .unwrap_or_default();
+    ext_ips.extend(spec.external_ips.iter().flatten());
+    let mut int_ips: Vec<&String> = spec.cluster_ips.iter().flatten().collect();
+    if int_ips.is_empty() {
+        int_ips.extend(spec.cluster_ip.as_ref());
     }
-    for v in by_service.values_mut() {
-        v.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    }
-    let mut services: Vec<&Service> = services.iter().map(Borrow::borrow).collect();
-    services.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-    });
-    let no_slices: Vec<&EndpointSlice> = Vec::new();
-    let mut rules = Vec::new();
-    for svc in services {
-        let (Some(ns), Some(name)) = (
-            svc.metadata.namespace.as_deref(),
-            svc.metadata.name.as_deref(),
-        ) else {
+    let mut out = Vec::new();
+    for sp in spec.ports.iter().flatten() {
+        let proto = match sp.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => "tcp",
+            "UDP" => "udp",
+            _ => continue,
+        };
+        let Ok(port) = u16::try_from(sp.port) else {
             continue;
         };
-        let Some(spec) = svc.spec.as_ref() else {
-            continue;
-        };
-        let local_ext = spec.external_traffic_policy.as_deref() == Some("Local");
-        let local_int = spec.internal_traffic_policy.as_deref() == Some("Local");
-        let mut ext_ips: Vec<String> = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .map(|ing| ing.iter().filter_map(|i| i.ip.clone()).collect())
-            .unwrap_or_default();
-        ext_ips.extend(spec.external_ips.clone().unwrap_or_default());
-        let mut int_ips: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
-        if int_ips.is_empty() {
-            int_ips.extend(spec.cluster_ip.clone());
-        }
-        let my_slices = by_service.get(&(ns, name)).unwrap_or(&no_slices);
-        for sp in spec.ports.clone().unwrap_or_default() {
-            let proto = sp
-                .protocol
-                .clone()
-                .unwrap_or_else(|| "TCP".into())
-                .to_lowercase();
-            if proto != "tcp" && proto != "udp" {
+        // (address, port, on this node), of both families, in slice order, without repeats
+        let mut backends: Vec<(IpAddr, u16, bool)> = Vec::new();
+        for sl in slices.clone() {
+            let Some(target_port) = sl.ports.iter().flatten().find_map(|p| {
+                (p.name.as_deref().unwrap_or("") == sp.name.as_deref().unwrap_or(""))
+                    .then_some(p.port)
+                    .flatten()
+            }) else {
                 continue;
-            }
-            let mut backends = Vec::new();
-            for sl in my_slices {
-                let Some(port) = sl.ports.as_ref().and_then(|ps| {
-                    ps.iter()
-                        .find(|p| {
-                            p.name.as_deref().unwrap_or("") == sp.name.as_deref().unwrap_or("")
-                        })
-                        .and_then(|p| p.port)
-                }) else {
+            };
+            let Ok(target_port) = u16::try_from(target_port) else {
+                continue;
+            };
+            for ep in &sl.endpoints {
+                if !ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true) {
                     continue;
-                };
-                for ep in &sl.endpoints {
-                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                    if !ready {
-                        continue;
-                    }
-                    let local = ep.node_name.as_deref() == Some(node);
-                    for ip in &ep.addresses {
-                        let b = Backend {
-                            ip: ip.clone(),
-                            port,
-                            local,
-                        };
-                        if !backends.contains(&b) {
-                            backends.push(b);
-                        }
+                }
+                let local = ep.node_name.as_deref() == Some(node);
+                for ip in ep.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                    let b = (ip, target_port, local);
+                    if !backends.contains(&b) {
+                        backends.push(b);
                     }
                 }
             }
-            for (ips, local_only) in [(&ext_ips, local_ext), (&int_ips, local_int)] {
-                for ip in ips.iter() {
-                    if ip.parse::<std::net::IpAddr>().map(|a| a.is_ipv6()) != Ok(v6) {
-                        continue;
-                    }
-                    let bs: Vec<Backend> = backends
+        }
+        for (ips, local_only) in [(&ext_ips, local_ext), (&int_ips, local_int)] {
+            for daddr in ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
+                let target = Target {
+                    backends: backends
                         .iter()
-                        .filter(|b| !local_only || b.local)
-                        .cloned()
-                        .collect();
-                    rules.push(Rule {
-                        daddr: ip.clone(),
-                        proto: proto.clone(),
-                        port: sp.port,
-                        backends: bs,
-                        masquerade: !local_only,
-                    });
-                }
+                        .filter(|(ip, _, local)| {
+                            ip.is_ipv6() == daddr.is_ipv6() && (!local_only || *local)
+                        })
+                        .map(|&(ip, port, _)| (ip, port))
+                        .collect(),
+                    masquerade: !local_only,
+                };
+                out.push((Destination { daddr, proto, port }, target));
             }
         }
     }
-    let mut out = String::new();
-    let _ = writeln!(out, "table {fam} {TABLE} {{");
-    let _ = writeln!(
-        out,
-        "  chain prerouting {{ type nat hook prerouting priority -100; policy accept; jump services; }}"
-    );
-    let _ = writeln!(
-        out,
-        "  chain output {{ type nat hook output priority -100; policy accept; jump services; }}"
-    );
-    let _ = writeln!(
-        out,
-        "  chain postrouting {{ type nat hook postrouting priority 100; policy accept; meta mark & 0x4000 == 0x4000 snat to {node_ip}; }}"
-    );
-    let mut svc_chains = String::new();
-    let _ = writeln!(out, "  chain services {{");
-    for (i, r) in rules.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "    {fam} daddr {} {} dport {} jump svc{i}",
-            r.daddr, r.proto, r.port
-        );
-        let _ = writeln!(svc_chains, "  chain svc{i} {{");
-        if r.backends.is_empty() {
-            // no (local) endpoint: drop, as kube-proxy does for Local; reject would also do for Cluster
-            let _ = writeln!(svc_chains, "    drop");
-        } else {
-            if r.masquerade {
-                let _ = writeln!(svc_chains, "    meta mark set meta mark | 0x4000");
-            }
-            let map: Vec<String> = (0..r.backends.len())
-                .map(|j| format!("{j} : jump svc{i}ep{j}"))
-                .collect();
-            let _ = writeln!(
-                svc_chains,
-                "    numgen random mod {} vmap {{ {} }}",
-                r.backends.len(),
-                map.join(", ")
-            );
-        }
-        let _ = writeln!(svc_chains, "  }}");
-        for (j, b) in r.backends.iter().enumerate() {
-            let _ = writeln!(
-                svc_chains,
-                "  chain svc{i}ep{j} {{ meta l4proto {} dnat to {}:{}; }}",
-                r.proto,
-                if v6 {
-                    format!("[{}]", b.ip)
-                } else {
-                    b.ip.clone()
-                },
-                b.port
-            );
-        }
-    }
-    let _ = writeln!(out, "  }}");
-    out.push_str(&svc_chains);
-    let _ = writeln!(out, "}}");
     out
 }
 
-async fn apply(rules: &str) -> anyhow::Result<()> {
-    let script = format!(
-        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip6 {TABLE}\ndelete table ip6 {TABLE}\n{rules}"
-    );
+/// The node's two nftables tables (`ip` and `ip6`), as wanted and as applied, and the `nft`
+/// scripts that take the kernel from one to the other (pure, tested).
+///
+/// Several Services may claim one destination (an external IP, say); the first by
+/// namespace/name wins, and the next takes over when it lets go.
+#[derive(Debug)]
+pub struct Tables {
+    /// The node address of each family with a table (`false`: IPv4), for SNAT.
+    node_ips: BTreeMap<bool, IpAddr>,
+    /// Every claimed destination and its claimants.
+    claims: BTreeMap<Destination, BTreeMap<ServiceKey, Target>>,
+    /// The destinations each Service claims.
+    by_service: HashMap<ServiceKey, Vec<Destination>>,
+    /// What the kernel has: each destination's chain number and target.
+    applied: HashMap<Destination, (u64, Target)>,
+    /// Destinations whose winner or target may differ from `applied`.
+    dirty: BTreeSet<Destination>,
+    next_chain: u64,
+}
+
+impl Tables {
+    /// Tables for a node with these addresses (one per family at most).
+    pub fn new(node_ips: impl IntoIterator<Item = IpAddr>) -> Tables {
+        Tables {
+            node_ips: node_ips.into_iter().map(|ip| (ip.is_ipv6(), ip)).collect(),
+            claims: BTreeMap::new(),
+            by_service: HashMap::new(),
+            applied: HashMap::new(),
+            dirty: BTreeSet::new(),
+            next_chain: 0,
+        }
+    }
+
+    /// Replace what Service `svc` claims (empty: it is gone).
+    pub fn set_service(&mut self, svc: &ServiceKey, wanted: Vec<(Destination, Target)>) {
+        for d in self.by_service.remove(svc).unwrap_or_default() {
+            if let Some(claimants) = self.claims.get_mut(&d) {
+                claimants.remove(svc);
+                if claimants.is_empty() {
+                    self.claims.remove(&d);
+                }
+            }
+            self.dirty.insert(d);
+        }
+        let wanted: Vec<_> = wanted
+            .into_iter()
+            .filter(|(d, _)| self.node_ips.contains_key(&d.daddr.is_ipv6()))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let mut mine = Vec::with_capacity(wanted.len());
+        for (d, target) in wanted {
+            // a Service that names one destination twice: its first wins, as for two Services
+            self.claims
+                .entry(d.clone())
+                .or_default()
+                .entry(svc.clone())
+                .or_insert(target);
+            self.dirty.insert(d.clone());
+            mine.push(d);
+        }
+        self.by_service.insert(svc.clone(), mine);
+    }
+
+    fn winner(&self, d: &Destination) -> Option<&Target> {
+        self.claims.get(d)?.values().next()
+    }
+
+    /// The script that replaces both tables with everything wanted (at start, and to recover
+    /// from a failed update).
+    pub fn full(&mut self) -> String {
+        self.applied.clear();
+        self.dirty.clear();
+        let mut out = String::new();
+        for v6 in [false, true] {
+            let fam = family(v6);
+            let _ = writeln!(out, "table {fam} {TABLE}\ndelete table {fam} {TABLE}");
+            let Some(node_ip) = self.node_ips.get(&v6) else {
+                continue;
+            };
+            let (addr_type, match_daddr) = if v6 {
+                ("ipv6_addr", "ip6 daddr")
+            } else {
+                ("ipv4_addr", "ip daddr")
+            };
+            let dispatch = format!("{match_daddr} . meta l4proto . th dport vmap @services");
+            let _ = writeln!(out, "table {fam} {TABLE} {{");
+            let _ = writeln!(
+                out,
+                "  map services {{ type {addr_type} . inet_proto . inet_service : verdict; }}"
+            );
+            let _ = writeln!(
+                out,
+                "  chain prerouting {{ type nat hook prerouting priority -100; policy accept; {dispatch}; }}"
+            );
+            let _ = writeln!(
+                out,
+                "  chain output {{ type nat hook output priority -100; policy accept; {dispatch}; }}"
+            );
+            let _ = writeln!(
+                out,
+                "  chain postrouting {{ type nat hook postrouting priority 100; policy accept; meta mark & 0x4000 == 0x4000 snat to {node_ip}; }}"
+            );
+            let _ = writeln!(out, "}}");
+            let mut elements = Vec::new();
+            let wanted: Vec<(Destination, Target)> = self
+                .claims
+                .keys()
+                .filter(|d| d.daddr.is_ipv6() == v6)
+                .filter_map(|d| Some((d.clone(), self.winner(d)?.clone())))
+                .collect();
+            for (d, target) in wanted {
+                let chain = self.new_chain(&mut out, &d, &target);
+                elements.push(element(&d, Some(chain)));
+                self.applied.insert(d, (chain, target));
+            }
+            if !elements.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "add element {fam} {TABLE} services {{ {} }}",
+                    elements.join(", ")
+                );
+            }
+        }
+        out
+    }
+
+    /// The script that brings the applied tables to what is wanted by touching only the
+    /// destinations that changed since the last script; None when nothing changed. If applying it
+    /// fails, apply [`Tables::full`] instead.
+    pub fn partial(&mut self) -> Option<String> {
+        let mut out = String::new();
+        let mut retired = Vec::new();
+        for d in std::mem::take(&mut self.dirty) {
+            let wanted = self.winner(&d).cloned();
+            let applied = self.applied.get(&d);
+            if applied.map(|(_, t)| t) == wanted.as_ref() {
+                continue;
+            }
+            let fam = family(d.daddr.is_ipv6());
+            if let Some((old, _)) = self.applied.remove(&d) {
+                let _ = writeln!(
+                    out,
+                    "delete element {fam} {TABLE} services {{ {} }}",
+                    element(&d, None)
+                );
+                retired.push((fam, old));
+            }
+            if let Some(target) = wanted {
+                let chain = self.new_chain(&mut out, &d, &target);
+                let _ = writeln!(
+                    out,
+                    "add element {fam} {TABLE} services {{ {} }}",
+                    element(&d, Some(chain))
+                );
+                self.applied.insert(d, (chain, target));
+            }
+        }
+        // chains go once nothing jumps to them any more (in the same transaction)
+        for (fam, chain) in retired {
+            let _ = writeln!(
+                out,
+                "flush chain {fam} {TABLE} s{chain}\ndelete chain {fam} {TABLE} s{chain}"
+            );
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// Write the definition of a new chain for `target` and return its number.
+    fn new_chain(&mut self, out: &mut String, d: &Destination, target: &Target) -> u64 {
+        self.next_chain += 1;
+        let n = self.next_chain;
+        let v6 = d.daddr.is_ipv6();
+        let fam = family(v6);
+        let _ = write!(out, "table {fam} {TABLE} {{\n  chain s{n} {{ ");
+        if target.backends.is_empty() {
+            // no (local) endpoint: drop, as kube-proxy does for Local; reject would also do for Cluster
+            out.push_str("drop; ");
+        } else {
+            if target.masquerade {
+                out.push_str("meta mark set meta mark | 0x4000; ");
+            }
+            let map: Vec<String> = target
+                .backends
+                .iter()
+                .enumerate()
+                .map(|(j, (ip, port))| match ip {
+                    IpAddr::V4(ip) => format!("{j} : {ip} . {port}"),
+                    IpAddr::V6(ip) => format!("{j} : [{ip}] . {port}"),
+                })
+                .collect();
+            let _ = write!(
+                out,
+                "meta l4proto {} dnat {fam} to numgen random mod {} map {{ {} }}; ",
+                d.proto,
+                target.backends.len(),
+                map.join(", ")
+            );
+        }
+        out.push_str("}\n}\n");
+        n
+    }
+}
+
+fn family(v6: bool) -> &'static str {
+    if v6 { "ip6" } else { "ip" }
+}
+
+/// A map element: `daddr . proto . port`, with `: jump sN` when given a chain.
+fn element(d: &Destination, chain: Option<u64>) -> String {
+    let key = format!("{} . {} . {}", d.daddr, d.proto, d.port);
+    match chain {
+        Some(n) => format!("{key} : jump s{n}"),
+        None => key,
+    }
+}
+
+/// Run an `nft` script (one transaction: all of it or nothing).
+async fn apply(script: &str) -> anyhow::Result<()> {
     let mut child = tokio::process::Command::new("nft")
         .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
@@ -249,96 +373,212 @@ pub async fn flush() {
     let _ = super::sh("nft", &["delete", "table", "ip6", TABLE]).await;
 }
 
-/// How long to collect further changes after the first one before rebuilding, and the least
-/// time between two rebuilds (kube-proxy's minSyncPeriod is 1 s; the tests want it quicker).
-const SYNC_DELAY: Duration = Duration::from_millis(250);
+/// How long to collect further changes after the first one before syncing, and the least time
+/// between two syncs (kube-proxy's minSyncPeriod is 1 s; the tests want it quicker).
+const SYNC_DELAY: Duration = Duration::from_millis(100);
 
-/// Mirror one resource into `writer` with a watch, waking `changed` after every change.
-async fn mirror<K>(api: Api<K>, writer: reflector::store::Writer<K>, changed: &Notify, what: &str)
-where
+/// The Services and EndpointSlices seen by the watches, and the Services that changed since the
+/// last sync.
+#[derive(Debug, Default)]
+struct Cache {
+    services: HashMap<ServiceKey, Service>,
+    /// Slices by the Service they belong to (label `kubernetes.io/service-name`), then by name.
+    slices: HashMap<ServiceKey, BTreeMap<String, EndpointSlice>>,
+    /// (namespace, slice name) → its Service, to find it again when the label changes or the
+    /// slice goes.
+    slice_owner: HashMap<(String, String), ServiceKey>,
+    dirty: BTreeSet<ServiceKey>,
+    service_relist: Option<Vec<Service>>,
+    slice_relist: Option<Vec<EndpointSlice>>,
+    services_synced: bool,
+    slices_synced: bool,
+}
+
+fn key_of(o: &impl ResourceExt) -> ServiceKey {
+    (o.namespace().unwrap_or_default(), o.name_any())
+}
+
+impl Cache {
+    fn on_service(&mut self, ev: watcher::Event<Service>) {
+        match ev {
+            watcher::Event::Init => self.service_relist = Some(Vec::new()),
+            watcher::Event::InitApply(s) => self.service_relist.get_or_insert_default().push(s),
+            watcher::Event::InitDone => {
+                let old = std::mem::take(&mut self.services);
+                self.dirty.extend(old.into_keys());
+                for s in self.service_relist.take().unwrap_or_default() {
+                    self.set_service(s);
+                }
+                self.services_synced = true;
+            }
+            watcher::Event::Apply(s) => self.set_service(s),
+            watcher::Event::Delete(s) => {
+                let key = key_of(&s);
+                self.services.remove(&key);
+                self.dirty.insert(key);
+            }
+        }
+    }
+
+    fn set_service(&mut self, s: Service) {
+        let key = key_of(&s);
+        self.services.insert(key.clone(), s);
+        self.dirty.insert(key);
+    }
+
+    fn on_slice(&mut self, ev: watcher::Event<EndpointSlice>) {
+        match ev {
+            watcher::Event::Init => self.slice_relist = Some(Vec::new()),
+            watcher::Event::InitApply(s) => self.slice_relist.get_or_insert_default().push(s),
+            watcher::Event::InitDone => {
+                self.dirty.extend(self.slices.drain().map(|(k, _)| k));
+                self.slice_owner.clear();
+                for s in self.slice_relist.take().unwrap_or_default() {
+                    self.set_slice(s);
+                }
+                self.slices_synced = true;
+            }
+            watcher::Event::Apply(s) => self.set_slice(s),
+            watcher::Event::Delete(s) => {
+                self.remove_slice(&key_of(&s));
+            }
+        }
+    }
+
+    fn remove_slice(&mut self, slice: &(String, String)) {
+        if let Some(owner) = self.slice_owner.remove(slice) {
+            if let Some(of_owner) = self.slices.get_mut(&owner) {
+                of_owner.remove(&slice.1);
+                if of_owner.is_empty() {
+                    self.slices.remove(&owner);
+                }
+            }
+            self.dirty.insert(owner);
+        }
+    }
+
+    fn set_slice(&mut self, s: EndpointSlice) {
+        let slice = key_of(&s);
+        self.remove_slice(&slice);
+        let Some(service) = s.labels().get("kubernetes.io/service-name").cloned() else {
+            return;
+        };
+        let owner = (slice.0.clone(), service);
+        self.slices
+            .entry(owner.clone())
+            .or_default()
+            .insert(slice.1.clone(), s);
+        self.slice_owner.insert(slice, owner.clone());
+        self.dirty.insert(owner);
+    }
+
+    /// Hand the Services that changed to `tables`.
+    fn sync_into(&mut self, node: &str, tables: &mut Tables) {
+        for key in std::mem::take(&mut self.dirty) {
+            let wanted = match self.services.get(&key) {
+                Some(svc) => destinations(
+                    node,
+                    svc,
+                    self.slices.get(&key).into_iter().flat_map(|m| m.values()),
+                ),
+                None => Vec::new(),
+            };
+            tables.set_service(&key, wanted);
+        }
+    }
+}
+
+/// Feed one resource's watch events into the cache, waking `changed` after each.
+async fn mirror<K>(
+    api: Api<K>,
+    cache: &Mutex<Cache>,
+    on_event: fn(&mut Cache, watcher::Event<K>),
+    changed: &Notify,
+    what: &str,
+) where
     K: kube::Resource<DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
         + Send
-        + Sync
         + 'static,
 {
-    let stream = reflector(
-        writer,
-        watcher(api, watcher::Config::default())
-            .modify(|o: &mut K| o.meta_mut().managed_fields = None),
-    )
-    .default_backoff();
+    let stream = watcher(api, watcher::Config::default())
+        .modify(|o: &mut K| o.meta_mut().managed_fields = None)
+        .default_backoff();
     futures::pin_mut!(stream);
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
+            Ok(ev) => {
+                on_event(
+                    &mut cache.lock().unwrap_or_else(PoisonError::into_inner),
+                    ev,
+                );
                 changed.notify_one();
             }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
             Err(e) => tracing::warn!(error = %e, "watching {what}"),
         }
     }
 }
 
 /// Keep the node's nftables in sync with Services and EndpointSlices: watch both (as kube-proxy's
-/// informers do) and rebuild the ruleset only after a change, coalescing the changes of
-/// [`SYNC_DELAY`] and rebuilding at most once per [`SYNC_DELAY`].
+/// informers do) and, after a change, update only the destinations of the Services that changed,
+/// coalescing the changes of [`SYNC_DELAY`] and syncing at most once per [`SYNC_DELAY`].
 pub async fn run(ctx: Arc<Ctx>) {
-    let (svc_store, svc_writer) = reflector::store::<Service>();
-    let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
+    let cache = Mutex::new(Cache::default());
     let changed = Notify::new();
     let svcs = mirror(
         Api::<Service>::all(ctx.proxy_client.clone()),
-        svc_writer,
+        &cache,
+        Cache::on_service,
         &changed,
         "services",
     );
     let slices = mirror(
         Api::<EndpointSlice>::all(ctx.proxy_client.clone()),
-        slice_writer,
+        &cache,
+        Cache::on_slice,
         &changed,
         "endpointslices",
     );
     let sync = async {
-        // nothing to build from until both caches hold a full list
-        if svc_store.wait_until_ready().await.is_err()
-            || slice_store.wait_until_ready().await.is_err()
-        {
-            return;
-        }
-        let node_ip = ctx.args.node_ip.to_string();
-        let mut last = String::new();
-        let mut last_build: Option<Instant> = None;
+        let node_ips =
+            std::iter::once(IpAddr::V4(ctx.args.node_ip)).chain(ctx.args.node_ipv6.map(IpAddr::V6));
+        let mut tables = Tables::new(node_ips);
+        let mut whole = true;
+        let mut last_sync: Option<Instant> = None;
         loop {
-            if last_build.is_some() {
-                changed.notified().await;
-                // collect the changes that come with this one, and keep the rebuilds apart
-                let mut at = Instant::now() + SYNC_DELAY;
-                if let Some(t) = last_build {
-                    at = at.max(t + SYNC_DELAY);
-                }
+            changed.notified().await;
+            // collect the changes that come with this one, and keep the syncs apart
+            if let Some(t) = last_sync {
+                let at = (Instant::now() + SYNC_DELAY).max(t + SYNC_DELAY);
                 tokio::time::sleep_until(at).await;
             }
-            last_build = Some(Instant::now());
-            let (s, e) = (svc_store.state(), slice_store.state());
-            let mut rules = ruleset(&ctx.args.node, &node_ip, &s, &e);
-            if let Some(v6) = ctx.args.node_ipv6 {
-                rules.push_str(&ruleset(&ctx.args.node, &v6.to_string(), &s, &e));
+            {
+                let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+                // nothing to build from until both watches hold a full list
+                if !(cache.services_synced && cache.slices_synced) {
+                    continue;
+                }
+                cache.sync_into(&ctx.args.node, &mut tables);
             }
-            drop((s, e));
-            if rules != last {
-                match apply(&rules).await {
-                    Ok(()) => {
-                        tracing::debug!("nftables updated");
-                        last = rules;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "nftables");
-                        // try again after the next delay even without a change
-                        changed.notify_one();
-                    }
+            last_sync = Some(Instant::now());
+            let script = if whole {
+                Some(tables.full())
+            } else {
+                tables.partial()
+            };
+            let Some(script) = script else { continue };
+            match apply(&script).await {
+                Ok(()) => {
+                    tracing::debug!(whole, "nftables updated");
+                    whole = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, whole, "nftables; rewriting the whole table");
+                    // try again after the next delay even without a change
+                    whole = true;
+                    changed.notify_one();
                 }
             }
         }
@@ -347,92 +587,4 @@ pub async fn run(ctx: Arc<Ctx>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn svc(policy: &str) -> Service {
-        serde_json::from_value(json!({
-            "metadata": {"name": "web", "namespace": "ns"},
-            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy, "clusterIP": "10.96.0.10",
-                     "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
-            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
-        }))
-        .unwrap()
-    }
-
-    fn slice() -> EndpointSlice {
-        serde_json::from_value(json!({
-            "metadata": {"name": "web-x", "namespace": "ns", "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080}],
-            "endpoints": [
-                {"addresses": ["198.51.100.129"], "nodeName": "node-1", "conditions": {"ready": true}},
-                {"addresses": ["198.51.100.161"], "nodeName": "node-2", "conditions": {"ready": true}},
-                {"addresses": ["198.51.100.162"], "nodeName": "node-2", "conditions": {"ready": false}}
-            ]
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn cluster_uses_all_ready_endpoints_and_snats() {
-        let r = ruleset("node-1", "198.51.100.11", &[svc("Cluster")], &[slice()]);
-        assert!(
-            r.contains("ip daddr 203.0.113.10 tcp dport 80 jump svc0"),
-            "{r}"
-        );
-        assert!(r.contains("dnat to 198.51.100.129:8080"), "{r}");
-        assert!(r.contains("dnat to 198.51.100.161:8080"), "{r}");
-        assert!(!r.contains("198.51.100.162"), "not ready: {r}");
-        assert!(r.contains("meta mark set meta mark | 0x4000"), "{r}");
-    }
-
-    #[test]
-    fn local_uses_only_local_endpoints_or_drops() {
-        let r1 = ruleset("node-1", "198.51.100.11", &[svc("Local")], &[slice()]);
-        let lb_chain = r1.split("chain svc0 {").nth(1).unwrap_or("");
-        let lb_chain = lb_chain.split('}').next().unwrap_or("");
-        assert!(lb_chain.contains("mod 1"), "{r1}");
-        assert!(
-            !lb_chain.contains("0x4000"),
-            "Local keeps the client address: {r1}"
-        );
-        let r3 = ruleset("node-3", "198.51.100.13", &[svc("Local")], &[slice()]);
-        let lb_chain = r3.split("chain svc0 {").nth(1).unwrap_or("");
-        assert!(lb_chain.trim_start().starts_with("drop"), "{r3}");
-    }
-
-    #[test]
-    fn slices_go_to_their_own_service_whatever_the_input_order() {
-        let mut other = svc("Cluster");
-        other.metadata.name = Some("api".into());
-        let mut other_slice = slice();
-        other_slice.metadata.name = Some("api-x".into());
-        other_slice
-            .metadata
-            .labels
-            .as_mut()
-            .unwrap()
-            .insert("kubernetes.io/service-name".into(), "api".into());
-        other_slice.endpoints.truncate(1);
-        let a = ruleset(
-            "node-1",
-            "198.51.100.11",
-            &[svc("Cluster"), other.clone()],
-            &[slice(), other_slice.clone()],
-        );
-        let b = ruleset(
-            "node-1",
-            "198.51.100.11",
-            &[other, svc("Cluster")],
-            &[other_slice, slice()],
-        );
-        assert_eq!(a, b);
-        // "api" sorts first: one endpoint; "web" has two ready ones
-        let api = a.split("chain svc0 {").nth(1).unwrap_or("");
-        assert!(api.contains("mod 1"), "{a}");
-        let web = a.split("chain svc2 {").nth(1).unwrap_or("");
-        assert!(web.contains("mod 2"), "{a}");
-    }
-}
+mod tests;
