@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -135,6 +135,10 @@ struct Announcing {
 /// How long a condition write may take to come back through the watch before it is sent again.
 const RESEND: Duration = Duration::from_secs(10);
 
+/// The most watch events taken at once before recomputing (bounds the time between two looks at
+/// the membership and the shutdown signal).
+const DRAIN: usize = 1_000;
+
 /// One write for the reporter task.
 #[derive(Debug)]
 struct Report {
@@ -221,35 +225,44 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
             }
             input = inputs.next() => {
                 let Some(input) = input else { break Err(Error::WatchEnded("input")) };
-                let input = match input {
-                    Ok(input) => input,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "watch error; retrying with backoff");
-                        continue;
+                // Take the events already waiting too, so a burst costs one recompute.
+                let mut next = Some(input);
+                let mut taken = 0;
+                while let Some(input) = next.take() {
+                    taken += 1;
+                    if taken < DRAIN {
+                        next = inputs.next().now_or_never().flatten();
                     }
-                };
-                match input {
-                    Input::Service(e) => relists[0].apply(&mut world, *e, key_of, World::set_service, World::remove_service, World::service_keys),
-                    Input::Slice(e) => relists[1].apply(&mut world, *e, key_of, World::set_slice, World::remove_slice, World::slice_keys),
-                    Input::Node(e) => relists[2].apply(&mut world, *e, |n: &Node| n.name_any(), World::set_node, World::remove_node, World::node_names),
-                    Input::Speaker(e) => relists[3].apply(&mut world, *e, key_of, World::set_speaker, World::remove_speaker, World::speaker_keys),
-                    Input::Config(e) => {
-                        let rejected = match *e {
-                            watcher::Event::Init => { config_relist = Some(Vec::new()); None }
-                            watcher::Event::InitApply(c) => { config_relist.get_or_insert_default().push(c); None }
-                            watcher::Event::InitDone => {
-                                configs_synced = true;
-                                world.replace_configs(config_relist.take().unwrap_or_default())
+                    let input = match input {
+                        Ok(input) => input,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "watch error; retrying with backoff");
+                            continue;
+                        }
+                    };
+                    match input {
+                        Input::Service(e) => relists[0].apply(&mut world, *e, key_of, World::set_service, World::remove_service, World::service_keys),
+                        Input::Slice(e) => relists[1].apply(&mut world, *e, key_of, World::set_slice, World::remove_slice, World::slice_keys),
+                        Input::Node(e) => relists[2].apply(&mut world, *e, |n: &Node| n.name_any(), World::set_node, World::remove_node, World::node_names),
+                        Input::Speaker(e) => relists[3].apply(&mut world, *e, key_of, World::set_speaker, World::remove_speaker, World::speaker_keys),
+                        Input::Config(e) => {
+                            let rejected = match *e {
+                                watcher::Event::Init => { config_relist = Some(Vec::new()); None }
+                                watcher::Event::InitApply(c) => { config_relist.get_or_insert_default().push(c); None }
+                                watcher::Event::InitDone => {
+                                    configs_synced = true;
+                                    world.replace_configs(config_relist.take().unwrap_or_default())
+                                }
+                                watcher::Event::Apply(c) => world.set_config(&c),
+                                watcher::Event::Delete(c) => world.remove_config(&c.name_any()),
+                            };
+                            if let Some(rejected) = rejected {
+                                ctx.metrics.config_stale.set(1);
+                                tracing::error!(config = %rejected.name, problems = %rejected.problems,
+                                    "LoadBalancerConfig rejected; the last valid configuration stays in force");
+                            } else if world.config().is_some() {
+                                ctx.metrics.config_stale.set(0);
                             }
-                            watcher::Event::Apply(c) => world.set_config(&c),
-                            watcher::Event::Delete(c) => world.remove_config(&c.name_any()),
-                        };
-                        if let Some(rejected) = rejected {
-                            ctx.metrics.config_stale.set(1);
-                            tracing::error!(config = %rejected.name, problems = %rejected.problems,
-                                "LoadBalancerConfig rejected; the last valid configuration stays in force");
-                        } else if world.config().is_some() {
-                            ctx.metrics.config_stale.set(0);
                         }
                     }
                 }
