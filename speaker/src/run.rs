@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use ferrolb_runtime::Probes;
 
-use crate::announce::{l2_announcements, l2_leaders, leader};
+use crate::announce::{l2_plan, leader};
 use crate::l2::Responder;
 use crate::membership::{self, Membership, MembershipMetrics, View};
 use crate::metrics::Metrics;
@@ -200,15 +200,19 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     // Recomputes now and then even when nothing changed, so a failed condition write is retried.
     let mut resync = tokio::time::interval(RESEND / 2);
     let mut peers = BTreeMap::new();
+    // Recompute after the membership or the key changed, on every resync tick, and after watch
+    // events only when they changed something the announcements depend on.
+    let mut stale = true;
     tokio::pin!(shutdown);
 
     let result = loop {
         tokio::select! {
             () = &mut shutdown => break Ok(()),
-            _ = resync.tick() => {}
+            _ = resync.tick() => stale = true,
             _ = key_check.tick() => {
                 let read = read_key(&ctx.key_file).await;
                 if read != key {
+                    stale = true;
                     key = read;
                     membership = update_membership(&ctx, membership, key.clone()).await;
                     view = membership.as_ref().map_or_else(|| no_view.clone(), Membership::subscribe);
@@ -218,6 +222,7 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
                 }
             }
             changed = view.changed() => {
+                stale = true;
                 if changed.is_err() {
                     // The membership stopped; Kubernetes readiness alone decides until it is back.
                     view = no_view.clone();
@@ -276,6 +281,9 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
             }
         }
         if !configs_synced || relists.iter().any(|r| !r.synced) {
+            continue;
+        }
+        if !(std::mem::take(&mut stale) | world.take_changed()) {
             continue;
         }
         let current = view.borrow().clone();
@@ -368,7 +376,7 @@ fn recompute(
         return;
     };
     let views = world.service_views();
-    let mine = l2_announcements(&ctx.node, config, &views, world.nodes(), &live);
+    let (mine, leaders) = l2_plan(&ctx.node, config, &views, world.nodes(), &live);
     // A bigger incarnation means the others declared this speaker dead (it was cut off, or too
     // slow) and may have announced its addresses meanwhile: claim them back on the wire.
     let refuted = announcing.incarnation != 0 && view.incarnation > announcing.incarnation;
@@ -420,7 +428,6 @@ fn recompute(
 
     // The Service condition: written by the leader of the Service's first advertised address,
     // or, when nobody announces it, by the live speaker ranked first for that address.
-    let leaders = l2_leaders(config, &views, world.nodes(), &live);
     for svc in &views {
         let advertised: Vec<(IpAddr, Option<&String>)> = svc
             .ips

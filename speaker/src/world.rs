@@ -2,7 +2,7 @@
 //! EndpointSlices, Nodes, the speaker pods and the configuration. Pure (no client), so every rule
 //! that turns Kubernetes objects into announcement inputs is unit-tested.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ferrolb_api::v1alpha1::{LoadBalancerConfig, LoadBalancerConfigSpec};
@@ -73,6 +73,10 @@ pub struct World {
     /// The configuration in force: the last valid one.
     config: Option<(String, LoadBalancerConfigSpec)>,
     rejected: Option<(String, LoadBalancerConfigSpec)>,
+    /// Something that can change an announcement or a condition changed since
+    /// [`World::take_changed`]: most watch events (status heartbeats, Services without addresses,
+    /// their EndpointSlices) change nothing the speaker computes, and need no recompute.
+    changed: bool,
 }
 
 /// `namespace/name` of any object.
@@ -80,7 +84,24 @@ pub fn key_of<K: ResourceExt>(obj: &K) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
+impl Svc {
+    /// Whether the Service can be announced at all (its class is checked later).
+    fn holds_addresses(&self) -> bool {
+        self.load_balancer && !self.ips.is_empty()
+    }
+}
+
 impl World {
+    /// Whether anything that matters to the announcements changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Whether the Service `key` holds addresses (so its endpoints matter).
+    fn matters(&self, key: &str) -> bool {
+        self.services.get(key).is_some_and(Svc::holds_addresses)
+    }
+
     /// Adds or replaces a Service.
     pub fn set_service(&mut self, svc: &Service) {
         let spec = svc.spec.as_ref();
@@ -113,12 +134,23 @@ impl World {
             local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
             ips,
         };
-        self.services.insert(key_of(svc), view);
+        let key = key_of(svc);
+        let old = self.services.get(&key);
+        if old != Some(&view) && (old.is_some_and(Svc::holds_addresses) || view.holds_addresses()) {
+            self.changed = true;
+        }
+        self.services.insert(key, view);
     }
 
     /// Forgets a Service.
     pub fn remove_service(&mut self, key: &str) {
-        self.services.remove(key);
+        if self
+            .services
+            .remove(key)
+            .is_some_and(|s| s.holds_addresses())
+        {
+            self.changed = true;
+        }
     }
 
     /// Adds or replaces an EndpointSlice: the nodes hosting a ready endpoint (or a serving one
@@ -140,12 +172,22 @@ impl World {
             })
             .filter_map(|e| e.node_name.clone())
             .collect();
-        self.slices.insert(key_of(slice), (service, nodes));
+        let new = (service, nodes);
+        let old = self.slices.get(&key_of(slice));
+        if old != Some(&new) && (old.is_some_and(|(s, _)| self.matters(s)) || self.matters(&new.0))
+        {
+            self.changed = true;
+        }
+        self.slices.insert(key_of(slice), new);
     }
 
     /// Forgets an EndpointSlice.
     pub fn remove_slice(&mut self, key: &str) {
-        self.slices.remove(key);
+        if let Some((service, _)) = self.slices.remove(key)
+            && self.matters(&service)
+        {
+            self.changed = true;
+        }
     }
 
     /// Adds or replaces a Node.
@@ -162,18 +204,20 @@ impl World {
             ready: condition("Ready"),
             network_unavailable: condition("NetworkUnavailable"),
         };
-        self.nodes.insert(node.name_any(), view);
+        if self.nodes.insert(node.name_any(), view.clone()) != Some(view) {
+            self.changed = true;
+        }
     }
 
     /// Forgets a Node.
     pub fn remove_node(&mut self, name: &str) {
-        self.nodes.remove(name);
+        self.changed |= self.nodes.remove(name).is_some();
     }
 
     /// Adds or replaces a speaker pod.
     pub fn set_speaker(&mut self, pod: &Pod) {
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-            self.speakers.remove(&key_of(pod));
+            self.remove_speaker(&key_of(pod));
             return;
         };
         let status = pod.status.as_ref();
@@ -185,13 +229,15 @@ impl World {
                 .and_then(|s| s.conditions.as_ref())
                 .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
                 .is_some_and(|c| c.status == "True");
-        self.speakers
-            .insert(key_of(pod), Speaker { node, ip, ready });
+        let speaker = Speaker { node, ip, ready };
+        if self.speakers.insert(key_of(pod), speaker.clone()) != Some(speaker) {
+            self.changed = true;
+        }
     }
 
     /// Forgets a speaker pod.
     pub fn remove_speaker(&mut self, key: &str) {
-        self.speakers.remove(key);
+        self.changed |= self.speakers.remove(key).is_some();
     }
 
     /// Adds or replaces a LoadBalancerConfig; returns the rejection when the configuration to
@@ -215,6 +261,7 @@ impl World {
 
     /// The oldest LoadBalancerConfig (ties by name) is the one in force, as for the controller.
     fn choose_config(&mut self) -> Option<Rejected> {
+        self.changed = true;
         let oldest = self.configs.values().min_by(|a, b| {
             let created =
                 |c: &LoadBalancerConfig| c.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -255,12 +302,11 @@ impl World {
             .config()
             .map(|c| c.load_balancer_class.as_str())
             .unwrap_or_default();
-        let mut endpoints: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        let mut endpoints: HashMap<&str, BTreeSet<&String>> = HashMap::new();
         for (service, nodes) in self.slices.values() {
-            endpoints
-                .entry(service)
-                .or_default()
-                .extend(nodes.iter().cloned());
+            if !nodes.is_empty() {
+                endpoints.entry(service).or_default().extend(nodes);
+            }
         }
         self.services
             .iter()
@@ -273,7 +319,10 @@ impl World {
                 key: key.clone(),
                 ips: s.ips.clone(),
                 local: s.local,
-                endpoint_nodes: endpoints.get(key.as_str()).cloned().unwrap_or_default(),
+                endpoint_nodes: endpoints
+                    .get(key.as_str())
+                    .map(|nodes| nodes.iter().map(|n| (*n).clone()).collect())
+                    .unwrap_or_default(),
             })
             .collect()
     }

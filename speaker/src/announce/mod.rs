@@ -171,10 +171,7 @@ pub fn l2_leaders(
     nodes: &BTreeMap<String, NodeView>,
     members: &BTreeSet<String>,
 ) -> BTreeMap<IpAddr, Option<String>> {
-    decide(config, services, nodes, members)
-        .into_iter()
-        .map(|d| (d.ip, d.leader.map(str::to_owned)))
-        .collect()
+    leaders(&decide(config, services, nodes, members))
 }
 
 /// Every IP `me` leads, with the interfaces to answer on.
@@ -189,9 +186,36 @@ pub fn l2_announcements(
     nodes: &BTreeMap<String, NodeView>,
     members: &BTreeSet<String>,
 ) -> Vec<L2Announcement> {
+    announcements(me, nodes, &decide(config, services, nodes, members))
+}
+
+/// [`l2_announcements`] and [`l2_leaders`] at once, from one ranking.
+pub fn l2_plan(
+    me: &str,
+    config: &LoadBalancerConfigSpec,
+    services: &[ServiceView],
+    nodes: &BTreeMap<String, NodeView>,
+    members: &BTreeSet<String>,
+) -> (Vec<L2Announcement>, BTreeMap<IpAddr, Option<String>>) {
+    let decisions = decide(config, services, nodes, members);
+    (announcements(me, nodes, &decisions), leaders(&decisions))
+}
+
+fn leaders(decisions: &[Decision<'_>]) -> BTreeMap<IpAddr, Option<String>> {
+    decisions
+        .iter()
+        .map(|d| (d.ip, d.leader.map(str::to_owned)))
+        .collect()
+}
+
+fn announcements(
+    me: &str,
+    nodes: &BTreeMap<String, NodeView>,
+    decisions: &[Decision<'_>],
+) -> Vec<L2Announcement> {
     let my_labels = nodes.get(me).map(|n| &n.labels);
-    decide(config, services, nodes, members)
-        .into_iter()
+    decisions
+        .iter()
         .filter(|d| d.leader == Some(me))
         .map(|d| {
             let interfaces: BTreeSet<String> = if d.ads.iter().any(|ad| ad.interfaces.is_empty()) {

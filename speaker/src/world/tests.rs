@@ -282,3 +282,50 @@ fn one_node_announces_each_address_and_a_dead_speaker_hands_over() {
     assert_ne!(w.l2_leaders(&without)[&ip].as_deref(), Some(first.as_str()));
     assert!(w.l2_announcements(&first, &without).is_empty());
 }
+
+#[test]
+fn only_changes_that_can_move_an_announcement_ask_for_a_recompute() {
+    let mut w = world();
+    assert!(w.take_changed(), "the config, nodes and speakers arrived");
+    assert!(!w.take_changed(), "taken");
+
+    // a Service without addresses yet, and its slice, change nothing the speaker computes
+    let pending = service("web", json!({"spec": {"type": "LoadBalancer"}}));
+    w.set_service(&pending);
+    let ready = json!([{"addresses": ["10.0.0.1"], "nodeName": "node-1"}]);
+    w.set_slice(&slice("web-a", "web", ready.clone()));
+    assert!(!w.take_changed(), "no address: nothing to announce");
+
+    // it gets an address: that matters; the same object again does not
+    w.set_service(&lb("web", &["203.0.113.5"]));
+    assert!(w.take_changed());
+    w.set_service(&lb("web", &["203.0.113.5"]));
+    assert!(!w.take_changed(), "a resent or unrelated update");
+
+    // its endpoints move, or stay
+    w.set_slice(&slice("web-a", "web", ready.clone()));
+    assert!(!w.take_changed(), "same nodes");
+    w.set_slice(&slice(
+        "web-a",
+        "web",
+        json!([{"addresses": ["10.0.0.2"], "nodeName": "node-2"}]),
+    ));
+    assert!(w.take_changed(), "another node hosts the endpoint");
+    w.remove_slice("ns/web-a");
+    assert!(w.take_changed(), "no endpoint left");
+    w.remove_slice("ns/web-a");
+    assert!(!w.take_changed(), "already gone");
+
+    // a node heartbeat that changes no condition or label, and a speaker pod resent
+    w.set_node(&node("node-1", true, json!({})));
+    w.set_speaker(&speaker("speaker-1", "node-1", "198.51.100.11", true));
+    assert!(!w.take_changed());
+    w.set_node(&node("node-1", false, json!({})));
+    assert!(w.take_changed(), "a node goes NotReady");
+
+    // the Service goes: its address must be let go
+    w.remove_service("ns/web");
+    assert!(w.take_changed());
+    w.remove_service("ns/pending");
+    assert!(!w.take_changed());
+}
