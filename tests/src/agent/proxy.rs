@@ -569,9 +569,16 @@ pub async fn run(ctx: Arc<Ctx>) {
                 tables.partial()
             };
             let Some(script) = script else { continue };
+            let started = Instant::now();
             match apply(&script).await {
                 Ok(()) => {
-                    tracing::debug!(whole, "nftables updated");
+                    let took = started.elapsed();
+                    if took > Duration::from_secs(1) {
+                        // worth knowing when the testbed itself slows the cluster down
+                        tracing::info!(whole, bytes = script.len(), ?took, "slow nftables update");
+                    } else {
+                        tracing::debug!(whole, bytes = script.len(), ?took, "nftables updated");
+                    }
                     whole = false;
                 }
                 Err(e) => {

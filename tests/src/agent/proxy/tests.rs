@@ -416,3 +416,47 @@ fn partial_updates_leave_the_kernel_as_a_full_rewrite_would() {
         "the run compared real tables ({most} destinations at most)"
     );
 }
+
+/// Scale probe (not part of the suite): 10,000 Services like the controller benchmark's, then half
+/// of them removed and added back in one sync each.
+#[test]
+#[ignore = "scale measurement, run by hand"]
+fn scale_of_one_sync() {
+    let ns = Netns::new("scale");
+    let mut t = Tables::new(ips());
+    let services: Vec<(ServiceKey, Service)> = (0..10_000)
+        .map(|i| {
+            let mut s = svc(
+                &format!("bg-{i:05}"),
+                "Cluster",
+                &format!("203.0.113.{}", i % 100),
+            );
+            let spec = s.spec.as_mut().unwrap();
+            spec.cluster_ip = Some(format!("10.96.{}.{}", i / 250, i % 250));
+            spec.ports.as_mut().unwrap()[0].port = 1000 + i / 100;
+            (key(&format!("bg-{i:05}")), s)
+        })
+        .collect();
+    let time = |what: &str, script: &str| {
+        let started = std::time::Instant::now();
+        ns.nft(script).unwrap();
+        eprintln!("{what}: {} bytes, {:?}", script.len(), started.elapsed());
+    };
+    for (k, s) in &services {
+        t.set_service(k, destinations("node-1", s, []));
+    }
+    let full = t.full();
+    time("full", &full);
+    for (k, _) in services.iter().step_by(2) {
+        t.set_service(k, Vec::new());
+    }
+    let removal = t.partial().unwrap();
+    time("remove 5,000", &removal);
+    for (k, s) in services.iter().step_by(2) {
+        t.set_service(k, destinations("node-1", s, []));
+    }
+    let addition = t.partial().unwrap();
+    time("add 5,000", &addition);
+    t.set_service(&services[0].0, Vec::new());
+    time("remove 1", &t.partial().unwrap());
+}
