@@ -7,63 +7,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use ferrolb_testbed::agent::proxy::{ServiceKey, Tables, destinations};
+use ferrolb_testbed::harness::ScratchNetns;
 use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
-/// A network namespace of this run, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("ftb-nftscale-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("ip")
-            .success();
-        assert!(ok, "ip netns add {name} (needs root)");
-        Netns(name)
-    }
-
-    fn nft(&self, what: &str, script: &str) {
-        let started = Instant::now();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("nft");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{what}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        println!(
-            "| {what} | {} KiB | {:.0?} |",
-            script.len() / 1024,
-            started.elapsed()
-        );
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
+/// Apply `script` in `ns` and print a table row: what, script size, time.
+fn timed(ns: &ScratchNetns, what: &str, script: &str) {
+    let started = Instant::now();
+    ns.nft(script).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    println!(
+        "| {what} | {} KiB | {:.0?} |",
+        script.len() / 1024,
+        started.elapsed()
+    );
 }
 
 fn main() {
@@ -84,21 +43,21 @@ fn main() {
             (("bench".to_owned(), name), svc)
         })
         .collect();
-    let ns = Netns::new();
+    let ns = ScratchNetns::new("scale").unwrap();
     let mut tables = Tables::new(["198.51.100.11".parse().unwrap()]);
     for (key, svc) in &services {
         tables.set_service(key, destinations("node-1", svc, []));
     }
     println!("| sync ({n} Services) | script | time |\n|---|---|---|");
-    ns.nft("whole table", &tables.full());
+    timed(&ns, "whole table", &tables.full());
     for (key, _) in services.iter().step_by(2) {
         tables.set_service(key, Vec::new());
     }
-    ns.nft("remove half", &tables.partial().unwrap());
+    timed(&ns, "remove half", &tables.partial().unwrap());
     for (key, svc) in services.iter().step_by(2) {
         tables.set_service(key, destinations("node-1", svc, []));
     }
-    ns.nft("add them back", &tables.partial().unwrap());
+    timed(&ns, "add them back", &tables.partial().unwrap());
     tables.set_service(&services[0].0, Vec::new());
-    ns.nft("remove one", &tables.partial().unwrap());
+    timed(&ns, "remove one", &tables.partial().unwrap());
 }

@@ -330,6 +330,42 @@ pub fn netns_sh(netns: &str, argv: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A network namespace of its own for a test or a probe (`ftb-scratch-PID-TAG`; needs root),
+/// deleted on drop.
+#[derive(Debug)]
+pub struct ScratchNetns(pub String);
+
+impl ScratchNetns {
+    pub fn new(tag: &str) -> anyhow::Result<ScratchNetns> {
+        let name = format!("ftb-scratch-{}-{tag}", std::process::id());
+        let out = Command::new("ip").args(["netns", "add", &name]).output()?;
+        if !out.status.success() {
+            bail!(
+                "ip netns add {name} (needs root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(ScratchNetns(name))
+    }
+
+    /// Run an `nft` script in the namespace (one transaction).
+    pub fn nft(&self, script: &str) -> anyhow::Result<()> {
+        let path = std::env::temp_dir().join(format!("{}.nft", self.0));
+        std::fs::write(&path, script)?;
+        let result = netns_sh(&self.0, &["nft", "-f", &path.display().to_string()]);
+        let _ = std::fs::remove_file(&path);
+        result.map(drop)
+    }
+}
+
+impl Drop for ScratchNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .output();
+    }
+}
+
 /// Poll `f` every 250 ms until it returns `Ok(Some(v))`, or fail after `timeout` with the last
 /// error.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>

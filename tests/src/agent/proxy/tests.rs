@@ -1,4 +1,5 @@
 use super::*;
+use crate::harness::{ScratchNetns, netns_sh};
 use serde_json::{Value, json};
 
 const NODE_IPS: [&str; 2] = ["198.51.100.11", "2001:db8:1::11"];
@@ -236,113 +237,63 @@ fn a_contested_destination_goes_to_the_first_service_and_then_the_next() {
 
 // ---- against the kernel ----------------------------------------------------------------------
 
-/// A network namespace of this test, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("ftb-nft-{}-{tag}", std::process::id());
-        let ok = std::process::Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("ip")
-            .success();
-        assert!(ok, "ip netns add {name} (needs root)");
-        Netns(name)
-    }
-
-    fn nft(&self, script: &str) -> Result<String, String> {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("nft");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    /// What the kernel does with each destination: map element key → the rules of its chain,
-    /// plus the chains nothing jumps to (there should be none).
-    fn behaviour(&self) -> (BTreeMap<String, Vec<String>>, BTreeSet<String>) {
-        let listing = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", "-j", "list", "ruleset"])
-            .output()
-            .expect("nft -j list ruleset");
-        let v: Value = serde_json::from_slice(&listing.stdout).unwrap();
-        let mut rules: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        let mut chains = BTreeSet::new();
-        let mut elements = Vec::new();
-        for item in v["nftables"].as_array().unwrap() {
-            if let Some(c) = item.get("chain") {
-                let name = c["name"].as_str().unwrap().to_owned();
-                if name.starts_with('s') {
-                    chains.insert((c["family"].as_str().unwrap().to_owned(), name));
-                }
-            }
-            if let Some(r) = item.get("rule") {
-                let at = (
-                    r["family"].as_str().unwrap().to_owned(),
-                    r["chain"].as_str().unwrap().to_owned(),
-                );
-                rules.entry(at).or_default().push(r["expr"].to_string());
-            }
-            if let Some(m) = item.get("map") {
-                for e in m["elem"].as_array().into_iter().flatten() {
-                    let chain = e[1]["jump"]["target"].as_str().unwrap().to_owned();
-                    elements.push((
-                        m["family"].as_str().unwrap().to_owned(),
-                        e[0].to_string(),
-                        chain,
-                    ));
-                }
+/// What the kernel does with each destination in `ns`: map element key → the rules of its chain,
+/// plus the chains nothing jumps to (there should be none).
+fn behaviour(ns: &ScratchNetns) -> (BTreeMap<String, Vec<String>>, BTreeSet<String>) {
+    let listing = netns_sh(&ns.0, &["nft", "-j", "list", "ruleset"]).unwrap();
+    let v: Value = serde_json::from_str(&listing).unwrap();
+    let mut rules: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut chains = BTreeSet::new();
+    let mut elements = Vec::new();
+    for item in v["nftables"].as_array().unwrap() {
+        if let Some(c) = item.get("chain") {
+            let name = c["name"].as_str().unwrap().to_owned();
+            if name.starts_with('s') {
+                chains.insert((c["family"].as_str().unwrap().to_owned(), name));
             }
         }
-        let mut out = BTreeMap::new();
-        for (family, key, chain) in elements {
-            let at = (family.clone(), chain);
-            chains.remove(&at);
-            out.insert(
-                format!("{family} {key}"),
-                rules.get(&at).cloned().unwrap_or_default(),
+        if let Some(r) = item.get("rule") {
+            let at = (
+                r["family"].as_str().unwrap().to_owned(),
+                r["chain"].as_str().unwrap().to_owned(),
             );
+            rules.entry(at).or_default().push(r["expr"].to_string());
         }
-        (
-            out,
-            chains
-                .into_iter()
-                .map(|(f, c)| format!("{f} {c}"))
-                .collect(),
-        )
+        if let Some(m) = item.get("map") {
+            for e in m["elem"].as_array().into_iter().flatten() {
+                let chain = e[1]["jump"]["target"].as_str().unwrap().to_owned();
+                elements.push((
+                    m["family"].as_str().unwrap().to_owned(),
+                    e[0].to_string(),
+                    chain,
+                ));
+            }
+        }
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
+    let mut out = BTreeMap::new();
+    for (family, key, chain) in elements {
+        let at = (family.clone(), chain);
+        chains.remove(&at);
+        out.insert(
+            format!("{family} {key}"),
+            rules.get(&at).cloned().unwrap_or_default(),
+        );
     }
+    (
+        out,
+        chains
+            .into_iter()
+            .map(|(f, c)| format!("{f} {c}"))
+            .collect(),
+    )
 }
 
 /// Random changes of Services and endpoints, each applied as a partial update to one namespace:
 /// after every step the kernel there behaves exactly as in a namespace given the whole table.
 #[test]
 fn partial_updates_leave_the_kernel_as_a_full_rewrite_would() {
-    let partial = Netns::new("partial");
-    let full = Netns::new("full");
+    let partial = ScratchNetns::new("partial").unwrap();
+    let full = ScratchNetns::new("full").unwrap();
     let mut t = Tables::new(ips());
     partial.nft(&t.full()).unwrap();
     let mut rng = 0x2545_f491_4f6c_dd1d_u64;
@@ -401,8 +352,8 @@ fn partial_updates_leave_the_kernel_as_a_full_rewrite_would() {
             fresh.set_service(&key(n), destinations("node-1", s, sl));
         }
         full.nft(&fresh.full()).unwrap();
-        let (got, orphans) = partial.behaviour();
-        let (want, _) = full.behaviour();
+        let (got, orphans) = behaviour(&partial);
+        let (want, _) = behaviour(&full);
         assert!(
             orphans.is_empty(),
             "step {step}: chains left behind: {orphans:?}"
