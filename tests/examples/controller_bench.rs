@@ -4,6 +4,7 @@
 //! Run (a testbed up with release binaries):
 //!   TESTBED_PROFILE=release make testbed-up
 //!   cargo run --release -p ferrolb-testbed --example controller_bench
+//! (`LEVELS=0,2000` measures other levels.)
 //! Existing Services share 100 addresses (100 sharing keys, distinct ports), so 10,000 of them fit
 //! in the testbed's 203.0.113.0/24; each measured Service gets an address of its own and is deleted
 //! after, so the levels do not drift. Results go to docs/benchmarks.md by hand.
@@ -32,6 +33,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 const SAMPLES: usize = 100;
+/// Existing-Service levels measured, unless `LEVELS` (comma-separated, ascending) says otherwise.
 const LEVELS: [usize; 3] = [0, 1_000, 10_000];
 
 fn service(name: &str, key: Option<String>, port: i32) -> Service {
@@ -180,7 +182,15 @@ async fn main() -> anyhow::Result<()> {
         "| existing Services | p50 | p99 | max | leader RSS | controller p50/p99 (queued, api, total) |"
     );
     println!("|---|---|---|---|---|---|");
-    for level in LEVELS {
+    let levels: Vec<usize> = match std::env::var("LEVELS") {
+        Ok(v) => v
+            .split(',')
+            .map(|l| l.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("LEVELS={v}: {e}"))?,
+        Err(_) => LEVELS.to_vec(),
+    };
+    for level in levels {
         // Grow the background population to `level`, 8 creations at a time.
         let names: Vec<usize> = (existing..level).collect();
         futures::stream::iter(names)
