@@ -173,12 +173,13 @@ impl World {
             .filter_map(|e| e.node_name.clone())
             .collect();
         let new = (service, nodes);
-        let old = self.slices.get(&key_of(slice));
+        let key = key_of(slice);
+        let old = self.slices.get(&key);
         if old != Some(&new) && (old.is_some_and(|(s, _)| self.matters(s)) || self.matters(&new.0))
         {
             self.changed = true;
         }
-        self.slices.insert(key_of(slice), new);
+        self.slices.insert(key, new);
     }
 
     /// Forgets an EndpointSlice.

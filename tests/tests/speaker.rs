@@ -465,7 +465,6 @@ async fn cutting_the_leaders_link_moves_the_address() -> anyhow::Result<()> {
         Ok(Some(()))
     })
     .await?;
-    wait_for("curl", T, || async { Ok(l2.curl(&ip).ok()) }).await?;
     let i = l2.index(&leader)?;
     let mut down = None;
     let report = probe_through(&l2, &ip, || async {

@@ -44,6 +44,16 @@ fn key(name: &str) -> ServiceKey {
     ("ns".into(), name.into())
 }
 
+/// The whole-table script of a node with addresses `node_ips` that has only Service `s`.
+fn alone(node_ips: Vec<IpAddr>, node: &str, s: &Service, slices: &[&EndpointSlice]) -> String {
+    let mut t = Tables::new(node_ips);
+    t.set_service(
+        &key(s.metadata.name.as_deref().unwrap()),
+        destinations(node, s, slices.iter().copied()),
+    );
+    t.full()
+}
+
 /// The chain body the element for `daddr . tcp . port` jumps to, in a full script.
 fn chain_of(script: &str, daddr: &str, port: u16) -> String {
     let element = format!("{daddr} . tcp . {port} : jump s");
@@ -65,10 +75,8 @@ fn chain_of(script: &str, daddr: &str, port: u16) -> String {
 
 #[test]
 fn cluster_uses_all_ready_endpoints_and_snats() {
-    let mut t = Tables::new(ips());
     let s = svc("web", "Cluster", "203.0.113.10");
-    t.set_service(&key("web"), destinations("node-1", &s, [&web_slice()]));
-    let script = t.full();
+    let script = alone(ips(), "node-1", &s, &[&web_slice()]);
     let chain = chain_of(&script, "203.0.113.10", 80);
     assert_eq!(
         chain,
@@ -88,9 +96,7 @@ fn cluster_uses_all_ready_endpoints_and_snats() {
 #[test]
 fn local_uses_only_local_endpoints_or_drops() {
     let s = svc("web", "Local", "203.0.113.10");
-    let mut t1 = Tables::new(ips());
-    t1.set_service(&key("web"), destinations("node-1", &s, [&web_slice()]));
-    let script = t1.full();
+    let script = alone(ips(), "node-1", &s, &[&web_slice()]);
     let chain = chain_of(&script, "203.0.113.10", 80);
     assert!(
         chain.contains("mod 1 map { 0 : 198.51.100.129 . 8080 }"),
@@ -104,9 +110,8 @@ fn local_uses_only_local_endpoints_or_drops() {
         chain_of(&script, "10.96.0.10", 80).contains("mod 2"),
         "internalTrafficPolicy is Cluster: {script}"
     );
-    let mut t3 = Tables::new(ips());
-    t3.set_service(&key("web"), destinations("node-3", &s, [&web_slice()]));
-    assert_eq!(chain_of(&t3.full(), "203.0.113.10", 80), "drop;");
+    let elsewhere = alone(ips(), "node-3", &s, &[&web_slice()]);
+    assert_eq!(chain_of(&elsewhere, "203.0.113.10", 80), "drop;");
 }
 
 #[test]
@@ -123,9 +128,7 @@ fn each_address_goes_to_backends_of_its_own_family() {
         "IPv6",
         json!([{"addresses": ["2001:db8:2::5"], "nodeName": "node-2"}]),
     );
-    let mut t = Tables::new(ips());
-    t.set_service(&key("web"), destinations("node-1", &s, [&web_slice(), &v6]));
-    let script = t.full();
+    let script = alone(ips(), "node-1", &s, &[&web_slice(), &v6]);
     let chain = chain_of(&script, "2001:db8:100::10", 80);
     assert!(
         chain.contains("dnat ip6 to numgen random mod 1 map { 0 : [2001:db8:2::5] . 8080 }"),
@@ -136,9 +139,7 @@ fn each_address_goes_to_backends_of_its_own_family() {
         "{script}"
     );
     // a node without an IPv6 address has no ip6 table to put it in
-    let mut v4_only = Tables::new([ips()[0]]);
-    v4_only.set_service(&key("web"), destinations("node-1", &s, [&web_slice(), &v6]));
-    let script = v4_only.full();
+    let script = alone(vec![ips()[0]], "node-1", &s, &[&web_slice(), &v6]);
     assert!(!script.contains("2001:db8:100::10"), "{script}");
     assert!(!script.contains("table ip6 ferrolb_testbed {"), "{script}");
 }
