@@ -1,7 +1,7 @@
 //! What one sync of the testbed's kube-proxy costs the kernel at scale: the nftables tables of
 //! `SERVICES` (default 10,000) Services like the controller benchmark's (100 shared addresses,
-//! a cluster IP each), loaded whole, then half of them removed in one partial update, added back
-//! in another, and one removed alone. Needs root; works in a network namespace of its own.
+//! a cluster IP each, no endpoints), loaded whole, then half of them removed in one partial
+//! update, added back in another, and one removed and added back alone. Needs root; works in a network namespace of its own.
 //!
 //! Run: `cargo run --release -p ferrolb-testbed --example nft_scale`
 
@@ -60,4 +60,6 @@ fn main() {
     timed(&ns, "add them back", &tables.partial().unwrap());
     tables.set_service(&services[0].0, Vec::new());
     timed(&ns, "remove one", &tables.partial().unwrap());
+    tables.set_service(&services[0].0, destinations("node-1", &services[0].1, []));
+    timed(&ns, "add one", &tables.partial().unwrap());
 }

@@ -8,8 +8,11 @@
 //! Like kube-proxy's nftables mode, a change is applied incrementally: each destination
 //! (address, protocol, port) is one element of a verdict map that jumps to its own chain, and a
 //! change replaces only the chains and map elements of the Services that changed, in one atomic
-//! `nft` transaction. The whole table is written only at start and after a failed update, so the
-//! cost of a change does not grow with the number of Services.
+//! `nft` transaction. The whole table is written only at start and after a failed update.
+//! A destination without endpoints maps straight to `drop`, with no chain: adding a jump makes the
+//! kernel re-validate every chain it can reach, so chains only for destinations that have
+//! endpoints keep a change cheap among thousands of Services without endpoints (kube-proxy keeps
+//! those in a map of their own for the same reason).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -145,8 +148,8 @@ pub struct Tables {
     claims: BTreeMap<Destination, BTreeMap<ServiceKey, Target>>,
     /// The destinations each Service claims.
     by_service: HashMap<ServiceKey, Vec<Destination>>,
-    /// What the kernel has: each destination's chain number and target.
-    applied: HashMap<Destination, (u64, Target)>,
+    /// What the kernel has: each destination's chain number (none: `drop`) and target.
+    applied: HashMap<Destination, (Option<u64>, Target)>,
     /// Destinations whose winner or target may differ from `applied`.
     dirty: BTreeSet<Destination>,
     next_chain: u64,
@@ -279,7 +282,7 @@ impl Tables {
                     "delete element {fam} {TABLE} services {{ {} }}",
                     element(&d, None)
                 );
-                retired.push((fam, old));
+                retired.extend(old.map(|old| (fam, old)));
             }
             if let Some(target) = wanted {
                 let chain = self.new_chain(&mut out, &d, &target);
@@ -301,39 +304,38 @@ impl Tables {
         (!out.is_empty()).then_some(out)
     }
 
-    /// Write the definition of a new chain for `target` and return its number.
-    fn new_chain(&mut self, out: &mut String, d: &Destination, target: &Target) -> u64 {
+    /// Write the definition of a new chain for `target` and return its number; none for a
+    /// target without backends (no (local) endpoint: the destination is dropped, as kube-proxy
+    /// does for Local; reject would also do for Cluster).
+    fn new_chain(&mut self, out: &mut String, d: &Destination, target: &Target) -> Option<u64> {
+        if target.backends.is_empty() {
+            return None;
+        }
         self.next_chain += 1;
         let n = self.next_chain;
         let v6 = d.daddr.is_ipv6();
         let fam = family(v6);
         let _ = write!(out, "table {fam} {TABLE} {{\n  chain s{n} {{ ");
-        if target.backends.is_empty() {
-            // no (local) endpoint: drop, as kube-proxy does for Local; reject would also do for Cluster
-            out.push_str("drop; ");
-        } else {
-            if target.masquerade {
-                out.push_str("meta mark set meta mark | 0x4000; ");
-            }
-            let map: Vec<String> = target
-                .backends
-                .iter()
-                .enumerate()
-                .map(|(j, (ip, port))| match ip {
-                    IpAddr::V4(ip) => format!("{j} : {ip} . {port}"),
-                    IpAddr::V6(ip) => format!("{j} : [{ip}] . {port}"),
-                })
-                .collect();
-            let _ = write!(
-                out,
-                "meta l4proto {} dnat {fam} to numgen random mod {} map {{ {} }}; ",
-                d.proto,
-                target.backends.len(),
-                map.join(", ")
-            );
+        if target.masquerade {
+            out.push_str("meta mark set meta mark | 0x4000; ");
         }
-        out.push_str("}\n}\n");
-        n
+        let map: Vec<String> = target
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(j, (ip, port))| match ip {
+                IpAddr::V4(ip) => format!("{j} : {ip} . {port}"),
+                IpAddr::V6(ip) => format!("{j} : [{ip}] . {port}"),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "meta l4proto {} dnat {fam} to numgen random mod {} map {{ {} }}; }}\n}}",
+            d.proto,
+            target.backends.len(),
+            map.join(", ")
+        );
+        Some(n)
     }
 }
 
@@ -341,11 +343,12 @@ fn family(v6: bool) -> &'static str {
     if v6 { "ip6" } else { "ip" }
 }
 
-/// A map element: `daddr . proto . port`, with `: jump sN` when given a chain.
-fn element(d: &Destination, chain: Option<u64>) -> String {
+/// A map element: `daddr . proto . port`, with its verdict when given one (`Some(None)`: drop).
+fn element(d: &Destination, verdict: Option<Option<u64>>) -> String {
     let key = format!("{} . {} . {}", d.daddr, d.proto, d.port);
-    match chain {
-        Some(n) => format!("{key} : jump s{n}"),
+    match verdict {
+        Some(Some(n)) => format!("{key} : jump s{n}"),
+        Some(None) => format!("{key} : drop"),
         None => key,
     }
 }

@@ -54,8 +54,12 @@ fn alone(node_ips: Vec<IpAddr>, node: &str, s: &Service, slices: &[&EndpointSlic
     t.full()
 }
 
-/// The chain body the element for `daddr . tcp . port` jumps to, in a full script.
+/// The chain body the element for `daddr . tcp . port` jumps to, in a full script; `drop` when
+/// it is dropped without a chain.
 fn chain_of(script: &str, daddr: &str, port: u16) -> String {
+    if script.contains(&format!("{daddr} . tcp . {port} : drop")) {
+        return "drop".to_owned();
+    }
     let element = format!("{daddr} . tcp . {port} : jump s");
     let n: String = script
         .split(&element)
@@ -111,7 +115,7 @@ fn local_uses_only_local_endpoints_or_drops() {
         "internalTrafficPolicy is Cluster: {script}"
     );
     let elsewhere = alone(ips(), "node-3", &s, &[&web_slice()]);
-    assert_eq!(chain_of(&elsewhere, "203.0.113.10", 80), "drop;");
+    assert_eq!(chain_of(&elsewhere, "203.0.113.10", 80), "drop");
 }
 
 #[test]
@@ -169,7 +173,10 @@ fn a_change_touches_only_the_destinations_that_changed() {
     let api = svc("api", "Cluster", "203.0.113.20");
     let mut api_spec = api.clone();
     api_spec.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.20".into());
-    t.set_service(&key("api"), destinations("node-1", &api_spec, []));
+    t.set_service(
+        &key("api"),
+        destinations("node-1", &api_spec, [&web_slice()]),
+    );
     let add = t.partial().unwrap();
     assert!(
         add.contains("add element ip ferrolb_testbed services { 203.0.113.20 . tcp . 80 : jump s"),
@@ -219,6 +226,34 @@ fn a_change_touches_only_the_destinations_that_changed() {
 }
 
 #[test]
+fn destinations_without_endpoints_are_dropped_without_a_chain() {
+    let web = svc("web", "Cluster", "203.0.113.10");
+    let mut t = Tables::new(ips());
+    t.set_service(&key("web"), destinations("node-1", &web, []));
+    let script = t.full();
+    assert!(!script.contains("chain s"), "{script}");
+    assert!(
+        script.contains("203.0.113.10 . tcp . 80 : drop")
+            && script.contains("10.96.0.10 . tcp . 80 : drop"),
+        "{script}"
+    );
+
+    // endpoints come: the elements now jump to chains of their own
+    t.set_service(&key("web"), destinations("node-1", &web, [&web_slice()]));
+    let up = t.partial().unwrap();
+    assert_eq!(up.matches("delete element").count(), 2, "{up}");
+    assert_eq!(up.matches(": jump s").count(), 2, "{up}");
+    assert!(!up.contains("delete chain"), "no chain to retire: {up}");
+
+    // and go again: back to drop, the chains retired
+    t.set_service(&key("web"), destinations("node-1", &web, []));
+    let down = t.partial().unwrap();
+    assert_eq!(down.matches(": drop").count(), 2, "{down}");
+    assert_eq!(down.matches("delete chain").count(), 2, "{down}");
+    assert!(!down.contains("dnat"), "no new chain: {down}");
+}
+
+#[test]
 fn a_contested_destination_goes_to_the_first_service_and_then_the_next() {
     let mut t = Tables::new(ips());
     let b = svc("b", "Cluster", "203.0.113.10");
@@ -228,7 +263,7 @@ fn a_contested_destination_goes_to_the_first_service_and_then_the_next() {
     let script = t.full();
     assert_eq!(
         chain_of(&script, "203.0.113.10", 80),
-        "drop;",
+        "drop",
         "a wins: {script}"
     );
     t.set_service(&key("a"), Vec::new());
@@ -238,8 +273,8 @@ fn a_contested_destination_goes_to_the_first_service_and_then_the_next() {
 
 // ---- against the kernel ----------------------------------------------------------------------
 
-/// What the kernel does with each destination in `ns`: map element key → the rules of its chain,
-/// plus the chains nothing jumps to (there should be none).
+/// What the kernel does with each destination in `ns`: map element key → the rules of its chain
+/// (or its verdict, when it has no chain), plus the chains nothing jumps to (there should be none).
 fn behaviour(ns: &ScratchNetns) -> (BTreeMap<String, Vec<String>>, BTreeSet<String>) {
     let listing = netns_sh(&ns.0, &["nft", "-j", "list", "ruleset"]).unwrap();
     let v: Value = serde_json::from_str(&listing).unwrap();
@@ -262,23 +297,25 @@ fn behaviour(ns: &ScratchNetns) -> (BTreeMap<String, Vec<String>>, BTreeSet<Stri
         }
         if let Some(m) = item.get("map") {
             for e in m["elem"].as_array().into_iter().flatten() {
-                let chain = e[1]["jump"]["target"].as_str().unwrap().to_owned();
                 elements.push((
                     m["family"].as_str().unwrap().to_owned(),
                     e[0].to_string(),
-                    chain,
+                    e[1].clone(),
                 ));
             }
         }
     }
     let mut out = BTreeMap::new();
-    for (family, key, chain) in elements {
-        let at = (family.clone(), chain);
-        chains.remove(&at);
-        out.insert(
-            format!("{family} {key}"),
-            rules.get(&at).cloned().unwrap_or_default(),
-        );
+    for (family, key, verdict) in elements {
+        let behaves = match verdict["jump"]["target"].as_str() {
+            Some(chain) => {
+                let at = (family.clone(), chain.to_owned());
+                chains.remove(&at);
+                rules.get(&at).cloned().unwrap_or_default()
+            }
+            None => vec![verdict.to_string()],
+        };
+        out.insert(format!("{family} {key}"), behaves);
     }
     (
         out,
