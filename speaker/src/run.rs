@@ -23,11 +23,11 @@ use tokio::sync::{mpsc, watch};
 
 use ferrolb_runtime::Probes;
 
-use crate::announce::{l2_plan, leader};
+use crate::announce::leader;
 use crate::l2::Responder;
 use crate::membership::{self, Membership, MembershipMetrics, View};
 use crate::metrics::Metrics;
-use crate::world::{ANNOUNCED_CONDITION, World, key_of};
+use crate::world::{ANNOUNCED_CONDITION, Changed, Plan, World, key_of};
 use ferrolb_api::v1alpha1::LoadBalancerConfig;
 
 /// The field manager of everything the speaker writes.
@@ -123,7 +123,9 @@ impl Relist {
 /// What this node announces now, and what it last reported.
 #[derive(Default)]
 struct Announcing {
-    /// IP → interfaces to answer on (empty: every eligible one).
+    /// What this node leads and who leads the others, kept up to date change by change.
+    plan: Plan,
+    /// IP → interfaces to answer on (empty: every eligible one), as the responder has it.
     led: BTreeMap<IpAddr, BTreeSet<String>>,
     /// Conditions sent to the reporter that the watch has not shown back yet:
     /// Service → (status, message, when sent). Resent when older than [`RESEND`].
@@ -200,8 +202,8 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     // Recomputes now and then even when nothing changed, so a failed condition write is retried.
     let mut resync = tokio::time::interval(RESEND / 2);
     let mut peers = BTreeMap::new();
-    // Recompute after the membership or the key changed, on every resync tick, and after watch
-    // events only when they changed something the announcements depend on.
+    // Recompute everything after the membership or the key changed and on every resync tick;
+    // after watch events, only the addresses they changed (if any).
     let mut stale = true;
     tokio::pin!(shutdown);
 
@@ -283,11 +285,20 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
         if !configs_synced || relists.iter().any(|r| !r.synced) {
             continue;
         }
-        if !(std::mem::take(&mut stale) | world.take_changed()) {
-            continue;
-        }
+        let changed = match (std::mem::take(&mut stale), world.take_changed()) {
+            (true, _) => Changed::Everything,
+            (false, Changed::Nothing) => continue,
+            (false, changed) => changed,
+        };
         let current = view.borrow().clone();
-        recompute(&mut ctx, &world, &current, &mut announcing, &reports);
+        recompute(
+            &mut ctx,
+            &world,
+            &current,
+            &changed,
+            &mut announcing,
+            &reports,
+        );
         ctx.probes.set_ready(true);
     };
 
@@ -355,11 +366,13 @@ async fn read_key(path: &std::path::Path) -> Option<Vec<u8>> {
     (!trimmed.is_empty()).then(|| trimmed.to_vec())
 }
 
-/// Recomputes what this node announces; applies it to the responder first, then queues reports.
+/// Recomputes what this node announces for what `changed`; applies it to the responder first,
+/// then queues reports.
 fn recompute(
     ctx: &mut Context,
     world: &World,
     view: &View,
+    changed: &Changed,
     announcing: &mut Announcing,
     reports: &mpsc::UnboundedSender<Report>,
 ) {
@@ -372,19 +385,26 @@ fn recompute(
         .live_speakers
         .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
 
-    let Some(config) = world.config() else {
+    if world.config().is_none() {
         return;
-    };
-    let views = world.service_views();
-    let (mine, leaders) = l2_plan(&ctx.node, config, &views, world.nodes(), &live);
+    }
+    let views = world.update_plan(&ctx.node, &live, changed, &mut announcing.plan);
+    if *changed == Changed::Everything {
+        // conditions of Services that are gone will never come back through the watch
+        let keys: BTreeSet<&String> = views.iter().map(|v| &v.key).collect();
+        announcing.sent.retain(|k, _| keys.contains(k));
+    }
+    let (mine, leaders) = (&announcing.plan.mine, &announcing.plan.leaders);
     // A bigger incarnation means the others declared this speaker dead (it was cut off, or too
     // slow) and may have announced its addresses meanwhile: claim them back on the wire.
     let refuted = announcing.incarnation != 0 && view.incarnation > announcing.incarnation;
     if view.incarnation != 0 {
         announcing.incarnation = view.incarnation;
     }
-    let led: BTreeMap<IpAddr, BTreeSet<String>> =
-        mine.iter().map(|a| (a.ip, a.interfaces.clone())).collect();
+    let led: BTreeMap<IpAddr, BTreeSet<String>> = mine
+        .iter()
+        .map(|(ip, a)| (*ip, a.interfaces.clone()))
+        .collect();
     if led != announcing.led {
         ctx.responder.set(led.clone());
         let gained: Vec<IpAddr> = led
@@ -402,7 +422,7 @@ fn recompute(
         ctx.metrics
             .announced
             .set(i64::try_from(led.len()).unwrap_or(i64::MAX));
-        for a in mine.iter().filter(|a| gained.contains(&a.ip)) {
+        for a in gained.iter().filter_map(|ip| mine.get(ip)) {
             let on = on_interfaces(&ctx.responder, a.ip);
             tracing::info!(ip = %a.ip, interfaces = %on, services = ?a.services, "announcing");
             for service in &a.services {

@@ -12,7 +12,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::announce::{L2Announcement, NodeView, ServiceView, l2_announcements, l2_leaders};
+use crate::announce::{
+    L2Announcement, NodeView, ServiceView, l2_announcements, l2_leaders, l2_plan,
+};
 
 /// The label every EndpointSlice carries with its Service's name.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -60,12 +62,48 @@ pub struct Rejected {
     pub problems: String,
 }
 
+/// What changed since the last [`World::take_changed`], for the announcements and conditions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Changed {
+    /// Nothing they depend on (status heartbeats, Services without addresses, their slices).
+    #[default]
+    Nothing,
+    /// Only the Services holding these addresses (or that held them): their Service, status or
+    /// endpoints. Only these addresses need a new leader, and only their Services a new condition.
+    Addresses(BTreeSet<IpAddr>),
+    /// Nodes, speakers or the configuration: any address may move.
+    Everything,
+}
+
+impl Changed {
+    fn addresses(&mut self, ips: &[IpAddr]) {
+        match self {
+            Changed::Everything => {}
+            Changed::Addresses(set) => set.extend(ips),
+            Changed::Nothing => *self = Changed::Addresses(ips.iter().copied().collect()),
+        }
+    }
+}
+
+/// What this node leads, and who leads every address, as [`World::update_plan`] keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The addresses this node announces.
+    pub mine: BTreeMap<IpAddr, L2Announcement>,
+    /// The leader of every address with an L2 advertisement (None: nobody announces it).
+    pub leaders: BTreeMap<IpAddr, Option<String>>,
+}
+
 /// Everything the speaker knows about the cluster.
 #[derive(Clone, Debug, Default)]
 pub struct World {
     services: BTreeMap<String, Svc>,
+    /// Address → the Services whose status holds it.
+    by_ip: BTreeMap<IpAddr, BTreeSet<String>>,
     /// EndpointSlice `namespace/name` → (Service key, nodes with a ready endpoint).
     slices: BTreeMap<String, (String, BTreeSet<String>)>,
+    /// Service key → its EndpointSlices' keys.
+    slices_of: HashMap<String, BTreeSet<String>>,
     nodes: BTreeMap<String, NodeView>,
     /// Speaker pod `namespace/name` → where it runs.
     speakers: BTreeMap<String, Speaker>,
@@ -73,10 +111,10 @@ pub struct World {
     /// The configuration in force: the last valid one.
     config: Option<(String, LoadBalancerConfigSpec)>,
     rejected: Option<(String, LoadBalancerConfigSpec)>,
-    /// Something that can change an announcement or a condition changed since
-    /// [`World::take_changed`]: most watch events (status heartbeats, Services without addresses,
-    /// their EndpointSlices) change nothing the speaker computes, and need no recompute.
-    changed: bool,
+    /// What can change an announcement or a condition since [`World::take_changed`]: most watch
+    /// events (status heartbeats, Services without addresses, their EndpointSlices) change
+    /// nothing the speaker computes, and need no recompute.
+    changed: Changed,
 }
 
 /// `namespace/name` of any object.
@@ -92,14 +130,29 @@ impl Svc {
 }
 
 impl World {
-    /// Whether anything that matters to the announcements changed since the last call.
-    pub fn take_changed(&mut self) -> bool {
+    /// What changed that matters to the announcements since the last call.
+    pub fn take_changed(&mut self) -> Changed {
         std::mem::take(&mut self.changed)
     }
 
-    /// Whether the Service `key` holds addresses (so its endpoints matter).
-    fn matters(&self, key: &str) -> bool {
-        self.services.get(key).is_some_and(Svc::holds_addresses)
+    /// A change of the Service `key`'s endpoints: its addresses, if it holds any, are affected.
+    fn endpoints_changed(&mut self, key: &str) {
+        if let Some(s) = self.services.get(key).filter(|s| s.holds_addresses()) {
+            self.changed.addresses(&s.ips);
+        }
+    }
+
+    fn index(&mut self, key: &str, ips: &[IpAddr], add: bool) {
+        for ip in ips {
+            if add {
+                self.by_ip.entry(*ip).or_default().insert(key.to_owned());
+            } else if let Some(users) = self.by_ip.get_mut(ip) {
+                users.remove(key);
+                if users.is_empty() {
+                    self.by_ip.remove(ip);
+                }
+            }
+        }
     }
 
     /// Adds or replaces a Service.
@@ -135,21 +188,24 @@ impl World {
             ips,
         };
         let key = key_of(svc);
-        let old = self.services.get(&key);
-        if old != Some(&view) && (old.is_some_and(Svc::holds_addresses) || view.holds_addresses()) {
-            self.changed = true;
+        if self.services.get(&key) == Some(&view) {
+            return;
         }
+        self.remove_service(&key);
+        if view.holds_addresses() {
+            self.changed.addresses(&view.ips);
+        }
+        self.index(&key, &view.ips, true);
         self.services.insert(key, view);
     }
 
     /// Forgets a Service.
     pub fn remove_service(&mut self, key: &str) {
-        if self
-            .services
-            .remove(key)
-            .is_some_and(|s| s.holds_addresses())
-        {
-            self.changed = true;
+        if let Some(old) = self.services.remove(key) {
+            if old.holds_addresses() {
+                self.changed.addresses(&old.ips);
+            }
+            self.index(key, &old.ips, false);
         }
     }
 
@@ -174,20 +230,29 @@ impl World {
             .collect();
         let new = (service, nodes);
         let key = key_of(slice);
-        let old = self.slices.get(&key);
-        if old != Some(&new) && (old.is_some_and(|(s, _)| self.matters(s)) || self.matters(&new.0))
-        {
-            self.changed = true;
+        if self.slices.get(&key) == Some(&new) {
+            return;
         }
+        self.remove_slice(&key);
+        self.endpoints_changed(&new.0);
+        self.slices_of
+            .entry(new.0.clone())
+            .or_default()
+            .insert(key.clone());
         self.slices.insert(key, new);
     }
 
     /// Forgets an EndpointSlice.
     pub fn remove_slice(&mut self, key: &str) {
-        if let Some((service, _)) = self.slices.remove(key)
-            && self.matters(&service)
-        {
-            self.changed = true;
+        let Some((service, _)) = self.slices.remove(key) else {
+            return;
+        };
+        self.endpoints_changed(&service);
+        if let Some(of) = self.slices_of.get_mut(&service) {
+            of.remove(key);
+            if of.is_empty() {
+                self.slices_of.remove(&service);
+            }
         }
     }
 
@@ -206,13 +271,15 @@ impl World {
             network_unavailable: condition("NetworkUnavailable"),
         };
         if self.nodes.insert(node.name_any(), view.clone()) != Some(view) {
-            self.changed = true;
+            self.changed = Changed::Everything;
         }
     }
 
     /// Forgets a Node.
     pub fn remove_node(&mut self, name: &str) {
-        self.changed |= self.nodes.remove(name).is_some();
+        if self.nodes.remove(name).is_some() {
+            self.changed = Changed::Everything;
+        }
     }
 
     /// Adds or replaces a speaker pod.
@@ -232,13 +299,15 @@ impl World {
                 .is_some_and(|c| c.status == "True");
         let speaker = Speaker { node, ip, ready };
         if self.speakers.insert(key_of(pod), speaker.clone()) != Some(speaker) {
-            self.changed = true;
+            self.changed = Changed::Everything;
         }
     }
 
     /// Forgets a speaker pod.
     pub fn remove_speaker(&mut self, key: &str) {
-        self.changed |= self.speakers.remove(key).is_some();
+        if self.speakers.remove(key).is_some() {
+            self.changed = Changed::Everything;
+        }
     }
 
     /// Adds or replaces a LoadBalancerConfig; returns the rejection when the configuration to
@@ -261,8 +330,17 @@ impl World {
     }
 
     /// The oldest LoadBalancerConfig (ties by name) is the one in force, as for the controller.
+    /// Only a change of the configuration in force changes anything (not a status update).
     fn choose_config(&mut self) -> Option<Rejected> {
-        self.changed = true;
+        let before = self.config.clone();
+        let rejected = self.take_oldest_config();
+        if self.config != before {
+            self.changed = Changed::Everything;
+        }
+        rejected
+    }
+
+    fn take_oldest_config(&mut self) -> Option<Rejected> {
         let oldest = self.configs.values().min_by(|a, b| {
             let created =
                 |c: &LoadBalancerConfig| c.metadata.creation_timestamp.as_ref().map(|t| t.0);
@@ -299,33 +377,83 @@ impl World {
     /// The Services this speaker is responsible for: type LoadBalancer, the configured class,
     /// holding addresses.
     pub fn service_views(&self) -> Vec<ServiceView> {
+        self.services
+            .iter()
+            .filter_map(|(key, s)| self.view_of(key, s))
+            .collect()
+    }
+
+    /// [`World::service_views`] of the Services holding any of `ips`.
+    pub fn service_views_at(&self, ips: &BTreeSet<IpAddr>) -> Vec<ServiceView> {
+        let keys: BTreeSet<&String> = ips
+            .iter()
+            .filter_map(|ip| self.by_ip.get(ip))
+            .flatten()
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.view_of(key, self.services.get(key)?))
+            .collect()
+    }
+
+    fn view_of(&self, key: &str, s: &Svc) -> Option<ServiceView> {
         let class = self
             .config()
             .map(|c| c.load_balancer_class.as_str())
             .unwrap_or_default();
-        let mut endpoints: HashMap<&str, BTreeSet<&String>> = HashMap::new();
-        for (service, nodes) in self.slices.values() {
-            if !nodes.is_empty() {
-                endpoints.entry(service).or_default().extend(nodes);
+        if !(s.holds_addresses() && s.class.as_deref().unwrap_or_default() == class) {
+            return None;
+        }
+        let endpoint_nodes = self
+            .slices_of
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|slice| self.slices.get(slice))
+            .flat_map(|(_, nodes)| nodes.iter().cloned())
+            .collect();
+        Some(ServiceView {
+            key: key.to_owned(),
+            ips: s.ips.clone(),
+            local: s.local,
+            endpoint_nodes,
+        })
+    }
+
+    /// Brings `plan` up to date with what `changed` says changed, `me` being this node and
+    /// `live` the live speakers (a change of `live` is [`Changed::Everything`]); returns the
+    /// Services whose condition may have to change. Only the changed addresses are ranked again,
+    /// so one new Service costs the same among ten thousand as among ten.
+    pub fn update_plan(
+        &self,
+        me: &str,
+        live: &BTreeSet<String>,
+        changed: &Changed,
+        plan: &mut Plan,
+    ) -> Vec<ServiceView> {
+        let Some(config) = self.config() else {
+            return Vec::new();
+        };
+        let (views, only) = match changed {
+            Changed::Nothing => return Vec::new(),
+            Changed::Everything => (self.service_views(), None),
+            Changed::Addresses(ips) => (self.service_views_at(ips), Some(ips)),
+        };
+        // The Services of a changed address may hold other addresses too; those are decided
+        // from all their users only when they changed as well, so keep only the changed ones.
+        let ours = |ip: &IpAddr| only.is_none_or(|ips| ips.contains(ip));
+        let (mine, leaders) = l2_plan(me, config, &views, &self.nodes, live);
+        match only {
+            None => *plan = Plan::default(),
+            Some(ips) => {
+                plan.mine.retain(|ip, _| !ips.contains(ip));
+                plan.leaders.retain(|ip, _| !ips.contains(ip));
             }
         }
-        self.services
-            .iter()
-            .filter(|(_, s)| {
-                s.load_balancer
-                    && !s.ips.is_empty()
-                    && s.class.as_deref().unwrap_or_default() == class
-            })
-            .map(|(key, s)| ServiceView {
-                key: key.clone(),
-                ips: s.ips.clone(),
-                local: s.local,
-                endpoint_nodes: endpoints
-                    .get(key.as_str())
-                    .map(|nodes| nodes.iter().map(|n| (*n).clone()).collect())
-                    .unwrap_or_default(),
-            })
-            .collect()
+        plan.mine
+            .extend(mine.into_iter().filter(|a| ours(&a.ip)).map(|a| (a.ip, a)));
+        plan.leaders
+            .extend(leaders.into_iter().filter(|(ip, _)| ours(ip)));
+        views
     }
 
     /// The speakers' condition as the Service's status holds it now.

@@ -1,5 +1,6 @@
 //! From Kubernetes objects to announcement inputs.
 
+use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
@@ -283,49 +284,190 @@ fn one_node_announces_each_address_and_a_dead_speaker_hands_over() {
     assert!(w.l2_announcements(&first, &without).is_empty());
 }
 
+fn at(ips: &[&str]) -> Changed {
+    Changed::Addresses(ips.iter().map(|ip| ip.parse().unwrap()).collect())
+}
+
 #[test]
 fn only_changes_that_can_move_an_announcement_ask_for_a_recompute() {
     let mut w = world();
-    assert!(w.take_changed(), "the config, nodes and speakers arrived");
-    assert!(!w.take_changed(), "taken");
+    assert_eq!(
+        w.take_changed(),
+        Changed::Everything,
+        "the config, nodes and speakers arrived"
+    );
+    assert_eq!(w.take_changed(), Changed::Nothing, "taken");
+    // the controller writes pool usage into the configuration's status: nothing to recompute
+    let mut with_status = l2_config();
+    with_status.status = serde_json::from_value(json!({"observedGeneration": 3})).ok();
+    assert!(with_status.status.is_some());
+    assert_eq!(w.set_config(&with_status), None);
+    assert_eq!(
+        w.take_changed(),
+        Changed::Nothing,
+        "the same configuration (its status changed)"
+    );
 
     // a Service without addresses yet, and its slice, change nothing the speaker computes
     let pending = service("web", json!({"spec": {"type": "LoadBalancer"}}));
     w.set_service(&pending);
     let ready = json!([{"addresses": ["10.0.0.1"], "nodeName": "node-1"}]);
     w.set_slice(&slice("web-a", "web", ready.clone()));
-    assert!(!w.take_changed(), "no address: nothing to announce");
+    assert_eq!(
+        w.take_changed(),
+        Changed::Nothing,
+        "no address: nothing to announce"
+    );
 
-    // it gets an address: that matters; the same object again does not
+    // it gets an address: that address matters; the same object again does not
     w.set_service(&lb("web", &["203.0.113.5"]));
-    assert!(w.take_changed());
+    assert_eq!(w.take_changed(), at(&["203.0.113.5"]));
     w.set_service(&lb("web", &["203.0.113.5"]));
-    assert!(!w.take_changed(), "a resent or unrelated update");
+    assert_eq!(
+        w.take_changed(),
+        Changed::Nothing,
+        "a resent or unrelated update"
+    );
+    // it moves to another: both addresses
+    w.set_service(&lb("web", &["203.0.113.6"]));
+    assert_eq!(w.take_changed(), at(&["203.0.113.5", "203.0.113.6"]));
 
     // its endpoints move, or stay
     w.set_slice(&slice("web-a", "web", ready.clone()));
-    assert!(!w.take_changed(), "same nodes");
+    assert_eq!(w.take_changed(), Changed::Nothing, "same nodes");
     w.set_slice(&slice(
         "web-a",
         "web",
         json!([{"addresses": ["10.0.0.2"], "nodeName": "node-2"}]),
     ));
-    assert!(w.take_changed(), "another node hosts the endpoint");
+    assert_eq!(
+        w.take_changed(),
+        at(&["203.0.113.6"]),
+        "another node hosts the endpoint"
+    );
     w.remove_slice("ns/web-a");
-    assert!(w.take_changed(), "no endpoint left");
+    assert_eq!(w.take_changed(), at(&["203.0.113.6"]), "no endpoint left");
     w.remove_slice("ns/web-a");
-    assert!(!w.take_changed(), "already gone");
+    assert_eq!(w.take_changed(), Changed::Nothing, "already gone");
 
     // a node heartbeat that changes no condition or label, and a speaker pod resent
     w.set_node(&node("node-1", true, json!({})));
     w.set_speaker(&speaker("speaker-1", "node-1", "198.51.100.11", true));
-    assert!(!w.take_changed());
+    assert_eq!(w.take_changed(), Changed::Nothing);
+    w.set_service(&lb("api", &["203.0.113.7"]));
     w.set_node(&node("node-1", false, json!({})));
-    assert!(w.take_changed(), "a node goes NotReady");
+    assert_eq!(
+        w.take_changed(),
+        Changed::Everything,
+        "a node goes NotReady (and swallows the address change)"
+    );
 
     // the Service goes: its address must be let go
     w.remove_service("ns/web");
-    assert!(w.take_changed());
+    assert_eq!(w.take_changed(), at(&["203.0.113.6"]));
     w.remove_service("ns/pending");
-    assert!(!w.take_changed());
+    assert_eq!(w.take_changed(), Changed::Nothing);
+}
+
+/// One random change to the world in [`incremental_plans_equal_a_full_recompute`].
+#[derive(Clone, Debug)]
+enum Step {
+    /// Service `n` (of 6) holds these addresses (indexes into 4), Local or not.
+    Service(usize, Vec<usize>, bool),
+    RemoveService(usize),
+    /// The slice of Service `n` has endpoints on these nodes (1..=3).
+    Slice(usize, Vec<usize>),
+    RemoveSlice(usize),
+    /// A node's readiness.
+    Node(usize, bool),
+    /// A condition written to Service `n`.
+    Condition(usize, bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (
+            0..6usize,
+            prop::collection::vec(0..4usize, 0..3),
+            any::<bool>()
+        )
+            .prop_map(|(n, ips, local)| Step::Service(n, ips, local)),
+        (0..6usize).prop_map(Step::RemoveService),
+        (0..6usize, prop::collection::vec(1..=3usize, 0..3)).prop_map(|(n, at)| Step::Slice(n, at)),
+        (0..6usize).prop_map(Step::RemoveSlice),
+        (1..=3usize, any::<bool>()).prop_map(|(n, r)| Step::Node(n, r)),
+        (0..6usize, any::<bool>()).prop_map(|(n, c)| Step::Condition(n, c)),
+    ]
+}
+
+proptest! {
+    /// After any sequence of changes, the plan kept up to date change by change is the plan
+    /// computed from scratch, and every Service whose inputs changed is handed back for its
+    /// condition.
+    #[test]
+    fn incremental_plans_equal_a_full_recompute(steps in prop::collection::vec(step(), 1..40)) {
+        let mut w = world();
+        let live: BTreeSet<String> = (1..=3).map(|i| format!("node-{i}")).collect();
+        let mut plans: Vec<Plan> = vec![Plan::default(); 3];
+        let mut services: BTreeMap<usize, Service> = BTreeMap::new();
+        for step in steps {
+            let touched = match &step {
+                Step::Service(n, ips, local) => {
+                    let ips: Vec<String> = ips.iter().map(|i| format!("203.0.113.{}", 10 + i)).collect();
+                    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+                    let mut svc = lb(&format!("s{n}"), &ips);
+                    if *local {
+                        svc.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+                    }
+                    services.insert(*n, svc.clone());
+                    w.set_service(&svc);
+                    Some(*n)
+                }
+                Step::RemoveService(n) => {
+                    services.remove(n);
+                    w.remove_service(&format!("ns/s{n}"));
+                    None
+                }
+                Step::Slice(n, nodes) => {
+                    let eps: Vec<_> = nodes.iter().map(|i| json!({"addresses": ["10.0.0.1"], "nodeName": format!("node-{i}")})).collect();
+                    w.set_slice(&slice(&format!("s{n}-a"), &format!("s{n}"), json!(eps)));
+                    Some(*n)
+                }
+                Step::RemoveSlice(n) => {
+                    w.remove_slice(&format!("ns/s{n}-a"));
+                    Some(*n)
+                }
+                Step::Node(i, ready) => {
+                    w.set_node(&node(&format!("node-{i}"), *ready, json!({})));
+                    None
+                }
+                Step::Condition(n, announced) => {
+                    let Some(mut svc) = services.get(n).cloned() else { continue };
+                    svc.status.as_mut().unwrap().conditions = Some(vec![serde_json::from_value(json!({
+                        "type": ANNOUNCED_CONDITION, "status": if *announced { "True" } else { "False" },
+                        "reason": "Test", "message": "m", "lastTransitionTime": "2026-11-27T00:00:00Z",
+                    })).unwrap()]);
+                    services.insert(*n, svc.clone());
+                    w.set_service(&svc);
+                    Some(*n)
+                }
+            };
+            let changed = w.take_changed();
+            for (i, plan) in plans.iter_mut().enumerate() {
+                let me = format!("node-{}", i + 1);
+                let handed = w.update_plan(&me, &live, &changed, plan);
+                let mut fresh = Plan::default();
+                let all = w.update_plan(&me, &live, &Changed::Everything, &mut fresh);
+                prop_assert_eq!(&*plan, &fresh, "{:?} after {:?}", changed, step);
+                // the Service touched, if that changed it and it now holds addresses, gets its
+                // condition looked at
+                let key = touched
+                    .filter(|_| changed != Changed::Nothing)
+                    .map(|n| format!("ns/s{n}"));
+                if let Some(view) = all.iter().find(|v| Some(&v.key) == key.as_ref()) {
+                    prop_assert!(handed.contains(view), "{:?} not handed back after {:?}", view.key, step);
+                }
+            }
+        }
+    }
 }
