@@ -672,20 +672,23 @@ async fn write(
         .iter()
         .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
         .collect();
-    let status_patch = json!({
+    let mut status_patch = json!({
         "apiVersion": "v1",
         "kind": "Service",
         "status": {"loadBalancer": {"ingress": ingress}, "conditions": [condition]},
     });
+    // The pool annotation rides in the status write (a Service's status subresource keeps
+    // metadata changes): one write and one watch event for every client instead of two. Only an
+    // annotation left with no pool to name takes a write of its own, at the same time.
+    if let Some(pool) = pool {
+        status_patch["metadata"] = json!({"annotations": {ALLOCATED_FROM_POOL: pool}});
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    // Status and annotation are written at once, not one after the other: the status is what
-    // clients wait for and what a new leader restores from, and the annotation only names the
-    // pool, so either order is safe and the Service gets its addresses one round trip sooner.
     let annotate = async {
-        if allocated_pool(svc) == pool {
+        if pool.is_some() || allocated_pool(svc).is_none() {
             return Ok(());
         }
-        let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: pool}}});
+        let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: null}}});
         api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map(|_| ())

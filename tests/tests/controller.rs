@@ -107,15 +107,8 @@ async fn services_get_ips_by_every_selection_rule() -> anyhow::Result<()> {
         .create(&pp, &lb_service("plain", json!({}), http())?)
         .await?;
     assert_eq!(wait_ips(&in_other, "plain").await?, ["203.0.113.8"]);
-    // The pool annotation is written beside the status, not before it.
-    let plain = wait_for("the pool annotation on plain", T, || async {
-        let svc = in_other.get("plain").await?;
-        Ok(svc
-            .annotations()
-            .contains_key("ferrolb.io/ip-allocated-from-pool")
-            .then_some(svc))
-    })
-    .await?;
+    // The pool annotation comes in the same write as the addresses.
+    let plain = in_other.get("plain").await?;
     assert_eq!(
         plain
             .annotations()
