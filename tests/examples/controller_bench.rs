@@ -4,10 +4,19 @@
 //! Run (a testbed up with release binaries):
 //!   TESTBED_PROFILE=release make testbed-up
 //!   cargo run --release -p ferrolb-testbed --example controller_bench
-//! (`LEVELS=0,2000` measures other levels.)
+//! (`LEVELS=0,2000` measures other levels, `GAPS_MS=0,250` other pauses between samples;
+//! `BENCH_NAMESPACE=name` keeps the Services in that namespace after the run and reuses them the
+//! next time, so a level need not be refilled.)
 //! Existing Services share 100 addresses (100 sharing keys, distinct ports), so 10,000 of them fit
 //! in the testbed's 203.0.113.0/24; each measured Service gets an address of its own and is deleted
-//! after, so the levels do not drift. Results go to docs/benchmarks.md by hand.
+//! after, so the levels do not drift. Each level is measured twice: samples back to back, and
+//! 250 ms apart (see [`GAPS`]). Results go to docs/benchmarks.md by hand.
+//!
+//! Latency is measured to the watch event that shows an IP in the Service's status, from two
+//! starts: the API server's answer to the create (the Service exists: what the controller can be
+//! judged on) and the create call itself (which adds kube-apiserver's own work to create a
+//! Service: admission, cluster IP allocation; printed too, with the time the Service took to
+//! show up in a watch).
 //!
 //! Beside the client-side latency it prints the controller's own view of the measured
 //! allocations, from its `ferrolb_controller_allocation_latency_seconds` histogram (scraped from
@@ -15,26 +24,34 @@
 //! received to reconcile start), `api` (its writes until the status write is acknowledged) and
 //! `total` (event received to acknowledged). Those are bucket upper bounds (buckets double from
 //! 0.25 ms), so they are coarse; what the client sees beyond `total` is the API server and the
-//! watch round trips.
+//! watch round trips. Last, the CPU time each program on the machine spent during the samples
+//! (every testbed component shares this machine's cores, so that is what competes with the API
+//! server and the controller).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 
 use ferrolb_testbed::harness::{
-    Testbed, netns_sh, percentile, pod_pid, replace_lb_config, repo_root, rss_kib, wait_for,
+    CpuSnapshot, Testbed, netns_sh, percentile, pod_pid, replace_lb_config, repo_root, rss_kib,
+    wait_for,
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 const SAMPLES: usize = 100;
 /// Existing-Service levels measured, unless `LEVELS` (comma-separated, ascending) says otherwise.
 const LEVELS: [usize; 3] = [0, 1_000, 10_000];
+/// Pauses after each measured Service's deletion, one series of samples each, unless `GAPS_MS`
+/// says otherwise: back to back (the cluster is still processing the last deletion when the
+/// next Service comes: the bench's own churn loads the machine), and apart (one creation at a
+/// time in a cluster that holds the existing Services).
+const GAPS: [Duration; 2] = [Duration::ZERO, Duration::from_millis(250)];
 
 fn service(name: &str, key: Option<String>, port: i32) -> Service {
     let annotations = match key {
@@ -157,31 +174,66 @@ async fn main() -> anyhow::Result<()> {
         json!({"addressPools": [{"name": "bench", "addresses": ["203.0.113.0/24"]}]}),
     )
     .await?;
-    let ns = tb.namespace(&client, "bench").await?;
-    let api: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    // a namespace of the run's own (deleted at the end), or a kept one
+    let (_guard, ns) = match std::env::var("BENCH_NAMESPACE") {
+        Ok(name) => {
+            let nss: Api<Namespace> = Api::all(client.clone());
+            if nss.get_opt(&name).await?.is_none() {
+                let ns = serde_json::from_value(json!({"metadata": {"name": name}}))?;
+                nss.create(&PostParams::default(), &ns).await?;
+            }
+            (None, name)
+        }
+        Err(_) => {
+            let ns = tb.namespace(&client, "bench").await?;
+            let name = ns.name.clone();
+            (Some(ns), name)
+        }
+    };
+    let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+    // measured Services left behind by an interrupted run
+    for svc in api.list(&ListParams::default()).await? {
+        if svc.name_any().starts_with("m-") {
+            api.delete(&svc.name_any(), &DeleteParams::default())
+                .await?;
+        }
+    }
 
-    // Watch the namespace once; measured Services are matched by name.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    // Watch the namespace once; measured Services are matched by name: (name, has an IP, when).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool, Instant)>();
     let watch_api = api.clone();
     tokio::spawn(async move {
         let mut stream = watcher(watch_api, watcher::Config::default())
             .applied_objects()
             .boxed();
         while let Ok(Some(svc)) = stream.try_next().await {
-            if has_ip(&svc) {
-                let _ = tx.send((
-                    svc.metadata.name.clone().unwrap_or_default(),
-                    Instant::now(),
-                ));
-            }
+            let _ = tx.send((
+                svc.metadata.name.clone().unwrap_or_default(),
+                has_ip(&svc),
+                Instant::now(),
+            ));
         }
     });
 
-    let mut existing = 0usize;
+    let present: std::collections::HashSet<String> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    let gaps: Vec<Duration> = match std::env::var("GAPS_MS") {
+        Ok(v) => v
+            .split(',')
+            .map(|g| g.trim().parse().map(Duration::from_millis))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("GAPS_MS={v}: {e}"))?,
+        Err(_) => GAPS.to_vec(),
+    };
     println!(
-        "| existing Services | p50 | p99 | max | leader RSS | controller p50/p99 (queued, api, total) |"
+        "| existing Services | pacing | created→IP p50 | p99 | max | create call→IP p50 | p99 | max | leader RSS | controller p50/p99 (queued, api, total) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let levels: Vec<usize> = match std::env::var("LEVELS") {
         Ok(v) => v
             .split(',')
@@ -191,8 +243,11 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => LEVELS.to_vec(),
     };
     for level in levels {
-        // Grow the background population to `level`, 8 creations at a time.
-        let names: Vec<usize> = (existing..level).collect();
+        // Grow the background population to `level`, 8 creations at a time (a kept namespace
+        // may hold more: the level is then a floor).
+        let names: Vec<usize> = (0..level)
+            .filter(|i| !present.contains(&format!("bg-{i:05}")))
+            .collect();
         futures::stream::iter(names)
             .map(|i| {
                 let api = api.clone();
@@ -208,7 +263,6 @@ async fn main() -> anyhow::Result<()> {
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
             .await?;
-        existing = level;
         wait_for(
             &format!("{level} background Services with IPs"),
             Duration::from_secs(600),
@@ -219,51 +273,99 @@ async fn main() -> anyhow::Result<()> {
             },
         )
         .await?;
-        while rx.try_recv().is_ok() {}
-        let before = leader_histogram(&tb, &client).await;
+        for &gap in &gaps {
+            while rx.try_recv().is_ok() {}
+            let before = leader_histogram(&tb, &client).await;
+            let cpu_before = CpuSnapshot::take();
+            let sampling = Instant::now();
 
-        let mut latencies = Vec::with_capacity(SAMPLES);
-        for n in 0..SAMPLES {
-            let name = format!("m-{level}-{n:03}");
-            let start = Instant::now();
-            api.create(&PostParams::default(), &service(&name, None, 80))
-                .await?;
-            let seen = tokio::time::timeout(Duration::from_secs(30), async {
-                loop {
-                    match rx.recv().await {
-                        Some((got, at)) if got == name => return Some(at),
-                        Some(_) => {}
-                        None => return None,
+            let mut latencies = Vec::with_capacity(SAMPLES);
+            // the create call's answer, the watch event of the Service without its IP, and
+            // the IP from the moment the API server answered (the Service exists)
+            let (mut acked, mut added, mut from_created) = (Vec::new(), Vec::new(), Vec::new());
+            for n in 0..SAMPLES {
+                let name = format!("m-{level}-{}-{n:03}", gap.as_millis());
+                let start = Instant::now();
+                api.create(&PostParams::default(), &service(&name, None, 80))
+                    .await?;
+                acked.push(start.elapsed());
+                let seen = tokio::time::timeout(Duration::from_secs(30), async {
+                    loop {
+                        match rx.recv().await {
+                            Some((got, true, at)) if got == name => return Some(at),
+                            Some((got, false, at)) if got == name => added.push(at - start),
+                            Some(_) => {}
+                            None => return None,
+                        }
                     }
-                }
-            })
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("watch ended"))?;
-            latencies.push(seen - start);
-            api.delete(&name, &DeleteParams::default()).await?;
+                })
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("watch ended"))?;
+                latencies.push(seen - start);
+                // (the IP can even show up before the answer to the create arrives)
+                from_created.push((seen - start).saturating_sub(acked[n]));
+                api.delete(&name, &DeleteParams::default()).await?;
+                tokio::time::sleep(gap).await;
+            }
+            let cpu = CpuSnapshot::take().since(&cpu_before);
+            let wall = sampling.elapsed().as_secs_f64();
+            latencies.sort();
+            acked.sort();
+            added.sort();
+            from_created.sort();
+            let after = leader_histogram(&tb, &client).await;
+            let controller: Vec<String> = ["queued", "api", "total"]
+                .iter()
+                .map(|stage| {
+                    let q = |q| {
+                        histogram_quantile(&before, &after, stage, q)
+                            .map_or("?".to_owned(), |(le, _)| format!("≤{:.2} ms", le * 1000.0))
+                    };
+                    format!("{stage} {}/{}", q(0.5), q(0.99))
+                })
+                .collect();
+            let rss = leader_rss_kib(&client)
+                .await
+                .map_or("?".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+            let pacing = if gap.is_zero() {
+                "back to back".to_owned()
+            } else {
+                format!("{} ms apart", gap.as_millis())
+            };
+            println!(
+                "| {level} | {pacing} | {:.1?} | {:.1?} | {:.1?} | {:.1?} | {:.1?} | {:.1?} | {rss} | {} |",
+                percentile(&from_created, 50),
+                percentile(&from_created, 99),
+                from_created[from_created.len() - 1],
+                percentile(&latencies, 50),
+                percentile(&latencies, 99),
+                latencies[latencies.len() - 1],
+                controller.join(", "),
+            );
+            // where the time goes: the API server's answer to the create, and the watch event
+            // showing the new Service (to this client; the controller's comes alike)
+            if !added.is_empty() {
+                println!(
+                    "  create answered p50 {:.1?} p99 {:.1?}; Service seen by a watch p50 {:.1?} p99 {:.1?} ({} of {SAMPLES})",
+                    percentile(&acked, 50),
+                    percentile(&acked, 99),
+                    percentile(&added, 50),
+                    percentile(&added, 99),
+                    added.len()
+                );
+            }
+            let busy: f64 = cpu.iter().map(|(_, t)| t).sum();
+            let top: Vec<String> = cpu
+                .iter()
+                .take(8)
+                .map(|(comm, t)| format!("{comm} {:.0} %", 100.0 * t / wall))
+                .collect();
+            println!(
+                "  CPU during the samples ({wall:.1} s, all programs {:.0} % of one core): {}",
+                100.0 * busy / wall,
+                top.join(", ")
+            );
         }
-        latencies.sort();
-        let after = leader_histogram(&tb, &client).await;
-        let controller: Vec<String> = ["queued", "api", "total"]
-            .iter()
-            .map(|stage| {
-                let q = |q| {
-                    histogram_quantile(&before, &after, stage, q)
-                        .map_or("?".to_owned(), |(le, _)| format!("≤{:.2} ms", le * 1000.0))
-                };
-                format!("{stage} {}/{}", q(0.5), q(0.99))
-            })
-            .collect();
-        let rss = leader_rss_kib(&client)
-            .await
-            .map_or("?".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
-        println!(
-            "| {level} | {:.1?} | {:.1?} | {:.1?} | {rss} | {} |",
-            percentile(&latencies, 50),
-            percentile(&latencies, 99),
-            latencies[latencies.len() - 1],
-            controller.join(", "),
-        );
     }
     Ok(())
 }

@@ -595,3 +595,93 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() - 1) * p / 100]
 }
+
+/// CPU time (user + system, in clock ticks) of every process on the machine, by pid, with its
+/// name and start time (so a reused pid is not mistaken for the same process), plus the time of
+/// the children it has reaped (short-lived helpers such as `nft` show up there).
+#[derive(Debug, Clone, Default)]
+pub struct CpuSnapshot {
+    procs: HashMap<u32, ProcCpu>,
+}
+
+#[derive(Debug, Clone)]
+struct ProcCpu {
+    comm: String,
+    start: u64,
+    own: u64,
+    children: u64,
+}
+
+impl CpuSnapshot {
+    /// Read `/proc/<pid>/stat` of every process.
+    pub fn take() -> CpuSnapshot {
+        let mut procs = HashMap::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // `pid (comm) state ...`: comm may hold spaces and parentheses, so split at the last ')'
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let comm = stat[open + 1..close].to_owned();
+            let f: Vec<u64> = stat[close + 1..]
+                .split_whitespace()
+                .skip(1)
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            // fields 14-17 (utime, stime, cutime, cstime) and 22 (starttime), counted from 1,
+            // the first after the comm being 3 (state, skipped)
+            if f.len() < 20 {
+                continue;
+            }
+            procs.insert(
+                pid,
+                ProcCpu {
+                    comm,
+                    start: f[18],
+                    own: f[10] + f[11],
+                    children: f[12] + f[13],
+                },
+            );
+        }
+        CpuSnapshot { procs }
+    }
+
+    /// CPU seconds spent since `before`, by process name (own time plus reaped children's),
+    /// largest first. Processes that started and ended in between are counted only through
+    /// their parent's children time.
+    pub fn since(&self, before: &CpuSnapshot) -> Vec<(String, f64)> {
+        let hz: f64 = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0);
+        let mut by_comm: HashMap<&str, u64> = HashMap::new();
+        for (pid, now) in &self.procs {
+            let (own, children) = match before.procs.get(pid) {
+                Some(was) if was.start == now.start => (
+                    now.own.saturating_sub(was.own),
+                    now.children.saturating_sub(was.children),
+                ),
+                _ => (now.own, now.children),
+            };
+            *by_comm.entry(&now.comm).or_default() += own + children;
+        }
+        let mut out: Vec<(String, f64)> = by_comm
+            .into_iter()
+            .filter(|(_, t)| *t > 0)
+            .map(|(c, t)| (c.to_owned(), t as f64 / hz))
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        out
+    }
+}
