@@ -215,7 +215,7 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let present: std::collections::HashSet<String> = api
+    let mut present: std::collections::HashSet<String> = api
         .list(&ListParams::default())
         .await?
         .items
@@ -246,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
         // Grow the background population to `level`, 8 creations at a time (a kept namespace
         // may hold more: the level is then a floor).
         let names: Vec<usize> = (0..level)
-            .filter(|i| !present.contains(&format!("bg-{i:05}")))
+            .filter(|i| present.insert(format!("bg-{i:05}")))
             .collect();
         futures::stream::iter(names)
             .map(|i| {
