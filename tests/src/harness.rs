@@ -176,6 +176,14 @@ impl Testbed {
         Ok(())
     }
 
+    /// Take node `i`'s uplink down until the returned guard is dropped (also when a test fails
+    /// in between).
+    pub fn cut_node_link(&self, i: usize) -> anyhow::Result<LinkCut<'_>> {
+        let guard = LinkCut(self, i);
+        self.set_node_link(i, false)?;
+        Ok(guard)
+    }
+
     /// The PID of a node's agent (e.g. to SIGSTOP it: the node goes NotReady after the
     /// controller-manager's 40 s grace period while its pods keep running).
     pub fn node_agent_pid(&self, node: &str) -> anyhow::Result<u32> {
@@ -243,6 +251,16 @@ impl Testbed {
             kubectl: self.kubectl.clone(),
             kubeconfig: self.kubeconfig.clone(),
         })
+    }
+}
+
+/// A node's uplink cut by [`Testbed::cut_node_link`]; brought back up when dropped.
+#[derive(Debug)]
+pub struct LinkCut<'a>(&'a Testbed, usize);
+
+impl Drop for LinkCut<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.set_node_link(self.1, true);
     }
 }
 

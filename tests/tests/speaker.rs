@@ -436,15 +436,6 @@ async fn killing_the_leaders_speaker_moves_the_address() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Brings a node's link back up when dropped.
-struct LinkDown<'a>(&'a Testbed, usize);
-
-impl Drop for LinkDown<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.set_node_link(self.1, true);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
 async fn cutting_the_leaders_link_moves_the_address() -> anyhow::Result<()> {
@@ -468,8 +459,7 @@ async fn cutting_the_leaders_link_moves_the_address() -> anyhow::Result<()> {
     let i = l2.index(&leader)?;
     let mut down = None;
     let report = probe_through(&l2, &ip, || async {
-        down = Some(LinkDown(&l2.tb, i));
-        l2.tb.set_node_link(i, false)?;
+        down = Some(l2.tb.cut_node_link(i)?);
         Ok(())
     })
     .await?;

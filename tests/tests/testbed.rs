@@ -992,15 +992,6 @@ async fn bgp_announcement_steers_client_traffic_through_the_router() -> anyhow::
     Ok(())
 }
 
-/// Bring a node's uplink back up when dropped.
-struct LinkDown<'a>(&'a Testbed, usize);
-
-impl Drop for LinkDown<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.set_node_link(self.1, true);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
 async fn ecmp_failover_gap_is_measured_by_client_probes() -> anyhow::Result<()> {
@@ -1091,8 +1082,7 @@ async fn ecmp_failover_gap_is_measured_by_client_probes() -> anyhow::Result<()> 
     )?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // node-2 fails hard: its link goes down; FRR notices when the hold timer (9 s) expires
-    let down = LinkDown(&tb, 1);
-    tb.set_node_link(1, false)?;
+    let down = tb.cut_node_link(1)?;
     wait_for(
         "route withdrawn from node-2",
         Duration::from_secs(30),
