@@ -153,6 +153,24 @@ async fn leader_rss_kib(client: &Client) -> Option<u64> {
     rss_kib(pid)
 }
 
+/// The comma-separated values of environment variable `var`, if it is set.
+fn env_list<T: std::str::FromStr>(var: &str) -> anyhow::Result<Option<Vec<T>>>
+where
+    T::Err: std::fmt::Display,
+{
+    let Ok(v) = std::env::var(var) else {
+        return Ok(None);
+    };
+    v.split(',')
+        .map(|x| {
+            x.trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{var}={v}: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()
+        .map(Some)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let tb = Testbed::start_or_reuse()?;
@@ -191,11 +209,15 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-    // measured Services left behind by an interrupted run
+    // what a kept namespace holds: background Services to reuse, and measured ones left behind
+    // by an interrupted run, deleted
+    let mut present = std::collections::HashSet::new();
     for svc in api.list(&ListParams::default()).await? {
-        if svc.name_any().starts_with("m-") {
-            api.delete(&svc.name_any(), &DeleteParams::default())
-                .await?;
+        let name = svc.name_any();
+        if name.starts_with("m-") {
+            api.delete(&name, &DeleteParams::default()).await?;
+        } else {
+            present.insert(name);
         }
     }
 
@@ -215,34 +237,15 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let mut present: std::collections::HashSet<String> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
-    let gaps: Vec<Duration> = match std::env::var("GAPS_MS") {
-        Ok(v) => v
-            .split(',')
-            .map(|g| g.trim().parse().map(Duration::from_millis))
-            .collect::<Result<_, _>>()
-            .map_err(|e| anyhow::anyhow!("GAPS_MS={v}: {e}"))?,
-        Err(_) => GAPS.to_vec(),
+    let gaps = match env_list::<u64>("GAPS_MS")? {
+        Some(ms) => ms.into_iter().map(Duration::from_millis).collect(),
+        None => GAPS.to_vec(),
     };
     println!(
         "| existing Services | pacing | created→IP p50 | p99 | max | create call→IP p50 | p99 | max | leader RSS | controller p50/p99 (queued, api, total) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    let levels: Vec<usize> = match std::env::var("LEVELS") {
-        Ok(v) => v
-            .split(',')
-            .map(|l| l.trim().parse())
-            .collect::<Result<_, _>>()
-            .map_err(|e| anyhow::anyhow!("LEVELS={v}: {e}"))?,
-        Err(_) => LEVELS.to_vec(),
-    };
-    for level in levels {
+    for level in env_list("LEVELS")?.unwrap_or_else(|| LEVELS.to_vec()) {
         // Grow the background population to `level`, 8 creations at a time (a kept namespace
         // may hold more: the level is then a floor).
         let names: Vec<usize> = (0..level)
