@@ -10,7 +10,7 @@ use clap::Parser;
 use ferrolb_controller::events::Publisher;
 use ferrolb_controller::leader::{self, LeaseConfig};
 use ferrolb_controller::metrics::Metrics;
-use ferrolb_controller::reconciler::{self, Context, FIELD_MANAGER};
+use ferrolb_controller::reconciler::{self, Context, FIELD_MANAGER, Settings};
 use ferrolb_runtime::{CommonArgs, Process, serve, shutdown_signal};
 use kube::Client;
 use kube::runtime::events::Reporter;
@@ -47,6 +47,18 @@ struct Cli {
     /// leader.
     #[arg(long, default_value_t = 5)]
     lease_seconds: u64,
+
+    /// Seconds to wait for one API write before counting it failed (it is retried with backoff).
+    #[arg(long, env = "FERROLB_WRITE_TIMEOUT_SECONDS", default_value_t = 10)]
+    write_timeout_seconds: u64,
+
+    /// Longest wait, in seconds, between retries of a failed write.
+    #[arg(long, env = "FERROLB_RETRY_MAX_SECONDS", default_value_t = 10)]
+    retry_max_seconds: u64,
+
+    /// Seconds between periodic resyncs, which compare every Service with its decision again.
+    #[arg(long, env = "FERROLB_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -128,6 +140,12 @@ async fn run(cli: Cli, process: Process) -> ExitCode {
             client: client.clone(),
             events,
             metrics,
+            settings: Settings {
+                write_timeout: Duration::from_secs(cli.write_timeout_seconds.max(1)),
+                retry_max: Duration::from_secs(cli.retry_max_seconds.max(1)),
+                resync_every: Duration::from_secs(cli.resync_seconds.max(1)),
+                ..Settings::default()
+            },
         };
         reconciler::run(ctx, leadership).await
     };

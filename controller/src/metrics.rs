@@ -34,6 +34,15 @@ pub struct StageLabels {
     pub stage: &'static str,
 }
 
+/// Labels of failed API writes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// What was written: `service_status`, `annotation` or `pool_usage`.
+    pub target: &'static str,
+    /// `error` (the API server refused or the connection failed) or `timeout`.
+    pub cause: &'static str,
+}
+
 /// Buckets from 0.25 ms to about 4 s, doubling.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
@@ -52,6 +61,12 @@ pub struct Metrics {
     pub config_stale: Gauge,
     /// Where the time goes between a Service's watch event and its new addresses in status.
     pub allocation_latency: Family<StageLabels, Histogram, fn() -> Histogram>,
+    /// API writes that failed or timed out (each is retried).
+    pub write_failures: Family<WriteLabels, Counter>,
+    /// Services waiting to be written again after a failed write.
+    pub retries_pending: Gauge,
+    /// Periodic resyncs done.
+    pub resyncs: Counter,
 }
 
 impl Default for Metrics {
@@ -62,6 +77,9 @@ impl Default for Metrics {
             allocations: Family::default(),
             config_stale: Gauge::default(),
             allocation_latency: Family::new_with_constructor(latency_histogram),
+            write_failures: Family::default(),
+            retries_pending: Gauge::default(),
+            resyncs: Counter::default(),
         }
     }
 }
@@ -93,6 +111,21 @@ impl Metrics {
             "controller_allocation_latency_seconds",
             "Seconds from a Service's watch event to the API server acknowledging its new addresses, by stage (queued, api, total)",
             self.allocation_latency.clone(),
+        );
+        registry.register(
+            "controller_write_failures",
+            "API writes that failed or timed out, by target (service_status, annotation, pool_usage) and cause (error, timeout); each is retried",
+            self.write_failures.clone(),
+        );
+        registry.register(
+            "controller_retries_pending",
+            "Services waiting to be written again after a failed write",
+            self.retries_pending.clone(),
+        );
+        registry.register(
+            "controller_resyncs",
+            "Periodic resyncs: every Service compared with its decision again",
+            self.resyncs.clone(),
         );
     }
 }

@@ -6,8 +6,12 @@
 //! leader is a new process) the state is rebuilt from Service status before anything new is
 //! allocated: Services that hold addresses are restored first, in key order, so no address moves
 //! or doubles across restarts.
+//!
+//! Level-triggered: each decision (`decide`) is compared with the freshest known copy of the
+//! Service, so a change made by anyone is repaired; every write has a timeout; a failed write is
+//! retried with backoff until it lands (`retry`); a periodic resync goes over every Service again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ferrolb_api::address::IpFamily;
@@ -24,14 +28,13 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::allocator::{AllocationError, Allocator, Assignment, ServiceKey};
+use crate::allocator::{Allocator, ServiceKey};
+use crate::decide::{self, Decision, Outcome, Plan};
 use crate::events::Publisher;
 use crate::leader::Leadership;
-use crate::metrics::{Metrics, PoolLabels, ResultLabels, StageLabels};
-use crate::service::{
-    self, ALLOCATED_FROM_POOL, CONDITION_TYPE, RequestError, ServiceView, allocated_pool, is_ours,
-    status_ips,
-};
+use crate::metrics::{Metrics, PoolLabels, ResultLabels, StageLabels, WriteLabels};
+use crate::retry::Retries;
+use crate::service::{self, ALLOCATED_FROM_POOL, CONDITION_TYPE, ServiceView, is_ours, status_ips};
 
 /// Watch events received but not yet handled by the loop; beyond this the watches wait.
 const INPUT_QUEUE: usize = 4096;
@@ -50,6 +53,31 @@ pub enum Error {
     WatchEnded(&'static str),
 }
 
+/// How the loop paces itself.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Longest wait for one API write; a write that takes longer counts as failed and is retried.
+    pub write_timeout: Duration,
+    /// First retry of a failed write; doubles per failure.
+    pub retry_base: Duration,
+    /// Longest wait between retries: the longest the allocator's hold and a Service's status
+    /// can disagree while the API server accepts writes.
+    pub retry_max: Duration,
+    /// How often every Service is compared with its decision again, whatever the watches said.
+    pub resync_every: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            write_timeout: Duration::from_secs(10),
+            retry_base: Duration::from_millis(250),
+            retry_max: Duration::from_secs(10),
+            resync_every: Duration::from_secs(300),
+        }
+    }
+}
+
 /// What the loop needs from the outside world.
 pub struct Context {
     /// API client (the controller's own ServiceAccount).
@@ -58,6 +86,38 @@ pub struct Context {
     pub events: Publisher,
     /// Exported metrics.
     pub metrics: Metrics,
+    /// Timeouts, backoff and resync.
+    pub settings: Settings,
+}
+
+/// Why a bounded API call failed.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+}
+
+impl Context {
+    /// Runs one API call with the write timeout, counting failures by target and cause.
+    async fn bounded<T>(
+        &self,
+        target: &'static str,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, CallError> {
+        let limit = self.settings.write_timeout;
+        let (result, cause) = match tokio::time::timeout(limit, call).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => (CallError::Api(e), "error"),
+            Err(_) => (CallError::Timeout(limit), "timeout"),
+        };
+        self.metrics
+            .write_failures
+            .get_or_create(&WriteLabels { target, cause })
+            .inc();
+        Err(result)
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -74,16 +134,6 @@ enum Input {
     Config(Box<watcher::Event<LoadBalancerConfig>>),
 }
 
-/// The outcome for one Service, as written to the cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Outcome {
-    Allocated(Assignment),
-    Failed {
-        reason: &'static str,
-        message: String,
-    },
-}
-
 /// Everything the loop knows.
 struct State {
     services: BTreeMap<ServiceKey, ServiceView>,
@@ -98,9 +148,8 @@ struct State {
     no_pools: bool,
     /// Services of ours without addresses, retried when addresses free up.
     pending: BTreeSet<ServiceKey>,
-    /// What was last written to each Service, so that a watch event carrying an older copy of
-    /// the Service (our own writes arrive as two events) does not cause a second write.
-    written: HashMap<ServiceKey, Outcome>,
+    /// Services whose last write failed, with when to try again.
+    retries: Retries,
     /// Addresses were freed since pending Services were last retried.
     freed: bool,
     usage_dirty: bool,
@@ -171,13 +220,16 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
         no_pools: true,
         pending: BTreeSet::new(),
         freed: false,
-        written: HashMap::new(),
+        retries: Retries::new(ctx.settings.retry_base, ctx.settings.retry_max),
         usage_dirty: true,
     };
     let mut buffers = Buffers::default();
     let mut synced = [false; 3];
     let mut started = false;
     let mut usage_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut resync = tokio::time::interval(ctx.settings.resync_every);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.reset();
 
     loop {
         tokio::select! {
@@ -187,8 +239,20 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
                 }
             }
             _ = usage_tick.tick(), if started && state.usage_dirty => {
-                state.usage_dirty = false;
-                write_usage(&ctx, &state).await;
+                state.usage_dirty = !write_usage(&ctx, &state).await;
+            }
+            _ = sleep_until(state.retries.next_due()), if started && !state.retries.is_empty() => {
+                for key in state.retries.take_due(Instant::now()) {
+                    reconcile(&ctx, &mut state, &key, None).await;
+                }
+                ctx.metrics.retries_pending.set(gauge(state.retries.len()));
+                retry_pending(&ctx, &mut state).await;
+            }
+            _ = resync.tick(), if started => {
+                ctx.metrics.resyncs.inc();
+                tracing::debug!(services = state.services.len(), "periodic resync");
+                reconcile_all(&ctx, &mut state).await;
+                ctx.metrics.retries_pending.set(gauge(state.retries.len()));
             }
             input = inputs.recv() => {
                 let Some((received, input)) = input else { return Err(Error::WatchEnded("input")) };
@@ -214,6 +278,7 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
                             reconcile(&ctx, &mut state, &key, Some(received)).await;
                         }
                         retry_pending(&ctx, &mut state).await;
+                        ctx.metrics.retries_pending.set(gauge(state.retries.len()));
                     }
                     Touched::Everything => {
                         load_config(&ctx, &mut state).await;
@@ -223,6 +288,18 @@ pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> 
             }
         }
     }
+}
+
+/// Sleeps until `at` (a loop branch guarded by `at` being set).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Objects being relisted, kept apart until the list is complete.
@@ -249,6 +326,15 @@ fn apply_input(
         Input::Service(event) => match *event {
             watcher::Event::Apply(svc) => {
                 let key = svc.key();
+                // A copy older than the one our last write returned was queued before that
+                // write: it says nothing new, and acting on it would write the same again.
+                if state
+                    .services
+                    .get(&key)
+                    .is_some_and(|known| svc.older_than(known))
+                {
+                    return Touched::Nothing;
+                }
                 state.services.insert(key.clone(), svc);
                 Touched::Services(vec![key])
             }
@@ -504,7 +590,7 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str, received: Option
     let Some(svc) = state.services.get(key).cloned() else {
         // Deleted: its addresses go back, and waiting Services may now fit.
         state.pending.remove(key);
-        state.written.remove(key);
+        state.retries.forget(key);
         if state.allocator.release(key).is_some() {
             state.usage_dirty = true;
             state.freed = true;
@@ -514,7 +600,6 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str, received: Option
     };
     if !is_ours(&svc, &class) {
         state.pending.remove(key);
-        state.written.remove(key);
         if state.allocator.release(key).is_some() {
             state.usage_dirty = true;
             state.freed = true;
@@ -522,55 +607,24 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str, received: Option
                 service = key,
                 "released addresses of a Service that is no longer ours"
             );
-            clear(ctx, &svc).await;
+        }
+        // Level-triggered: as long as our mark is on it, what we wrote is removed (retried).
+        if svc.allocated_pool.is_some() || svc.condition.is_some() {
+            match clear(ctx, &svc).await {
+                Ok(()) => state.retries.forget(key),
+                Err(()) => {
+                    state.retries.failed(key, Instant::now());
+                }
+            }
+        } else {
+            state.retries.forget(key);
         }
         return;
     }
     let labels = namespace_labels(state, &svc);
-    let outcome = match service::request(&svc, &labels) {
-        Err(e) => failed_request(&e),
-        Ok(req) => {
-            let current = status_ips(&svc);
-            let known = state.allocator.assignment(key).map(|a| a.ips.clone());
-            if state.no_pools {
-                match known.or(Some(current).filter(|c| !c.is_empty())) {
-                    // Nothing to allocate from, but what is held stays.
-                    Some(ips) if !ips.is_empty() => Outcome::Allocated(Assignment {
-                        pool: allocated_pool(&svc).unwrap_or_default().to_owned(),
-                        ips,
-                    }),
-                    _ => failure(&AllocationError::NoPools),
-                }
-            } else {
-                // Addresses in status that the allocator does not know yet (written by an
-                // earlier leader, or restored after a config change) are claimed first.
-                if known.is_none() && !current.is_empty() {
-                    let _ = state.allocator.assign(&req, &current);
-                }
-                match state.allocator.allocate(&req) {
-                    Ok(a) => {
-                        state.freed |= known.is_some_and(|k| k != a.ips);
-                        Outcome::Allocated(a)
-                    }
-                    Err(e) => {
-                        // A changed request that cannot be met keeps what the Service holds:
-                        // the allocator still reserves it, and the status is left as it is.
-                        let mut outcome = failure(&e);
-                        if let (Outcome::Failed { message, .. }, Some(_)) =
-                            (&mut outcome, state.allocator.assignment(key))
-                        {
-                            message.push_str("; the Service keeps its current addresses");
-                        }
-                        outcome
-                    }
-                }
-            }
-        }
-    };
-    let result = match &outcome {
-        Outcome::Allocated(_) => "IPAllocated",
-        Outcome::Failed { reason, .. } => reason,
-    };
+    let Decision { outcome, freed } =
+        decide::decide(&mut state.allocator, &svc, &labels, state.no_pools);
+    state.freed |= freed;
     match &outcome {
         Outcome::Allocated(_) => {
             state.pending.remove(key);
@@ -580,95 +634,64 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str, received: Option
         }
     }
     state.usage_dirty = true;
-    if state.written.get(key) == Some(&outcome) {
+    let Some(plan) = decide::plan(&svc, &outcome) else {
+        state.retries.forget(key);
         return;
-    }
-    match write(ctx, &svc, &outcome, received).await {
-        None => {}
-        Some(wrote) => {
-            if wrote {
-                ctx.metrics
-                    .allocations
-                    .get_or_create(&ResultLabels {
-                        result: result.to_owned(),
-                    })
-                    .inc();
+    };
+    match write(ctx, &svc, &plan, received).await {
+        Ok(Some(fresh)) => {
+            ctx.metrics
+                .allocations
+                .get_or_create(&ResultLabels {
+                    result: outcome.reason().to_owned(),
+                })
+                .inc();
+            state.retries.forget(key);
+            // The API server's answer is the freshest copy: later events carrying an older one
+            // (already queued when we wrote) are ignored instead of causing another write.
+            if state
+                .services
+                .get(key)
+                .is_some_and(|s| !fresh.older_than(s))
+            {
+                state.services.insert(key.to_owned(), fresh);
             }
-            state.written.insert(key.to_owned(), outcome);
+        }
+        // The status landed but not the annotation removal: the next attempt finishes it.
+        Ok(None) | Err(()) => {
+            state.retries.failed(key, Instant::now());
         }
     }
 }
 
-fn failure(e: &AllocationError) -> Outcome {
-    Outcome::Failed {
-        reason: e.reason(),
-        message: e.to_string(),
-    }
-}
-
-fn failed_request(e: &RequestError) -> Outcome {
-    Outcome::Failed {
-        reason: e.reason(),
-        message: e.to_string(),
-    }
-}
-
-fn describe(a: &Assignment) -> String {
-    let ips: Vec<String> = a.ips.iter().map(ToString::to_string).collect();
-    if a.pool.is_empty() {
-        ips.join(", ")
-    } else {
-        format!("{} from pool {}", ips.join(", "), a.pool)
-    }
-}
-
-/// Writes `outcome` to the Service where it differs from what is there: Some(true) when it
-/// wrote, Some(false) when nothing differed, None when a write failed (it is retried later; an
-/// Event is published once the status is written, even if the annotation failed).
+/// Carries `plan` out on `svc`. `Ok(Some(service))`: written, with the Service as the API server
+/// answered; `Ok(None)`: the status is written but a separate annotation removal failed; `Err`:
+/// the status write failed or timed out (logged and counted). The Event goes out once the status
+/// has landed.
 async fn write(
     ctx: &Context,
     svc: &ServiceView,
-    outcome: &Outcome,
+    plan: &Plan,
     received: Option<Instant>,
-) -> Option<bool> {
-    let (status, reason, message, ips, pool) = match outcome {
-        Outcome::Allocated(a) => (
-            "True",
-            "IPAllocated",
-            describe(a),
-            a.ips.clone(),
-            Some(a.pool.as_str()).filter(|p| !p.is_empty()),
-        ),
-        Outcome::Failed { reason, message } => (
-            "False",
-            *reason,
-            message.clone(),
-            status_ips(svc),
-            allocated_pool(svc),
-        ),
-    };
-    let unchanged = service::condition(svc) == Some((status, reason, message.as_str()))
-        && status_ips(svc) == ips
-        && allocated_pool(svc) == pool;
-    if unchanged {
-        return Some(false);
-    }
+) -> Result<Option<ServiceView>, ()> {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &svc.namespace);
     let name = &svc.name;
     let started = Instant::now();
+    let wanted = &plan.condition;
     let transition = match &svc.condition {
-        Some(old) if old.status == status => Some(old.last_transition_time.clone()),
-        _ => None,
+        Some(old) if wanted.keeps_transition_time => old.last_transition_time.clone(),
+        _ => Time(Timestamp::now()),
     };
     let condition = Condition {
         type_: CONDITION_TYPE.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.clone(),
+        status: wanted.status.to_owned(),
+        reason: wanted.reason.to_owned(),
+        message: wanted.message.clone(),
         observed_generation: svc.generation,
-        last_transition_time: transition.unwrap_or(Time(Timestamp::now())),
+        last_transition_time: transition,
     };
-    let ingress: Vec<_> = ips
+    let ingress: Vec<_> = plan
+        .ips
         .iter()
         .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
         .collect();
@@ -680,91 +703,112 @@ async fn write(
     // The pool annotation rides in the status write (a Service's status subresource keeps
     // metadata changes): one write and one watch event for every client instead of two. Only an
     // annotation left with no pool to name takes a write of its own, at the same time.
-    if let Some(pool) = pool {
+    if let Some(pool) = &plan.pool {
         status_patch["metadata"] = json!({"annotations": {ALLOCATED_FROM_POOL: pool}});
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let annotate = async {
-        if pool.is_some() || allocated_pool(svc).is_none() {
+        if !plan.remove_pool_annotation {
             return Ok(());
         }
         let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: null}}});
-        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map(|_| ())
+        ctx.bounded(
+            "annotation",
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await
+        .map(|_| ())
     };
     let write_status = async {
-        let written = api
-            .patch_status(name, &params, &Patch::Apply(&status_patch))
+        let written = ctx
+            .bounded(
+                "service_status",
+                api.patch_status(name, &params, &Patch::Apply(&status_patch)),
+            )
             .await;
         (written, Instant::now())
     };
     let (annotated, (status_written, acked)) = tokio::join!(annotate, write_status);
-    if let Err(e) = &annotated {
-        tracing::warn!(service = %svc.key(), error = %e, "cannot write the pool annotation");
-    }
-    if let Err(e) = status_written {
-        tracing::warn!(service = %svc.key(), error = %e, "cannot write Service status");
-        return None;
-    }
-    let changed_ips = status_ips(svc) != ips;
-    match outcome {
-        Outcome::Allocated(a) if changed_ips => {
-            if let Some(at) = received {
-                let observe = |stage, d: Duration| {
-                    ctx.metrics
-                        .allocation_latency
-                        .get_or_create(&StageLabels { stage })
-                        .observe(d.as_secs_f64());
-                };
-                observe("api", acked - started);
-                observe("total", acked - at);
-            }
-            tracing::info!(service = %svc.key(), ips = %describe(a), "allocated");
-            let event = Event {
-                type_: EventType::Normal,
-                reason: "IPAllocated".into(),
-                note: Some(format!("Assigned {}", describe(a))),
-                action: "Allocate".into(),
-                secondary: None,
-            };
-            ctx.events.publish(&event, svc.object_ref());
+    let fresh = match status_written {
+        Ok(fresh) => ServiceView::new(fresh),
+        Err(e) => {
+            tracing::warn!(service = %svc.key(), error = %e, "cannot write Service status; retrying with backoff");
+            return Err(());
         }
-        Outcome::Failed { reason, message } => {
-            tracing::info!(service = %svc.key(), reason, message, "allocation failed");
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "AllocationFailed".into(),
-                note: Some(truncate(&format!("{reason}: {message}"))),
-                action: "Allocate".into(),
-                secondary: None,
-            };
-            ctx.events.publish(&event, svc.object_ref());
-        }
-        Outcome::Allocated(_) => {}
+    };
+    if plan.ips_changed
+        && let Some(at) = received
+    {
+        let observe = |stage, d: Duration| {
+            ctx.metrics
+                .allocation_latency
+                .get_or_create(&StageLabels { stage })
+                .observe(d.as_secs_f64());
+        };
+        observe("api", acked - started);
+        observe("total", acked - at);
     }
-    // A missing annotation is written again at the next event of this Service.
-    annotated.is_ok().then_some(true)
+    tracing::info!(service = %svc.key(), status = wanted.status, reason = wanted.reason, message = %wanted.message, "wrote Service status");
+    if let Some(note) = &plan.event {
+        let event = Event {
+            type_: if note.normal {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: note.reason.into(),
+            note: Some(truncate(&note.note)),
+            action: "Allocate".into(),
+            secondary: None,
+        };
+        ctx.events.publish(&event, svc.object_ref());
+    }
+    match annotated {
+        Ok(()) => Ok(Some(fresh)),
+        Err(e) => {
+            tracing::warn!(service = %svc.key(), error = %e, "cannot remove the pool annotation; retrying with backoff");
+            Ok(None)
+        }
+    }
 }
 
 /// Removes what the controller wrote on a Service it no longer handles.
-async fn clear(ctx: &Context, svc: &ServiceView) {
+async fn clear(ctx: &Context, svc: &ServiceView) -> Result<(), ()> {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &svc.namespace);
     let name = &svc.name;
-    let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: null}}});
-    let _ = api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await;
+    let mut result = Ok(());
+    if svc.allocated_pool.is_some() {
+        let patch = json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: null}}});
+        if let Err(e) = ctx
+            .bounded(
+                "annotation",
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await
+        {
+            tracing::warn!(service = %svc.key(), error = %e, "cannot remove the pool annotation");
+            result = Err(());
+        }
+    }
     // Applying an empty status drops the fields this manager owned.
     let patch = json!({"apiVersion": "v1", "kind": "Service", "status": {}});
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    if let Err(e) = api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+    if let Err(e) = ctx
+        .bounded(
+            "service_status",
+            api.patch_status(name, &params, &Patch::Apply(&patch)),
+        )
+        .await
+    {
         tracing::warn!(service = %svc.key(), error = %e, "cannot clear Service status");
+        result = Err(());
     }
+    result
 }
 
-/// Writes pool usage to the configuration's status and the metrics.
-async fn write_usage(ctx: &Context, state: &State) {
+/// Writes pool usage to the configuration's status and the metrics; false when the write
+/// failed (it is tried again at the next tick).
+async fn write_usage(ctx: &Context, state: &State) -> bool {
     let mut pools = Vec::new();
     for pool in state.allocator.pools() {
         let family = |f: IpFamily| {
@@ -800,7 +844,7 @@ async fn write_usage(ctx: &Context, state: &State) {
         });
     }
     let Some((name, _)) = &state.config else {
-        return;
+        return true;
     };
     let api: Api<LoadBalancerConfig> = Api::all(ctx.client.clone());
     let patch = json!({
@@ -809,8 +853,18 @@ async fn write_usage(ctx: &Context, state: &State) {
         "status": {"pools": pools},
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    if let Err(e) = api.patch_status(name, &params, &Patch::Apply(&patch)).await {
-        tracing::warn!(config = %name, error = %e, "cannot write pool usage");
+    match ctx
+        .bounded(
+            "pool_usage",
+            api.patch_status(name, &params, &Patch::Apply(&patch)),
+        )
+        .await
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(config = %name, error = %e, "cannot write pool usage");
+            false
+        }
     }
 }
 

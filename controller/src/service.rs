@@ -94,6 +94,9 @@ pub struct ServiceView {
     pub uid: Option<String>,
     /// `metadata.generation` (the condition's `observedGeneration`).
     pub generation: Option<i64>,
+    /// `metadata.resourceVersion`, when it is a number (it is an etcd revision on every API
+    /// server we know; an opaque one is never compared).
+    pub resource_version: Option<u64>,
     /// `spec.type` is `LoadBalancer`.
     pub load_balancer: bool,
     /// `spec.loadBalancerClass`.
@@ -148,6 +151,10 @@ impl ServiceView {
             name: metadata.name.unwrap_or_default(),
             uid: metadata.uid,
             generation: metadata.generation,
+            resource_version: metadata
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse().ok()),
             load_balancer: spec.type_.as_deref() == Some("LoadBalancer"),
             class: spec.load_balancer_class,
             deleting: metadata.deletion_timestamp.is_some(),
@@ -162,6 +169,11 @@ impl ServiceView {
     /// `namespace/name`.
     pub fn key(&self) -> ServiceKey {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Whether this copy is older than `other` (both numbered; else neither is older).
+    pub fn older_than(&self, other: &ServiceView) -> bool {
+        matches!((self.resource_version, other.resource_version), (Some(a), Some(b)) if a < b)
     }
 
     /// A reference to the Service, for Events.
