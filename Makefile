@@ -16,9 +16,11 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-## generate: regenerate the CRD (and, later, the bundle) from the Rust types
+## generate: regenerate the CRD and the operand manifests under config/ from the Rust code
+## (and, later, the bundle)
 generate:
 	$(CARGO) run --locked --quiet -p ferrolb-api --bin ferrolb-crdgen -- --out config/crd/bases
+	$(CARGO) run --locked --quiet -p ferrolb-operator --bin ferrolb-manifestgen -- --out config
 
 ## generated-check: fail when committed generated files differ from what the code generates
 generated-check:
@@ -26,7 +28,13 @@ generated-check:
 	$(CARGO) run --locked --quiet -p ferrolb-api --bin ferrolb-crdgen -- --out "$$tmp" && \
 	if ! diff -ru config/crd/bases "$$tmp"; then \
 	  echo "config/crd/bases is stale: run 'make generate' and commit the result" >&2; exit 1; \
-	fi
+	fi && \
+	$(CARGO) run --locked --quiet -p ferrolb-operator --bin ferrolb-manifestgen -- --out "$$tmp/config" && \
+	for f in $$($(CARGO) run --locked --quiet -p ferrolb-operator --bin ferrolb-manifestgen); do \
+	  if ! diff -u "config/$$f" "$$tmp/config/$$f"; then \
+	    echo "config/$$f is stale: run 'make generate' and commit the result" >&2; exit 1; \
+	  fi; \
+	done
 
 ## unit-test: unit, property and network-namespace tests (speaker/tests/l2_netns.rs needs root,
 ## arping and ndisc6, which deps installs)

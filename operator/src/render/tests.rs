@@ -1,0 +1,348 @@
+//! What the operands look like, as rules, plus golden files: `config/` for the default spec, and
+//! `golden/custom.yaml` for a spec that sets every knob (`UPDATE_GOLDEN=1 cargo test -p
+//! ferrolb-operator render` rewrites it after a deliberate change).
+
+use ferrolb_api::LoadBalancerConfigSpec;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use serde_json::{Value, json};
+
+use super::*;
+
+fn settings() -> Settings {
+    Settings {
+        image: "registry.example/ferrolb:v9.9.9".to_owned(),
+        version: "v9.9.9".to_owned(),
+    }
+}
+
+/// A spec that sets every knob the operands take.
+fn custom() -> LoadBalancerConfigSpec {
+    serde_json::from_value(json!({
+        "namespace": "lb",
+        "logLevel": "debug",
+        "loadBalancerClass": "example.com/lb",
+        "controller": {
+            "replicas": 3,
+            "nodeSelector": {"node-role.example/infra": ""},
+            "tolerations": [{"key": "infra", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+            "priorityClassName": "system-cluster-critical",
+        },
+        "speaker": {
+            "nodeSelector": {"ferrolb.io/speaker": "true"},
+            "tolerations": [
+                {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+                {"key": "dedicated", "operator": "Equal", "value": "edge", "effect": "NoExecute"}],
+            "resources": {"requests": {"cpu": "20m", "memory": "32Mi"}},
+            "priorityClassName": "system-node-critical",
+            "excludeInterfaces": ["^bond\\d+$", "^ens9$"],
+        },
+    }))
+    .unwrap()
+}
+
+fn controller_pod(o: &Operands) -> &PodSpec {
+    o.controller
+        .spec
+        .as_ref()
+        .and_then(|d| d.template.spec.as_ref())
+        .unwrap()
+}
+
+fn speaker_pod(o: &Operands) -> &PodSpec {
+    o.speaker
+        .spec
+        .as_ref()
+        .and_then(|d| d.template.spec.as_ref())
+        .unwrap()
+}
+
+fn env(c: &Container, name: &str) -> Option<String> {
+    c.env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+#[test]
+fn every_knob_reaches_the_pods() {
+    let o = operands(&custom(), &settings());
+    let deployment = o.controller.spec.as_ref().unwrap();
+    assert_eq!(deployment.replicas, Some(3));
+    let c = controller_pod(&o);
+    assert_eq!(
+        c.node_selector
+            .as_ref()
+            .unwrap()
+            .get("node-role.example/infra"),
+        Some(&String::new())
+    );
+    assert_eq!(c.tolerations.as_ref().unwrap().len(), 1);
+    assert!(c.affinity.as_ref().unwrap().node_affinity.is_some());
+    assert!(
+        c.affinity.as_ref().unwrap().pod_anti_affinity.is_none(),
+        "an affinity from the spec replaces the default spread"
+    );
+    assert_eq!(
+        c.priority_class_name.as_deref(),
+        Some("system-cluster-critical")
+    );
+    let container = &c.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("registry.example/ferrolb:v9.9.9")
+    );
+    assert_eq!(
+        env(container, "FERROLB_LOG_LEVEL").as_deref(),
+        Some("debug")
+    );
+    let limits = container
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .as_ref()
+        .unwrap();
+    assert_eq!(limits["memory"].0, "256Mi");
+
+    let s = speaker_pod(&o);
+    assert_eq!(
+        s.node_selector.as_ref().unwrap().get("ferrolb.io/speaker"),
+        Some(&"true".to_owned())
+    );
+    let keys: Vec<&str> = s
+        .tolerations
+        .iter()
+        .flatten()
+        .filter_map(|t| t.key.as_deref())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "node-role.kubernetes.io/control-plane",
+            "node.kubernetes.io/network-unavailable",
+            "dedicated"
+        ],
+        "the speaker's own tolerations stay, the spec's are added once"
+    );
+    assert_eq!(
+        s.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    let container = &s.containers[0];
+    assert_eq!(
+        env(container, "FERROLB_LOG_LEVEL").as_deref(),
+        Some("debug")
+    );
+    let args = container.args.as_ref().unwrap();
+    assert!(args.contains(&"--exclude-interface=^bond\\d+$".to_owned()));
+    assert!(args.contains(&"--exclude-interface=^ens9$".to_owned()));
+    assert_eq!(
+        container
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["cpu"]
+            .0,
+        "20m"
+    );
+}
+
+#[test]
+fn defaults_spread_controllers_and_size_both() {
+    let o = operands(&LoadBalancerConfigSpec::default(), &settings());
+    assert_eq!(o.controller.spec.as_ref().unwrap().replicas, Some(2));
+    let c = controller_pod(&o);
+    assert!(c.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
+    assert_eq!(
+        env(&c.containers[0], "FERROLB_LOG_LEVEL").as_deref(),
+        Some("info")
+    );
+    for pod in [c, speaker_pod(&o)] {
+        let r = pod.containers[0].resources.as_ref().unwrap();
+        assert!(r.requests.as_ref().unwrap().contains_key("memory"));
+        assert!(r.limits.as_ref().unwrap().contains_key("memory"));
+    }
+}
+
+#[test]
+fn everything_namespaced_lives_in_the_operand_namespace() {
+    let o = operands(&custom(), &settings());
+    assert_eq!(o.namespace.metadata.name.as_deref(), Some("lb"));
+    let v = serde_json::to_value(&o.service_accounts).unwrap();
+    let mut namespaces: Vec<Value> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sa| sa["metadata"]["namespace"].clone())
+        .collect();
+    namespaces.push(json!(o.controller.metadata.namespace));
+    namespaces.push(json!(o.speaker.metadata.namespace));
+    for r in &o.roles {
+        namespaces.push(json!(r.metadata.namespace));
+    }
+    for b in &o.role_bindings {
+        namespaces.push(json!(b.metadata.namespace));
+        for s in b.subjects.iter().flatten() {
+            namespaces.push(json!(s.namespace));
+        }
+    }
+    for b in &o.cluster_role_bindings {
+        for s in b.subjects.iter().flatten() {
+            namespaces.push(json!(s.namespace));
+        }
+    }
+    assert!(namespaces.iter().all(|n| n == "lb"), "{namespaces:?}");
+}
+
+#[test]
+fn the_namespace_admits_the_speaker_under_pod_security() {
+    let ns = namespace(&LoadBalancerConfigSpec::default(), &settings());
+    let labels = ns.metadata.labels.unwrap();
+    for mode in ["enforce", "audit", "warn"] {
+        assert_eq!(
+            labels[&format!("pod-security.kubernetes.io/{mode}")],
+            "privileged"
+        );
+    }
+}
+
+#[test]
+fn least_privilege_no_wildcards_no_secrets_and_only_net_raw() {
+    for role in cluster_roles(&settings()) {
+        for rule in role.rules.iter().flatten() {
+            let all = rule
+                .verbs
+                .iter()
+                .chain(rule.resources.iter().flatten())
+                .chain(rule.api_groups.iter().flatten());
+            for word in all {
+                assert_ne!(word, "*", "wildcard in {:?}", role.metadata.name);
+            }
+            assert!(
+                !rule.resources.iter().flatten().any(|r| r == "secrets"),
+                "{:?} may read Secrets",
+                role.metadata.name
+            );
+            assert!(!rule.verbs.iter().any(|v| v == "escalate" || v == "bind"));
+        }
+    }
+    let o = operands(&LoadBalancerConfigSpec::default(), &settings());
+    let c = &controller_pod(&o).containers[0];
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert!(sc.capabilities.as_ref().unwrap().add.is_none());
+    let psc = controller_pod(&o).security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    let s = &speaker_pod(&o).containers[0];
+    let caps = s
+        .security_context
+        .as_ref()
+        .unwrap()
+        .capabilities
+        .as_ref()
+        .unwrap();
+    assert_eq!(caps.add.as_deref(), Some(&["NET_RAW".to_owned()][..]));
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+}
+
+#[test]
+fn selectors_stay_stable_across_versions_and_match_the_pods() {
+    let old = operands(&LoadBalancerConfigSpec::default(), &settings());
+    let new = operands(
+        &LoadBalancerConfigSpec::default(),
+        &Settings {
+            image: "registry.example/ferrolb:v10.0.0".into(),
+            version: "v10.0.0".into(),
+        },
+    );
+    let d = |o: &Operands| o.controller.spec.as_ref().unwrap().selector.clone();
+    let s = |o: &Operands| o.speaker.spec.as_ref().unwrap().selector.clone();
+    assert_eq!(d(&old), d(&new), "a Deployment's selector is immutable");
+    assert_eq!(s(&old), s(&new), "a DaemonSet's selector is immutable");
+    let template_labels = old
+        .speaker
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    for (k, v) in s(&old).match_labels.unwrap() {
+        assert_eq!(template_labels.get(&k), Some(&v));
+    }
+    assert_eq!(
+        template_labels["app.kubernetes.io/managed-by"],
+        "ferrolb-operator"
+    );
+    assert_eq!(template_labels["app.kubernetes.io/version"], "v9.9.9");
+}
+
+#[test]
+fn bindings_name_only_the_shipped_cluster_roles() {
+    let o = operands(&custom(), &settings());
+    let names: Vec<String> = cluster_roles(&settings())
+        .into_iter()
+        .filter_map(|r| r.metadata.name)
+        .collect();
+    for b in &o.cluster_role_bindings {
+        assert_eq!(b.role_ref.kind, "ClusterRole");
+        assert!(names.contains(&b.role_ref.name));
+    }
+    assert_eq!(names, [CONTROLLER_ROLE, SPEAKER_ROLE]);
+}
+
+#[test]
+fn the_committed_config_is_what_the_code_renders() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    for file in crate::manifests::files().unwrap() {
+        let committed = std::fs::read_to_string(root.join(file.path)).unwrap_or_default();
+        assert!(
+            committed == file.text,
+            "config/{} is stale: run `make generate` and commit the result",
+            file.path
+        );
+    }
+}
+
+#[test]
+fn a_spec_with_every_knob_renders_as_the_golden_file() {
+    let o = operands(&custom(), &settings());
+    let mut text = to_yaml(std::slice::from_ref(&o.namespace)).unwrap();
+    text.push_str(&to_yaml(&o.service_accounts).unwrap());
+    text.push_str(&to_yaml(&o.cluster_role_bindings).unwrap());
+    text.push_str(&to_yaml(&o.roles).unwrap());
+    text.push_str(&to_yaml(&o.role_bindings).unwrap());
+    text.push_str(&document(&o.controller).unwrap());
+    text.push_str(&document(&o.speaker).unwrap());
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/render/golden/custom.yaml");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        golden == text,
+        "{} differs from the rendering; if the change is intended, rerun with UPDATE_GOLDEN=1 and review the diff",
+        path.display()
+    );
+}
+
+#[test]
+fn yaml_reads_back_as_the_same_objects() {
+    let o = operands(&custom(), &settings());
+    let yaml = document(&o.speaker).unwrap();
+    let back: k8s_openapi::api::apps::v1::DaemonSet = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(back, o.speaker);
+}
