@@ -5,7 +5,6 @@
 //! loop around them.
 
 pub mod allocator;
-pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod reconciler;

@@ -1,10 +1,15 @@
 //! The process shell every FerroLB binary shares: structured logging whose level can change at run
 //! time, and the HTTP endpoints the kubelet and Prometheus scrape (`/healthz`, `/readyz`,
-//! `/metrics`).
+//! `/metrics`); and the mechanisms every reconciler shares: relist buffering of watches
+//! ([`watch`]), one bounded Event publisher ([`events`]) and a latest-value-per-key queue
+//! ([`latest`]).
 
+pub mod events;
 mod http;
+pub mod latest;
 mod logging;
 mod process;
+pub mod watch;
 
 pub use http::{Probes, serve};
 pub use logging::{LogFormat, LogLevel, Logging, LoggingError};
