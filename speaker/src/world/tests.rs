@@ -68,7 +68,7 @@ fn l2_config() -> LoadBalancerConfig {
 
 fn world() -> World {
     let mut w = World::default();
-    assert_eq!(w.set_config(&l2_config()), None);
+    assert_eq!(w.set_config(&l2_config()), ConfigChange::InForce);
     for i in 1..=3 {
         let name = format!("node-{i}");
         w.set_node(&node(&name, true, json!({})));
@@ -180,11 +180,11 @@ fn nodes_carry_readiness_network_and_labels() {
                 .unwrap(),
         );
     w.set_node(&n);
-    let view = &w.nodes["n"];
+    let view = &w.nodes()["n"];
     assert!(view.ready && view.network_unavailable);
     assert_eq!(view.labels["zone"], "a");
     w.remove_node("n");
-    assert!(w.nodes.is_empty());
+    assert!(w.nodes().is_empty());
 }
 
 const EXCLUDE: &str = crate::announce::EXCLUDE_LABEL;
@@ -213,19 +213,30 @@ fn an_invalid_config_is_reported_once_and_the_last_valid_one_stays() {
     let mut w = world();
     let mut bad = l2_config();
     bad.spec.address_pools[0].addresses = vec!["203.0.113.0/33".into()];
-    let rejected = w.set_config(&bad).expect("rejected");
-    assert_eq!(rejected.name, "default");
+    let ConfigChange::Rejected { name, problems } = w.set_config(&bad) else {
+        panic!("not rejected")
+    };
+    assert_eq!(name, "default");
     assert!(
-        rejected.problems.contains("addressPools[0].addresses[0]"),
-        "{}",
-        rejected.problems
+        problems
+            .to_string()
+            .contains("addressPools[0].addresses[0]"),
+        "{problems}"
     );
-    assert_eq!(w.set_config(&bad), None, "reported once");
+    assert!(w.config_stale());
+    assert_eq!(w.set_config(&bad), ConfigChange::Unchanged, "reported once");
     assert_eq!(
         w.config().unwrap().address_pools[0].addresses,
         ["203.0.113.0/24"]
     );
-    assert_eq!(w.set_config(&l2_config()), None);
+    assert_eq!(w.set_config(&l2_config()), ConfigChange::Unchanged);
+    assert!(!w.config_stale());
+    assert_eq!(
+        w.config().unwrap().address_pools[0].addresses,
+        ["203.0.113.0/24"]
+    );
+    // Deleted: the speakers keep announcing with the last valid one.
+    assert_eq!(w.remove_config("default"), ConfigChange::Gone);
     assert_eq!(
         w.config().unwrap().address_pools[0].addresses,
         ["203.0.113.0/24"]
@@ -246,7 +257,18 @@ fn the_oldest_config_is_in_force() {
     older.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         "2026-01-01T00:00:00Z".parse().unwrap(),
     ));
-    w.replace_configs(vec![newer.clone(), older]);
+    for event in [
+        watcher::Event::Init,
+        watcher::Event::InitApply(newer.clone()),
+        watcher::Event::InitApply(older),
+    ] {
+        assert_eq!(w.config_event(event), ConfigChange::Unchanged, "buffered");
+    }
+    assert!(w.config().is_none());
+    assert_eq!(
+        w.config_event(watcher::Event::InitDone),
+        ConfigChange::InForce
+    );
     assert_eq!(w.config().unwrap().address_pools[0].name, "lan");
     w.remove_config("default");
     assert_eq!(w.config().unwrap().address_pools[0].name, "x");
@@ -301,7 +323,7 @@ fn only_changes_that_can_move_an_announcement_ask_for_a_recompute() {
     let mut with_status = l2_config();
     with_status.status = serde_json::from_value(json!({"observedGeneration": 3})).ok();
     assert!(with_status.status.is_some());
-    assert_eq!(w.set_config(&with_status), None);
+    assert_eq!(w.set_config(&with_status), ConfigChange::Unchanged);
     assert_eq!(
         w.take_changed(),
         Changed::Nothing,
