@@ -101,6 +101,35 @@ fn only_load_balancers_of_the_configured_class_holding_addresses_count() {
 }
 
 #[test]
+fn a_relist_shows_the_old_world_until_it_completes_and_marks_only_what_it_changed() {
+    let mut w = world();
+    for (name, ip) in [
+        ("a", "203.0.113.1"),
+        ("b", "203.0.113.2"),
+        ("c", "203.0.113.3"),
+    ] {
+        w.service_event(watcher::Event::Apply(lb(name, &[ip])));
+    }
+    w.take_changed();
+    let keys =
+        |w: &World| -> Vec<String> { w.service_views().into_iter().map(|s| s.key).collect() };
+    // The watch expired; the relist has a unchanged, b moved to a new address, c gone, d new.
+    w.service_event(watcher::Event::Init);
+    w.service_event(watcher::Event::InitApply(lb("a", &["203.0.113.1"])));
+    w.service_event(watcher::Event::InitApply(lb("b", &["203.0.113.20"])));
+    assert_eq!(keys(&w), ["ns/a", "ns/b", "ns/c"], "never half of a list");
+    assert_eq!(w.take_changed(), Changed::Nothing);
+    w.service_event(watcher::Event::InitApply(lb("d", &["203.0.113.4"])));
+    w.service_event(watcher::Event::InitDone);
+    assert_eq!(keys(&w), ["ns/a", "ns/b", "ns/d"]);
+    assert_eq!(
+        w.take_changed(),
+        at(&["203.0.113.2", "203.0.113.20", "203.0.113.3", "203.0.113.4"]),
+        "only what the relist changed"
+    );
+}
+
+#[test]
 fn local_policy_and_ingress_hostnames_are_read() {
     let mut w = world();
     let mut svc = lb("a", &["203.0.113.1", "2001:db8::1"]);
