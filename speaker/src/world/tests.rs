@@ -433,6 +433,8 @@ enum Step {
     Node(usize, bool),
     /// A condition written to Service `n`.
     Condition(usize, bool),
+    /// The Service watch relists: these Services (n, addresses) and no others.
+    Relist(Vec<(usize, Vec<usize>)>),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -448,6 +450,8 @@ fn step() -> impl Strategy<Value = Step> {
         (0..6usize).prop_map(Step::RemoveSlice),
         (1..=3usize, any::<bool>()).prop_map(|(n, r)| Step::Node(n, r)),
         (0..6usize, any::<bool>()).prop_map(|(n, c)| Step::Condition(n, c)),
+        prop::collection::vec((0..6usize, prop::collection::vec(0..4usize, 0..3)), 0..5)
+            .prop_map(Step::Relist),
     ]
 }
 
@@ -501,6 +505,19 @@ proptest! {
                     services.insert(*n, svc.clone());
                     w.set_service(&svc);
                     Some(*n)
+                }
+                Step::Relist(list) => {
+                    services.clear();
+                    w.service_event(watcher::Event::Init);
+                    for (n, ips) in list {
+                        let ips: Vec<String> = ips.iter().map(|i| format!("203.0.113.{}", 10 + i)).collect();
+                        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+                        let svc = lb(&format!("s{n}"), &ips);
+                        services.insert(*n, svc.clone());
+                        w.service_event(watcher::Event::InitApply(svc));
+                    }
+                    w.service_event(watcher::Event::InitDone);
+                    None
                 }
             };
             let changed = w.take_changed();
