@@ -7,7 +7,6 @@
 
 pub mod allocator;
 pub mod decide;
-pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod reconciler;

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use ferrolb_controller::events::Publisher;
 use ferrolb_controller::leader::{self, LeaseConfig};
 use ferrolb_controller::metrics::Metrics;
 use ferrolb_controller::reconciler::{self, Context, FIELD_MANAGER, Settings};
+use ferrolb_runtime::events::{EventMetrics, Publisher};
 use ferrolb_runtime::{CommonArgs, Process, serve, shutdown_signal};
 use kube::Client;
 use kube::runtime::events::Reporter;
@@ -95,6 +95,8 @@ async fn run(cli: Cli, process: Process) -> ExitCode {
     } = process;
     let metrics = Metrics::default();
     metrics.register(&mut registry);
+    let event_metrics = EventMetrics::default();
+    event_metrics.register(&mut registry);
     let client = match Client::try_default().await {
         Ok(client) => client,
         Err(e) => {
@@ -135,6 +137,7 @@ async fn run(cli: Cli, process: Process) -> ExitCode {
                 controller: FIELD_MANAGER.to_owned(),
                 instance: Some(identity.clone()),
             },
+            event_metrics.clone(),
         );
         let ctx = Context {
             client: client.clone(),

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use ferrolb_api::address::IpFamily;
 use ferrolb_api::v1alpha1::{FamilyUsage, LoadBalancerConfigSpec, PoolUsage};
 use ferrolb_api::{LoadBalancerConfig, validate};
+use ferrolb_runtime::events::Publisher;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -30,7 +31,6 @@ use tokio::sync::mpsc;
 
 use crate::allocator::{Allocator, ServiceKey};
 use crate::decide::{self, Decision, Outcome, Plan};
-use crate::events::Publisher;
 use crate::leader::Leadership;
 use crate::metrics::{Metrics, PoolLabels, ResultLabels, StageLabels, WriteLabels};
 use crate::retry::Retries;

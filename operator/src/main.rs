@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ferrolb_api::wiring::{env, ports};
 use ferrolb_runtime::{CommonArgs, Process};
 
 /// The FerroLB operator.
@@ -30,7 +31,7 @@ enum Command {
     /// Run the operator (NOT IMPLEMENTED YET: serves health and metrics endpoints only).
     Run {
         /// Address of the /healthz, /readyz and /metrics endpoints.
-        #[arg(long, env = "FERROLB_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+        #[arg(long, env = env::HEALTH_ADDR, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::OPERATOR_HEALTH)))]
         health_addr: SocketAddr,
     },
     /// Check a LoadBalancerConfig manifest offline: prints every problem as

@@ -1,27 +1,33 @@
 //! The process shell every FerroLB binary shares: structured logging whose level can change at run
 //! time, and the HTTP endpoints the kubelet and Prometheus scrape (`/healthz`, `/readyz`,
-//! `/metrics`).
+//! `/metrics`); and the mechanisms every reconciler shares: relist buffering of watches
+//! ([`watch`]), one bounded Event publisher ([`events`]) and a latest-value-per-key queue
+//! ([`latest`]).
 
+pub mod events;
 mod http;
+pub mod latest;
 mod logging;
 mod process;
+pub mod watch;
 
 pub use http::{Probes, serve};
 pub use logging::{LogFormat, LogLevel, Logging, LoggingError};
 pub use process::Process;
 
 use clap::Args;
+use ferrolb_api::wiring;
 
 /// Flags every binary takes, each also settable from the environment.
 #[derive(Args, Clone, Debug)]
 pub struct CommonArgs {
     /// Log verbosity: error, warn, info, debug or trace (or a tracing filter directive such as
     /// `info,kube=debug`).
-    #[arg(long, env = "FERROLB_LOG_LEVEL", default_value = "info")]
+    #[arg(long, env = wiring::env::LOG_LEVEL, default_value = "info")]
     pub log_level: String,
 
     /// Log format: text for people, json for log pipelines.
-    #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = wiring::env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use ferrolb_api::wiring::{env, labels, names, ports};
+use ferrolb_runtime::events::{EventMetrics, Publisher};
 use ferrolb_runtime::{CommonArgs, Process, serve, shutdown_signal};
 use ferrolb_speaker::l2::{self, L2Metrics, Responder};
 use ferrolb_speaker::membership::{self, MembershipMetrics};
 use ferrolb_speaker::metrics::Metrics;
 use ferrolb_speaker::run::{self, Context, FIELD_MANAGER};
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use regex::Regex;
 
 /// The FerroLB speaker: answers ARP (IPv4) and NDP (IPv6) for the load-balancer addresses this
@@ -30,35 +32,28 @@ struct Cli {
     common: CommonArgs,
 
     /// Address of the /healthz, /readyz and /metrics endpoints.
-    #[arg(long, env = "FERROLB_HEALTH_ADDR", default_value = "0.0.0.0:7473")]
+    #[arg(long, env = env::HEALTH_ADDR, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::SPEAKER_HEALTH)))]
     health_addr: SocketAddr,
 
     /// This node's name (the pod's spec.nodeName).
-    #[arg(long, env = "NODE_NAME")]
+    #[arg(long, env = env::NODE_NAME)]
     node: String,
 
     /// Namespace of the speaker pods (the speaker's own).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "ferrolb-system")]
+    #[arg(long, env = env::POD_NAMESPACE, default_value = ferrolb_api::v1alpha1::DEFAULT_NAMESPACE)]
     namespace: String,
 
     /// Label selector of the speaker pods: the nodes that can announce.
-    #[arg(
-        long,
-        default_value = "app.kubernetes.io/name=ferrolb,app.kubernetes.io/component=speaker"
-    )]
+    #[arg(long, default_value = labels::SPEAKER_SELECTOR)]
     speaker_selector: String,
 
     /// File holding the key that authenticates liveness messages (the Secret
     /// ferrolb-memberlist, mounted). Re-read every 10 s, so the key can be rotated.
-    #[arg(
-        long,
-        env = "FERROLB_MEMBERLIST_KEY_FILE",
-        default_value = "/etc/ferrolb/memberlist/key"
-    )]
+    #[arg(long, env = env::MEMBERLIST_KEY_FILE, default_value = names::MEMBERLIST_KEY_FILE)]
     memberlist_key_file: PathBuf,
 
     /// UDP port of the liveness messages, the same on every node.
-    #[arg(long, default_value_t = 7947)]
+    #[arg(long, default_value_t = ports::MEMBERSHIP)]
     memberlist_port: u16,
 
     /// How often a speaker tells its monitors it is alive, in milliseconds.
@@ -127,6 +122,8 @@ async fn start(cli: Cli, process: Process) -> ExitCode {
     l2_metrics.register(&mut registry);
     let membership_metrics = MembershipMetrics::default();
     membership_metrics.register(&mut registry);
+    let event_metrics = EventMetrics::default();
+    event_metrics.register(&mut registry);
 
     let client = match Client::try_default().await {
         Ok(client) => client,
@@ -150,16 +147,17 @@ async fn start(cli: Cli, process: Process) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let recorder = Recorder::new(
+    let events = Publisher::spawn(
         client.clone(),
         Reporter {
             controller: FIELD_MANAGER.to_owned(),
             instance: Some(cli.node.clone()),
         },
+        event_metrics,
     );
     let ctx = Context {
         client,
-        recorder,
+        events,
         node: cli.node.clone(),
         namespace: cli.namespace.clone(),
         speaker_selector: cli.speaker_selector.clone(),

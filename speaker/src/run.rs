@@ -1,7 +1,8 @@
 //! The speaker's event loop: watches feed the [`World`], membership says who is alive, and every
 //! change recomputes what this node announces and hands it to the ARP/NDP responder at once.
-//! Events and the Service condition are written by a separate task, so a burst of API writes
-//! never delays a takeover.
+//! Events (the shared bounded publisher) and the Service condition (a queue that keeps the latest
+//! condition per Service) are written by separate tasks, so a burst of API writes never delays a
+//! takeover.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -15,30 +16,34 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use ferrolb_api::in_force::Change as ConfigChange;
+use ferrolb_api::wiring;
 use ferrolb_runtime::Probes;
+use ferrolb_runtime::events::Publisher;
+use ferrolb_runtime::latest::{LatestReceiver, LatestSender, latest};
 
-use crate::announce::leader;
+use crate::announce::condition::{Write, announced_condition, condition_write};
 use crate::l2::Responder;
 use crate::membership::{self, Membership, MembershipMetrics, View};
 use crate::metrics::Metrics;
-use crate::world::{ANNOUNCED_CONDITION, Changed, Plan, World, key_of};
+use crate::world::{ANNOUNCED_CONDITION, Changed, Plan, World};
 use ferrolb_api::v1alpha1::LoadBalancerConfig;
 
 /// The field manager of everything the speaker writes.
-pub const FIELD_MANAGER: &str = "ferrolb-speaker";
+pub const FIELD_MANAGER: &str = wiring::field_managers::SPEAKER;
 
 /// What the speaker needs to run.
 pub struct Context {
     /// API client (the speaker's own ServiceAccount).
     pub client: Client,
     /// Publishes Events as `ferrolb-speaker`, instance = node name.
-    pub recorder: Recorder,
+    pub events: Publisher,
     /// This node's name.
     pub node: String,
     /// Namespace of the speaker pods.
@@ -83,43 +88,6 @@ enum Input {
     Config(Box<watcher::Event<LoadBalancerConfig>>),
 }
 
-/// Keys seen during a re-list, so what the new list lacks is removed when it completes.
-#[derive(Default)]
-struct Relist {
-    seen: Option<BTreeSet<String>>,
-    synced: bool,
-}
-
-impl Relist {
-    /// Applies one watch event of a kind to the world.
-    fn apply<K>(
-        &mut self,
-        world: &mut World,
-        event: watcher::Event<K>,
-        key: fn(&K) -> String,
-        set: fn(&mut World, &K),
-        remove: fn(&mut World, &str),
-        keys: fn(&World) -> Vec<String>,
-    ) {
-        match event {
-            watcher::Event::Init => self.seen = Some(BTreeSet::new()),
-            watcher::Event::InitApply(obj) => {
-                self.seen.get_or_insert_default().insert(key(&obj));
-                set(world, &obj);
-            }
-            watcher::Event::InitDone => {
-                let seen = self.seen.take().unwrap_or_default();
-                for gone in keys(world).into_iter().filter(|k| !seen.contains(k)) {
-                    remove(world, &gone);
-                }
-                self.synced = true;
-            }
-            watcher::Event::Apply(obj) => set(world, &obj),
-            watcher::Event::Delete(obj) => remove(world, &key(&obj)),
-        }
-    }
-}
-
 /// What this node announces now, and what it last reported.
 #[derive(Default)]
 struct Announcing {
@@ -140,17 +108,6 @@ const RESEND: Duration = Duration::from_secs(10);
 /// The most watch events taken at once before recomputing (bounds the time between two looks at
 /// the membership and the shutdown signal).
 const DRAIN: usize = 1_000;
-
-/// One write for the reporter task.
-#[derive(Debug)]
-struct Report {
-    /// `namespace/name` of the Service.
-    service: String,
-    /// The condition to apply.
-    condition: Option<Condition>,
-    /// An `Announced` Event's note.
-    event: Option<String>,
-}
 
 /// Runs until a watch ends (never, in practice) or the process is told to stop.
 pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
@@ -186,13 +143,12 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     ];
     let mut inputs = futures::stream::select_all(streams);
 
-    let (reports, reports_rx) = mpsc::unbounded_channel();
-    let reporter = tokio::spawn(reporter(client.clone(), ctx.recorder.clone(), reports_rx));
+    // Only the latest condition per Service waits: bounded by the Services, however slow the
+    // API server is.
+    let (conditions, conditions_rx) = latest();
+    let writer = tokio::spawn(write_conditions(client.clone(), conditions_rx));
 
     let mut world = World::default();
-    let mut relists: [Relist; 4] = Default::default();
-    let mut config_relist: Option<Vec<LoadBalancerConfig>> = None;
-    let mut configs_synced = false;
     let mut announcing = Announcing::default();
     let mut membership: Option<Membership> = None;
     let (_no_view_tx, no_view) = watch::channel(View::default());
@@ -248,28 +204,19 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
                         }
                     };
                     match input {
-                        Input::Service(e) => relists[0].apply(&mut world, *e, key_of, World::set_service, World::remove_service, World::service_keys),
-                        Input::Slice(e) => relists[1].apply(&mut world, *e, key_of, World::set_slice, World::remove_slice, World::slice_keys),
-                        Input::Node(e) => relists[2].apply(&mut world, *e, |n: &Node| n.name_any(), World::set_node, World::remove_node, World::node_names),
-                        Input::Speaker(e) => relists[3].apply(&mut world, *e, key_of, World::set_speaker, World::remove_speaker, World::speaker_keys),
+                        Input::Service(e) => world.service_event(*e),
+                        Input::Slice(e) => world.slice_event(*e),
+                        Input::Node(e) => world.node_event(*e),
+                        Input::Speaker(e) => world.speaker_event(*e),
                         Input::Config(e) => {
-                            let rejected = match *e {
-                                watcher::Event::Init => { config_relist = Some(Vec::new()); None }
-                                watcher::Event::InitApply(c) => { config_relist.get_or_insert_default().push(c); None }
-                                watcher::Event::InitDone => {
-                                    configs_synced = true;
-                                    world.replace_configs(config_relist.take().unwrap_or_default())
-                                }
-                                watcher::Event::Apply(c) => world.set_config(&c),
-                                watcher::Event::Delete(c) => world.remove_config(&c.name_any()),
-                            };
-                            if let Some(rejected) = rejected {
-                                ctx.metrics.config_stale.set(1);
-                                tracing::error!(config = %rejected.name, problems = %rejected.problems,
-                                    "LoadBalancerConfig rejected; the last valid configuration stays in force");
-                            } else if world.config().is_some() {
-                                ctx.metrics.config_stale.set(0);
+                            match world.config_event(*e) {
+                                ConfigChange::Rejected { name, problems } => tracing::error!(config = %name, %problems,
+                                    "LoadBalancerConfig rejected; the last valid configuration stays in force"),
+                                ConfigChange::Gone => tracing::warn!(
+                                    "the LoadBalancerConfig is gone; announcing with the last valid one"),
+                                ConfigChange::InForce | ConfigChange::Unchanged => {}
                             }
+                            ctx.metrics.config_stale.set(i64::from(world.config_stale()));
                         }
                     }
                 }
@@ -282,7 +229,7 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
                 }
             }
         }
-        if !configs_synced || relists.iter().any(|r| !r.synced) {
+        if !world.synced() {
             continue;
         }
         let changed = match (std::mem::take(&mut stale), world.take_changed()) {
@@ -297,7 +244,7 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
             &current,
             &changed,
             &mut announcing,
-            &reports,
+            &conditions,
         );
         ctx.probes.set_ready(true);
     };
@@ -308,8 +255,8 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     ctx.responder.shutdown().await;
-    drop(reports);
-    let _ = tokio::time::timeout(Duration::from_secs(2), reporter).await;
+    drop(conditions);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     result
 }
 
@@ -374,7 +321,7 @@ fn recompute(
     view: &View,
     changed: &Changed,
     announcing: &mut Announcing,
-    reports: &mpsc::UnboundedSender<Report>,
+    conditions: &LatestSender<String, Condition>,
 ) {
     let speakers = world.speaker_nodes();
     let mut live = view.live(speakers.iter().map(String::as_str), |node| {
@@ -426,11 +373,17 @@ fn recompute(
             let on = on_interfaces(&ctx.responder, a.ip);
             tracing::info!(ip = %a.ip, interfaces = %on, services = ?a.services, "announcing");
             for service in &a.services {
-                let _ = reports.send(Report {
-                    service: service.clone(),
-                    condition: None,
-                    event: Some(format!("{} announces {} on {on}", ctx.node, a.ip)),
-                });
+                let Some((namespace, name)) = service.split_once('/') else {
+                    continue;
+                };
+                let event = Event {
+                    type_: EventType::Normal,
+                    reason: ferrolb_api::condition::reasons::ANNOUNCED.into(),
+                    note: Some(format!("{} announces {} on {on}", ctx.node, a.ip)),
+                    action: "Announce".into(),
+                    secondary: None,
+                };
+                ctx.events.publish(&event, service_ref(namespace, name));
             }
         }
         for ip in announcing.led.keys().filter(|ip| !led.contains_key(ip)) {
@@ -446,93 +399,47 @@ fn recompute(
         ctx.responder.reannounce();
     }
 
-    // The Service condition: written by the leader of the Service's first advertised address,
-    // or, when nobody announces it, by the live speaker ranked first for that address.
+    // The Service condition: decided by `announced_condition` (which speaker writes it, and
+    // what), written when the Service's status does not show it yet.
     for svc in &views {
-        let advertised: Vec<(IpAddr, Option<&String>)> = svc
-            .ips
-            .iter()
-            .filter_map(|ip| Some((*ip, leaders.get(ip)?.as_ref())))
-            .collect();
-        let Some(&(first, first_leader)) = advertised.first() else {
+        let Some(want) = announced_condition(&ctx.node, svc, leaders, &live, |ip| {
+            on_interfaces(&ctx.responder, ip)
+        }) else {
             continue;
-        };
-        let writer = first_leader
-            .map(String::as_str)
-            .or_else(|| leader(first, live.iter().map(String::as_str)));
-        if writer != Some(ctx.node.as_str()) {
-            continue;
-        }
-        let condition = if advertised.iter().any(|(_, l)| l.is_some()) {
-            let parts: Vec<String> = advertised
-                .iter()
-                .map(|(ip, l)| match l {
-                    Some(node) if **node == ctx.node => {
-                        format!(
-                            "{ip} from node {node} on {}",
-                            on_interfaces(&ctx.responder, *ip)
-                        )
-                    }
-                    Some(node) => format!("{ip} from node {node}"),
-                    None => format!("{ip} not announced"),
-                })
-                .collect();
-            (
-                "True",
-                "Announced",
-                format!("Layer 2: {}", parts.join("; ")),
-            )
-        } else if svc.endpoint_nodes.is_empty() {
-            (
-                "False",
-                "NoReadyEndpoints",
-                "not announced: the Service has no ready endpoint".to_owned(),
-            )
-        } else {
-            (
-                "False",
-                "NoEligibleNode",
-                "not announced: no live speaker on a node the L2 advertisements select (with externalTrafficPolicy Local, one that hosts a ready endpoint)".to_owned(),
-            )
         };
         let current = world.announced_condition(&svc.key);
-        if current.is_some_and(|c| c.status == condition.0 && c.message == condition.2) {
-            announcing.sent.remove(&svc.key);
-            continue;
-        }
-        if announcing
+        let sent = announcing
             .sent
             .get(&svc.key)
-            .is_some_and(|(status, message, at)| {
-                *status == condition.0 && *message == condition.2 && at.elapsed() < RESEND
-            })
-        {
-            continue;
+            .map(|(status, message, at)| (status.as_str(), message.as_str(), at.elapsed()));
+        let holds = current.map(|c| (c.status.as_str(), c.message.as_str()));
+        match condition_write((want.status, &want.message), holds, sent, RESEND) {
+            Write::Settled => {
+                announcing.sent.remove(&svc.key);
+            }
+            Write::InFlight => {}
+            Write::Send => {
+                announcing.sent.insert(
+                    svc.key.clone(),
+                    (
+                        want.status.to_owned(),
+                        want.message.clone(),
+                        std::time::Instant::now(),
+                    ),
+                );
+                // The transition time moves only when the status does.
+                let condition = ferrolb_api::condition::condition(
+                    ANNOUNCED_CONDITION,
+                    want.status,
+                    want.reason,
+                    want.message,
+                    None,
+                    current.map(|c| (c.status.as_str(), &c.since)),
+                    Time(Timestamp::now()),
+                );
+                conditions.send(svc.key.clone(), condition);
+            }
         }
-        announcing.sent.insert(
-            svc.key.clone(),
-            (
-                condition.0.to_owned(),
-                condition.2.clone(),
-                std::time::Instant::now(),
-            ),
-        );
-        // The transition time moves only when the status does.
-        let since = current
-            .filter(|c| c.status == condition.0)
-            .map_or_else(|| Time(Timestamp::now()), |c| c.since.clone());
-        let _ = reports.send(Report {
-            service: svc.key.clone(),
-            condition: Some(Condition {
-                type_: ANNOUNCED_CONDITION.to_owned(),
-                status: condition.0.to_owned(),
-                reason: condition.1.to_owned(),
-                message: condition.2,
-                observed_generation: None,
-                last_transition_time: since,
-            }),
-            event: None,
-        });
     }
 }
 
@@ -546,40 +453,21 @@ fn on_interfaces(responder: &Responder, ip: IpAddr) -> String {
     }
 }
 
-/// Writes Events and conditions, in order, without holding up the event loop.
-async fn reporter(
-    client: Client,
-    recorder: Recorder,
-    mut reports: mpsc::UnboundedReceiver<Report>,
-) {
-    while let Some(report) = reports.recv().await {
-        let Some((namespace, name)) = report.service.split_once('/') else {
+/// Writes the latest condition of each Service, without holding up the event loop.
+async fn write_conditions(client: Client, mut conditions: LatestReceiver<String, Condition>) {
+    while let Some((service, condition)) = conditions.recv().await {
+        let Some((namespace, name)) = service.split_once('/') else {
             continue;
         };
         let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-        if let Some(note) = report.event {
-            let reference = service_ref(namespace, name);
-            let event = Event {
-                type_: EventType::Normal,
-                reason: "Announced".into(),
-                note: Some(note),
-                action: "Announce".into(),
-                secondary: None,
-            };
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::warn!(service = %report.service, error = %e, "cannot publish an Event");
-            }
-        }
-        if let Some(condition) = report.condition {
-            let patch = json!({
-                "apiVersion": "v1",
-                "kind": "Service",
-                "status": {"conditions": [condition]},
-            });
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            if let Err(e) = api.patch_status(name, &params, &Patch::Apply(&patch)).await {
-                tracing::warn!(service = %report.service, error = %e, "cannot write the Announced condition");
-            }
+        let patch = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "status": {"conditions": [condition]},
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        if let Err(e) = api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+            tracing::warn!(%service, error = %e, "cannot write the Announced condition");
         }
     }
 }

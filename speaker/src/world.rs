@@ -1,16 +1,23 @@
 //! The speaker's picture of the cluster, built from its watches: slim views of Services,
 //! EndpointSlices, Nodes, the speaker pods and the configuration. Pure (no client), so every rule
 //! that turns Kubernetes objects into announcement inputs is unit-tested.
+//!
+//! Each kind is a [`Relisted`] store, so a relist is swapped in whole when it completes (the world
+//! never shows half of one) and only the keys it really changed are looked at again. The
+//! configuration in force is chosen by [`ConfigInForce`], as in the controller.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use ferrolb_api::in_force::{Change as ConfigChange, ConfigInForce};
 use ferrolb_api::v1alpha1::{LoadBalancerConfig, LoadBalancerConfigSpec};
-use ferrolb_api::validate::validate;
+use ferrolb_api::wiring;
+use ferrolb_runtime::watch::{Change, Relisted};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
+use kube::runtime::watcher;
 
 use crate::announce::{
     L2Announcement, NodeView, ServiceView, l2_announcements, l2_leaders, l2_plan,
@@ -21,7 +28,7 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The Service condition the speakers own: which node announces the Service's addresses, and on
 /// which interface.
-pub const ANNOUNCED_CONDITION: &str = "ferrolb.io/Announced";
+pub const ANNOUNCED_CONDITION: &str = wiring::conditions::ANNOUNCED;
 
 /// A Service as the speaker needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,13 +60,16 @@ struct Speaker {
     ready: bool,
 }
 
-/// Why a configuration was not taken.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rejected {
-    /// The LoadBalancerConfig's name.
-    pub name: String,
-    /// Every problem, one per line.
-    pub problems: String,
+/// A LoadBalancerConfig as the world keeps it: equal when what decides the configuration in
+/// force is (a status write changes nothing).
+#[derive(Clone, Debug)]
+struct Config(LoadBalancerConfig);
+
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.metadata.creation_timestamp == other.0.metadata.creation_timestamp
+            && self.0.spec == other.0.spec
+    }
 }
 
 /// What changed since the last [`World::take_changed`], for the announcements and conditions.
@@ -97,20 +107,19 @@ pub struct Plan {
 /// Everything the speaker knows about the cluster.
 #[derive(Clone, Debug, Default)]
 pub struct World {
-    services: BTreeMap<String, Svc>,
+    services: Relisted<Svc>,
     /// Address → the Services whose status holds it.
     by_ip: BTreeMap<IpAddr, BTreeSet<String>>,
     /// EndpointSlice `namespace/name` → (Service key, nodes with a ready endpoint).
-    slices: BTreeMap<String, (String, BTreeSet<String>)>,
+    slices: Relisted<(String, BTreeSet<String>)>,
     /// Service key → its EndpointSlices' keys.
     slices_of: HashMap<String, BTreeSet<String>>,
-    nodes: BTreeMap<String, NodeView>,
+    nodes: Relisted<NodeView>,
     /// Speaker pod `namespace/name` → where it runs.
-    speakers: BTreeMap<String, Speaker>,
-    configs: BTreeMap<String, LoadBalancerConfig>,
+    speakers: Relisted<Speaker>,
+    configs: Relisted<Config>,
     /// The configuration in force: the last valid one.
-    config: Option<(String, LoadBalancerConfigSpec)>,
-    rejected: Option<(String, LoadBalancerConfigSpec)>,
+    in_force: ConfigInForce,
     /// What can change an announcement or a condition since [`World::take_changed`]: most watch
     /// events (status heartbeats, Services without addresses, their EndpointSlices) change
     /// nothing the speaker computes, and need no recompute.
@@ -123,10 +132,95 @@ pub fn key_of<K: ResourceExt>(obj: &K) -> String {
 }
 
 impl Svc {
+    /// The speaker's view of a Service.
+    fn of(svc: &Service) -> Self {
+        let spec = svc.spec.as_ref();
+        let ips = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .map(|ingress| {
+                ingress
+                    .iter()
+                    .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let announced = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == ANNOUNCED_CONDITION))
+            .map(|c| Announced {
+                status: c.status.clone(),
+                message: c.message.clone(),
+                since: c.last_transition_time.clone(),
+            });
+        Svc {
+            announced,
+            class: spec.and_then(|s| s.load_balancer_class.clone()),
+            load_balancer: spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"),
+            local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
+            ips,
+        }
+    }
+
     /// Whether the Service can be announced at all (its class is checked later).
     fn holds_addresses(&self) -> bool {
         self.load_balancer && !self.ips.is_empty()
     }
+}
+
+/// An EndpointSlice's Service and the nodes hosting a ready endpoint (or a serving one that is
+/// not terminating); None for a slice without the Service label.
+fn slice_of(slice: &EndpointSlice) -> Option<(String, BTreeSet<String>)> {
+    let service = slice.labels().get(SERVICE_NAME_LABEL)?;
+    let service = format!("{}/{service}", slice.namespace().unwrap_or_default());
+    let nodes = slice
+        .endpoints
+        .iter()
+        .filter(|e| {
+            let c = e.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            ready || (serving && !terminating)
+        })
+        .filter_map(|e| e.node_name.clone())
+        .collect();
+    Some((service, nodes))
+}
+
+/// A Node's readiness, network and labels.
+fn node_of(node: &Node) -> NodeView {
+    let condition = |t: &str| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == t))
+            .is_some_and(|c| c.status == "True")
+    };
+    NodeView {
+        labels: node.labels().clone(),
+        ready: condition("Ready"),
+        network_unavailable: condition("NetworkUnavailable"),
+    }
+}
+
+/// Where a speaker pod runs and whether it is ready; None before it is scheduled.
+fn speaker_of(pod: &Pod) -> Option<Speaker> {
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone())?;
+    let status = pod.status.as_ref();
+    let ip = status
+        .and_then(|s| s.pod_ip.as_deref())
+        .and_then(|ip| ip.parse().ok());
+    let ready = pod.metadata.deletion_timestamp.is_none()
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.status == "True");
+    Some(Speaker { node, ip, ready })
 }
 
 impl World {
@@ -155,122 +249,116 @@ impl World {
         }
     }
 
+    /// Whether every watch completed its first list.
+    pub fn synced(&self) -> bool {
+        self.services.is_synced()
+            && self.slices.is_synced()
+            && self.nodes.is_synced()
+            && self.speakers.is_synced()
+            && self.configs.is_synced()
+    }
+
+    /// Applies a Service watch event.
+    pub fn service_event(&mut self, event: watcher::Event<Service>) {
+        for change in self
+            .services
+            .apply(event, key_of, |svc| Some(Svc::of(&svc)))
+        {
+            self.service_changed(change);
+        }
+    }
+
     /// Adds or replaces a Service.
     pub fn set_service(&mut self, svc: &Service) {
-        let spec = svc.spec.as_ref();
-        let ips = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .map(|ingress| {
-                ingress
-                    .iter()
-                    .filter_map(|i| i.ip.as_deref()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let announced = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == ANNOUNCED_CONDITION))
-            .map(|c| Announced {
-                status: c.status.clone(),
-                message: c.message.clone(),
-                since: c.last_transition_time.clone(),
-            });
-        let view = Svc {
-            announced,
-            class: spec.and_then(|s| s.load_balancer_class.clone()),
-            load_balancer: spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"),
-            local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
-            ips,
-        };
-        let key = key_of(svc);
-        if self.services.get(&key) == Some(&view) {
-            return;
+        if let Some(change) = self.services.upsert(key_of(svc), Svc::of(svc)) {
+            self.service_changed(change);
         }
-        self.remove_service(&key);
-        if view.holds_addresses() {
-            self.changed.addresses(&view.ips);
-        }
-        self.index(&key, &view.ips, true);
-        self.services.insert(key, view);
     }
 
     /// Forgets a Service.
     pub fn remove_service(&mut self, key: &str) {
-        if let Some(old) = self.services.remove(key) {
-            if old.holds_addresses() {
-                self.changed.addresses(&old.ips);
-            }
-            self.index(key, &old.ips, false);
+        if let Some(change) = self.services.remove(key) {
+            self.service_changed(change);
         }
     }
 
-    /// Adds or replaces an EndpointSlice: the nodes hosting a ready endpoint (or a serving one
-    /// that is not terminating).
-    pub fn set_slice(&mut self, slice: &EndpointSlice) {
-        let Some(service) = slice.labels().get(SERVICE_NAME_LABEL) else {
-            return;
-        };
-        let service = format!("{}/{service}", slice.namespace().unwrap_or_default());
-        let nodes = slice
-            .endpoints
-            .iter()
-            .filter(|e| {
-                let c = e.conditions.as_ref();
-                let ready = c.and_then(|c| c.ready).unwrap_or(true);
-                let serving = c.and_then(|c| c.serving).unwrap_or(ready);
-                let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-                ready || (serving && !terminating)
-            })
-            .filter_map(|e| e.node_name.clone())
-            .collect();
-        let new = (service, nodes);
-        let key = key_of(slice);
-        if self.slices.get(&key) == Some(&new) {
-            return;
+    /// Keeps the address index and what changed up to date after a Service changed in the store.
+    fn service_changed(&mut self, change: Change<String, Svc>) {
+        let key = change.key().clone();
+        if let Some(old) = change.old() {
+            if old.holds_addresses() {
+                self.changed.addresses(&old.ips);
+            }
+            let ips = old.ips.clone();
+            self.index(&key, &ips, false);
         }
-        self.remove_slice(&key);
-        self.endpoints_changed(&new.0);
-        self.slices_of
-            .entry(new.0.clone())
-            .or_default()
-            .insert(key.clone());
-        self.slices.insert(key, new);
+        if let Some(new) = self.services.get(&key) {
+            let ips = new.ips.clone();
+            if new.holds_addresses() {
+                self.changed.addresses(&ips);
+            }
+            self.index(&key, &ips, true);
+        }
+    }
+
+    /// Applies an EndpointSlice watch event.
+    pub fn slice_event(&mut self, event: watcher::Event<EndpointSlice>) {
+        for change in self.slices.apply(event, key_of, |s| slice_of(&s)) {
+            self.slice_changed(change);
+        }
+    }
+
+    /// Adds or replaces an EndpointSlice.
+    pub fn set_slice(&mut self, slice: &EndpointSlice) {
+        let key = key_of(slice);
+        let change = match slice_of(slice) {
+            Some(new) => self.slices.upsert(key, new),
+            None => self.slices.remove(&key),
+        };
+        if let Some(change) = change {
+            self.slice_changed(change);
+        }
     }
 
     /// Forgets an EndpointSlice.
     pub fn remove_slice(&mut self, key: &str) {
-        let Some((service, _)) = self.slices.remove(key) else {
-            return;
-        };
-        self.endpoints_changed(&service);
-        if let Some(of) = self.slices_of.get_mut(&service) {
-            of.remove(key);
-            if of.is_empty() {
-                self.slices_of.remove(&service);
+        if let Some(change) = self.slices.remove(key) {
+            self.slice_changed(change);
+        }
+    }
+
+    fn slice_changed(&mut self, change: Change<String, (String, BTreeSet<String>)>) {
+        let key = change.key().clone();
+        if let Some((service, _)) = change.old() {
+            self.endpoints_changed(service);
+            if let Some(of) = self.slices_of.get_mut(service) {
+                of.remove(&key);
+                if of.is_empty() {
+                    self.slices_of.remove(service);
+                }
             }
+        }
+        if let Some((service, _)) = self.slices.get(&key) {
+            let service = service.clone();
+            self.endpoints_changed(&service);
+            self.slices_of.entry(service).or_default().insert(key);
+        }
+    }
+
+    /// Applies a Node watch event.
+    pub fn node_event(&mut self, event: watcher::Event<Node>) {
+        if !self
+            .nodes
+            .apply(event, |n| n.name_any(), |n| Some(node_of(&n)))
+            .is_empty()
+        {
+            self.changed = Changed::Everything;
         }
     }
 
     /// Adds or replaces a Node.
     pub fn set_node(&mut self, node: &Node) {
-        let condition = |t: &str| {
-            node.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|cs| cs.iter().find(|c| c.type_ == t))
-                .is_some_and(|c| c.status == "True")
-        };
-        let view = NodeView {
-            labels: node.labels().clone(),
-            ready: condition("Ready"),
-            network_unavailable: condition("NetworkUnavailable"),
-        };
-        if self.nodes.insert(node.name_any(), view.clone()) != Some(view) {
+        if self.nodes.upsert(node.name_any(), node_of(node)).is_some() {
             self.changed = Changed::Everything;
         }
     }
@@ -282,23 +370,25 @@ impl World {
         }
     }
 
+    /// Applies a speaker pod watch event.
+    pub fn speaker_event(&mut self, event: watcher::Event<Pod>) {
+        if !self
+            .speakers
+            .apply(event, key_of, |p| speaker_of(&p))
+            .is_empty()
+        {
+            self.changed = Changed::Everything;
+        }
+    }
+
     /// Adds or replaces a speaker pod.
     pub fn set_speaker(&mut self, pod: &Pod) {
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-            self.remove_speaker(&key_of(pod));
-            return;
+        let key = key_of(pod);
+        let change = match speaker_of(pod) {
+            Some(speaker) => self.speakers.upsert(key, speaker),
+            None => self.speakers.remove(&key),
         };
-        let status = pod.status.as_ref();
-        let ip = status
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse().ok());
-        let ready = pod.metadata.deletion_timestamp.is_none()
-            && status
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-                .is_some_and(|c| c.status == "True");
-        let speaker = Speaker { node, ip, ready };
-        if self.speakers.insert(key_of(pod), speaker.clone()) != Some(speaker) {
+        if change.is_some() {
             self.changed = Changed::Everything;
         }
     }
@@ -310,68 +400,49 @@ impl World {
         }
     }
 
-    /// Adds or replaces a LoadBalancerConfig; returns the rejection when the configuration to
-    /// take (the oldest) is invalid and was not reported yet. The last valid one stays in force.
-    pub fn set_config(&mut self, config: &LoadBalancerConfig) -> Option<Rejected> {
-        self.configs.insert(config.name_any(), config.clone());
+    /// Applies a LoadBalancerConfig watch event; says what happened to the configuration in
+    /// force (a rejection is reported once). The last valid one stays in force, also when every
+    /// config is deleted (an accidental delete does not cut traffic).
+    pub fn config_event(&mut self, event: watcher::Event<LoadBalancerConfig>) -> ConfigChange {
+        let changes = self
+            .configs
+            .apply(event, ResourceExt::name_any, |c| Some(Config(c)));
+        if changes.is_empty() {
+            return ConfigChange::Unchanged;
+        }
         self.choose_config()
+    }
+
+    /// Adds or replaces a LoadBalancerConfig.
+    pub fn set_config(&mut self, config: &LoadBalancerConfig) -> ConfigChange {
+        self.config_event(watcher::Event::Apply(config.clone()))
     }
 
     /// Forgets a LoadBalancerConfig.
-    pub fn remove_config(&mut self, name: &str) -> Option<Rejected> {
-        self.configs.remove(name);
+    pub fn remove_config(&mut self, name: &str) -> ConfigChange {
+        if self.configs.remove(name).is_none() {
+            return ConfigChange::Unchanged;
+        }
         self.choose_config()
     }
 
-    /// Replaces every LoadBalancerConfig (after a re-list).
-    pub fn replace_configs(&mut self, configs: Vec<LoadBalancerConfig>) -> Option<Rejected> {
-        self.configs = configs.into_iter().map(|c| (c.name_any(), c)).collect();
-        self.choose_config()
-    }
-
-    /// The oldest LoadBalancerConfig (ties by name) is the one in force, as for the controller.
     /// Only a change of the configuration in force changes anything (not a status update).
-    fn choose_config(&mut self) -> Option<Rejected> {
-        let before = self.config.clone();
-        let rejected = self.take_oldest_config();
-        if self.config != before {
+    fn choose_config(&mut self) -> ConfigChange {
+        let change = self.in_force.update(self.configs.values().map(|c| &c.0));
+        if change == ConfigChange::InForce {
             self.changed = Changed::Everything;
         }
-        rejected
-    }
-
-    fn take_oldest_config(&mut self) -> Option<Rejected> {
-        let oldest = self.configs.values().min_by(|a, b| {
-            let created =
-                |c: &LoadBalancerConfig| c.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            created(a)
-                .cmp(&created(b))
-                .then_with(|| a.name_any().cmp(&b.name_any()))
-        })?;
-        let candidate = (oldest.name_any(), oldest.spec.clone());
-        if self.config.as_ref() == Some(&candidate) || self.rejected.as_ref() == Some(&candidate) {
-            return None;
-        }
-        match validate(&candidate.1) {
-            Ok(()) => {
-                self.config = Some(candidate);
-                self.rejected = None;
-                None
-            }
-            Err(problems) => {
-                let rejected = Rejected {
-                    name: candidate.0.clone(),
-                    problems: problems.to_string(),
-                };
-                self.rejected = Some(candidate);
-                Some(rejected)
-            }
-        }
+        change
     }
 
     /// The configuration in force.
     pub fn config(&self) -> Option<&LoadBalancerConfigSpec> {
-        self.config.as_ref().map(|(_, spec)| spec)
+        self.in_force.in_force().map(|(_, spec)| spec)
+    }
+
+    /// Whether the config in the cluster is rejected and an older valid one is in force.
+    pub fn config_stale(&self) -> bool {
+        self.in_force.is_stale()
     }
 
     /// The Services this speaker is responsible for: type LoadBalancer, the configured class,
@@ -441,7 +512,7 @@ impl World {
         // The Services of a changed address may hold other addresses too; those are decided
         // from all their users only when they changed as well, so keep only the changed ones.
         let ours = |ip: &IpAddr| only.is_none_or(|ips| ips.contains(ip));
-        let (mine, leaders) = l2_plan(me, config, &views, &self.nodes, live);
+        let (mine, leaders) = l2_plan(me, config, &views, self.nodes.as_map(), live);
         match only {
             None => *plan = Plan::default(),
             Some(ips) => {
@@ -459,26 +530,6 @@ impl World {
     /// The speakers' condition as the Service's status holds it now.
     pub fn announced_condition(&self, key: &str) -> Option<&Announced> {
         self.services.get(key)?.announced.as_ref()
-    }
-
-    /// Every Service key, to find the ones a re-list no longer has.
-    pub fn service_keys(&self) -> Vec<String> {
-        self.services.keys().cloned().collect()
-    }
-
-    /// Every EndpointSlice key.
-    pub fn slice_keys(&self) -> Vec<String> {
-        self.slices.keys().cloned().collect()
-    }
-
-    /// Every Node name.
-    pub fn node_names(&self) -> Vec<String> {
-        self.nodes.keys().cloned().collect()
-    }
-
-    /// Every speaker pod key.
-    pub fn speaker_keys(&self) -> Vec<String> {
-        self.speakers.keys().cloned().collect()
     }
 
     /// The other speakers to exchange liveness with: node → address of its (host-network) pod.
@@ -504,7 +555,7 @@ impl World {
 
     /// The Nodes, by name.
     pub fn nodes(&self) -> &BTreeMap<String, NodeView> {
-        &self.nodes
+        self.nodes.as_map()
     }
 
     /// What `me` announces with Layer 2, given the live speakers.
@@ -512,7 +563,7 @@ impl World {
         let Some(config) = self.config() else {
             return Vec::new();
         };
-        l2_announcements(me, config, &self.service_views(), &self.nodes, live)
+        l2_announcements(me, config, &self.service_views(), self.nodes.as_map(), live)
     }
 
     /// The leader of every address that has an L2 advertisement (None: nobody may announce it).
@@ -520,7 +571,7 @@ impl World {
         let Some(config) = self.config() else {
             return BTreeMap::new();
         };
-        l2_leaders(config, &self.service_views(), &self.nodes, live)
+        l2_leaders(config, &self.service_views(), self.nodes.as_map(), live)
     }
 }
 

@@ -13,7 +13,7 @@ use ferrolb_testbed::harness::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -321,6 +321,90 @@ async fn ipv4_address_answers_through_the_leader_with_its_mac() -> anyhow::Resul
             "{other} never answered"
         );
     }
+    Ok(())
+}
+
+/// An invalid LoadBalancerConfig (stored while no webhook runs), and then none at all, leave the
+/// last valid one in force in every speaker: the address keeps answering from the same leader,
+/// and the rejection shows in `ferrolb_speaker_config_stale` until the config is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn an_invalid_or_deleted_config_keeps_the_last_valid_one_in_force() -> anyhow::Result<()> {
+    let l2 = l2("l2-stale").await?;
+    l2.echo("web", 2, None).await?;
+    l2.service("web", "web", json!({})).await?;
+    let (ip, leader) = l2.announced("web", false).await?;
+    let answers = || async {
+        wait_for("curl through the leader", T, || async {
+            Ok(l2.curl(&ip).ok().filter(|a| a.contains("pod=")))
+        })
+        .await
+    };
+    answers().await?;
+    let stale_everywhere = |want: f64| {
+        let l2 = &l2;
+        async move {
+            wait_for(
+                &format!("config_stale {want} on every speaker"),
+                T,
+                || async {
+                    for node in &l2.tb.node_names {
+                        if l2.metric(node, "ferrolb_speaker_config_stale")? != want {
+                            return Ok(None);
+                        }
+                    }
+                    Ok(Some(()))
+                },
+            )
+            .await
+        }
+    };
+    // The schema takes an advertisement of a pool that does not exist; validation does not. Were
+    // it taken, nothing would advertise the Service's pool.
+    replace_lb_config(
+        &l2.client,
+        json!({
+            "addressPools": [{"name": "l2", "addresses": ["203.0.113.64/27", "2001:db8:100:ff::/120"]}],
+            "l2Advertisements": [{"name": "l2", "addressPools": ["missing"]}],
+        }),
+    )
+    .await?;
+    stale_everywhere(1.0).await?;
+    // A fresh ARP request must be answered, by the same leader.
+    l2.forget_neighbour(&ip)?;
+    answers().await?;
+    assert_eq!(l2.client_neighbour(&ip)?, Some(l2.mac(&leader)?));
+    assert_eq!(
+        l2.announced("web", false).await?,
+        (ip.clone(), leader.clone())
+    );
+
+    let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(l2.client.clone());
+    configs.delete("ferrolb", &DeleteParams::default()).await?;
+    // Gone: nothing is rejected any more, and the last valid config still announces.
+    stale_everywhere(0.0).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    l2.forget_neighbour(&ip)?;
+    answers().await?;
+    assert_eq!(
+        l2.announced("web", false).await?,
+        (ip.clone(), leader.clone())
+    );
+    assert_eq!(
+        l2.client_neighbour(&ip)?,
+        Some(l2.mac(&leader)?),
+        "still the leader's MAC"
+    );
+    // Back to the config the other tests expect.
+    replace_lb_config(
+        &l2.client,
+        json!({
+            "addressPools": [{"name": "l2", "addresses": ["203.0.113.64/27", "2001:db8:100:ff::/120"]}],
+            "l2Advertisements": [{"name": "l2", "addressPools": ["l2"]}],
+        }),
+    )
+    .await?;
+    answers().await?;
     Ok(())
 }
 

@@ -5,6 +5,11 @@
 //! The leader of an IP is chosen by rendezvous hashing: each candidate node scores
 //! `hash(node, ip)` and the highest score leads. Adding a node moves only the IPs it now scores
 //! highest on (about 1/n of them); removing a node that leads nothing moves nothing.
+//!
+//! [`condition`] decides, as purely, the `ferrolb.io/Announced` condition each Service gets and
+//! which speaker writes it.
+
+pub mod condition;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -68,7 +68,7 @@ fn l2_config() -> LoadBalancerConfig {
 
 fn world() -> World {
     let mut w = World::default();
-    assert_eq!(w.set_config(&l2_config()), None);
+    assert_eq!(w.set_config(&l2_config()), ConfigChange::InForce);
     for i in 1..=3 {
         let name = format!("node-{i}");
         w.set_node(&node(&name, true, json!({})));
@@ -98,6 +98,35 @@ fn only_load_balancers_of_the_configured_class_holding_addresses_count() {
     assert_eq!(keys, ["ns/a"]);
     w.remove_service("ns/a");
     assert!(w.service_views().is_empty());
+}
+
+#[test]
+fn a_relist_shows_the_old_world_until_it_completes_and_marks_only_what_it_changed() {
+    let mut w = world();
+    for (name, ip) in [
+        ("a", "203.0.113.1"),
+        ("b", "203.0.113.2"),
+        ("c", "203.0.113.3"),
+    ] {
+        w.service_event(watcher::Event::Apply(lb(name, &[ip])));
+    }
+    w.take_changed();
+    let keys =
+        |w: &World| -> Vec<String> { w.service_views().into_iter().map(|s| s.key).collect() };
+    // The watch expired; the relist has a unchanged, b moved to a new address, c gone, d new.
+    w.service_event(watcher::Event::Init);
+    w.service_event(watcher::Event::InitApply(lb("a", &["203.0.113.1"])));
+    w.service_event(watcher::Event::InitApply(lb("b", &["203.0.113.20"])));
+    assert_eq!(keys(&w), ["ns/a", "ns/b", "ns/c"], "never half of a list");
+    assert_eq!(w.take_changed(), Changed::Nothing);
+    w.service_event(watcher::Event::InitApply(lb("d", &["203.0.113.4"])));
+    w.service_event(watcher::Event::InitDone);
+    assert_eq!(keys(&w), ["ns/a", "ns/b", "ns/d"]);
+    assert_eq!(
+        w.take_changed(),
+        at(&["203.0.113.2", "203.0.113.20", "203.0.113.3", "203.0.113.4"]),
+        "only what the relist changed"
+    );
 }
 
 #[test]
@@ -180,11 +209,11 @@ fn nodes_carry_readiness_network_and_labels() {
                 .unwrap(),
         );
     w.set_node(&n);
-    let view = &w.nodes["n"];
+    let view = &w.nodes()["n"];
     assert!(view.ready && view.network_unavailable);
     assert_eq!(view.labels["zone"], "a");
     w.remove_node("n");
-    assert!(w.nodes.is_empty());
+    assert!(w.nodes().is_empty());
 }
 
 const EXCLUDE: &str = crate::announce::EXCLUDE_LABEL;
@@ -213,19 +242,30 @@ fn an_invalid_config_is_reported_once_and_the_last_valid_one_stays() {
     let mut w = world();
     let mut bad = l2_config();
     bad.spec.address_pools[0].addresses = vec!["203.0.113.0/33".into()];
-    let rejected = w.set_config(&bad).expect("rejected");
-    assert_eq!(rejected.name, "default");
+    let ConfigChange::Rejected { name, problems } = w.set_config(&bad) else {
+        panic!("not rejected")
+    };
+    assert_eq!(name, "default");
     assert!(
-        rejected.problems.contains("addressPools[0].addresses[0]"),
-        "{}",
-        rejected.problems
+        problems
+            .to_string()
+            .contains("addressPools[0].addresses[0]"),
+        "{problems}"
     );
-    assert_eq!(w.set_config(&bad), None, "reported once");
+    assert!(w.config_stale());
+    assert_eq!(w.set_config(&bad), ConfigChange::Unchanged, "reported once");
     assert_eq!(
         w.config().unwrap().address_pools[0].addresses,
         ["203.0.113.0/24"]
     );
-    assert_eq!(w.set_config(&l2_config()), None);
+    assert_eq!(w.set_config(&l2_config()), ConfigChange::Unchanged);
+    assert!(!w.config_stale());
+    assert_eq!(
+        w.config().unwrap().address_pools[0].addresses,
+        ["203.0.113.0/24"]
+    );
+    // Deleted: the speakers keep announcing with the last valid one.
+    assert_eq!(w.remove_config("default"), ConfigChange::Gone);
     assert_eq!(
         w.config().unwrap().address_pools[0].addresses,
         ["203.0.113.0/24"]
@@ -246,7 +286,18 @@ fn the_oldest_config_is_in_force() {
     older.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         "2026-01-01T00:00:00Z".parse().unwrap(),
     ));
-    w.replace_configs(vec![newer.clone(), older]);
+    for event in [
+        watcher::Event::Init,
+        watcher::Event::InitApply(newer.clone()),
+        watcher::Event::InitApply(older),
+    ] {
+        assert_eq!(w.config_event(event), ConfigChange::Unchanged, "buffered");
+    }
+    assert!(w.config().is_none());
+    assert_eq!(
+        w.config_event(watcher::Event::InitDone),
+        ConfigChange::InForce
+    );
     assert_eq!(w.config().unwrap().address_pools[0].name, "lan");
     w.remove_config("default");
     assert_eq!(w.config().unwrap().address_pools[0].name, "x");
@@ -301,7 +352,7 @@ fn only_changes_that_can_move_an_announcement_ask_for_a_recompute() {
     let mut with_status = l2_config();
     with_status.status = serde_json::from_value(json!({"observedGeneration": 3})).ok();
     assert!(with_status.status.is_some());
-    assert_eq!(w.set_config(&with_status), None);
+    assert_eq!(w.set_config(&with_status), ConfigChange::Unchanged);
     assert_eq!(
         w.take_changed(),
         Changed::Nothing,
@@ -382,6 +433,8 @@ enum Step {
     Node(usize, bool),
     /// A condition written to Service `n`.
     Condition(usize, bool),
+    /// The Service watch relists: these Services (n, addresses) and no others.
+    Relist(Vec<(usize, Vec<usize>)>),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -397,6 +450,8 @@ fn step() -> impl Strategy<Value = Step> {
         (0..6usize).prop_map(Step::RemoveSlice),
         (1..=3usize, any::<bool>()).prop_map(|(n, r)| Step::Node(n, r)),
         (0..6usize, any::<bool>()).prop_map(|(n, c)| Step::Condition(n, c)),
+        prop::collection::vec((0..6usize, prop::collection::vec(0..4usize, 0..3)), 0..5)
+            .prop_map(Step::Relist),
     ]
 }
 
@@ -450,6 +505,19 @@ proptest! {
                     services.insert(*n, svc.clone());
                     w.set_service(&svc);
                     Some(*n)
+                }
+                Step::Relist(list) => {
+                    services.clear();
+                    w.service_event(watcher::Event::Init);
+                    for (n, ips) in list {
+                        let ips: Vec<String> = ips.iter().map(|i| format!("203.0.113.{}", 10 + i)).collect();
+                        let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+                        let svc = lb(&format!("s{n}"), &ips);
+                        services.insert(*n, svc.clone());
+                        w.service_event(watcher::Event::InitApply(svc));
+                    }
+                    w.service_event(watcher::Event::InitDone);
+                    None
                 }
             };
             let changed = w.take_changed();
