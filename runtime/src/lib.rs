@@ -1,8 +1,9 @@
 //! The process shell every FerroLB binary shares: structured logging whose level can change at run
 //! time, and the HTTP endpoints the kubelet and Prometheus scrape (`/healthz`, `/readyz`,
-//! `/metrics`).
+//! `/metrics`), and leader election with a Lease ([`lease`]).
 
 mod http;
+pub mod lease;
 mod logging;
 mod process;
 
