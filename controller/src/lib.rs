@@ -6,7 +6,6 @@
 
 pub mod allocator;
 pub mod events;
-pub mod leader;
 pub mod metrics;
 pub mod reconciler;
 pub mod service;

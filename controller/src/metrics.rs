@@ -52,6 +52,10 @@ pub struct Metrics {
     pub config_stale: Gauge,
     /// Where the time goes between a Service's watch event and its new addresses in status.
     pub allocation_latency: Family<StageLabels, Histogram, fn() -> Histogram>,
+    /// 1 while this replica leads (holds the Lease and may write).
+    pub leader: Gauge,
+    /// Times this replica became or stopped being the leader.
+    pub leader_transitions: Counter,
 }
 
 impl Default for Metrics {
@@ -62,6 +66,8 @@ impl Default for Metrics {
             allocations: Family::default(),
             config_stale: Gauge::default(),
             allocation_latency: Family::new_with_constructor(latency_histogram),
+            leader: Gauge::default(),
+            leader_transitions: Counter::default(),
         }
     }
 }
@@ -93,6 +99,16 @@ impl Metrics {
             "controller_allocation_latency_seconds",
             "Seconds from a Service's watch event to the API server acknowledging its new addresses, by stage (queued, api, total)",
             self.allocation_latency.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the controller Lease and may write",
+            self.leader.clone(),
+        );
+        registry.register(
+            "leader_transitions",
+            "Times this replica became or stopped being the leader",
+            self.leader_transitions.clone(),
         );
     }
 }

@@ -26,7 +26,6 @@ use tokio::sync::mpsc;
 
 use crate::allocator::{AllocationError, Allocator, Assignment, ServiceKey};
 use crate::events::Publisher;
-use crate::leader::Leadership;
 use crate::metrics::{Metrics, PoolLabels, ResultLabels, StageLabels};
 use crate::service::{
     self, ALLOCATED_FROM_POOL, CONDITION_TYPE, RequestError, ServiceView, allocated_pool, is_ours,
@@ -127,7 +126,10 @@ fn view_event(event: watcher::Event<Service>) -> watcher::Event<ServiceView> {
 }
 
 /// Runs until leadership is lost or a watch ends.
-pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> {
+pub async fn run(
+    ctx: Context,
+    mut leadership: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Error> {
     let client = ctx.client.clone();
     let services = watcher(
         Api::<Service>::all(client.clone()),
