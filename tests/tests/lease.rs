@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use ferrolb_testbed::ferrolb::{CONTROLLER_PODS, SYSTEM, controller_leader, install};
 use ferrolb_testbed::harness::{
-    Testbed, ingress_ips, pod_pid, pod_ready, replace_lb_config, wait_for,
+    Testbed, ingress_ips, netns_sh, pod_pid, pod_ready, replace_lb_config, wait_for,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -260,6 +260,39 @@ async fn failover(
     Ok(took)
 }
 
+/// The value of the metric `name` on a controller pod's `/metrics`, read from the client namespace.
+fn metric(tb: &Testbed, pod: &Pod, name: &str) -> anyhow::Result<Option<f64>> {
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .context("pod IP")?;
+    let url = format!("http://{ip}:8080/metrics");
+    let text = netns_sh(&tb.client_netns, &["curl", "-sS", "-m", "5", &url])?;
+    Ok(text.lines().find_map(|line| {
+        let (metric, value) = line.split_once(' ')?;
+        (metric == name).then(|| value.trim().parse().ok())?
+    }))
+}
+
+/// `ferrolb_leader` (and the transitions counter) is 1 on the holder and 0 on the other.
+async fn leader_gauges(tb: &Testbed, client: &Client, pods: [&Pod; 2]) -> anyhow::Result<()> {
+    wait_for("ferrolb_leader on both replicas", T, || async {
+        let holder = held(client).await?.holder;
+        for pod in pods {
+            let want = if pod.name_any() == holder { 1.0 } else { 0.0 };
+            // Each process starts as a standby: the holder became leader once, the other never.
+            if metric(tb, pod, "ferrolb_leader")? != Some(want)
+                || metric(tb, pod, "ferrolb_leader_transitions_total")? != Some(want)
+            {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
 async fn a_skewed_clock_neither_flaps_leadership_nor_blocks_failover() -> anyhow::Result<()> {
@@ -329,6 +362,7 @@ async fn a_skewed_clock_neither_flaps_leadership_nor_blocks_failover() -> anyhow
             // The thawed replica restarts as the standby.
             stock = only_ready_pod(&client, CONTROLLER_PODS).await?;
             skewed = only_ready_pod(&client, SKEWED_PODS).await?;
+            leader_gauges(&tb, &client, [&stock, &skewed]).await?;
         }
     }
     Ok(())
