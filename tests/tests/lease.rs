@@ -365,5 +365,28 @@ async fn a_skewed_clock_neither_flaps_leadership_nor_blocks_failover() -> anyhow
             leader_gauges(&tb, &client, [&stock, &skewed]).await?;
         }
     }
+
+    // A leader deleted as a Deployment's pod is (SIGTERM) releases the Lease: a standby (the
+    // other replica, or the pod that replaces the deleted one) takes it at its next look, well
+    // within the lease duration.
+    let before = held(&client).await?;
+    let deleted = Instant::now();
+    Api::<Pod>::namespaced(client.clone(), SYSTEM)
+        .delete(&before.holder, &Default::default())
+        .await?;
+    let after = wait_for("a standby to take the released Lease", LEASE, || async {
+        let now = held(&client).await?;
+        Ok((!now.holder.is_empty() && now.holder != before.holder).then_some(now))
+    })
+    .await?;
+    let took = deleted.elapsed();
+    eprintln!(
+        "leader pod deleted: {} took the released Lease after {took:.1?}",
+        after.holder
+    );
+    assert!(
+        took < LEASE - Duration::from_secs(1),
+        "a released Lease is taken at once, not after expiry ({took:?})"
+    );
     Ok(())
 }
