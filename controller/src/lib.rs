@@ -7,7 +7,6 @@
 
 pub mod allocator;
 pub mod decide;
-pub mod leader;
 pub mod metrics;
 pub mod reconciler;
 pub mod retry;

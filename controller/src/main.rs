@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use ferrolb_controller::leader::{self, LeaseConfig};
 use ferrolb_controller::metrics::Metrics;
 use ferrolb_controller::reconciler::{self, Context, FIELD_MANAGER, Settings};
 use ferrolb_runtime::events::{EventMetrics, Publisher};
+use ferrolb_runtime::lease::{self, Leadership, LeaseConfig, WallClock};
 use ferrolb_runtime::{CommonArgs, Process, serve, shutdown_signal};
 use kube::Client;
 use kube::runtime::events::Reporter;
@@ -59,6 +59,17 @@ struct Cli {
     /// Seconds between periodic resyncs, which compare every Service with its decision again.
     #[arg(long, env = "FERROLB_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
+
+    /// TEST ONLY: shifts the wall clock this replica writes into the Lease (renewTime,
+    /// acquireTime) by this many seconds, to show that skewed clocks do not move leadership.
+    #[arg(
+        long,
+        env = "FERROLB_LEASE_CLOCK_SKEW_SECONDS",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        hide = true
+    )]
+    lease_clock_skew_seconds: i64,
 }
 
 fn main() -> ExitCode {
@@ -108,15 +119,19 @@ async fn run(cli: Cli, process: Process) -> ExitCode {
         std::env::var("HOSTNAME")
             .unwrap_or_else(|_| format!("ferrolb-controller-{}", std::process::id()))
     });
-    let lease_duration = Duration::from_secs(cli.lease_seconds.max(2));
-    let lease = LeaseConfig {
-        namespace: cli.lease_namespace.clone(),
-        name: cli.lease_name.clone(),
-        identity: identity.clone(),
-        duration: lease_duration,
-        renew_every: lease_duration / 5,
-        renew_deadline: lease_duration * 3 / 5,
-    };
+    let mut lease = LeaseConfig::new(
+        cli.lease_namespace.clone(),
+        cli.lease_name.clone(),
+        identity.clone(),
+        Duration::from_secs(cli.lease_seconds.max(2)),
+    );
+    lease.clock = WallClock::skewed(cli.lease_clock_skew_seconds);
+    if cli.lease_clock_skew_seconds != 0 {
+        tracing::warn!(
+            seconds = cli.lease_clock_skew_seconds,
+            "the lease clock is skewed (a test setting)"
+        );
+    }
     let server = serve(
         cli.health_addr,
         probes.clone(),
@@ -124,11 +139,13 @@ async fn run(cli: Cli, process: Process) -> ExitCode {
         Some(logging),
         shutdown_signal(),
     );
-    let (mut leadership, campaign) = leader::campaign(client.clone(), lease.clone());
+    let leadership = lease::campaign(client.clone(), lease.clone());
+    let _leader_metrics = LeaderMetrics::spawn(&leadership, &metrics);
     probes.set_ready(true);
     let work = async {
         tracing::info!(%identity, lease = %lease.name, "waiting for leadership");
-        if leadership.wait_for(|leads| *leads).await.is_err() {
+        if let Err(lost) = leadership.wait_leading().await {
+            tracing::error!(reason = %lost, "the campaign ended");
             return Err(reconciler::Error::LostLeadership);
         }
         let events = Publisher::spawn(
@@ -142,7 +159,7 @@ async fn run(cli: Cli, process: Process) -> ExitCode {
         let ctx = Context {
             client: client.clone(),
             events,
-            metrics,
+            metrics: metrics.clone(),
             settings: Settings {
                 write_timeout: Duration::from_secs(cli.write_timeout_seconds.max(1)),
                 retry_max: Duration::from_secs(cli.retry_max_seconds.max(1)),
@@ -150,7 +167,17 @@ async fn run(cli: Cli, process: Process) -> ExitCode {
                 ..Settings::default()
             },
         };
-        reconciler::run(ctx, leadership).await
+        // Losing the Lease drops the reconciler wherever it waits, before its next write.
+        match leadership
+            .run_while_leading(reconciler::run(ctx, leadership.watch()))
+            .await
+        {
+            Ok(stopped) => stopped,
+            Err(lost) => {
+                tracing::error!(reason = %lost, "lost leadership; the reconciler was stopped");
+                Err(reconciler::Error::LostLeadership)
+            }
+        }
     };
     let code = tokio::select! {
         served = server => {
@@ -168,7 +195,36 @@ async fn run(cli: Cli, process: Process) -> ExitCode {
             ExitCode::FAILURE
         }
     };
-    campaign.abort();
-    leader::release(client, &lease).await;
+    leadership.release().await;
     code
+}
+
+/// Keeps `ferrolb_leader` and `ferrolb_leader_transitions_total` up to date.
+struct LeaderMetrics(tokio::task::JoinHandle<()>);
+
+impl LeaderMetrics {
+    fn spawn(leadership: &Leadership, metrics: &Metrics) -> Self {
+        let mut leading = leadership.watch();
+        let metrics = metrics.clone();
+        Self(tokio::spawn(async move {
+            let mut was = false;
+            loop {
+                let now = *leading.borrow_and_update();
+                if now != was {
+                    metrics.leader.set(i64::from(now));
+                    metrics.leader_transitions.inc();
+                    was = now;
+                }
+                if leading.changed().await.is_err() {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for LeaderMetrics {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

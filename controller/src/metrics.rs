@@ -67,6 +67,10 @@ pub struct Metrics {
     pub retries_pending: Gauge,
     /// Periodic resyncs done.
     pub resyncs: Counter,
+    /// 1 while this replica leads (holds the Lease and may write).
+    pub leader: Gauge,
+    /// Times this replica became or stopped being the leader.
+    pub leader_transitions: Counter,
 }
 
 impl Default for Metrics {
@@ -80,6 +84,8 @@ impl Default for Metrics {
             write_failures: Family::default(),
             retries_pending: Gauge::default(),
             resyncs: Counter::default(),
+            leader: Gauge::default(),
+            leader_transitions: Counter::default(),
         }
     }
 }
@@ -126,6 +132,16 @@ impl Metrics {
             "controller_resyncs",
             "Periodic resyncs: every Service compared with its decision again",
             self.resyncs.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the controller Lease and may write",
+            self.leader.clone(),
+        );
+        registry.register(
+            "leader_transitions",
+            "Times this replica became or stopped being the leader",
+            self.leader_transitions.clone(),
         );
     }
 }

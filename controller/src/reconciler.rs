@@ -31,7 +31,6 @@ use tokio::sync::mpsc;
 
 use crate::allocator::{Allocator, ServiceKey};
 use crate::decide::{self, Decision, Outcome, Plan};
-use crate::leader::Leadership;
 use crate::metrics::{Metrics, PoolLabels, ResultLabels, StageLabels, WriteLabels};
 use crate::retry::Retries;
 use crate::service::{self, ALLOCATED_FROM_POOL, CONDITION_TYPE, ServiceView, is_ours, status_ips};
@@ -176,7 +175,10 @@ fn view_event(event: watcher::Event<Service>) -> watcher::Event<ServiceView> {
 }
 
 /// Runs until leadership is lost or a watch ends.
-pub async fn run(ctx: Context, mut leadership: Leadership) -> Result<(), Error> {
+pub async fn run(
+    ctx: Context,
+    mut leadership: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Error> {
     let client = ctx.client.clone();
     let services = watcher(
         Api::<Service>::all(client.clone()),

@@ -1,12 +1,13 @@
 //! The process shell every FerroLB binary shares: structured logging whose level can change at run
 //! time, and the HTTP endpoints the kubelet and Prometheus scrape (`/healthz`, `/readyz`,
-//! `/metrics`); and the mechanisms every reconciler shares: relist buffering of watches
-//! ([`watch`]), one bounded Event publisher ([`events`]) and a latest-value-per-key queue
-//! ([`latest`]).
+//! `/metrics`); leader election with a Lease ([`lease`]); and the mechanisms every reconciler
+//! shares: relist buffering of watches ([`watch`]), one bounded Event publisher ([`events`]) and a
+//! latest-value-per-key queue ([`latest`]).
 
 pub mod events;
 mod http;
 pub mod latest;
+pub mod lease;
 mod logging;
 mod process;
 pub mod watch;
