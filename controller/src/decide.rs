@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use ferrolb_api::condition::reasons;
+
 use crate::allocator::{AllocationError, Allocator, Assignment};
 use crate::service::{self, ServiceView};
 
@@ -33,7 +35,7 @@ impl Outcome {
     /// The reason, as the condition and the allocation metric name it.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Allocated(_) => "IPAllocated",
+            Self::Allocated(_) => reasons::IP_ALLOCATED,
             Self::Failed { reason, .. } => reason,
         }
     }
@@ -182,7 +184,7 @@ pub fn plan(svc: &ServiceView, outcome: &Outcome) -> Option<Plan> {
     let (status, reason, message, ips, pool) = match outcome {
         Outcome::Allocated(a) => (
             "True",
-            "IPAllocated",
+            reasons::IP_ALLOCATED,
             describe(a),
             a.ips.clone(),
             Some(a.pool.clone()).filter(|p| !p.is_empty()),
@@ -221,7 +223,7 @@ pub fn plan(svc: &ServiceView, outcome: &Outcome) -> Option<Plan> {
     let event = match outcome {
         Outcome::Allocated(a) if ips_changed => Some(Note {
             normal: true,
-            reason: "IPAllocated",
+            reason: reasons::IP_ALLOCATED,
             note: format!("Assigned {}", describe(a)),
         }),
         Outcome::Allocated(_) => None,
@@ -229,7 +231,7 @@ pub fn plan(svc: &ServiceView, outcome: &Outcome) -> Option<Plan> {
             reason, message, ..
         } if !same_condition => Some(Note {
             normal: false,
-            reason: "AllocationFailed",
+            reason: reasons::ALLOCATION_FAILED,
             note: format!("{reason}: {message}"),
         }),
         Outcome::Failed { .. } => None,

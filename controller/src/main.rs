@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use ferrolb_api::v1alpha1::DEFAULT_NAMESPACE;
+use ferrolb_api::wiring::{env, names};
 use ferrolb_controller::metrics::Metrics;
 use ferrolb_controller::reconciler::{self, Context, FIELD_MANAGER, Settings};
 use ferrolb_runtime::events::{EventMetrics, Publisher};
@@ -28,19 +30,19 @@ struct Cli {
     common: CommonArgs,
 
     /// Address of the /healthz, /readyz and /metrics endpoints.
-    #[arg(long, env = "FERROLB_HEALTH_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = env::HEALTH_ADDR, default_value = "0.0.0.0:8080")]
     health_addr: SocketAddr,
 
     /// Namespace of the leader-election Lease (the controller's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "ferrolb-system")]
+    #[arg(long, env = env::POD_NAMESPACE, default_value = DEFAULT_NAMESPACE)]
     lease_namespace: String,
 
     /// Name of the leader-election Lease.
-    #[arg(long, default_value = "ferrolb-controller")]
+    #[arg(long, default_value = names::CONTROLLER_LEASE)]
     lease_name: String,
 
     /// This replica's identity in the election (its pod name).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = env::POD_NAME)]
     identity: Option<String>,
 
     /// Seconds a leader's Lease is valid without renewal: how fast a standby replaces a dead

@@ -14,10 +14,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use ferrolb_api::LoadBalancerConfig;
 use ferrolb_api::address::IpFamily;
-use ferrolb_api::v1alpha1::{FamilyUsage, LoadBalancerConfigSpec, PoolUsage};
-use ferrolb_api::{LoadBalancerConfig, validate};
+use ferrolb_api::condition::reasons;
+use ferrolb_api::in_force::{Change as InForceChange, ConfigInForce};
+use ferrolb_api::v1alpha1::{FamilyUsage, PoolUsage};
 use ferrolb_runtime::events::Publisher;
+use ferrolb_runtime::watch::Relisted;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -135,13 +138,12 @@ enum Input {
 
 /// Everything the loop knows.
 struct State {
-    services: BTreeMap<ServiceKey, ServiceView>,
-    namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    configs: BTreeMap<String, LoadBalancerConfig>,
-    /// The configuration in force (the last valid one) and the object it came from.
-    config: Option<(String, LoadBalancerConfigSpec)>,
-    /// The last rejected configuration, so it is reported once, not at every event.
-    rejected: Option<(String, LoadBalancerConfigSpec)>,
+    services: Relisted<ServiceView>,
+    /// Namespace labels, by name.
+    namespaces: Relisted<BTreeMap<String, String>>,
+    configs: Relisted<ComparableConfig>,
+    /// The configuration in force (the last valid one); a rejection is reported once.
+    in_force: ConfigInForce,
     allocator: Allocator,
     /// No pool is configured: nothing new is allocated, and nothing held is taken away.
     no_pools: bool,
@@ -213,11 +215,10 @@ pub async fn run(
     }));
 
     let mut state = State {
-        services: BTreeMap::new(),
-        namespaces: BTreeMap::new(),
-        configs: BTreeMap::new(),
-        config: None,
-        rejected: None,
+        services: Relisted::default(),
+        namespaces: Relisted::default(),
+        configs: Relisted::default(),
+        in_force: ConfigInForce::default(),
         allocator: Allocator::default(),
         no_pools: true,
         pending: BTreeSet::new(),
@@ -225,8 +226,6 @@ pub async fn run(
         retries: Retries::new(ctx.settings.retry_base, ctx.settings.retry_max),
         usage_dirty: true,
     };
-    let mut buffers = Buffers::default();
-    let mut synced = [false; 3];
     let mut started = false;
     let mut usage_tick = tokio::time::interval(Duration::from_secs(1));
     let mut resync = tokio::time::interval(ctx.settings.resync_every);
@@ -265,9 +264,12 @@ pub async fn run(
                         continue;
                     }
                 };
-                let touched = apply_input(&mut state, &mut buffers, &mut synced, input);
+                let touched = apply_input(&mut state, input);
                 if !started {
-                    if synced.iter().all(|s| *s) {
+                    let synced = state.services.is_synced()
+                        && state.namespaces.is_synced()
+                        && state.configs.is_synced();
+                    if synced {
                         started = true;
                         startup(&ctx, &mut state).await;
                     }
@@ -304,188 +306,110 @@ fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Objects being relisted, kept apart until the list is complete.
-#[derive(Default)]
-struct Buffers {
-    services: Option<BTreeMap<ServiceKey, ServiceView>>,
-    namespaces: Option<BTreeMap<String, BTreeMap<String, String>>>,
-    configs: Option<BTreeMap<String, LoadBalancerConfig>>,
-}
-
 enum Touched {
     Nothing,
     Services(Vec<ServiceKey>),
     Everything,
 }
 
-fn apply_input(
-    state: &mut State,
-    buffers: &mut Buffers,
-    synced: &mut [bool; 3],
-    input: Input,
-) -> Touched {
+fn apply_input(state: &mut State, input: Input) -> Touched {
     match input {
-        Input::Service(event) => match *event {
-            watcher::Event::Apply(svc) => {
-                let key = svc.key();
-                // A copy older than the one our last write returned was queued before that
-                // write: it says nothing new, and acting on it would write the same again.
-                if state
+        Input::Service(event) => {
+            // A copy older than the one our last write returned was queued before that write:
+            // it says nothing new, and acting on it would write the same again.
+            if let watcher::Event::Apply(svc) = &*event
+                && state
                     .services
-                    .get(&key)
+                    .get(&svc.key())
                     .is_some_and(|known| svc.older_than(known))
-                {
-                    return Touched::Nothing;
-                }
-                state.services.insert(key.clone(), svc);
-                Touched::Services(vec![key])
+            {
+                return Touched::Nothing;
             }
-            watcher::Event::Delete(svc) => {
-                let key = svc.key();
-                state.services.remove(&key);
-                Touched::Services(vec![key])
-            }
-            watcher::Event::Init => {
-                buffers.services = Some(BTreeMap::new());
-                Touched::Nothing
-            }
-            watcher::Event::InitApply(svc) => {
-                buffers
-                    .services
-                    .get_or_insert_default()
-                    .insert(svc.key(), svc);
-                Touched::Nothing
-            }
-            watcher::Event::InitDone => {
-                synced[0] = true;
-                let fresh = buffers.services.take().unwrap_or_default();
-                let old = std::mem::replace(&mut state.services, fresh);
-                let keys: BTreeSet<ServiceKey> = old
-                    .into_keys()
-                    .chain(state.services.keys().cloned())
-                    .collect();
-                Touched::Services(keys.into_iter().collect())
-            }
-        },
+            let changes = state.services.apply(*event, ServiceView::key, Some);
+            Touched::Services(changes.into_iter().map(|c| c.key().clone()).collect())
+        }
         Input::Namespace(event) => {
-            let event = *event;
-            let labels = |ns: &PartialObjectMeta<Namespace>| ns.labels().clone();
-            match event {
-                watcher::Event::Apply(ns) => {
-                    let changed = state.namespaces.get(&ns.name_any()) != Some(&labels(&ns));
-                    state.namespaces.insert(ns.name_any(), labels(&ns));
-                    if changed {
-                        Touched::Everything
-                    } else {
-                        Touched::Nothing
-                    }
-                }
-                watcher::Event::Delete(ns) => {
-                    state.namespaces.remove(&ns.name_any());
-                    Touched::Nothing
-                }
-                watcher::Event::Init => {
-                    buffers.namespaces = Some(BTreeMap::new());
-                    Touched::Nothing
-                }
-                watcher::Event::InitApply(ns) => {
-                    buffers
-                        .namespaces
-                        .get_or_insert_default()
-                        .insert(ns.name_any(), labels(&ns));
-                    Touched::Nothing
-                }
-                watcher::Event::InitDone => {
-                    synced[1] = true;
-                    state.namespaces = buffers.namespaces.take().unwrap_or_default();
-                    Touched::Everything
-                }
+            let changes = state.namespaces.apply(
+                *event,
+                |ns: &PartialObjectMeta<Namespace>| ns.name_any(),
+                |ns| Some(ns.metadata.labels.unwrap_or_default()),
+            );
+            // Only labels are kept, so any change is one allocateTo selectors may see.
+            if changes.is_empty() {
+                Touched::Nothing
+            } else {
+                Touched::Everything
             }
         }
-        Input::Config(event) => match *event {
-            watcher::Event::Apply(c) => {
-                // Our own pool-usage writes change only the status: nothing to redo.
-                let same_spec = state.configs.get(&c.name_any()).is_some_and(|old| {
-                    old.spec == c.spec
-                        && old.metadata.creation_timestamp == c.metadata.creation_timestamp
-                });
-                state.configs.insert(c.name_any(), c);
-                if same_spec {
-                    Touched::Nothing
-                } else {
-                    Touched::Everything
-                }
-            }
-            watcher::Event::Delete(c) => {
-                state.configs.remove(&c.name_any());
+        Input::Config(event) => {
+            // Only what decides the config in force is kept: our own pool-usage writes change
+            // only the status, and cause nothing.
+            let changes = state.configs.apply(
+                *event,
+                |c: &LoadBalancerConfig| c.name_any(),
+                |mut c| {
+                    c.status = None;
+                    c.metadata.managed_fields = None;
+                    c.metadata.resource_version = None;
+                    Some(ComparableConfig(c))
+                },
+            );
+            if changes.is_empty() && state.configs.is_synced() {
+                Touched::Nothing
+            } else {
                 Touched::Everything
             }
-            watcher::Event::Init => {
-                buffers.configs = Some(BTreeMap::new());
-                Touched::Nothing
-            }
-            watcher::Event::InitApply(c) => {
-                buffers
-                    .configs
-                    .get_or_insert_default()
-                    .insert(c.name_any(), c);
-                Touched::Nothing
-            }
-            watcher::Event::InitDone => {
-                synced[2] = true;
-                state.configs = buffers.configs.take().unwrap_or_default();
-                Touched::Everything
-            }
-        },
+        }
     }
 }
 
-/// The configuration in force: the oldest LoadBalancerConfig (a second one is a mistake the
-/// operator reports as Degraded), if it is valid; else the last valid one stays.
+/// A config as the controller keeps it: without status and bookkeeping, compared by what
+/// decides the config in force (name, creation time, spec).
+#[derive(Clone, Debug)]
+struct ComparableConfig(LoadBalancerConfig);
+
+impl PartialEq for ComparableConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.metadata.name == other.0.metadata.name
+            && self.0.metadata.creation_timestamp == other.0.metadata.creation_timestamp
+            && self.0.spec == other.0.spec
+    }
+}
+
+/// The configuration in force (`ferrolb_api::in_force`, as the speakers decide it): the oldest
+/// LoadBalancerConfig if it is valid, else the last valid one stays. A deleted config keeps the
+/// assigned addresses but allocates nothing new.
 async fn load_config(ctx: &Context, state: &mut State) {
-    let oldest = state.configs.values().min_by(|a, b| {
-        let created = |c: &LoadBalancerConfig| c.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        created(a)
-            .cmp(&created(b))
-            .then_with(|| a.name_any().cmp(&b.name_any()))
-    });
-    let Some(config) = oldest else {
-        if state.config.take().is_some() {
+    match state.in_force.update(state.configs.values().map(|c| &c.0)) {
+        InForceChange::Unchanged => return,
+        InForceChange::Gone => {
             tracing::warn!("the LoadBalancerConfig is gone: no new addresses; assigned ones stay");
+            state.no_pools = true;
+            return;
         }
-        state.no_pools = true;
-        return;
-    };
-    if state
-        .config
-        .as_ref()
-        .is_some_and(|(n, s)| *n == config.name_any() && *s == config.spec)
-    {
-        return;
-    }
-    let candidate = Some((config.name_any(), config.spec.clone()));
-    if state.rejected == candidate {
-        return;
-    }
-    if let Err(problems) = validate(&config.spec) {
-        state.rejected = candidate;
-        ctx.metrics.config_stale.set(1);
-        tracing::error!(config = %config.name_any(), %problems, "LoadBalancerConfig rejected; the last valid configuration stays in force");
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "ConfigRejected".into(),
-            note: Some(truncate(&format!(
-                "the last valid configuration stays in force:\n{problems}"
-            ))),
-            action: "Validate".into(),
-            secondary: None,
-        };
-        ctx.events.publish(&event, config.object_ref(&()));
-        return;
+        InForceChange::Rejected { name, problems } => {
+            ctx.metrics.config_stale.set(1);
+            tracing::error!(config = %name, %problems, "LoadBalancerConfig rejected; the last valid configuration stays in force");
+            if let Some(config) = state.configs.get(&name) {
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: reasons::CONFIG_REJECTED.into(),
+                    note: Some(truncate(&format!(
+                        "the last valid configuration stays in force:\n{problems}"
+                    ))),
+                    action: "Validate".into(),
+                    secondary: None,
+                };
+                ctx.events.publish(&event, config.0.object_ref(&()));
+            }
+            return;
+        }
+        InForceChange::InForce => {}
     }
     ctx.metrics.config_stale.set(0);
-    state.rejected = None;
-    let spec = config.spec.clone();
+    let Some((_, spec)) = state.in_force.in_force() else {
+        return;
+    };
     if spec.address_pools.is_empty() {
         tracing::warn!("no address pools: no new addresses; assigned ones stay");
         state.no_pools = true;
@@ -500,14 +424,13 @@ async fn load_config(ctx: &Context, state: &mut State) {
         }
         state.pending.extend(displaced);
     }
-    state.config = Some((config.name_any(), spec));
     state.usage_dirty = true;
 }
 
 fn class(state: &State) -> &str {
     state
-        .config
-        .as_ref()
+        .in_force
+        .in_force()
         .map_or("", |(_, s)| s.load_balancer_class.as_str())
 }
 
@@ -524,7 +447,9 @@ async fn startup(ctx: &Context, state: &mut State) {
         .collect();
     if !state.no_pools {
         for key in &held {
-            let svc = &state.services[key];
+            let Some(svc) = state.services.get(key) else {
+                continue;
+            };
             let labels = namespace_labels(state, svc);
             if let Ok(req) = service::request(svc, &labels)
                 && state.allocator.assign(&req, &status_ips(svc)).is_ok()
@@ -554,7 +479,7 @@ fn namespace_labels(state: &State, svc: &ServiceView) -> BTreeMap<String, String
 async fn reconcile_all(ctx: &Context, state: &mut State) {
     let mut held = Vec::new();
     let mut rest = Vec::new();
-    for (key, svc) in &state.services {
+    for (key, svc) in state.services.iter() {
         if status_ips(svc).is_empty() {
             rest.push(key.clone());
         } else {
@@ -565,7 +490,7 @@ async fn reconcile_all(ctx: &Context, state: &mut State) {
         reconcile(ctx, state, &key, None).await;
     }
     let services = &state.services;
-    state.pending.retain(|k| services.contains_key(k));
+    state.pending.retain(|k| services.get(k).is_some());
 }
 
 /// Retries Services waiting for addresses, in key order, when addresses were freed.
@@ -656,7 +581,7 @@ async fn reconcile(ctx: &Context, state: &mut State, key: &str, received: Option
                 .get(key)
                 .is_some_and(|s| !fresh.older_than(s))
             {
-                state.services.insert(key.to_owned(), fresh);
+                state.services.upsert(key.to_owned(), fresh);
             }
         }
         // The status landed but not the annotation removal: the next attempt finishes it.
@@ -845,7 +770,7 @@ async fn write_usage(ctx: &Context, state: &State) -> bool {
             ipv6: family(IpFamily::V6),
         });
     }
-    let Some((name, _)) = &state.config else {
+    let Some((name, _)) = state.in_force.in_force() else {
         return true;
     };
     let api: Api<LoadBalancerConfig> = Api::all(ctx.client.clone());

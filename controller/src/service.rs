@@ -47,7 +47,7 @@ pub enum RequestError {
 impl RequestError {
     /// Stable reason for Events and conditions.
     pub fn reason(&self) -> &'static str {
-        "InvalidRequest"
+        ferrolb_api::condition::reasons::INVALID_REQUEST
     }
 }
 

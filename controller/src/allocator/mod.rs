@@ -8,6 +8,7 @@
 mod free;
 mod pool;
 
+use ferrolb_api::condition::reasons;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
@@ -154,15 +155,15 @@ impl AllocationError {
     /// A stable CamelCase reason for Events, conditions and metric labels.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::NoPools => "NoAddressPools",
-            Self::UnknownPool(_) => "UnknownAddressPool",
-            Self::NotAllowed { .. } | Self::NoPoolAllows(_) => "NamespaceNotAllowed",
+            Self::NoPools => reasons::NO_ADDRESS_POOLS,
+            Self::UnknownPool(_) => reasons::UNKNOWN_ADDRESS_POOL,
+            Self::NotAllowed { .. } | Self::NoPoolAllows(_) => reasons::NAMESPACE_NOT_ALLOWED,
             Self::NotInAnyPool(_) | Self::DifferentPools(..) | Self::WrongPool { .. } => {
-                "RequestedIPNotInPool"
+                reasons::REQUESTED_IP_NOT_IN_POOL
             }
-            Self::FamilyMismatch(_) => "FamilyMismatch",
-            Self::SharingConflict { .. } => "SharingConflict",
-            Self::PoolsFull { .. } => "PoolFull",
+            Self::FamilyMismatch(_) => reasons::FAMILY_MISMATCH,
+            Self::SharingConflict { .. } => reasons::SHARING_CONFLICT,
+            Self::PoolsFull { .. } => reasons::POOL_FULL,
         }
     }
 }

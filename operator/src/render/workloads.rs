@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use ferrolb_api::LoadBalancerConfigSpec;
 use ferrolb_api::v1alpha1::Placement;
+use ferrolb_api::wiring::{env, flags, names, ports};
 use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, Deployment, DeploymentSpec,
     DeploymentStrategy, RollingUpdateDaemonSet, RollingUpdateDeployment,
@@ -24,16 +25,17 @@ use kube::api::ObjectMeta;
 use super::{Component, Settings, labels, operand_namespace, selector_labels};
 
 /// Port of the controller's /healthz, /readyz and /metrics.
-pub const CONTROLLER_HEALTH_PORT: i32 = 8080;
+pub const CONTROLLER_HEALTH_PORT: i32 = ports::CONTROLLER_HEALTH as i32;
 /// Port of the speaker's /healthz, /readyz and /metrics (host network: chosen not to clash with
 /// the kubelet's or MetalLB's).
-pub const SPEAKER_HEALTH_PORT: i32 = 7473;
+pub const SPEAKER_HEALTH_PORT: i32 = ports::SPEAKER_HEALTH as i32;
 /// UDP port of the speakers' liveness messages, the same on every node.
-pub const MEMBERLIST_PORT: i32 = 7947;
+pub const MEMBERLIST_PORT: i32 = ports::MEMBERSHIP as i32;
 /// The Secret holding the speakers' liveness key, and its key.
-pub const MEMBERLIST_SECRET: (&str, &str) = ("ferrolb-memberlist", "key");
+pub const MEMBERLIST_SECRET: (&str, &str) =
+    (names::MEMBERLIST_SECRET, names::MEMBERLIST_SECRET_KEY);
 /// Where the speaker reads that key.
-pub const MEMBERLIST_MOUNT: &str = "/etc/ferrolb/memberlist";
+pub const MEMBERLIST_MOUNT: &str = names::MEMBERLIST_MOUNT;
 /// The non-root user of the controller (the image's `USER`).
 pub const NONROOT: i64 = 65532;
 
@@ -86,8 +88,8 @@ fn log_env(spec: &LoadBalancerConfigSpec) -> Vec<EnvVar> {
         &spec.log_level
     };
     vec![
-        value_env("FERROLB_LOG_LEVEL", level),
-        value_env("FERROLB_LOG_FORMAT", "json"),
+        value_env(env::LOG_LEVEL, level),
+        value_env(env::LOG_FORMAT, "json"),
     ]
 }
 
@@ -95,7 +97,7 @@ fn http_probe(path: &str, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::String("monitoring".to_owned()),
+            port: IntOrString::String(ports::MONITORING_NAME.to_owned()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -181,8 +183,8 @@ pub fn controller_deployment(spec: &LoadBalancerConfigSpec, settings: &Settings)
         ..Affinity::default()
     };
     let mut env = vec![
-        field_env("POD_NAME", "metadata.name"),
-        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env(env::POD_NAME, "metadata.name"),
+        field_env(env::POD_NAMESPACE, "metadata.namespace"),
     ];
     env.extend(log_env(spec));
     let container = Container {
@@ -190,11 +192,12 @@ pub fn controller_deployment(spec: &LoadBalancerConfigSpec, settings: &Settings)
         image: Some(settings.image.clone()),
         command: Some(vec!["ferrolb-controller".to_owned()]),
         args: Some(vec![format!(
-            "--health-addr=0.0.0.0:{CONTROLLER_HEALTH_PORT}"
+            "--{}=0.0.0.0:{CONTROLLER_HEALTH_PORT}",
+            flags::HEALTH_ADDR
         )]),
         env: Some(env),
         ports: Some(vec![ContainerPort {
-            name: Some("monitoring".to_owned()),
+            name: Some(ports::MONITORING_NAME.to_owned()),
             container_port: CONTROLLER_HEALTH_PORT,
             ..ContainerPort::default()
         }]),
@@ -283,22 +286,22 @@ pub fn speaker_daemonset(spec: &LoadBalancerConfigSpec, settings: &Settings) -> 
     let component = Component::Speaker;
     let placement = &spec.speaker.placement;
     let mut args = vec![
-        format!("--health-addr=0.0.0.0:{SPEAKER_HEALTH_PORT}"),
-        format!("--memberlist-port={MEMBERLIST_PORT}"),
+        format!("--{}=0.0.0.0:{SPEAKER_HEALTH_PORT}", flags::HEALTH_ADDR),
+        format!("--{}={MEMBERLIST_PORT}", flags::MEMBERLIST_PORT),
     ];
     args.extend(
         spec.speaker
             .exclude_interfaces
             .iter()
-            .map(|re| format!("--exclude-interface={re}")),
+            .map(|re| format!("--{}={re}", flags::EXCLUDE_INTERFACE)),
     );
     let mut env = vec![
-        field_env("NODE_NAME", "spec.nodeName"),
-        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env(env::NODE_NAME, "spec.nodeName"),
+        field_env(env::POD_NAMESPACE, "metadata.namespace"),
     ];
     env.extend(log_env(spec));
     env.push(value_env(
-        "FERROLB_MEMBERLIST_KEY_FILE",
+        env::MEMBERLIST_KEY_FILE,
         &format!("{MEMBERLIST_MOUNT}/{}", MEMBERLIST_SECRET.1),
     ));
     let container = Container {
@@ -309,12 +312,12 @@ pub fn speaker_daemonset(spec: &LoadBalancerConfigSpec, settings: &Settings) -> 
         env: Some(env),
         ports: Some(vec![
             ContainerPort {
-                name: Some("monitoring".to_owned()),
+                name: Some(ports::MONITORING_NAME.to_owned()),
                 container_port: SPEAKER_HEALTH_PORT,
                 ..ContainerPort::default()
             },
             ContainerPort {
-                name: Some("memberlist".to_owned()),
+                name: Some(ports::MEMBERSHIP_NAME.to_owned()),
                 container_port: MEMBERLIST_PORT,
                 protocol: Some("UDP".to_owned()),
                 ..ContainerPort::default()
