@@ -1,5 +1,10 @@
-//! The FerroLB operator: renders the operands from one LoadBalancerConfig (`render`, pure) and,
-//! next, applies them and reports their state.
+//! The FerroLB operator: from the one LoadBalancerConfig it renders the operands (`render`,
+//! pure), applies and prunes them (`apply`), and reports their state (`status`, pure), in the
+//! reconcile pipeline of `reconcile`.
 
+pub mod apply;
 pub mod manifests;
+pub mod metrics;
+pub mod reconcile;
 pub mod render;
+pub mod status;

@@ -7,15 +7,23 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 use ferrolb_api::wiring::{env, ports};
-use ferrolb_runtime::{CommonArgs, Process};
+use ferrolb_operator::metrics::Metrics;
+use ferrolb_operator::reconcile;
+use ferrolb_operator::render::Settings;
+use ferrolb_operator::render::install::{OPERATOR, OPERATOR_NAMESPACE};
+use ferrolb_runtime::lease::{self, LeaseConfig};
+use ferrolb_runtime::{CommonArgs, Process, serve, shutdown_signal};
 
 /// The FerroLB operator.
 ///
-/// `validate` checks a LoadBalancerConfig manifest offline, with the same rules the admission
-/// webhook applies. `run` will reconcile the cluster's LoadBalancerConfig; it is not implemented
-/// yet: today it only serves /healthz, /readyz and /metrics and deploys nothing.
+/// `run` reconciles the cluster's LoadBalancerConfig: it deploys, configures and removes the
+/// controller and the speakers, and reports their state in the config's status. `validate`
+/// checks a LoadBalancerConfig manifest offline, with the same rules the operator applies.
 #[derive(Parser, Debug)]
 #[command(name = "ferrolb-operator", version)]
 struct Cli {
@@ -28,7 +36,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the operator (NOT IMPLEMENTED YET: serves health and metrics endpoints only).
+    /// Run the operator: reconcile the LoadBalancerConfig and serve /healthz, /readyz, /metrics.
     Run {
         /// Address of the /healthz, /readyz and /metrics endpoints.
         #[arg(long, env = env::HEALTH_ADDR, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::OPERATOR_HEALTH)))]
@@ -59,7 +67,112 @@ fn run(common: &CommonArgs, health_addr: SocketAddr) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::warn!("the operator does not reconcile yet: it serves health and metrics only");
-    process.probes.set_ready(true);
-    process.serve_blocking(health_addr)
+    // One thread: the operator waits on the API server, and every thread costs an arena.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(operate(process, health_addr))
+}
+
+/// The operand image: `RELATED_IMAGE_FERROLB` (set by OLM for disconnected installs) wins over
+/// `FERROLB_IMAGE`; without either, the image of this build.
+fn settings() -> Settings {
+    let mut settings = Settings::of_this_build();
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if let Some(image) = from_env("RELATED_IMAGE_FERROLB").or_else(|| from_env("FERROLB_IMAGE")) {
+        // The tag (or digest) names the operand version; a bare name keeps this build's.
+        if let Some(tag) = image
+            .rsplit_once(':')
+            .map(|(_, t)| t)
+            .filter(|t| !t.contains('/'))
+        {
+            settings.version = tag.to_owned();
+        }
+        settings.image = image;
+    }
+    settings
+}
+
+async fn operate(process: Process, health_addr: SocketAddr) -> ExitCode {
+    let Process {
+        logging,
+        probes,
+        mut registry,
+    } = process;
+    let metrics = Metrics::default();
+    metrics.register(&mut registry);
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build a Kubernetes client");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = settings();
+    tracing::info!(image = %settings.image, version = %settings.version, "operand image");
+    let server = serve(
+        health_addr,
+        probes.clone(),
+        Arc::new(registry),
+        Some(logging),
+        shutdown_signal(),
+    );
+    let namespace =
+        std::env::var("POD_NAMESPACE").unwrap_or_else(|_| OPERATOR_NAMESPACE.to_owned());
+    let identity =
+        std::env::var("POD_NAME").unwrap_or_else(|_| format!("{OPERATOR}-{}", std::process::id()));
+    let leadership = lease::campaign(
+        client.clone(),
+        LeaseConfig::new(
+            namespace,
+            OPERATOR,
+            identity.clone(),
+            Duration::from_secs(15),
+        ),
+    );
+    // Every replica is ready (and will serve the admission webhook); only the leader reconciles.
+    probes.set_ready(true);
+    let work = async {
+        tracing::info!(%identity, "waiting for leadership");
+        if let Err(lost) = leadership.wait_leading().await {
+            tracing::error!(reason = %lost, "the campaign ended");
+            return ExitCode::FAILURE;
+        }
+        tracing::info!(%identity, "leading: reconciling");
+        // Losing the Lease drops the reconcile loop wherever it waits, before its next write.
+        match leadership
+            .run_while_leading(reconcile::run(
+                client.clone(),
+                settings,
+                metrics,
+                shutdown_signal(),
+            ))
+            .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(lost) => {
+                tracing::error!(reason = %lost, "lost leadership; stopping so a standby takes over");
+                ExitCode::FAILURE
+            }
+        }
+    };
+    let code = tokio::select! {
+        served = server => match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, addr = %health_addr, "cannot serve health endpoints");
+                ExitCode::FAILURE
+            }
+        },
+        code = work => code,
+    };
+    leadership.release().await;
+    code
 }

@@ -86,11 +86,24 @@ pub fn files() -> Result<Vec<File>, YamlError> {
         );
         docs
     };
+    let (sa, cr, crb, role, rb) = render::install::operator_rbac(&settings);
+    let deployment = render::install::operator_deployment(&settings);
+    let namespace = render::install::operator_namespace(&settings);
     Ok(vec![
         file(
+            "operator/operator.yaml",
+            "The operator: its identity, least-privilege RBAC (no wildcard, no escalate; bind only the\ntwo operand cluster roles) and a leader-elected Deployment of two replicas.",
+            &[&namespace, &sa, &cr, &crb, &role, &rb, &deployment],
+        )?,
+        file(
+            "operator/operand-cluster-roles.yaml",
+            "The operands' cluster roles, shipped with the operator's install: the operator only binds\nthem to the operands' ServiceAccounts.",
+            &roles.iter().map(|r| r as &dyn Doc).collect::<Vec<_>>(),
+        )?,
+        file(
             "manager/namespace.yaml",
-            "The operands' namespace, labelled for Pod Security Admission: the speaker needs host\nnetworking and raw sockets.",
-            &[&ops.namespace],
+            "The namespace of the install, labelled for Pod Security Admission: the speaker needs host\nnetworking and raw sockets. Not labelled as managed by the operator, which never deletes it.",
+            &[&namespace],
         )?,
         file(
             "manager/controller.yaml",

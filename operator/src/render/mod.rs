@@ -6,6 +6,7 @@
 //! Split by what an admin asks about: `rbac` (identities and permissions), `workloads` (the
 //! namespace, the controller Deployment and the speaker DaemonSet).
 
+pub mod install;
 mod rbac;
 mod workloads;
 
@@ -22,7 +23,7 @@ pub use rbac::{
     CONTROLLER_ROLE, SPEAKER_ROLE, cluster_roles, controller_bindings, service_accounts,
     speaker_bindings,
 };
-pub use workloads::{controller_deployment, namespace, speaker_daemonset};
+pub use workloads::{MEMBERLIST_SECRET, controller_deployment, namespace, speaker_daemonset};
 
 /// What the operands are rendered from, besides the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +107,23 @@ pub fn labels(settings: &Settings, component: Option<Component>) -> BTreeMap<Str
     labels
 }
 
+/// Labels of the operator's own install (no `managed-by` label: the operator must never prune
+/// itself).
+pub fn install_labels(settings: &Settings, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "ferrolb".to_owned()),
+        ("app.kubernetes.io/part-of".to_owned(), "ferrolb".to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            component.to_owned(),
+        ),
+        (
+            "app.kubernetes.io/version".to_owned(),
+            settings.version.clone(),
+        ),
+    ])
+}
+
 /// The labels that select an operand's pods: stable across versions (a selector is immutable).
 pub fn selector_labels(component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -150,6 +168,36 @@ pub fn operands(spec: &LoadBalancerConfigSpec, settings: &Settings) -> Operands 
         role_bindings: vec![controller_rb, speaker_rb],
         controller: controller_deployment(spec, settings),
         speaker: speaker_daemonset(spec, settings),
+    }
+}
+
+/// The speakers' membership Secret holding `key` (hex), owned by `config`. Created once by the
+/// operator when missing, never logged, never rewritten.
+pub fn membership_secret(
+    config: &ferrolb_api::LoadBalancerConfig,
+    namespace: &str,
+    key: String,
+) -> k8s_openapi::api::core::v1::Secret {
+    use kube::Resource;
+    let mut meta = kube::api::ObjectMeta {
+        name: Some(MEMBERLIST_SECRET.0.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(BTreeMap::from([
+            ("app.kubernetes.io/name".to_owned(), "ferrolb".to_owned()),
+            (
+                "app.kubernetes.io/component".to_owned(),
+                "speaker".to_owned(),
+            ),
+            (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+        ])),
+        ..kube::api::ObjectMeta::default()
+    };
+    meta.owner_references = config.controller_owner_ref(&()).map(|o| vec![o]);
+    k8s_openapi::api::core::v1::Secret {
+        metadata: meta,
+        string_data: Some(BTreeMap::from([(MEMBERLIST_SECRET.1.to_owned(), key)])),
+        type_: Some("Opaque".to_owned()),
+        ..k8s_openapi::api::core::v1::Secret::default()
     }
 }
 

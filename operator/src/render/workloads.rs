@@ -59,7 +59,7 @@ pub fn namespace(spec: &LoadBalancerConfigSpec, settings: &Settings) -> Namespac
     }
 }
 
-fn field_env(name: &str, path: &str) -> EnvVar {
+pub(super) fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
@@ -73,7 +73,7 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn value_env(name: &str, value: &str) -> EnvVar {
+pub(super) fn value_env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value: Some(value.to_owned()),
@@ -93,7 +93,7 @@ fn log_env(spec: &LoadBalancerConfigSpec) -> Vec<EnvVar> {
     ]
 }
 
-fn http_probe(path: &str, period: i32) -> Probe {
+pub(super) fn http_probe(path: &str, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -106,20 +106,27 @@ fn http_probe(path: &str, period: i32) -> Probe {
 }
 
 fn resources(placement: &Placement, cpu: &str, memory: &str, limit: &str) -> ResourceRequirements {
-    placement
-        .resources
-        .clone()
-        .unwrap_or_else(|| ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_owned(), Quantity(cpu.to_owned())),
-                ("memory".to_owned(), Quantity(memory.to_owned())),
-            ])),
-            limits: Some(BTreeMap::from([(
-                "memory".to_owned(),
-                Quantity(limit.to_owned()),
-            )])),
-            ..ResourceRequirements::default()
-        })
+    resources_or(placement.resources.clone(), cpu, memory, limit)
+}
+
+/// `given`, or requests of `cpu` and `memory` and a memory limit of `limit`.
+pub(super) fn resources_or(
+    given: Option<ResourceRequirements>,
+    cpu: &str,
+    memory: &str,
+    limit: &str,
+) -> ResourceRequirements {
+    given.unwrap_or_else(|| ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity(limit.to_owned()),
+        )])),
+        ..ResourceRequirements::default()
+    })
 }
 
 fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {

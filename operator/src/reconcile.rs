@@ -1,0 +1,288 @@
+//! The reconcile loop of the LoadBalancerConfig, as a pipeline: read (the config and every
+//! other one) → validate (pure) → build (pure `render`) → apply (server-side apply, prune) →
+//! status (pure `status`, written only when it changes). Event-driven: it watches the configs
+//! and every Deployment and DaemonSet it owns, so a workload deleted or edited by hand is
+//! restored at once; nothing polls.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrolb_api::v1alpha1::{LoadBalancerConfigStatus, OperatorVersions};
+use ferrolb_api::{LoadBalancerConfig, validate};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::apply::{self, managed_selector};
+use crate::metrics::{Metrics, ReasonLabels};
+use crate::render::{self, FIELD_MANAGER, Settings};
+use crate::status::{self, Observed, Standing};
+
+/// The finalizer that removes every operand, cluster-scoped ones included, on uninstall.
+pub const FINALIZER: &str = "ferrolb.io/operands";
+
+/// Why one reconcile failed (each variant is a metric label).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Applying or pruning an operand failed.
+    #[error("applying the operands: {0}")]
+    Apply(#[source] kube::Error),
+    /// Writing the status failed.
+    #[error("writing the status: {0}")]
+    Status(#[source] kube::Error),
+    /// Removing the operands on uninstall failed.
+    #[error("removing the operands: {0}")]
+    Cleanup(#[source] kube::Error),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// The stable metric label of this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Apply(_) => "apply",
+            Self::Status(_) => "status",
+            Self::Cleanup(_) => "cleanup",
+            Self::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The operator's own client.
+    pub client: Client,
+    /// Image and versions.
+    pub settings: Settings,
+    /// Every LoadBalancerConfig, from the controller's own watch.
+    pub configs: Store<LoadBalancerConfig>,
+    /// Exported metrics.
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where `config` stands among every config that exists: the oldest is the one in force (if
+/// valid); any other is ignored and told so.
+fn standing(config: &LoadBalancerConfig, all: &[Arc<LoadBalancerConfig>]) -> Standing {
+    let created = |c: &LoadBalancerConfig| c.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let oldest = all
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .min_by(|a, b| {
+            created(a)
+                .cmp(&created(b))
+                .then_with(|| a.name_any().cmp(&b.name_any()))
+        });
+    if let Some(oldest) = oldest
+        && oldest.name_any() != config.name_any()
+    {
+        return Standing::Shadowed(oldest.name_any());
+    }
+    match validate(&config.spec) {
+        Ok(()) => Standing::InForce,
+        Err(problems) => Standing::Invalid(problems.to_string()),
+    }
+}
+
+/// 32 random bytes, hex. `None` only if the OS has no entropy source: a weak key would be worse
+/// than none, so the Secret is then not created (the next reconcile tries again).
+fn random_key() -> Option<String> {
+    use ring::rand::SecureRandom;
+    let mut key = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut key).ok()?;
+    Some(key.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn reconcile(config: Arc<LoadBalancerConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let span = tracing::info_span!("reconcile", config = %config.name_any(), generation = ?config.metadata.generation);
+    let _enter = span.enter();
+    let api: Api<LoadBalancerConfig> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, config, |event| async {
+        match event {
+            Finalizer::Apply(config) => apply_config(&config, &ctx).await,
+            Finalizer::Cleanup(config) => cleanup(&config, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics.reconciles.inc();
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Action, Error> {
+    let all = ctx.configs.state();
+    let standing = standing(config, &all);
+    let mut observed = Observed {
+        generation: config.metadata.generation,
+        standing: Some(standing.clone()),
+        versions: OperatorVersions {
+            operator: format!("v{}", env!("CARGO_PKG_VERSION")),
+            operand: ctx.settings.version.clone(),
+        },
+        ..Observed::default()
+    };
+    if standing == Standing::InForce {
+        let ops = render::operands(&config.spec, &ctx.settings);
+        match apply::apply_all(&ctx.client, config, &ops, random_key).await {
+            Ok(applied) => {
+                observed.controller = Some(applied.controller);
+                observed.speaker = Some(applied.speaker);
+                apply::prune(&ctx.client, Some(&ops))
+                    .await
+                    .map_err(Error::Apply)?;
+            }
+            Err(e) => {
+                observed.apply_error = Some(e.to_string());
+                write_status(config, ctx, &observed).await?;
+                return Err(Error::Apply(e));
+            }
+        }
+    } else if let Standing::Invalid(_) = standing {
+        // The last valid operands keep running: read them for the status, change nothing.
+        let ns = render::operand_namespace(&config.spec);
+        let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+        let daemonsets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), ns);
+        observed.controller = deployments
+            .get_opt("ferrolb-controller")
+            .await
+            .map_err(Error::Apply)?;
+        observed.speaker = daemonsets
+            .get_opt("ferrolb-speaker")
+            .await
+            .map_err(Error::Apply)?;
+    }
+    write_status(config, ctx, &observed).await?;
+    if let Standing::Shadowed(_) = standing {
+        // Nothing of its own wakes a config that is not in force when the one in force goes:
+        // look again soon (only while two configs exist, which the webhook prevents).
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    // Owned workloads wake the loop when they change; the slow requeue is only a safety net.
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Writes the status when it differs from what the config holds.
+async fn write_status(
+    config: &LoadBalancerConfig,
+    ctx: &Context,
+    observed: &Observed,
+) -> Result<(), Error> {
+    let previous = config.status.clone().unwrap_or_default();
+    let computed = status::compute(observed, &previous.conditions, Time(Timestamp::now()));
+    let next = LoadBalancerConfigStatus {
+        observed_generation: observed.generation,
+        conditions: computed.conditions,
+        version: Some(observed.versions.clone()),
+        controller: computed.controller,
+        speaker: computed.speaker,
+        pools: previous.pools.clone(),
+    };
+    if next == previous {
+        return Ok(());
+    }
+    let api: Api<LoadBalancerConfig> = Api::all(ctx.client.clone());
+    // Only the operator's fields: pool usage belongs to the controller.
+    let patch = json!({
+        "apiVersion": "ferrolb.io/v1alpha1",
+        "kind": "LoadBalancerConfig",
+        "status": {
+            "observedGeneration": next.observed_generation,
+            "conditions": next.conditions,
+            "version": next.version,
+            "controller": next.controller,
+            "speaker": next.speaker,
+        },
+    });
+    api.patch_status(
+        &config.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
+    Ok(())
+}
+
+/// Uninstall: remove every operand, unless another config remains to take over.
+async fn cleanup(config: &LoadBalancerConfig, ctx: &Context) -> Result<Action, Error> {
+    let others = ctx
+        .configs
+        .state()
+        .into_iter()
+        .filter(|c| c.name_any() != config.name_any() && c.metadata.deletion_timestamp.is_none())
+        .count();
+    if others > 0 {
+        tracing::info!("another LoadBalancerConfig remains; the operands stay for it");
+        return Ok(Action::await_change());
+    }
+    let removed = apply::prune(&ctx.client, None)
+        .await
+        .map_err(Error::Cleanup)?;
+    tracing::info!(removed, "removed every operand");
+    Ok(Action::await_change())
+}
+
+fn error_policy(config: Arc<LoadBalancerConfig>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(config = %config.name_any(), %error, "reconcile failed; retrying");
+    ctx.metrics
+        .failures
+        .get_or_create(&ReasonLabels {
+            reason: error.reason(),
+        })
+        .inc();
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs the loop until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let configs: Api<LoadBalancerConfig> = Api::all(client.clone());
+    let owned = watcher::Config::default().labels(&managed_selector());
+    let controller = Controller::new(configs, watcher::Config::default())
+        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+        .owns(Api::<DaemonSet>::all(client.clone()), owned)
+        .graceful_shutdown_on(shutdown);
+    let ctx = Arc::new(Context {
+        client,
+        settings,
+        configs: controller.store(),
+        metrics,
+    });
+    controller
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile error (retried)");
+            }
+        })
+        .await;
+}

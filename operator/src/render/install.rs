@@ -1,0 +1,252 @@
+//! The operator's own install: its ServiceAccount, least-privilege RBAC and leader-elected
+//! Deployment. Plain manifests (`config/operator/`) and, later, the OLM bundle are generated from
+//! these functions.
+//!
+//! The operator never holds `escalate` and no wildcard: it may `bind` only the two shipped
+//! operand cluster roles, and it holds itself the few permissions its namespaced Roles grant
+//! (Leases, reading pods), which the API server requires of whoever creates such a Role.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecurityContext, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::ObjectMeta;
+
+use super::rbac::{CONTROLLER_ROLE, SPEAKER_ROLE};
+use super::workloads::{NONROOT, field_env, http_probe, resources_or, value_env};
+use super::{Settings, install_labels};
+
+/// Namespace of the operator (the operands run in `spec.namespace`, by default the same).
+pub const OPERATOR_NAMESPACE: &str = "ferrolb-system";
+/// Name of the operator's Deployment, ServiceAccount, roles and Lease.
+pub const OPERATOR: &str = "ferrolb-operator";
+/// Port of the operator's /healthz, /readyz and /metrics.
+pub const OPERATOR_HEALTH_PORT: i32 = 8080;
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    let strings = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    PolicyRule {
+        api_groups: Some(strings(groups)),
+        resources: Some(strings(resources)),
+        verbs: strings(verbs),
+        ..PolicyRule::default()
+    }
+}
+
+fn labels(settings: &Settings) -> BTreeMap<String, String> {
+    install_labels(settings, "operator")
+}
+
+fn meta(settings: &Settings, namespaced: bool) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(OPERATOR.to_owned()),
+        namespace: namespaced.then(|| OPERATOR_NAMESPACE.to_owned()),
+        labels: Some(labels(settings)),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The operator's namespace, labelled for Pod Security Admission so that the speakers may run
+/// there too (the default `spec.namespace`). Not labelled as managed by the operator: it is the
+/// install's, and the operator never deletes it.
+pub fn operator_namespace(settings: &Settings) -> k8s_openapi::api::core::v1::Namespace {
+    let mut labels = install_labels(settings, "operator");
+    for mode in ["enforce", "audit", "warn"] {
+        labels.insert(
+            format!("pod-security.kubernetes.io/{mode}"),
+            "privileged".to_owned(),
+        );
+    }
+    k8s_openapi::api::core::v1::Namespace {
+        metadata: ObjectMeta {
+            name: Some(OPERATOR_NAMESPACE.to_owned()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The operator's cluster role.
+pub fn operator_cluster_role(settings: &Settings) -> ClusterRole {
+    let manage = ["get", "list", "watch", "create", "patch", "delete"];
+    let mut bind = rule(&["rbac.authorization.k8s.io"], &["clusterroles"], &["bind"]);
+    bind.resource_names = Some(vec![CONTROLLER_ROLE.to_owned(), SPEAKER_ROLE.to_owned()]);
+    ClusterRole {
+        metadata: meta(settings, false),
+        rules: Some(vec![
+            rule(
+                &["ferrolb.io"],
+                &["loadbalancerconfigs"],
+                &["get", "list", "watch", "patch"],
+            ),
+            rule(&["ferrolb.io"], &["loadbalancerconfigs/status"], &["patch"]),
+            // Owner references that block the config's deletion until the operands are gone.
+            rule(
+                &["ferrolb.io"],
+                &["loadbalancerconfigs/finalizers"],
+                &["update"],
+            ),
+            rule(
+                &[""],
+                &["namespaces", "serviceaccounts", "secrets"],
+                &manage,
+            ),
+            rule(&["apps"], &["deployments", "daemonsets"], &manage),
+            rule(
+                &["rbac.authorization.k8s.io"],
+                &["roles", "rolebindings", "clusterrolebindings"],
+                &manage,
+            ),
+            bind,
+            // Granted to the operands by the Roles the operator creates, so it holds them too.
+            rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["create", "get", "update"],
+            ),
+            rule(&[""], &["pods"], &["list", "watch"]),
+            rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+        ]),
+        ..ClusterRole::default()
+    }
+}
+
+/// The operator's ServiceAccount, cluster role binding, and its leader-election Role and
+/// RoleBinding.
+pub fn operator_rbac(
+    settings: &Settings,
+) -> (
+    ServiceAccount,
+    ClusterRole,
+    ClusterRoleBinding,
+    Role,
+    RoleBinding,
+) {
+    let subject = vec![Subject {
+        kind: "ServiceAccount".to_owned(),
+        name: OPERATOR.to_owned(),
+        namespace: Some(OPERATOR_NAMESPACE.to_owned()),
+        ..Subject::default()
+    }];
+    let mut own_lease = rule(&["coordination.k8s.io"], &["leases"], &["get", "update"]);
+    own_lease.resource_names = Some(vec![OPERATOR.to_owned()]);
+    (
+        ServiceAccount {
+            metadata: meta(settings, true),
+            ..ServiceAccount::default()
+        },
+        operator_cluster_role(settings),
+        ClusterRoleBinding {
+            metadata: meta(settings, false),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".to_owned(),
+                kind: "ClusterRole".to_owned(),
+                name: OPERATOR.to_owned(),
+            },
+            subjects: Some(subject.clone()),
+        },
+        Role {
+            metadata: meta(settings, true),
+            rules: Some(vec![
+                rule(&["coordination.k8s.io"], &["leases"], &["create"]),
+                own_lease,
+            ]),
+        },
+        RoleBinding {
+            metadata: meta(settings, true),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".to_owned(),
+                kind: "Role".to_owned(),
+                name: OPERATOR.to_owned(),
+            },
+            subjects: Some(subject),
+        },
+    )
+}
+
+/// The operator Deployment: two replicas, one Lease holder reconciling; non-root, read-only,
+/// no capabilities. The operand image comes from `FERROLB_IMAGE`.
+pub fn operator_deployment(settings: &Settings) -> Deployment {
+    let selector = BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "ferrolb".to_owned()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            "operator".to_owned(),
+        ),
+    ]);
+    let container = Container {
+        name: "operator".to_owned(),
+        image: Some(settings.image.clone()),
+        command: Some(vec!["ferrolb-operator".to_owned()]),
+        args: Some(vec![
+            "run".to_owned(),
+            format!("--health-addr=0.0.0.0:{OPERATOR_HEALTH_PORT}"),
+        ]),
+        env: Some(vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            value_env("FERROLB_IMAGE", &settings.image),
+            value_env("FERROLB_LOG_FORMAT", "json"),
+        ] as Vec<EnvVar>),
+        ports: Some(vec![ContainerPort {
+            name: Some("monitoring".to_owned()),
+            container_port: OPERATOR_HEALTH_PORT,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(http_probe("/readyz", 2)),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        resources: Some(resources_or(None, "10m", "24Mi", "128Mi")),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: meta(settings, true),
+        spec: Some(DeploymentSpec {
+            replicas: Some(2),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(settings)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(OPERATOR.to_owned()),
+                    termination_grace_period_seconds: Some(10),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(NONROOT),
+                        run_as_group: Some(NONROOT),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}

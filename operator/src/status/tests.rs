@@ -1,0 +1,229 @@
+//! The status rules, each as a small world.
+
+use ferrolb_api::condition::is_valid_reason;
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetStatus, Deployment, DeploymentSpec, DeploymentStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
+
+use super::*;
+
+fn at(secs: i64) -> Time {
+    Time(Timestamp::from_second(secs).unwrap())
+}
+
+fn deployment(desired: i32, ready: i32, updated: i32) -> Deployment {
+    Deployment {
+        metadata: ObjectMeta {
+            generation: Some(2),
+            ..ObjectMeta::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(desired),
+            ..DeploymentSpec::default()
+        }),
+        status: Some(DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(desired),
+            ready_replicas: Some(ready),
+            updated_replicas: Some(updated),
+            ..DeploymentStatus::default()
+        }),
+    }
+}
+
+fn daemonset(desired: i32, ready: i32, updated: i32) -> DaemonSet {
+    DaemonSet {
+        metadata: ObjectMeta {
+            generation: Some(5),
+            ..ObjectMeta::default()
+        },
+        status: Some(DaemonSetStatus {
+            observed_generation: Some(5),
+            desired_number_scheduled: desired,
+            number_ready: ready,
+            updated_number_scheduled: Some(updated),
+            ..DaemonSetStatus::default()
+        }),
+        ..DaemonSet::default()
+    }
+}
+
+fn observed(controller: Deployment, speaker: DaemonSet) -> Observed {
+    Observed {
+        generation: Some(7),
+        standing: Some(Standing::InForce),
+        controller: Some(controller),
+        speaker: Some(speaker),
+        ..Observed::default()
+    }
+}
+
+fn get<'a>(c: &'a [Condition], type_: &str) -> &'a Condition {
+    c.iter().find(|c| c.type_ == type_).unwrap()
+}
+
+fn statuses(c: &Computed) -> Vec<(&str, &str)> {
+    [AVAILABLE, PROGRESSING, DEGRADED, UPGRADEABLE, CONFIG_VALID]
+        .iter()
+        .map(|t| (*t, get(&c.conditions, t).status.as_str()))
+        .collect()
+}
+
+#[test]
+fn everything_ready_is_available_and_upgradeable() {
+    let c = compute(
+        &observed(deployment(2, 2, 2), daemonset(3, 3, 3)),
+        &[],
+        at(10),
+    );
+    assert_eq!(
+        statuses(&c),
+        [
+            (AVAILABLE, "True"),
+            (PROGRESSING, "False"),
+            (DEGRADED, "False"),
+            (UPGRADEABLE, "True"),
+            (CONFIG_VALID, "True")
+        ]
+    );
+    assert_eq!(
+        c.speaker.as_ref().map(|s| (s.desired, s.ready, s.updated)),
+        Some((3, 3, 3))
+    );
+    for cond in &c.conditions {
+        assert_eq!(cond.observed_generation, Some(7));
+    }
+}
+
+#[test]
+fn a_rollout_is_progressing_with_counts_and_holds_upgrades() {
+    let c = compute(
+        &observed(deployment(2, 2, 2), daemonset(3, 3, 1)),
+        &[],
+        at(10),
+    );
+    let p = get(&c.conditions, PROGRESSING);
+    assert_eq!(p.status, "True");
+    assert_eq!(
+        p.message,
+        "controller 2/2 ready, 2 updated; speaker 3/3 ready, 1 updated"
+    );
+    assert_eq!(get(&c.conditions, UPGRADEABLE).status, "False");
+    // Still Available: every speaker is ready while they roll one at a time.
+    assert_eq!(get(&c.conditions, AVAILABLE).status, "True");
+}
+
+#[test]
+fn an_unobserved_generation_is_still_progressing() {
+    let mut d = deployment(2, 2, 2);
+    d.metadata.generation = Some(3);
+    let c = compute(&observed(d, daemonset(3, 3, 3)), &[], at(10));
+    assert_eq!(get(&c.conditions, PROGRESSING).status, "True");
+}
+
+#[test]
+fn an_invalid_config_is_degraded_lists_the_problems_and_holds_upgrades() {
+    let mut o = observed(deployment(2, 2, 2), daemonset(3, 3, 3));
+    o.standing = Some(Standing::Invalid(
+        "spec.addressPools[0].addresses[0]: \"x\": not an address".into(),
+    ));
+    let c = compute(&o, &[], at(10));
+    let v = get(&c.conditions, CONFIG_VALID);
+    assert_eq!(
+        (v.status.as_str(), v.reason.as_str()),
+        ("False", reasons::INVALID)
+    );
+    assert!(
+        v.message
+            .contains("spec.addressPools[0].addresses[0]: \"x\": not an address")
+    );
+    assert_eq!(get(&c.conditions, DEGRADED).status, "True");
+    assert_eq!(get(&c.conditions, UPGRADEABLE).status, "False");
+    // The last valid operands keep running and say so.
+    assert_eq!(get(&c.conditions, AVAILABLE).status, "True");
+}
+
+#[test]
+fn a_second_config_is_degraded_naming_the_one_in_force() {
+    let o = Observed {
+        generation: Some(1),
+        standing: Some(Standing::Shadowed("ferrolb".into())),
+        ..Observed::default()
+    };
+    let c = compute(&o, &[], at(10));
+    let d = get(&c.conditions, DEGRADED);
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", reasons::NOT_IN_FORCE)
+    );
+    assert!(d.message.contains("ferrolb"));
+    assert_eq!(get(&c.conditions, AVAILABLE).status, "False");
+    assert_eq!(get(&c.conditions, PROGRESSING).status, "False");
+}
+
+#[test]
+fn an_apply_failure_is_degraded_with_the_error() {
+    let mut o = observed(deployment(2, 0, 0), daemonset(3, 0, 0));
+    o.apply_error = Some("forbidden: cannot create daemonsets".into());
+    let c = compute(&o, &[], at(10));
+    let d = get(&c.conditions, DEGRADED);
+    assert_eq!(d.reason, reasons::APPLY_FAILED);
+    assert!(d.message.contains("forbidden"));
+}
+
+#[test]
+fn transition_times_move_only_when_a_status_flips() {
+    let first = compute(
+        &observed(deployment(2, 2, 2), daemonset(3, 3, 1)),
+        &[],
+        at(10),
+    );
+    // Same statuses later (other counts): every time kept.
+    let again = compute(
+        &observed(deployment(2, 2, 2), daemonset(3, 3, 2)),
+        &first.conditions,
+        at(20),
+    );
+    for c in &again.conditions {
+        assert_eq!(c.last_transition_time, at(10), "{}", c.type_);
+    }
+    // The rollout ends: Progressing and Upgradeable flip, the others keep their time.
+    let done = compute(
+        &observed(deployment(2, 2, 2), daemonset(3, 3, 3)),
+        &again.conditions,
+        at(30),
+    );
+    assert_eq!(
+        get(&done.conditions, PROGRESSING).last_transition_time,
+        at(30)
+    );
+    assert_eq!(
+        get(&done.conditions, UPGRADEABLE).last_transition_time,
+        at(30)
+    );
+    assert_eq!(
+        get(&done.conditions, AVAILABLE).last_transition_time,
+        at(10)
+    );
+    // Nothing changes at all: the computed status equals the stored one (no write).
+    let same = compute(
+        &observed(deployment(2, 2, 2), daemonset(3, 3, 3)),
+        &done.conditions,
+        at(40),
+    );
+    assert_eq!(same, done);
+}
+
+#[test]
+fn every_reason_is_camel_case() {
+    for reason in reasons::ALL {
+        assert!(is_valid_reason(reason), "{reason}");
+        assert!(
+            reason.chars().next().is_some_and(char::is_uppercase),
+            "{reason}"
+        );
+    }
+}
