@@ -8,6 +8,12 @@
 //! prints p50, p90, the maximum and how many calls took over 40 ms (the mark of Nagle's algorithm
 //! meeting delayed ACKs) for each. Results go to docs/benchmarks.md by hand.
 //!
+//! kube-rs speaks HTTP/1.1 and writes a request in one piece; Go clients (kubectl, client-go, so
+//! kube-controller-manager's and any Go operator's calls) speak HTTP/2 and send a HEADERS and a
+//! DATA frame in separate writes, which is what Nagle's algorithm holds back in a relay. So the
+//! same creates are also timed with `kubectl create service clusterip -v=6` (its own account of
+//! each request's round trip, without the process start), through the forwarder and directly.
+//!
 //! Run as root, with a testbed up:
 //!   make testbed-up
 //!   cargo run -p ferrolb-testbed --example api_latency
@@ -73,6 +79,39 @@ async fn series(client: Client, namespace: &str, tag: &str, samples: usize) -> V
     took
 }
 
+/// `samples` creates by kubectl (`prefix` is the command, e.g. `ip netns exec NS kubectl`), each
+/// timed by kubectl's own log of the POST (`-v=6`: `... milliseconds=N`).
+fn kubectl_series(prefix: &[String], namespace: &str, tag: &str, samples: usize) -> Vec<Duration> {
+    (0..samples)
+        .map(|i| {
+            let out = std::process::Command::new(&prefix[0])
+                .args(&prefix[1..])
+                .args(["create", "service", "clusterip", &format!("{tag}-{i}")])
+                .args(["--tcp=80:80", "-n", namespace, "-v=6"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let log = String::from_utf8_lossy(&out.stderr);
+            let line = log
+                .lines()
+                .find(|l| l.contains("POST"))
+                .unwrap_or_else(|| panic!("no POST in kubectl's log: {log}"));
+            let ms = line
+                .split_once("milliseconds=")
+                .map(|(_, rest)| rest)
+                .or_else(|| line.split_once(" in ").map(|(_, rest)| rest))
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no milliseconds in {line}"));
+            Duration::from_millis(ms)
+        })
+        .collect()
+}
+
 fn report(what: &str, mut took: Vec<Duration>) {
     took.sort();
     let slow = took
@@ -80,7 +119,7 @@ fn report(what: &str, mut took: Vec<Duration>) {
         .filter(|d| **d > Duration::from_millis(40))
         .count();
     println!(
-        "{what:<11} n={:<3} p50={:>6.1} ms  p90={:>6.1} ms  max={:>6.1} ms  >40 ms: {slow}",
+        "{what:<17} n={:<3} p50={:>6.1} ms  p90={:>6.1} ms  max={:>6.1} ms  >40 ms: {slow}",
         took.len(),
         percentile(&took, 50).as_secs_f64() * 1e3,
         percentile(&took, 90).as_secs_f64() * 1e3,
@@ -159,6 +198,51 @@ fn main() {
         report("compare", compared);
     }
     report("direct", direct);
+
+    let kubectl = tb.kubectl.display().to_string();
+    let kubeconfig = tb.kubeconfig.display().to_string();
+    let via = |extra: &[&str]| -> Vec<String> {
+        let tail = [
+            kubectl.clone(),
+            "--kubeconfig".to_owned(),
+            kubeconfig.clone(),
+        ];
+        extra.iter().map(|s| s.to_string()).chain(tail).collect()
+    };
+    let mut forwarded = Vec::new();
+    let (mut compared, mut direct) = (Vec::new(), Vec::new());
+    let cp = tb.var("TESTBED_CP_NETNS").unwrap().to_owned();
+    for round in 0..rounds {
+        forwarded.extend(kubectl_series(
+            &via(&[]),
+            &namespace,
+            &format!("kfwd-{round}"),
+            samples,
+        ));
+        if let Some(url) = &compare_url {
+            let mut cmd = via(&[]);
+            cmd.extend(["--server".to_owned(), url.clone()]);
+            compared.extend(kubectl_series(
+                &cmd,
+                &namespace,
+                &format!("kcmp-{round}"),
+                samples,
+            ));
+        }
+        let mut cmd = via(&["ip", "netns", "exec", &cp]);
+        cmd.extend(["--server".to_owned(), internal.clone()]);
+        direct.extend(kubectl_series(
+            &cmd,
+            &namespace,
+            &format!("kdir-{round}"),
+            samples,
+        ));
+    }
+    report("kubectl forwarder", forwarded);
+    if compare_url.is_some() {
+        report("kubectl compare", compared);
+    }
+    report("kubectl direct", direct);
     rt.block_on(namespaces.delete(&namespace, &DeleteParams::default()))
         .unwrap();
 }
