@@ -2,10 +2,11 @@
 SHELL := /usr/bin/env bash
 CARGO ?= cargo
 
-.PHONY: test check fmt-check clippy generated-check generate unit-test
+.PHONY: test check fmt-check clippy generated-check generate unit-test netns-test
 
-## test: every check and every test (fmt, clippy, generated files, unit and testbed tests)
-test: check unit-test testbed-test
+## test: every check and every test, lane by lane: check, unit-test, netns-test, testbed-test
+## (tests/README.md, "Test lanes")
+test: check unit-test netns-test testbed-test
 
 ## check: static checks that need no cluster
 check: fmt-check clippy generated-check
@@ -36,10 +37,16 @@ generated-check:
 	  fi; \
 	done
 
-## unit-test: unit, property and network-namespace tests (speaker/tests/l2_netns.rs needs root,
-## arping and ndisc6, which deps installs)
-unit-test: deps
+## unit-test: unit and property tests; need no root, no network and no cluster (any user)
+unit-test:
 	$(CARGO) test --workspace --locked
+
+## netns-test: the tests that need root, network namespaces, nftables, arping and ndisc6 (deps
+## installs them) but no cluster: they are #[ignore = "needs root and network namespaces: ..."]
+## in speaker/tests/l2_netns.rs and the testbed crate's unit tests (its kube-proxy against the kernel)
+netns-test: deps
+	$(CARGO) test --locked -p ferrolb-speaker --test l2_netns -- --ignored
+	$(CARGO) test --locked -p ferrolb-testbed --lib -- --ignored
 
 ## testbed-up / testbed-down / testbed-status: a real cluster on this machine (tests/README.md)
 .PHONY: deps testbed-up testbed-down testbed-status testbed-test demo
@@ -60,11 +67,12 @@ testbed-down:
 testbed-status:
 	bash tests/testbed/testbed.sh status
 
-## testbed-test: bring the testbed up, run the tests that need it, always tear it down
+## testbed-test: bring the testbed up, run the tests that need it (the #[ignore = "needs testbed"]
+## tests of tests/tests/*.rs only, not netns-test's), always tear it down
 testbed-test: deps
 	@bash tests/testbed/testbed.sh up || { bash tests/testbed/testbed.sh save-logs; bash tests/testbed/testbed.sh down; exit 1; }; \
 	set -a; . .testbed/env; set +a; \
-	$(CARGO) test -p ferrolb-testbed --locked --no-fail-fast -- --ignored --test-threads=1; rc=$$?; \
+	$(CARGO) test -p ferrolb-testbed --locked --no-fail-fast --test '*' -- --ignored --test-threads=1; rc=$$?; \
 	if [ $$rc -ne 0 ]; then bash tests/testbed/testbed.sh status || true; bash tests/testbed/testbed.sh save-logs || true; fi; \
 	bash tests/testbed/testbed.sh down || rc=1; \
 	exit $$rc

@@ -6,6 +6,10 @@
 //! (`tests/testbed/install-deps.sh` installs them). Addresses: 198.51.100.0/24 and
 //! 2001:db8:fe::/64, only inside the namespaces these tests create; every namespace is deleted by
 //! a Drop guard, also when a test fails.
+//!
+//! So every test is `#[ignore]`d (`cargo test --workspace` passes as any user) and `make
+//! netns-test` runs them as root with `-- --ignored` (only `responder_process`, the child's body,
+//! is not ignored: it does nothing unless re-executed as the child).
 
 // Test code: the harness helpers outside `#[test]` functions may panic like the tests do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -395,6 +399,7 @@ fn responder_process() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make netns-test"]
 fn arp_is_answered_for_a_led_ip_only_and_stops_when_released() {
     require_root_and_tools();
     let net = Netns::new();
@@ -419,6 +424,7 @@ fn arp_is_answered_for_a_led_ip_only_and_stops_when_released() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make netns-test"]
 fn ndp_is_answered_for_a_led_ip_only_and_stops_when_released() {
     require_root_and_tools();
     let net = Netns::new();
@@ -451,6 +457,7 @@ fn ndp_is_answered_for_a_led_ip_only_and_stops_when_released() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make netns-test"]
 fn the_kernel_resolves_led_ips_through_the_responder() {
     require_root_and_tools();
     let net = Netns::new();
@@ -465,6 +472,7 @@ fn the_kernel_resolves_led_ips_through_the_responder() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make netns-test"]
 fn gratuitous_arp_updates_an_existing_neighbour_entry_at_once() {
     require_root_and_tools();
     let net = Netns::new();
@@ -480,6 +488,7 @@ fn gratuitous_arp_updates_an_existing_neighbour_entry_at_once() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make netns-test"]
 fn unsolicited_na_updates_an_existing_neighbour_entry_at_once() {
     require_root_and_tools();
     let net = Netns::new();
@@ -495,6 +504,7 @@ fn unsolicited_na_updates_an_existing_neighbour_entry_at_once() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make netns-test"]
 fn releasing_an_ip_cancels_the_pending_repeats() {
     require_root_and_tools();
     let net = Netns::new();
@@ -509,6 +519,7 @@ fn releasing_an_ip_cancels_the_pending_repeats() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make netns-test"]
 fn repeats_follow_the_schedule_while_led() {
     require_root_and_tools();
     let net = Netns::new();
@@ -523,6 +534,7 @@ fn repeats_follow_the_schedule_while_led() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make netns-test"]
 fn interfaces_not_configured_for_the_ip_stay_silent() {
     require_root_and_tools();
     let net = Netns::new();
@@ -534,6 +546,7 @@ fn interfaces_not_configured_for_the_ip_stay_silent() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make netns-test"]
 fn excluded_interfaces_stay_silent() {
     require_root_and_tools();
     let net = Netns::new();
@@ -545,6 +558,7 @@ fn excluded_interfaces_stay_silent() {
 }
 
 #[test]
+#[ignore = "needs root and network namespaces: make netns-test"]
 fn a_bridge_member_is_replaced_by_its_bridge_on_rescan() {
     require_root_and_tools();
     let net = Netns::new();

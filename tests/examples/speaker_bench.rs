@@ -16,6 +16,7 @@ use ferrolb_testbed::ferrolb::{SPEAKER_PODS, SYSTEM, install};
 use ferrolb_testbed::harness::{
     Probe, Testbed, netns_sh, percentile, pod_pid, pod_ready, replace_lb_config, rss_kib, wait_for,
 };
+use ferrolb_testbed::workloads::{create_deployment, echo_container};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -96,19 +97,12 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let ns = tb.namespace(&client, "speaker-bench").await?;
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": tb.node_names.len(), "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
-                     "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                         "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}],
-                     "containers": [{"name": "echo", "image": "ferrolb-testbed/echo:latest",
-                         "args": ["--port", "8080"], "ports": [{"name": "http", "containerPort": 8080}],
-                         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1}}]}}},
-    }))?;
-    Api::<Deployment>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &deployment)
-        .await?;
+    let spec = json!({
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}],
+        "containers": [echo_container()],
+    });
+    create_deployment(&client, &ns.name, "web", tb.node_names.len(), spec).await?;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
     let web: Service = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},

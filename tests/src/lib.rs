@@ -8,6 +8,7 @@
 //! - [`probe`]: continuous client probes (failover gaps).
 //! - [`harness`]: what tests use: start-or-reuse the testbed, per-test namespaces, exec in a
 //!   network namespace, waiting, FRR JSON.
+//! - [`workloads`]: the echo container and Deployments of it, for tests and examples.
 
 pub mod agent;
 pub mod echo;
@@ -15,3 +16,4 @@ pub mod ferrolb;
 pub mod forward;
 pub mod harness;
 pub mod probe;
+pub mod workloads;

@@ -10,6 +10,7 @@ use ferrolb_testbed::harness::{
     Probe, TestNamespace, Testbed, ingress_ips, netns_sh, pod_pid, pod_ready, replace_lb_config,
     wait_for,
 };
+use ferrolb_testbed::workloads::{create_deployment, echo_container, on_node};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::events::v1::Event;
@@ -54,22 +55,11 @@ async fn l2(prefix: &str) -> anyhow::Result<L2> {
 impl L2 {
     /// An echo Deployment (answers `pod=… node=…`), optionally pinned to one node.
     async fn echo(&self, name: &str, replicas: u32, node: Option<&str>) -> anyhow::Result<()> {
-        let mut spec = json!({"containers": [{
-            "name": "echo", "image": "ferrolb-testbed/echo:latest", "args": ["--port", "8080"],
-            "ports": [{"name": "http", "containerPort": 8080}],
-            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1},
-        }]});
-        if let Some(node) = node {
-            spec["nodeSelector"] = json!({"kubernetes.io/hostname": node});
-        }
-        let deployment: Deployment = serde_json::from_value(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}}, "spec": spec}},
-        }))?;
-        Api::<Deployment>::namespaced(self.client.clone(), &self.ns.name)
-            .create(&PostParams::default(), &deployment)
-            .await?;
+        let spec = match node {
+            Some(node) => on_node(node, json!([echo_container()])),
+            None => json!({"containers": [echo_container()]}),
+        };
+        create_deployment(&self.client, &self.ns.name, name, replicas as usize, spec).await?;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns.name);
         let selector = format!("app={name}");
         wait_for(&format!("{replicas} ready {name} pods"), T, || async {
