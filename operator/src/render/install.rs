@@ -8,19 +8,21 @@
 
 use std::collections::BTreeMap;
 
+use ferrolb_api::wiring::{env, ports};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecurityContext, ServiceAccount,
+    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ObjectMeta;
 
-use super::rbac::{CONTROLLER_ROLE, SPEAKER_ROLE};
-use super::workloads::{NONROOT, field_env, http_probe, resources_or, value_env};
+use super::rbac::{CONTROLLER_ROLE, SPEAKER_ROLE, rule};
+use super::workloads::{
+    field_env, http_probe, resources_or, restricted_container, restricted_pod, value_env,
+};
 use super::{Settings, install_labels};
 
 /// Namespace of the operator (the operands run in `spec.namespace`, by default the same).
@@ -29,16 +31,6 @@ pub const OPERATOR_NAMESPACE: &str = "ferrolb-system";
 pub const OPERATOR: &str = "ferrolb-operator";
 /// Port of the operator's /healthz, /readyz and /metrics.
 pub const OPERATOR_HEALTH_PORT: i32 = 8080;
-
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
-    let strings = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    PolicyRule {
-        api_groups: Some(strings(groups)),
-        resources: Some(strings(resources)),
-        verbs: strings(verbs),
-        ..PolicyRule::default()
-    }
-}
 
 fn labels(settings: &Settings) -> BTreeMap<String, String> {
     install_labels(settings, "operator")
@@ -191,28 +183,20 @@ pub fn operator_deployment(settings: &Settings) -> Deployment {
             format!("--health-addr=0.0.0.0:{OPERATOR_HEALTH_PORT}"),
         ]),
         env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            value_env("FERROLB_IMAGE", &settings.image),
-            value_env("FERROLB_LOG_FORMAT", "json"),
+            field_env(env::POD_NAME, "metadata.name"),
+            field_env(env::POD_NAMESPACE, "metadata.namespace"),
+            value_env(env::IMAGE, &settings.image),
+            value_env(env::LOG_FORMAT, "json"),
         ] as Vec<EnvVar>),
         ports: Some(vec![ContainerPort {
-            name: Some("monitoring".to_owned()),
+            name: Some(ports::MONITORING_NAME.to_owned()),
             container_port: OPERATOR_HEALTH_PORT,
             ..ContainerPort::default()
         }]),
         readiness_probe: Some(http_probe("/readyz", 2)),
         liveness_probe: Some(http_probe("/healthz", 10)),
         resources: Some(resources_or(None, "10m", "24Mi", "128Mi")),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container()),
         ..Container::default()
     };
     Deployment {
@@ -231,16 +215,7 @@ pub fn operator_deployment(settings: &Settings) -> Deployment {
                 spec: Some(PodSpec {
                     service_account_name: Some(OPERATOR.to_owned()),
                     termination_grace_period_seconds: Some(10),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(NONROOT),
-                        run_as_group: Some(NONROOT),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(restricted_pod()),
                     containers: vec![container],
                     ..PodSpec::default()
                 }),

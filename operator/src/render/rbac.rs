@@ -21,7 +21,8 @@ pub const SPEAKER_ROLE: &str = "ferrolb-speaker";
 /// The controller's Lease (leader election), the only one it may update.
 pub const CONTROLLER_LEASE: &str = "ferrolb-controller";
 
-fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+/// A rule granting `verbs` on `resources` of `groups`.
+pub(super) fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     let strings = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     PolicyRule {
         api_groups: Some(strings(groups)),

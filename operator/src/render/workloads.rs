@@ -59,6 +59,35 @@ pub fn namespace(spec: &LoadBalancerConfigSpec, settings: &Settings) -> Namespac
     }
 }
 
+/// A container with nothing it does not need: no privilege escalation, a read-only root
+/// filesystem, every capability dropped (the `restricted` Pod Security level).
+pub(super) fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// A pod that runs as the image's non-root user (and group: CRI would give it gid 0), with the
+/// runtime's default seccomp profile.
+pub(super) fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NONROOT),
+        run_as_group: Some(NONROOT),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
 pub(super) fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
@@ -211,30 +240,13 @@ pub fn controller_deployment(spec: &LoadBalancerConfigSpec, settings: &Settings)
         readiness_probe: Some(http_probe("/readyz", 2)),
         liveness_probe: Some(http_probe("/healthz", 10)),
         resources: Some(resources(placement, "10m", "32Mi", "128Mi")),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container()),
         ..Container::default()
     };
     let pod = PodSpec {
         service_account_name: Some(component.object_name().to_owned()),
         termination_grace_period_seconds: Some(10),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(NONROOT),
-            run_as_group: Some(NONROOT),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(restricted_pod()),
         affinity: Some(placement.affinity.clone().unwrap_or(spread)),
         node_selector: (!placement.node_selector.is_empty())
             .then(|| placement.node_selector.clone()),
