@@ -151,14 +151,26 @@ async fn apply_skewed(client: &Client, skew_seconds: i64) -> anyhow::Result<()> 
             "template": template,
         },
     });
-    deployments
+    let applied = deployments
         .patch(
             SKEWED,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&skewed),
         )
         .await?;
-    Ok(())
+    // Until the rollout of this generation is over, the old pod may still be the only one (and
+    // ready): the caller must not take it for the new one.
+    let generation = applied.metadata.generation;
+    wait_for("the skewed replica rolled out", T, || async {
+        let d = deployments.get(SKEWED).await?;
+        let status = d.status.unwrap_or_default();
+        let done = status.observed_generation >= generation
+            && status.updated_replicas == Some(1)
+            && status.replicas == Some(1)
+            && status.ready_replicas == Some(1);
+        Ok(done.then_some(()))
+    })
+    .await
 }
 
 async fn service_gets_an_ip(api: &Api<Service>, name: &str) -> anyhow::Result<Vec<String>> {

@@ -143,6 +143,15 @@ async fn one_config_deploys_everything_repairs_drift_and_uninstalls_cleanly() ->
     })
     .await?;
 
+    // The membership key is the operator's to create: a Secret an earlier test made by hand
+    // (which the operator would rightly leave alone) goes first.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "ferrolb-system");
+    if secrets.get_opt("ferrolb-memberlist").await?.is_some() {
+        secrets
+            .delete("ferrolb-memberlist", &DeleteParams::default())
+            .await?;
+    }
+
     // One config, the Layer 2 sample's shape: the operator deploys the rest.
     let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
     let config: ferrolb_api::LoadBalancerConfig = serde_json::from_value(json!({
