@@ -44,48 +44,17 @@ pub fn files() -> Result<Vec<File>, YamlError> {
     let settings = Settings::of_this_build();
     let ops = render::operands(&spec, &settings);
     let roles = render::cluster_roles(&settings);
-    let rbac = |c: Component| -> Vec<&dyn Doc> {
-        let named = |name: &Option<String>| name.as_deref() == Some(c.object_name());
-        let mut docs: Vec<&dyn Doc> = Vec::new();
-        docs.extend(
-            ops.service_accounts
-                .iter()
-                .filter(|o| named(&o.metadata.name))
-                .map(|o| o as &dyn Doc),
-        );
-        docs.extend(
-            roles
-                .iter()
-                .filter(|o| named(&o.metadata.name))
-                .map(|o| o as &dyn Doc),
-        );
-        docs.extend(
-            ops.cluster_role_bindings
-                .iter()
-                .filter(|o| named(&o.metadata.name))
-                .map(|o| o as &dyn Doc),
-        );
-        let mine = |labels: &Option<std::collections::BTreeMap<String, String>>| {
-            labels
-                .as_ref()
-                .and_then(|l| l.get("app.kubernetes.io/component"))
-                .map(String::as_str)
-                == Some(c.name())
-        };
-        docs.extend(
-            ops.roles
-                .iter()
-                .filter(|o| mine(&o.metadata.labels))
-                .map(|o| o as &dyn Doc),
-        );
-        docs.extend(
-            ops.role_bindings
-                .iter()
-                .filter(|o| mine(&o.metadata.labels))
-                .map(|o| o as &dyn Doc),
-        );
-        docs
-    };
+    // Every per-operand list is in the order [controller, speaker] (see `render::Operands`).
+    let rbac: Vec<Vec<&dyn Doc>> = ops
+        .service_accounts
+        .iter()
+        .zip(&roles)
+        .zip(&ops.cluster_role_bindings)
+        .zip(&ops.roles)
+        .zip(&ops.role_bindings)
+        .map(|((((sa, cr), crb), role), rb)| vec![sa as &dyn Doc, cr, crb, role, rb])
+        .collect();
+    let rbac_of = |c: Component| rbac.get(c as usize).map_or(&[][..], Vec::as_slice);
     let (sa, cr, crb, role, rb) = render::install::operator_rbac(&settings);
     let deployment = render::install::operator_deployment(&settings);
     let namespace = render::install::operator_namespace(&settings);
@@ -118,12 +87,12 @@ pub fn files() -> Result<Vec<File>, YamlError> {
         file(
             "rbac/controller.yaml",
             "The controller's identity and least-privilege permissions: read Services, Namespaces and\nthe LoadBalancerConfig; write only Service status, the one annotation it owns, pool usage,\nEvents, and its own leader-election Lease. No wildcards, no Secrets.",
-            &rbac(Component::Controller),
+            rbac_of(Component::Controller),
         )?,
         file(
             "rbac/speaker.yaml",
             "The speaker's identity and least-privilege permissions: read Services, EndpointSlices,\nNodes, the LoadBalancerConfig and the speaker pods of its own namespace; write only the\nferrolb.io/Announced condition in Service status and Events. No wildcards, no Secrets (the\nmembership key arrives as a mounted volume).",
-            &rbac(Component::Speaker),
+            rbac_of(Component::Speaker),
         )?,
     ])
 }

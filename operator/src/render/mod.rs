@@ -46,13 +46,13 @@ impl Settings {
     }
 }
 
-/// The two operands.
+/// The two operands, in the order of every per-operand list of [`Operands`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Component {
     /// The controller Deployment.
-    Controller,
+    Controller = 0,
     /// The speaker DaemonSet.
-    Speaker,
+    Speaker = 1,
 }
 
 impl Component {
@@ -136,7 +136,8 @@ pub fn selector_labels(component: Component) -> BTreeMap<String, String> {
 }
 
 /// Every object the operator applies for `spec`, in the order it applies them (namespace and
-/// identities before the workloads that use them). The cluster roles are not here: they ship
+/// identities before the workloads that use them); each list holds the controller's object,
+/// then the speaker's ([`Component`] order). The cluster roles are not here: they ship
 /// with the operator's install (plain manifests or the OLM bundle) and are only bound.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Operands {
