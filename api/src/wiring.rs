@@ -98,12 +98,24 @@ pub mod names {
     pub const CONTROLLER_LEASE: &str = "ferrolb-controller";
     /// The Secret holding the speakers' liveness key.
     pub const MEMBERLIST_SECRET: &str = "ferrolb-memberlist";
-    /// The key of the liveness key in [`MEMBERLIST_SECRET`].
+    /// The key of the liveness key in [`MEMBERLIST_SECRET`]: the one speakers sign with (and
+    /// accept).
     pub const MEMBERLIST_SECRET_KEY: &str = "key";
+    /// Optional, during a key rotation: the key that will be sent with next, accepted already.
+    pub const MEMBERLIST_SECRET_NEXT_KEY: &str = "next";
+    /// Optional, during a key rotation: the key that was sent with before, still accepted.
+    pub const MEMBERLIST_SECRET_PREVIOUS_KEY: &str = "previous";
     /// Where the speaker mounts [`MEMBERLIST_SECRET`].
     pub const MEMBERLIST_MOUNT: &str = "/etc/ferrolb/memberlist";
     /// The key file in it: [`MEMBERLIST_MOUNT`]/[`MEMBERLIST_SECRET_KEY`].
     pub const MEMBERLIST_KEY_FILE: &str = "/etc/ferrolb/memberlist/key";
+}
+
+/// Annotations of the membership key rotation (`docs/key-rotation.md`).
+pub mod annotations {
+    /// On the LoadBalancerConfig, set by the admin: a new value requests one rotation of the
+    /// speakers' membership key.
+    pub const ROTATE_MEMBERSHIP_KEY: &str = "ferrolb.io/rotate-membership-key";
 }
 
 /// Server-side apply field managers (also the Events' reporting controller).

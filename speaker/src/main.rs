@@ -47,8 +47,12 @@ struct Cli {
     #[arg(long, default_value = labels::SPEAKER_SELECTOR)]
     speaker_selector: String,
 
-    /// File holding the key that authenticates liveness messages (the Secret
-    /// ferrolb-memberlist, mounted). Re-read every 10 s, so the key can be rotated.
+    /// File holding the key that signs and authenticates liveness messages (the entry `key` of
+    /// the Secret ferrolb-memberlist, mounted). The optional files `next` and `previous` in the
+    /// same directory hold keys that are accepted but never sent with: a key rotation adds the
+    /// new key as `next`, then makes it `key` and keeps the old one as `previous`, then drops it
+    /// (see docs/key-rotation.md). Every file is re-read every 10 s; a change counts once a
+    /// second read agrees.
     #[arg(long, env = env::MEMBERLIST_KEY_FILE, default_value = names::MEMBERLIST_KEY_FILE)]
     memberlist_key_file: PathBuf,
 

@@ -30,7 +30,8 @@ use ferrolb_runtime::latest::{LatestReceiver, LatestSender, latest};
 
 use crate::announce::condition::{Write, announced_condition, condition_write};
 use crate::l2::Responder;
-use crate::membership::{self, Membership, MembershipMetrics, View};
+use crate::membership::keys::{KeyFiles, REREAD};
+use crate::membership::{self, Keys, Membership, MembershipMetrics, View};
 use crate::metrics::Metrics;
 use crate::world::{ANNOUNCED_CONDITION, Changed, Plan, World};
 use ferrolb_api::v1alpha1::LoadBalancerConfig;
@@ -50,9 +51,10 @@ pub struct Context {
     pub namespace: String,
     /// Label selector of the speaker pods.
     pub speaker_selector: String,
-    /// The file holding the membership key (a Secret mounted as a volume).
+    /// The file holding the membership key (a Secret mounted as a volume); the keys `next` and
+    /// `previous` of a rotation are files beside it ([`membership::keys`]).
     pub key_file: PathBuf,
-    /// Liveness settings; `key` is read from `key_file`.
+    /// Liveness settings; `keys` are read from the key files.
     pub membership: membership::Config,
     /// The running responder.
     pub responder: Responder,
@@ -153,8 +155,9 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     let mut membership: Option<Membership> = None;
     let (_no_view_tx, no_view) = watch::channel(View::default());
     let mut view = no_view.clone();
-    let mut key: Option<Vec<u8>> = None;
-    let mut key_check = tokio::time::interval(Duration::from_secs(10));
+    let mut keys: Option<Keys> = None;
+    let mut key_files = KeyFiles::beside(&ctx.key_file).watch(REREAD);
+    let mut key_files_open = true;
     // Recomputes now and then even when nothing changed, so a failed condition write is retried.
     let mut resync = tokio::time::interval(RESEND / 2);
     let mut peers = BTreeMap::new();
@@ -167,16 +170,20 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
         tokio::select! {
             () = &mut shutdown => break Ok(()),
             _ = resync.tick() => stale = true,
-            _ = key_check.tick() => {
-                let read = read_key(&ctx.key_file).await;
-                if read != key {
-                    stale = true;
-                    key = read;
-                    membership = update_membership(&ctx, membership, key.clone()).await;
-                    view = membership.as_ref().map_or_else(|| no_view.clone(), Membership::subscribe);
-                    if let Some(m) = &membership {
-                        m.set_peers(peers.clone());
-                    }
+            changed = key_files.changed(), if key_files_open => {
+                if changed.is_err() {
+                    // The reader task died (it never returns on its own): keep the keys in use.
+                    tracing::error!("the membership key files are no longer read");
+                    key_files_open = false;
+                    continue;
+                }
+                let read = key_files.borrow_and_update().clone();
+                stale = true;
+                let before = std::mem::replace(&mut keys, read);
+                membership = update_membership(&ctx, membership, before.as_ref(), keys.clone()).await;
+                view = membership.as_ref().map_or_else(|| no_view.clone(), Membership::subscribe);
+                if let Some(m) = &membership {
+                    m.set_peers(peers.clone());
                 }
             }
             changed = view.changed() => {
@@ -260,30 +267,36 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     result
 }
 
-/// Starts, re-keys or stops the membership after the key file changed.
+/// Starts, re-keys or stops the membership after the key files changed (from `before`).
 async fn update_membership(
     ctx: &Context,
     running: Option<Membership>,
-    key: Option<Vec<u8>>,
+    before: Option<&Keys>,
+    keys: Option<Keys>,
 ) -> Option<Membership> {
-    match (running, key) {
-        (Some(m), Some(key)) => {
+    match (running, keys) {
+        (Some(m), Some(keys)) => {
+            let new_send_key = before.is_none_or(|b| b.send() != keys.send());
+            // Never the keys themselves: only what changed.
             tracing::info!(
-                "membership key changed; re-keying (the old key is accepted for a while)"
+                new_send_key,
+                accepted = keys.accepted().count(),
+                "membership keys changed; re-keying"
             );
-            m.set_key(key);
+            m.set_keys(keys);
             Some(m)
         }
         (Some(m), None) => {
             tracing::warn!(file = %ctx.key_file.display(),
                 "membership key gone; liveness falls back to Kubernetes readiness (slow failover)");
             m.shutdown().await;
+            ctx.membership_metrics.keys.set(0);
             None
         }
-        (None, Some(key)) => {
+        (None, Some(keys)) => {
             let config = membership::Config {
                 node: ctx.node.clone(),
-                key,
+                keys,
                 ..ctx.membership.clone()
             };
             match Membership::start(config, ctx.membership_metrics.clone()).await {
@@ -304,13 +317,6 @@ async fn update_membership(
             None
         }
     }
-}
-
-/// The key from its file; None when missing or empty. Never logged.
-async fn read_key(path: &std::path::Path) -> Option<Vec<u8>> {
-    let bytes = tokio::fs::read(path).await.ok()?;
-    let trimmed = bytes.trim_ascii();
-    (!trimmed.is_empty()).then(|| trimmed.to_vec())
 }
 
 /// Recomputes what this node announces for what `changed`; applies it to the responder first,

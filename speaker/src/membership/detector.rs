@@ -8,21 +8,23 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use ring::hmac;
-
+use super::keys::Keys;
 use super::metrics::{DropReason, MembershipMetrics};
 use super::wire::{self, Body, Message, WireError};
 use super::{Config, PeerState, View};
 
 mod dissemination;
+mod keyring;
 
 use dissemination::{DEAD_REPEATS, GREETING_RETRY, digest_of};
+use keyring::Keyring;
 
 /// Messages whose timestamp is further than this from our clock are dropped as `stale`. Replays
 /// are otherwise caught by the per-sender (incarnation, sequence) check; this window bounds what an
 /// attacker can replay to a receiver that restarted and forgot those counters.
 pub const MAX_SKEW: Duration = Duration::from_secs(5);
-/// After a key rotation, messages signed with the previous key are accepted this long.
+/// After the send key changed, messages signed with the one before are accepted this long (on
+/// top of the keys the Secret lists: see [`super::keys`]).
 pub const KEY_GRACE: Duration = Duration::from_secs(120);
 /// Monitors that must suspect a member before it is declared dead (fewer if it has fewer).
 const AGREEMENT: usize = 2;
@@ -74,8 +76,7 @@ pub struct Detector {
     interval: Duration,
     timeout: Duration,
     monitors: usize,
-    key: hmac::Key,
-    old_key: Option<(hmac::Key, Instant)>,
+    keys: Keyring,
     start: Instant,
     start_unix_ms: u64,
     incarnation: u64,
@@ -141,8 +142,7 @@ impl Detector {
             interval: config.interval.max(Duration::from_millis(1)),
             timeout: config.timeout.max(Duration::from_millis(1)),
             monitors: config.monitors.max(1),
-            key: hmac::Key::new(hmac::HMAC_SHA256, &config.key),
-            old_key: None,
+            keys: Keyring::new(&config.keys),
             start: now,
             start_unix_ms: unix_ms,
             incarnation: unix_ms,
@@ -164,6 +164,7 @@ impl Detector {
             .ring
             .insert((ring_hash(&detector.node), detector.node.clone()));
         detector.refresh(now);
+        detector.count_keys();
         detector
     }
 
@@ -236,11 +237,17 @@ impl Detector {
         Some(last + self.timeout)
     }
 
-    /// Replaces the key; messages signed with the old one are accepted for [`KEY_GRACE`].
-    pub fn set_key(&mut self, now: Instant, key: &[u8]) {
-        let new = hmac::Key::new(hmac::HMAC_SHA256, key);
-        let old = std::mem::replace(&mut self.key, new);
-        self.old_key = Some((old, now + KEY_GRACE));
+    /// Replaces the keys: sign with `keys.send()`, accept every one of `keys`, and, if the send
+    /// key changed, the one signed with until now for [`KEY_GRACE`].
+    pub fn set_keys(&mut self, now: Instant, keys: &Keys) {
+        self.keys.set(now, keys);
+        self.count_keys();
+    }
+
+    fn count_keys(&self) {
+        self.metrics
+            .keys
+            .set(i64::try_from(self.keys.accepted()).unwrap_or(i64::MAX));
     }
 
     /// Replaces the peer set (node names from Kubernetes; self is ignored). New peers start
@@ -288,12 +295,10 @@ impl Detector {
     /// Timers: pings, heartbeats, suspicions, repeated notices. Call at [`Detector::next_wakeup`].
     pub fn on_tick(&mut self, now: Instant) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        if self
-            .old_key
-            .as_ref()
-            .is_some_and(|(_, until)| now >= *until)
-        {
-            self.old_key = None;
+        let accepted = self.keys.accepted();
+        self.keys.expire(now);
+        if self.keys.accepted() != accepted {
+            self.count_keys();
         }
         self.check_suspicions(now, &mut out);
         self.repeat_due(now, &mut out);
@@ -330,8 +335,7 @@ impl Detector {
     /// Handles one received datagram.
     pub fn on_message(&mut self, now: Instant, bytes: &[u8]) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        let keys = std::iter::once(&self.key).chain(self.old_key.as_ref().map(|(k, _)| k));
-        let msg = match wire::decode(bytes, keys) {
+        let msg = match wire::decode(bytes, self.keys.verifying()) {
             Ok(msg) => msg,
             Err(WireError::BadMac) => {
                 self.metrics.count_drop(DropReason::BadMac);
@@ -619,7 +623,7 @@ impl Detector {
             digest: self.digest,
             body,
         };
-        match wire::encode(&msg, &self.key) {
+        match wire::encode(&msg, self.keys.signing()) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
                 tracing::warn!(error = %e, node = %self.node, "cannot encode membership message");

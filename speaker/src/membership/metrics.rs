@@ -61,6 +61,8 @@ pub struct MembershipMetrics {
     pub members: Gauge,
     /// Peer state changes, by new state.
     pub state_changes: Family<StateLabels, Counter>,
+    /// Keys messages are accepted with (1; 2 during a key rotation; 0 without membership).
+    pub keys: Gauge,
 }
 
 impl MembershipMetrics {
@@ -90,6 +92,11 @@ impl MembershipMetrics {
             "speaker_membership_state_changes",
             "Peer state changes seen by this speaker, by new state",
             self.state_changes.clone(),
+        );
+        registry.register(
+            "speaker_membership_keys",
+            "Keys this speaker accepts membership messages with: 1, 2 while a key rotation is under way, 0 without membership",
+            self.keys.clone(),
         );
     }
 

@@ -71,8 +71,18 @@
 //! incarnation to outrank, and refutes. A Leave or Dead replayed
 //! inside the window to a receiver that restarted can bury a live speaker there only until its
 //! next ping, which is answered with the notice and refuted. Reordered
-//! datagrams are dropped as `replay`, which the protocol tolerates like loss. Rotation with
-//! [`Membership::set_key`]: send with the new key, accept the old one for [`detector::KEY_GRACE`].
+//! datagrams are dropped as `replay`, which the protocol tolerates like loss.
+//!
+//! # Keys and their rotation
+//!
+//! The Secret holds the key to send with (`key`) and, during a rotation, one more key to accept
+//! (`next`, then `previous`); [`keys`] reads them and explains why this order never drops a live
+//! peer's message. [`Membership::set_keys`] takes a new set at once; when its send key differs,
+//! the one sent with before stays accepted for [`detector::KEY_GRACE`] as well. The gauge
+//! `ferrolb_speaker_membership_keys` shows how many keys are accepted. Rewriting `key` in one step
+//! (or deleting the Secret) is not a rotation: until every kubelet has delivered it, speakers on
+//! the old key drop the messages of those on the new one and declare them dead.
+//!
 //! The key is shared by all speakers, so it authenticates membership in the cluster, not the
 //! individual sender: a speaker holding the key can speak for any other.
 //!
@@ -83,6 +93,7 @@
 //! Node's Ready condition (Kubernetes' own, slower liveness).
 
 pub mod detector;
+pub mod keys;
 pub mod metrics;
 pub mod wire;
 
@@ -99,6 +110,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use detector::{Detector, Outgoing};
+pub use keys::Keys;
 pub use metrics::MembershipMetrics;
 
 /// Configuration of the membership protocol.
@@ -108,8 +120,8 @@ pub struct Config {
     pub node: String,
     /// UDP port, the same on every node.
     pub port: u16,
-    /// The shared HMAC key (from the Secret).
-    pub key: Vec<u8>,
+    /// The shared HMAC keys (from the Secret): one to sign with, all to verify with.
+    pub keys: Keys,
     /// How often each speaker pings its monitored predecessors and heartbeats its watchers.
     pub interval: Duration,
     /// Silence after which a monitor suspects its predecessor.
@@ -123,7 +135,7 @@ impl Default for Config {
         Config {
             node: String::new(),
             port: 7947,
-            key: Vec::new(),
+            keys: Keys::default(),
             interval: Duration::from_millis(100),
             timeout: Duration::from_millis(300),
             monitors: 3,
@@ -136,7 +148,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("node", &self.node)
             .field("port", &self.port)
-            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("keys", &self.keys)
             .field("interval", &self.interval)
             .field("timeout", &self.timeout)
             .field("monitors", &self.monitors)
@@ -201,7 +213,7 @@ impl View {
 
 enum Command {
     Peers(BTreeMap<String, SocketAddr>),
-    Key(Vec<u8>),
+    Keys(Keys),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -221,7 +233,7 @@ impl Membership {
     /// Binds UDP `[::]:port` (dual-stack; `0.0.0.0:port` where IPv6 is off) and starts the
     /// protocol. Peers are added with [`Membership::set_peers`].
     pub async fn start(config: Config, metrics: MembershipMetrics) -> std::io::Result<Membership> {
-        if config.key.is_empty() {
+        if config.keys.send().is_empty() {
             tracing::warn!(
                 "the membership key is empty: anyone on the network can forge liveness messages"
             );
@@ -263,10 +275,10 @@ impl Membership {
         let _ = self.commands.send(Command::Peers(peers));
     }
 
-    /// Rotates the key: send with `key` from now on, accept the previous one for
-    /// [`detector::KEY_GRACE`].
-    pub fn set_key(&self, key: Vec<u8>) {
-        let _ = self.commands.send(Command::Key(key));
+    /// Takes new keys: send with `keys.send()` from now on and accept every one of `keys` (and
+    /// the key sent with until now, for [`detector::KEY_GRACE`]).
+    pub fn set_keys(&self, keys: Keys) {
+        let _ = self.commands.send(Command::Keys(keys));
     }
 
     /// The view, updated whenever it changes.
@@ -346,8 +358,8 @@ async fn run(
                     addrs = peers;
                     detector.set_peers(Instant::now(), &names)
                 }
-                Some(Command::Key(key)) => {
-                    detector.set_key(Instant::now(), &key);
+                Some(Command::Keys(keys)) => {
+                    detector.set_keys(Instant::now(), &keys);
                     Vec::new()
                 }
                 Some(Command::Shutdown(done)) => {

@@ -328,7 +328,7 @@ mod tests {
 
     fn config() -> Config {
         Config {
-            key: b"simulated secret".to_vec(),
+            keys: crate::membership::Keys::single(*b"simulated secret"),
             ..Config::default()
         }
     }

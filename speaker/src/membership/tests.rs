@@ -8,7 +8,7 @@ use super::detector::{Detector, KEY_GRACE, MAX_SKEW};
 use super::metrics::{DropReason, MembershipMetrics};
 use super::sim::{Sim, kill_and_detect, rate, started};
 use super::wire::{self, Body, Message};
-use super::{Config, Membership, PeerState, View};
+use super::{Config, Keys, Membership, PeerState, View};
 
 const KEY: &[u8] = b"the shared secret";
 const UNIX: u64 = 1_800_000_000_000;
@@ -19,7 +19,7 @@ fn node_a() -> (Detector, MembershipMetrics, Instant) {
     let t0 = Instant::now();
     let config = Config {
         node: "a".into(),
-        key: KEY.to_vec(),
+        keys: Keys::single(KEY),
         ..Config::default()
     };
     let mut d = Detector::new(&config, t0, UNIX, metrics.clone());
@@ -191,12 +191,14 @@ fn authenticated_garbage_is_dropped_as_malformed() {
 #[test]
 fn old_key_is_accepted_for_the_grace_period_only() {
     let (mut a, metrics, t0) = node_a();
-    a.set_key(t0, b"new key");
+    a.set_keys(t0, &Keys::single(*b"new key"));
     a.on_message(t0, &signed(KEY, "b", 7, 1, UNIX, Body::Heartbeat));
     a.on_message(t0, &signed(b"new key", "b", 7, 2, UNIX, Body::Heartbeat));
     assert_eq!(metrics.received.get(), 2);
+    assert_eq!(metrics.keys.get(), 2);
     let later = t0 + KEY_GRACE + Duration::from_secs(1);
     a.on_tick(later);
+    assert_eq!(metrics.keys.get(), 1);
     let ms = UNIX + u64::try_from((KEY_GRACE + Duration::from_secs(1)).as_millis()).unwrap();
     a.on_message(later, &signed(KEY, "b", 7, 3, ms, Body::Heartbeat));
     assert_eq!(metrics.dropped_for(DropReason::BadMac), 1);
@@ -204,6 +206,34 @@ fn old_key_is_accepted_for_the_grace_period_only() {
     let out = a.on_tick(later + Duration::from_secs(1));
     let any = out.first().expect("pings");
     assert!(wire::decode(&any.bytes, [&hmac::Key::new(hmac::HMAC_SHA256, b"new key")]).is_ok());
+}
+
+#[test]
+fn a_next_key_is_accepted_but_not_sent_with_until_it_becomes_the_key() {
+    let (mut a, metrics, t0) = node_a();
+    a.set_keys(t0, &Keys::new(KEY.to_vec(), [b"next key".to_vec()]));
+    assert_eq!(metrics.keys.get(), 2);
+    a.on_message(t0, &signed(KEY, "b", 7, 1, UNIX, Body::Heartbeat));
+    a.on_message(t0, &signed(b"next key", "c", 7, 1, UNIX, Body::Heartbeat));
+    assert_eq!(metrics.received.get(), 2);
+    assert_eq!(metrics.dropped_for(DropReason::BadMac), 0);
+    let out = a.on_tick(t0 + Duration::from_millis(100));
+    let any = out.first().expect("pings");
+    assert!(decode_with(&any.bytes, KEY).is_some());
+    assert!(decode_with(&any.bytes, b"next key").is_none());
+    // Promoted: sends with it, still accepts the previous key.
+    a.set_keys(t0, &Keys::new(b"next key".to_vec(), [KEY.to_vec()]));
+    a.on_message(t0, &signed(KEY, "b", 7, 2, UNIX, Body::Heartbeat));
+    let out = a.on_tick(t0 + Duration::from_millis(200));
+    let any = out.first().expect("pings");
+    assert!(decode_with(&any.bytes, b"next key").is_some());
+    assert_eq!(metrics.dropped_for(DropReason::BadMac), 0);
+    assert_eq!(a.state("b"), Some(PeerState::Alive));
+    assert_eq!(a.state("c"), Some(PeerState::Alive));
+}
+
+fn decode_with(bytes: &[u8], key: &[u8]) -> Option<Message> {
+    wire::decode(bytes, [&hmac::Key::new(hmac::HMAC_SHA256, key)]).ok()
 }
 
 #[test]
@@ -364,7 +394,7 @@ fn isolated_when_no_peer_is_heard_for_the_timeout() {
 fn a_lone_node_is_never_isolated() {
     let config = Config {
         node: "a".into(),
-        key: KEY.to_vec(),
+        keys: Keys::single(KEY),
         ..Config::default()
     };
     let t0 = Instant::now();
@@ -456,6 +486,7 @@ fn metrics_register_under_their_names() {
         "ferrolb_speaker_membership_messages_dropped_total{reason=\"replay\"} 1",
         "ferrolb_speaker_membership_members",
         "ferrolb_speaker_membership_state_changes_total{state=\"dead\"} 1",
+        "ferrolb_speaker_membership_keys",
     ] {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
@@ -464,7 +495,7 @@ fn metrics_register_under_their_names() {
 #[test]
 fn config_debug_never_shows_the_key() {
     let config = Config {
-        key: b"hunter2".to_vec(),
+        keys: Keys::single(*b"hunter2"),
         ..Config::default()
     };
     assert!(!format!("{config:?}").contains("hunter2"));
@@ -474,7 +505,7 @@ fn config_debug_never_shows_the_key() {
 
 fn sim_config() -> Config {
     Config {
-        key: KEY.to_vec(),
+        keys: Keys::single(KEY),
         ..Config::default()
     }
 }
@@ -597,7 +628,7 @@ async fn speakers_over_udp_detect_a_crash_a_leave_and_ignore_forgeries() {
         let config = Config {
             node: name.into(),
             port: 0,
-            key: KEY.to_vec(),
+            keys: Keys::single(KEY),
             ..Config::default()
         };
         let metrics = MembershipMetrics::default();
