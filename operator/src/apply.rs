@@ -1,23 +1,30 @@
 //! Carries the rendered operands out: server-side apply under the field manager
 //! `ferrolb-operator`, owner references to the LoadBalancerConfig on everything it may own,
 //! pruning of what carries the operator's label but is no longer rendered, and deletion of all
-//! of it on uninstall.
+//! of it on uninstall. The speakers' membership Secret is created once, and rewritten only by a
+//! requested key rotation, one phase at a time ([`crate::rotation`] decides).
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
+use std::time::Duration;
 
 use ferrolb_api::LoadBalancerConfig;
+use ferrolb_api::wiring::annotations::ROTATE_MEMBERSHIP_KEY;
+use k8s_openapi::ByteString;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::render::{FIELD_MANAGER, MANAGED_BY, MEMBERLIST_SECRET, Operands};
+use crate::rotation;
 
 /// Why applying failed.
 pub type Error = kube::Error;
@@ -82,16 +89,30 @@ pub struct Applied {
     pub controller: Deployment,
     /// The speaker DaemonSet.
     pub speaker: DaemonSet,
+    /// Where the membership key rotation stands.
+    pub key_rotation: KeyRotation,
+}
+
+/// What the membership key rotation needs from the reconcile, and tells it back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyRotation {
+    /// When to reconcile again for the rotation's next phase (`None`: nothing is due).
+    pub requeue: Option<Duration>,
+    /// For the status: what a rotation under way is doing (`None`: none is).
+    pub progress: Option<String>,
 }
 
 /// Applies every operand, in dependency order. The namespace is taken over only when the
 /// operator created it or it does not exist: a namespace the admin made keeps its owner and
-/// only gets the Pod Security labels, and is never deleted by the operator.
+/// only gets the Pod Security labels, and is never deleted by the operator. `membership_key`
+/// makes a random key (for a new membership Secret, or a rotation); `key_rotation_step` is the
+/// time between two phases of a rotation.
 pub async fn apply_all(
     client: &Client,
     config: &LoadBalancerConfig,
     ops: &Operands,
     membership_key: impl FnOnce() -> Option<String>,
+    key_rotation_step: Duration,
 ) -> Result<Applied, Error> {
     let owner = owner(config);
     let owner = owner.as_ref();
@@ -135,34 +156,40 @@ pub async fn apply_all(
     for rb in &ops.role_bindings {
         apply_in(client, &with_owner(rb.clone(), owner)).await?;
     }
-    ensure_membership_secret(client, config, &ns_name, membership_key).await?;
+    let key_rotation =
+        ensure_membership_secret(client, config, &ns_name, membership_key, key_rotation_step)
+            .await?;
     let controller = apply_in(client, &with_owner(ops.controller.clone(), owner)).await?;
     let speaker = apply_in(client, &with_owner(ops.speaker.clone(), owner)).await?;
     Ok(Applied {
         controller,
         speaker,
+        key_rotation,
     })
 }
 
-/// Creates the speakers' membership Secret with a fresh random key when there is none. An
-/// existing Secret is never rewritten (its key would change under running speakers); deleting
-/// it makes the operator create a new key.
+/// Creates the speakers' membership Secret with a fresh random key when there is none, and
+/// carries out the key rotation the config requests ([`rotation::decide`]). Otherwise an
+/// existing Secret is never rewritten (its key would change under running speakers). Deleting
+/// it makes the operator create a new key: the blunt way, which may fail over (see
+/// [`rotation`]).
 async fn ensure_membership_secret(
     client: &Client,
     config: &LoadBalancerConfig,
     namespace: &str,
     key: impl FnOnce() -> Option<String>,
-) -> Result<(), Error> {
+    step: Duration,
+) -> Result<KeyRotation, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    if api.get_opt(MEMBERLIST_SECRET.0).await?.is_some() {
-        return Ok(());
+    if let Some(existing) = api.get_opt(MEMBERLIST_SECRET.0).await? {
+        return rotate_membership_key(&api, config, existing, key, step).await;
     }
     let Some(key) = key() else {
         tracing::error!(
             namespace,
             "no random key could be made (the OS has no entropy source?); the speakers fall back to Node readiness until one can"
         );
-        return Ok(());
+        return Ok(KeyRotation::default());
     };
     let secret = crate::render::membership_secret(config, namespace, key);
     match api.create(&PostParams::default(), &secret).await {
@@ -172,10 +199,149 @@ async fn ensure_membership_secret(
                 secret = MEMBERLIST_SECRET.0,
                 "created the speakers' membership key"
             );
-            Ok(())
+            Ok(KeyRotation::default())
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(KeyRotation::default()),
         Err(e) => Err(e),
+    }
+}
+
+/// One step of the key rotation on the existing Secret: decided by [`rotation::decide`],
+/// patched with the read `resourceVersion` (a concurrent change fails the write, and the
+/// reconcile retries from what the cluster then holds). Never logs a key.
+async fn rotate_membership_key(
+    api: &Api<Secret>,
+    config: &LoadBalancerConfig,
+    existing: Secret,
+    key: impl FnOnce() -> Option<String>,
+    step: Duration,
+) -> Result<KeyRotation, Error> {
+    let current = rotation::SecretState {
+        data: existing
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect(),
+        annotations: existing
+            .annotations()
+            .iter()
+            .filter(|(k, _)| rotation::ANNOTATIONS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    let request = config
+        .annotations()
+        .get(ROTATE_MEMBERSHIP_KEY)
+        .map(String::as_str);
+    let decision = rotation::decide(
+        rotation::Input {
+            request,
+            secret: &current,
+            now: Timestamp::now(),
+            step,
+        },
+        || key().map(String::into_bytes),
+    );
+    let span = tracing::info_span!(
+        "membership_key_rotation",
+        secret = MEMBERLIST_SECRET.0,
+        request = current
+            .annotations
+            .get(rotation::REQUEST)
+            .map(String::as_str)
+            .or(request),
+    );
+    carry_out(api, existing, &current, decision, step)
+        .instrument(span)
+        .await
+}
+
+/// Writes what [`rotation::decide`] decided, and says what it did.
+async fn carry_out(
+    api: &Api<Secret>,
+    existing: Secret,
+    current: &rotation::SecretState,
+    decision: rotation::Decision,
+    step: Duration,
+) -> Result<KeyRotation, Error> {
+    match decision {
+        rotation::Decision::Idle => Ok(KeyRotation::default()),
+        rotation::Decision::Wait { phase, due } => {
+            tracing::debug!(
+                phase = phase.name(),
+                due_in_s = due.as_secs(),
+                "waiting for the next phase"
+            );
+            Ok(KeyRotation {
+                requeue: Some(due),
+                progress: rotation::describe(current, step),
+            })
+        }
+        rotation::Decision::NoKey => {
+            tracing::error!(
+                "a key rotation is requested but no random key could be made (the OS has no entropy source?); retrying"
+            );
+            Ok(KeyRotation {
+                requeue: Some(Duration::from_secs(30)),
+                progress: None,
+            })
+        }
+        rotation::Decision::Write {
+            secret,
+            transition,
+            requeue,
+        } => {
+            // A merge patch carrying the read resourceVersion: only the rotation's entries and
+            // annotations change, and a concurrent change makes it fail with a conflict.
+            let mut data = serde_json::Map::new();
+            for name in existing.data.iter().flatten().map(|(k, _)| k) {
+                if !secret.data.contains_key(name) {
+                    data.insert(name.clone(), serde_json::Value::Null);
+                }
+            }
+            for (name, value) in &secret.data {
+                data.insert(
+                    name.clone(),
+                    serde_json::to_value(ByteString(value.clone()))
+                        .map_err(kube::Error::SerdeError)?,
+                );
+            }
+            let annotations: serde_json::Map<String, serde_json::Value> = rotation::ANNOTATIONS
+                .iter()
+                .map(|name| {
+                    let value = secret.annotations.get(*name).cloned();
+                    (
+                        (*name).to_owned(),
+                        value.map_or(serde_json::Value::Null, Into::into),
+                    )
+                })
+                .collect();
+            let patch = serde_json::json!({
+                "metadata": {
+                    "resourceVersion": existing.metadata.resource_version,
+                    "annotations": annotations,
+                },
+                "data": data,
+            });
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
+            api.patch(MEMBERLIST_SECRET.0, &params, &Patch::Merge(&patch))
+                .await?;
+            let phase = secret.phase();
+            tracing::info!(
+                phase = phase.name(),
+                next_phase_in_s = requeue.map(|d| d.as_secs()),
+                "membership key rotation: {}",
+                transition.describe()
+            );
+            Ok(KeyRotation {
+                requeue,
+                progress: rotation::describe(&secret, step),
+            })
+        }
     }
 }
 

@@ -1,10 +1,12 @@
 //! The FerroLB operator: from the one LoadBalancerConfig it renders the operands (`render`,
 //! pure), applies and prunes them (`apply`), and reports their state (`status`, pure), in the
-//! reconcile pipeline of `reconcile`.
+//! reconcile pipeline of `reconcile`. It also rotates the speakers' membership key on request,
+//! in phases that never cause a false failover (`rotation`, pure).
 
 pub mod apply;
 pub mod manifests;
 pub mod metrics;
 pub mod reconcile;
 pub mod render;
+pub mod rotation;
 pub mod status;

@@ -16,6 +16,7 @@ use ferrolb_operator::metrics::Metrics;
 use ferrolb_operator::reconcile;
 use ferrolb_operator::render::Settings;
 use ferrolb_operator::render::install::{OPERATOR, OPERATOR_NAMESPACE};
+use ferrolb_operator::rotation;
 use ferrolb_runtime::lease::{self, LeaseConfig};
 use ferrolb_runtime::{CommonArgs, Process, serve, shutdown_signal};
 
@@ -41,6 +42,13 @@ enum Command {
         /// Address of the /healthz, /readyz and /metrics endpoints.
         #[arg(long, env = env::HEALTH_ADDR, default_value_t = SocketAddr::from(([0, 0, 0, 0], ports::OPERATOR_HEALTH)))]
         health_addr: SocketAddr,
+
+        /// Seconds between two phases of a membership key rotation (requested with the
+        /// config's annotation ferrolb.io/rotate-membership-key): longer than any kubelet
+        /// takes to deliver a Secret update to its pods (its sync period, 1 min by default,
+        /// plus cache delay), plus the speakers' 10 s re-read.
+        #[arg(long, default_value_t = rotation::DEFAULT_STEP.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        key_rotation_step_seconds: u64,
     },
     /// Check a LoadBalancerConfig manifest offline: prints every problem as
     /// `PATH: VALUE: REASON` and exits 1, or prints a one-line summary and exits 0.
@@ -55,11 +63,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { file } => validate_cmd::run(&file),
-        Command::Run { health_addr } => run(&cli.common, health_addr),
+        Command::Run {
+            health_addr,
+            key_rotation_step_seconds,
+        } => run(
+            &cli.common,
+            health_addr,
+            Duration::from_secs(key_rotation_step_seconds),
+        ),
     }
 }
 
-fn run(common: &CommonArgs, health_addr: SocketAddr) -> ExitCode {
+fn run(common: &CommonArgs, health_addr: SocketAddr, key_rotation_step: Duration) -> ExitCode {
     let process = match Process::init("operator", common) {
         Ok(process) => process,
         Err(e) => {
@@ -78,7 +93,7 @@ fn run(common: &CommonArgs, health_addr: SocketAddr) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(operate(process, health_addr))
+    runtime.block_on(operate(process, health_addr, key_rotation_step))
 }
 
 /// The operand image: `RELATED_IMAGE_FERROLB` (set by OLM for disconnected installs) wins over
@@ -100,7 +115,11 @@ fn settings() -> Settings {
     settings
 }
 
-async fn operate(process: Process, health_addr: SocketAddr) -> ExitCode {
+async fn operate(
+    process: Process,
+    health_addr: SocketAddr,
+    key_rotation_step: Duration,
+) -> ExitCode {
     let Process {
         logging,
         probes,
@@ -152,6 +171,7 @@ async fn operate(process: Process, health_addr: SocketAddr) -> ExitCode {
                 client.clone(),
                 settings,
                 metrics,
+                key_rotation_step,
                 shutdown_signal(),
             ))
             .await

@@ -68,6 +68,8 @@ pub struct Context {
     pub configs: Store<LoadBalancerConfig>,
     /// Exported metrics.
     pub metrics: Metrics,
+    /// The time between two phases of a membership key rotation.
+    pub key_rotation_step: Duration,
 }
 
 impl std::fmt::Debug for Context {
@@ -146,12 +148,15 @@ async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Acti
         },
         ..Observed::default()
     };
+    let mut rotation_due = None;
     if standing == Standing::InForce {
         let ops = render::operands(&config.spec, &ctx.settings);
-        match apply::apply_all(&ctx.client, config, &ops, random_key).await {
+        match apply::apply_all(&ctx.client, config, &ops, random_key, ctx.key_rotation_step).await {
             Ok(applied) => {
                 observed.controller = Some(applied.controller);
                 observed.speaker = Some(applied.speaker);
+                observed.key_rotation = applied.key_rotation.progress;
+                rotation_due = applied.key_rotation.requeue;
                 apply::prune(&ctx.client, Some(&ops))
                     .await
                     .map_err(Error::Apply)?;
@@ -183,7 +188,11 @@ async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Acti
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
     // Owned workloads wake the loop when they change; the slow requeue is only a safety net.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // A key rotation comes back when its next phase is due (nothing watches the Secret).
+    let resync = Duration::from_secs(300);
+    Ok(Action::requeue(
+        rotation_due.map_or(resync, |due| due.min(resync)),
+    ))
 }
 
 /// Writes the status when it differs from what the config holds.
@@ -258,11 +267,13 @@ fn error_policy(config: Arc<LoadBalancerConfig>, error: &Error, ctx: Arc<Context
     Action::requeue(Duration::from_secs(2))
 }
 
-/// Runs the loop until `shutdown` completes.
+/// Runs the loop until `shutdown` completes; `key_rotation_step` is the time between two
+/// phases of a membership key rotation.
 pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Metrics,
+    key_rotation_step: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let configs: Api<LoadBalancerConfig> = Api::all(client.clone());
@@ -276,6 +287,7 @@ pub async fn run(
         settings,
         configs: controller.store(),
         metrics,
+        key_rotation_step,
     });
     controller
         .run(reconcile, error_policy, ctx)

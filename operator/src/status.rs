@@ -18,6 +18,8 @@ pub mod reasons {
     pub const ROLLING_OUT: &str = "RollingOut";
     /// Nothing is changing.
     pub const ROLLED_OUT: &str = "RolledOut";
+    /// The operands are rolled out; the speakers' membership key is being rotated.
+    pub const ROTATING_KEY: &str = "RotatingMembershipKey";
     /// Operands exist but are not all ready yet.
     pub const NOT_READY: &str = "OperandsNotReady";
     /// The spec is valid.
@@ -39,6 +41,7 @@ pub mod reasons {
         ALL_READY,
         ROLLING_OUT,
         ROLLED_OUT,
+        ROTATING_KEY,
         NOT_READY,
         VALID,
         INVALID,
@@ -76,6 +79,8 @@ pub struct Observed {
     pub apply_error: Option<String>,
     /// Operator and operand versions.
     pub versions: OperatorVersions,
+    /// What a membership key rotation under way is doing (None: none is).
+    pub key_rotation: Option<String>,
 }
 
 /// A rollout's counts, and whether it is done.
@@ -202,16 +207,23 @@ pub fn compute(observed: &Observed, previous: &[Condition], now: Time) -> Comput
         },
         summary.clone(),
     );
-    let progressing = !shadowed && !all_done && observed.apply_error.is_none();
+    let rolling_out = !shadowed && !all_done && observed.apply_error.is_none();
+    // A key rotation is progress too (the speakers' configuration moves through its phases),
+    // but it does not hold up an upgrade: its state is in the Secret, and survives restarts.
+    let rotating = observed.key_rotation.as_ref().filter(|_| !shadowed);
+    let progressing = rolling_out || (rotating.is_some() && observed.apply_error.is_none());
     set(
         PROGRESSING,
         progressing,
-        if progressing {
-            reasons::ROLLING_OUT
-        } else {
-            reasons::ROLLED_OUT
+        match (rolling_out, progressing) {
+            (true, _) => reasons::ROLLING_OUT,
+            (false, true) => reasons::ROTATING_KEY,
+            (false, false) => reasons::ROLLED_OUT,
         },
-        summary.clone(),
+        match rotating {
+            Some(rotation) => format!("{summary}; {rotation}"),
+            None => summary.clone(),
+        },
     );
     let degraded = match (&observed.apply_error, &observed.standing) {
         (Some(e), _) => Some((reasons::APPLY_FAILED, e.clone())),
@@ -237,7 +249,7 @@ pub fn compute(observed: &Observed, previous: &[Condition], now: Time) -> Comput
             "nothing needs attention".to_owned(),
         ),
     }
-    let upgradeable = !is_degraded && !progressing;
+    let upgradeable = !is_degraded && !rolling_out;
     set(
         UPGRADEABLE,
         upgradeable,

@@ -172,14 +172,15 @@ pub fn operands(spec: &LoadBalancerConfigSpec, settings: &Settings) -> Operands 
     }
 }
 
-/// The speakers' membership Secret holding `key` (hex), owned by `config`. Created once by the
-/// operator when missing, never logged, never rewritten.
+/// The speakers' membership Secret holding `key` (hex), owned by `config`. Created by the
+/// operator when missing, never logged; rewritten only by a key rotation ([`crate::rotation`]).
+/// A rotation request already on the config counts as served by the fresh key.
 pub fn membership_secret(
     config: &ferrolb_api::LoadBalancerConfig,
     namespace: &str,
     key: String,
 ) -> k8s_openapi::api::core::v1::Secret {
-    use kube::Resource;
+    use kube::{Resource, ResourceExt};
     let mut meta = kube::api::ObjectMeta {
         name: Some(MEMBERLIST_SECRET.0.to_owned()),
         namespace: Some(namespace.to_owned()),
@@ -193,6 +194,11 @@ pub fn membership_secret(
         ])),
         ..kube::api::ObjectMeta::default()
     };
+    let request = config
+        .annotations()
+        .get(ferrolb_api::wiring::annotations::ROTATE_MEMBERSHIP_KEY);
+    let annotations = crate::rotation::created_annotations(request.map(String::as_str));
+    meta.annotations = (!annotations.is_empty()).then_some(annotations);
     meta.owner_references = config.controller_owner_ref(&()).map(|o| vec![o]);
     k8s_openapi::api::core::v1::Secret {
         metadata: meta,

@@ -346,3 +346,32 @@ fn yaml_reads_back_as_the_same_objects() {
     let back: k8s_openapi::api::apps::v1::DaemonSet = serde_saphyr::from_str(&yaml).unwrap();
     assert_eq!(back, o.speaker);
 }
+
+#[test]
+fn a_new_membership_secret_counts_the_configs_rotation_request_as_served() {
+    let config: ferrolb_api::LoadBalancerConfig = serde_json::from_value(json!({
+        "apiVersion": "ferrolb.io/v1alpha1", "kind": "LoadBalancerConfig",
+        "metadata": {"name": "ferrolb", "uid": "u1",
+            "annotations": {"ferrolb.io/rotate-membership-key": "2025-06-01"}},
+        "spec": {},
+    }))
+    .unwrap();
+    let secret = membership_secret(&config, "ferrolb-system", "00ff".to_owned());
+    assert_eq!(
+        secret
+            .metadata
+            .annotations
+            .unwrap()
+            .get(crate::rotation::REQUEST)
+            .map(String::as_str),
+        Some("2025-06-01")
+    );
+    assert_eq!(
+        secret.string_data.unwrap().get("key").map(String::as_str),
+        Some("00ff")
+    );
+    let mut plain = config.clone();
+    plain.metadata.annotations = None;
+    let secret = membership_secret(&plain, "ferrolb-system", "00ff".to_owned());
+    assert_eq!(secret.metadata.annotations, None);
+}

@@ -117,6 +117,39 @@ fn a_rollout_is_progressing_with_counts_and_holds_upgrades() {
 }
 
 #[test]
+fn a_key_rotation_is_progress_that_does_not_hold_upgrades() {
+    let mut o = observed(deployment(2, 2, 2), daemonset(3, 3, 3));
+    o.key_rotation = Some("rotating the membership key: step 1 of 3".to_owned());
+    let c = compute(&o, &[], at(10));
+    let p = get(&c.conditions, PROGRESSING);
+    assert_eq!(
+        (p.status.as_str(), p.reason.as_str()),
+        ("True", reasons::ROTATING_KEY)
+    );
+    assert_eq!(
+        p.message,
+        "controller 2/2 ready, 2 updated; speaker 3/3 ready, 3 updated; rotating the membership key: step 1 of 3"
+    );
+    assert_eq!(get(&c.conditions, UPGRADEABLE).status, "True");
+    assert_eq!(get(&c.conditions, AVAILABLE).status, "True");
+    // A rollout at the same time says so first.
+    o.speaker = Some(daemonset(3, 3, 1));
+    let c = compute(&o, &[], at(10));
+    let p = get(&c.conditions, PROGRESSING);
+    assert_eq!(
+        (p.status.as_str(), p.reason.as_str()),
+        ("True", reasons::ROLLING_OUT)
+    );
+    assert!(
+        p.message
+            .ends_with("rotating the membership key: step 1 of 3"),
+        "{}",
+        p.message
+    );
+    assert_eq!(get(&c.conditions, UPGRADEABLE).status, "False");
+}
+
+#[test]
 fn an_unobserved_generation_is_still_progressing() {
     let mut d = deployment(2, 2, 2);
     d.metadata.generation = Some(3);
