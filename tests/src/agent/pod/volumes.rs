@@ -26,6 +26,23 @@ fn cm_data(cm: ConfigMap) -> BTreeMap<String, Vec<u8>> {
     m
 }
 
+/// Removes every file under `dir` that is not in `kept`.
+fn remove_files_except(
+    dir: &std::path::Path,
+    kept: &std::collections::BTreeSet<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            remove_files_except(&path, kept)?;
+        } else if !kept.contains(&path) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 fn select_items(
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&[KeyToPath]>,
@@ -150,6 +167,8 @@ impl PodRun {
                     v.name
                 );
             }
+            let kept: std::collections::BTreeSet<std::path::PathBuf> =
+                files.iter().map(|(path, _, _)| dir.join(path)).collect();
             for (path, data, mode) in files {
                 let f = dir.join(&path);
                 if let Some(parent) = f.parent() {
@@ -163,6 +182,9 @@ impl PodRun {
                 std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode as u32))?;
                 std::fs::rename(&tmp, &f)?;
             }
+            // As the kubelet's atomic writer: an entry gone from the source (a key removed from
+            // the Secret, or an optional Secret deleted) is gone from the volume too.
+            remove_files_except(&dir, &kept)?;
         }
         Ok(())
     }
@@ -186,5 +208,24 @@ impl PodRun {
             .await
             .with_context(|| format!("TokenRequest for serviceaccount {}/{sa}", self.ns))?;
         Ok(out.status.map(|s| s.token).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_gone_from_the_source_are_removed_from_the_volume() {
+        let dir = std::env::temp_dir().join(format!("testbed-volume-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        for f in ["key", "next", "sub/a", "sub/b"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let kept = [dir.join("key"), dir.join("sub/a")].into_iter().collect();
+        remove_files_except(&dir, &kept).unwrap();
+        assert!(dir.join("key").exists() && dir.join("sub/a").exists());
+        assert!(!dir.join("next").exists() && !dir.join("sub/b").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
