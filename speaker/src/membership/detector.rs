@@ -23,8 +23,8 @@ use keyring::Keyring;
 /// are otherwise caught by the per-sender (incarnation, sequence) check; this window bounds what an
 /// attacker can replay to a receiver that restarted and forgot those counters.
 pub const MAX_SKEW: Duration = Duration::from_secs(5);
-/// After the send key changed, messages signed with the one before are accepted this long (on
-/// top of the keys the Secret lists: see [`super::keys`]).
+/// After the send key changed, messages signed with the one before are accepted this long, or
+/// until the keys change again (on top of the keys the Secret lists: see [`super::keys`]).
 pub const KEY_GRACE: Duration = Duration::from_secs(120);
 /// Monitors that must suspect a member before it is declared dead (fewer if it has fewer).
 const AGREEMENT: usize = 2;
@@ -238,7 +238,7 @@ impl Detector {
     }
 
     /// Replaces the keys: sign with `keys.send()`, accept every one of `keys`, and, if the send
-    /// key changed, the one signed with until now for [`KEY_GRACE`].
+    /// key changed, the one signed with until now for [`KEY_GRACE`] (or until the next change).
     pub fn set_keys(&mut self, now: Instant, keys: &Keys) {
         self.keys.set(now, keys);
         self.count_keys();

@@ -78,7 +78,8 @@
 //! The Secret holds the key to send with (`key`) and, during a rotation, one more key to accept
 //! (`next`, then `previous`); [`keys`] reads them and explains why this order never drops a live
 //! peer's message. [`Membership::set_keys`] takes a new set at once; when its send key differs,
-//! the one sent with before stays accepted for [`detector::KEY_GRACE`] as well. The gauge
+//! the one sent with before stays accepted for [`detector::KEY_GRACE`] as well (or until the next
+//! change: the Secret then says what to accept). The gauge
 //! `ferrolb_speaker_membership_keys` shows how many keys are accepted. Rewriting `key` in one step
 //! (or deleting the Secret) is not a rotation: until every kubelet has delivered it, speakers on
 //! the old key drop the messages of those on the new one and declare them dead.
@@ -276,7 +277,7 @@ impl Membership {
     }
 
     /// Takes new keys: send with `keys.send()` from now on and accept every one of `keys` (and
-    /// the key sent with until now, for [`detector::KEY_GRACE`]).
+    /// the key sent with until now, for [`detector::KEY_GRACE`] or until the next change).
     pub fn set_keys(&self, keys: Keys) {
         let _ = self.commands.send(Command::Keys(keys));
     }

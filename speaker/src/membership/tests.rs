@@ -230,6 +230,11 @@ fn a_next_key_is_accepted_but_not_sent_with_until_it_becomes_the_key() {
     assert_eq!(metrics.dropped_for(DropReason::BadMac), 0);
     assert_eq!(a.state("b"), Some(PeerState::Alive));
     assert_eq!(a.state("c"), Some(PeerState::Alive));
+    // Done: the old key is no longer accepted, at once.
+    a.set_keys(t0, &Keys::single(*b"next key"));
+    assert_eq!(metrics.keys.get(), 1);
+    a.on_message(t0, &signed(KEY, "b", 7, 3, UNIX, Body::Heartbeat));
+    assert_eq!(metrics.dropped_for(DropReason::BadMac), 1);
 }
 
 fn decode_with(bytes: &[u8], key: &[u8]) -> Option<Message> {

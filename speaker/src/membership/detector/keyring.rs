@@ -1,7 +1,8 @@
-//! The keys one detector signs and verifies with: the [`Keys`] from the Secret, plus the key it
-//! signed with before the last change of the send key, accepted for [`KEY_GRACE`] (a peer that
+//! The keys one detector signs and verifies with: the [`Keys`] from the Secret, plus, when the
+//! last change replaced the send key, the one signed with before, for [`KEY_GRACE`] (a peer that
 //! has not read the new Secret yet may still send with it, when the Secret was rewritten in one
-//! step rather than rotated).
+//! step rather than rotated). A later change that keeps the send key ends that grace: the Secret
+//! says which keys to accept (a rotation's last phase drops the old key at once).
 //!
 //! Keys are compared by a SHA-256 fingerprint; the raw bytes are not kept here.
 
@@ -51,11 +52,9 @@ impl Keyring {
     pub(super) fn set(&mut self, now: Instant, keys: &Keys) {
         let new = Keyring::new(keys);
         let old = std::mem::replace(self, new);
-        self.retired = if old.signing.same(&self.signing) {
-            old.retired
-        } else {
-            Some((old.signing, now + KEY_GRACE))
-        };
+        if !old.signing.same(&self.signing) {
+            self.retired = Some((old.signing, now + KEY_GRACE));
+        }
     }
 
     /// The retired key, unless the current set accepts it anyway.
@@ -131,9 +130,8 @@ mod tests {
         ring.set(t0, &Keys::new(b"B".to_vec(), [b"A".to_vec()]));
         assert!(signs_with(&ring, b"B") && verifies(&ring, b"A"));
         assert_eq!(ring.accepted(), 2);
-        // Phase 3, a step later (the operator's step is at least the grace by default): only B.
-        ring.set(t0 + KEY_GRACE, &Keys::single(*b"B"));
-        ring.expire(t0 + KEY_GRACE);
+        // Phase 3: only B, at once (the grace of A ends with this change).
+        ring.set(t0, &Keys::single(*b"B"));
         assert!(signs_with(&ring, b"B") && !verifies(&ring, b"A"));
         assert_eq!(ring.accepted(), 1);
     }
@@ -144,8 +142,7 @@ mod tests {
         let mut ring = Keyring::new(&Keys::single(*b"A"));
         ring.set(t0, &Keys::single(*b"B"));
         assert!(signs_with(&ring, b"B") && verifies(&ring, b"A"));
-        // The same set again does not restart the grace.
-        ring.set(t0 + KEY_GRACE / 2, &Keys::single(*b"B"));
+        assert_eq!(ring.accepted(), 2);
         ring.expire(t0 + KEY_GRACE - Duration::from_millis(1));
         assert!(verifies(&ring, b"A"));
         ring.expire(t0 + KEY_GRACE);
@@ -164,8 +161,8 @@ mod tests {
 
     proptest! {
         /// After any sequence of sets, within the grace: the ring signs with the last set's send
-        /// key, accepts every key of the last set and the send key of the set before it (if
-        /// that changed), and nothing else.
+        /// key, accepts every key of the last set and, if the last set changed the send key, the
+        /// one before; nothing else.
         #[test]
         fn the_ring_accepts_exactly_the_last_set_and_the_key_signed_with_before(
             sets in prop::collection::vec(keys(), 1..6),
@@ -178,12 +175,11 @@ mod tests {
             let last = sets.last().unwrap();
             prop_assert!(signs_with(&ring, last.send()));
             let mut expected: Vec<&[u8]> = last.accepted().collect();
-            // Each change of the send key retires the one before; only the latest is kept.
-            let sends: Vec<&[u8]> = sets.iter().map(Keys::send).collect();
-            if let Some(before) = sends.windows(2).rev().find(|w| w[0] != w[1]).map(|w| w[0])
-                && !expected.contains(&before)
+            if let [.., before, _] = sets.as_slice()
+                && before.send() != last.send()
+                && !expected.contains(&before.send())
             {
-                expected.push(before);
+                expected.push(before.send());
             }
             for k in [b"A", b"B", b"C"] {
                 prop_assert_eq!(verifies(&ring, k), expected.contains(&&k[..]), "key {:?}", k);
