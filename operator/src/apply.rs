@@ -328,8 +328,24 @@ async fn carry_out(
                 field_manager: Some(FIELD_MANAGER.to_owned()),
                 ..PatchParams::default()
             };
-            api.patch(MEMBERLIST_SECRET.0, &params, &Patch::Merge(&patch))
-                .await?;
+            match api
+                .patch(MEMBERLIST_SECRET.0, &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    // Someone changed the Secret since it was read: decide again from what it
+                    // holds now (not an operand failure, so nothing is Degraded for it).
+                    tracing::info!(
+                        "the membership Secret changed under the rotation; deciding again"
+                    );
+                    return Ok(KeyRotation {
+                        requeue: Some(Duration::from_secs(1)),
+                        progress: rotation::describe(current, step),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
             let phase = secret.phase();
             tracing::info!(
                 phase = phase.name(),
