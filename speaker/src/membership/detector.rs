@@ -241,6 +241,7 @@ impl Detector {
     /// key changed, the one signed with until now for [`KEY_GRACE`] (or until the next change).
     pub fn set_keys(&mut self, now: Instant, keys: &Keys) {
         self.keys.set(now, keys);
+        self.metrics.key_changes.inc();
         self.count_keys();
     }
 

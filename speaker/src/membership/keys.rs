@@ -135,15 +135,12 @@ impl KeyFiles {
 
     /// The keys the files hold now (one read of each).
     pub async fn read(&self) -> Option<Keys> {
-        let read = |path: &Path| {
-            let path = path.to_path_buf();
-            async move { tokio::fs::read(path).await.ok() }
-        };
-        let (key, next, previous) = (
-            read(&self.key).await,
-            read(&self.next).await,
-            read(&self.previous).await,
-        );
+        async fn contents(path: &Path) -> Option<Vec<u8>> {
+            tokio::fs::read(path).await.ok()
+        }
+        let key = contents(&self.key).await;
+        let next = contents(&self.next).await;
+        let previous = contents(&self.previous).await;
         from_contents(key.as_deref(), next.as_deref(), previous.as_deref())
     }
 

@@ -63,6 +63,8 @@ pub struct MembershipMetrics {
     pub state_changes: Family<StateLabels, Counter>,
     /// Keys messages are accepted with (1; 2 during a key rotation; 0 without membership).
     pub keys: Gauge,
+    /// Times new keys were taken from the Secret while the membership ran.
+    pub key_changes: Counter,
 }
 
 impl MembershipMetrics {
@@ -97,6 +99,11 @@ impl MembershipMetrics {
             "speaker_membership_keys",
             "Keys this speaker accepts membership messages with: 1, 2 while a key rotation is under way, 0 without membership",
             self.keys.clone(),
+        );
+        registry.register(
+            "speaker_membership_key_changes",
+            "Times this speaker took new membership keys from the Secret (a key rotation makes three)",
+            self.key_changes.clone(),
         );
     }
 

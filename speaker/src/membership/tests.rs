@@ -233,6 +233,7 @@ fn a_next_key_is_accepted_but_not_sent_with_until_it_becomes_the_key() {
     // Done: the old key is no longer accepted, at once.
     a.set_keys(t0, &Keys::single(*b"next key"));
     assert_eq!(metrics.keys.get(), 1);
+    assert_eq!(metrics.key_changes.get(), 3);
     a.on_message(t0, &signed(KEY, "b", 7, 3, UNIX, Body::Heartbeat));
     assert_eq!(metrics.dropped_for(DropReason::BadMac), 1);
 }
@@ -492,6 +493,7 @@ fn metrics_register_under_their_names() {
         "ferrolb_speaker_membership_members",
         "ferrolb_speaker_membership_state_changes_total{state=\"dead\"} 1",
         "ferrolb_speaker_membership_keys",
+        "ferrolb_speaker_membership_key_changes_total",
     ] {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
