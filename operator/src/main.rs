@@ -1,7 +1,7 @@
 //! `ferrolb-operator`: owns the lifecycle of a FerroLB installation, and checks configurations
 //! offline for GitOps pipelines.
 
-mod validate_cmd;
+mod offline;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,14 +17,17 @@ use ferrolb_operator::reconcile;
 use ferrolb_operator::render::Settings;
 use ferrolb_operator::render::install::{OPERATOR, OPERATOR_NAMESPACE};
 use ferrolb_operator::rotation;
+use ferrolb_runtime::events::{EventMetrics, Publisher};
 use ferrolb_runtime::lease::{self, LeaseConfig};
 use ferrolb_runtime::{CommonArgs, Process, serve, shutdown_signal};
+use kube::runtime::events::Reporter;
 
 /// The FerroLB operator.
 ///
 /// `run` reconciles the cluster's LoadBalancerConfig: it deploys, configures and removes the
 /// controller and the speakers, and reports their state in the config's status. `validate`
-/// checks a LoadBalancerConfig manifest offline, with the same rules the operator applies.
+/// checks a LoadBalancerConfig manifest offline, with the same rules the operator applies;
+/// `render` prints what the operator would deploy for it.
 #[derive(Parser, Debug)]
 #[command(name = "ferrolb-operator", version)]
 struct Cli {
@@ -57,12 +60,21 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
+    /// Print every object the operator would deploy for a LoadBalancerConfig manifest (YAML),
+    /// with the operand image from this environment; exits 1 with every problem if the config
+    /// is invalid.
+    Render {
+        /// The manifest (YAML); `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { file } => validate_cmd::run(&file),
+        Command::Validate { file } => offline::validate_file(&file),
+        Command::Render { file } => offline::render_file(&file, &settings()),
         Command::Run {
             health_addr,
             key_rotation_step_seconds,
@@ -127,6 +139,8 @@ async fn operate(
     } = process;
     let metrics = Metrics::default();
     metrics.register(&mut registry);
+    let event_metrics = EventMetrics::default();
+    event_metrics.register(&mut registry);
     let client = match kube::Client::try_default().await {
         Ok(client) => client,
         Err(e) => {
@@ -165,12 +179,21 @@ async fn operate(
             return ExitCode::FAILURE;
         }
         tracing::info!(%identity, "leading: reconciling");
+        let events = Publisher::spawn(
+            client.clone(),
+            Reporter {
+                controller: OPERATOR.to_owned(),
+                instance: Some(identity.clone()),
+            },
+            event_metrics,
+        );
         // Losing the Lease drops the reconcile loop wherever it waits, before its next write.
         match leadership
             .run_while_leading(reconcile::run(
                 client.clone(),
                 settings,
                 metrics,
+                events,
                 key_rotation_step,
                 shutdown_signal(),
             ))

@@ -1,10 +1,9 @@
 //! The plain manifests under `config/` that describe what the operator renders, generated from
 //! [`crate::render`] for the default spec, so that they are never maintained by hand.
 
-use ferrolb_api::LoadBalancerConfigSpec;
 use serde::Serialize;
 
-use crate::render::{self, Component, Settings, YamlError, comment, document};
+use crate::render::{self, Settings, YamlError, comment, document};
 
 /// One generated file: its path under `config/`, and its text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,62 +36,24 @@ impl<T: Serialize> Doc for T {
     }
 }
 
-/// Every generated file under `config/`, for the default spec (what an admin who sets nothing
-/// gets).
+/// Every generated file under `config/`: the operator's install. What the operator deploys for a
+/// config is rendered at run time (`ferrolb-operator render` prints it for a manifest).
 pub fn files() -> Result<Vec<File>, YamlError> {
-    let spec = LoadBalancerConfigSpec::default();
     let settings = Settings::of_this_build();
-    let ops = render::operands(&spec, &settings);
     let roles = render::cluster_roles(&settings);
-    // Every per-operand list is in the order [controller, speaker] (see `render::Operands`).
-    let rbac: Vec<Vec<&dyn Doc>> = ops
-        .service_accounts
-        .iter()
-        .zip(&roles)
-        .zip(&ops.cluster_role_bindings)
-        .zip(&ops.roles)
-        .zip(&ops.role_bindings)
-        .map(|((((sa, cr), crb), role), rb)| vec![sa as &dyn Doc, cr, crb, role, rb])
-        .collect();
-    let rbac_of = |c: Component| rbac.get(c as usize).map_or(&[][..], Vec::as_slice);
     let (sa, cr, crb, role, rb) = render::install::operator_rbac(&settings);
     let deployment = render::install::operator_deployment(&settings);
     let namespace = render::install::operator_namespace(&settings);
     Ok(vec![
         file(
             "operator/operator.yaml",
-            "The operator: its identity, least-privilege RBAC (no wildcard, no escalate; bind only the\ntwo operand cluster roles) and a leader-elected Deployment of two replicas.",
+            "The operator: its namespace (labelled for Pod Security Admission: the speakers need host\nnetworking and raw sockets), identity, least-privilege RBAC (no wildcard, no escalate; bind\nonly the two operand cluster roles) and a leader-elected Deployment of two replicas.",
             &[&namespace, &sa, &cr, &crb, &role, &rb, &deployment],
         )?,
         file(
             "operator/operand-cluster-roles.yaml",
             "The operands' cluster roles, shipped with the operator's install: the operator only binds\nthem to the operands' ServiceAccounts.",
             &roles.iter().map(|r| r as &dyn Doc).collect::<Vec<_>>(),
-        )?,
-        file(
-            "manager/namespace.yaml",
-            "The namespace of the install, labelled for Pod Security Admission: the speaker needs host\nnetworking and raw sockets. Not labelled as managed by the operator, which never deletes it.",
-            &[&namespace],
-        )?,
-        file(
-            "manager/controller.yaml",
-            "The controller: two replicas, one leader (Lease ferrolb-controller), the other a hot standby.",
-            &[&ops.controller],
-        )?,
-        file(
-            "manager/speaker.yaml",
-            "The speaker: one per node, on the host network, answering ARP/NDP for the addresses it\nleads. It needs CAP_NET_RAW for its packet sockets and nothing else. Its liveness key comes\nfrom the Secret ferrolb-memberlist (key \"key\"); without it the speakers fall back to Node\nreadiness, which fails over in seconds, not milliseconds.",
-            &[&ops.speaker],
-        )?,
-        file(
-            "rbac/controller.yaml",
-            "The controller's identity and least-privilege permissions: read Services, Namespaces and\nthe LoadBalancerConfig; write only Service status, the one annotation it owns, pool usage,\nEvents, and its own leader-election Lease. No wildcards, no Secrets.",
-            rbac_of(Component::Controller),
-        )?,
-        file(
-            "rbac/speaker.yaml",
-            "The speaker's identity and least-privilege permissions: read Services, EndpointSlices,\nNodes, the LoadBalancerConfig and the speaker pods of its own namespace; write only the\nferrolb.io/Announced condition in Service status and Events. No wildcards, no Secrets (the\nmembership key arrives as a mounted volume).",
-            rbac_of(Component::Speaker),
         )?,
     ])
 }

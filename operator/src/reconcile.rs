@@ -1,25 +1,30 @@
 //! The reconcile loop of the LoadBalancerConfig, as a pipeline: read (the config and every
 //! other one) → validate (pure) → build (pure `render`) → apply (server-side apply, prune) →
-//! status (pure `status`, written only when it changes). Event-driven: it watches the configs
-//! and every Deployment and DaemonSet it owns, so a workload deleted or edited by hand is
-//! restored at once; nothing polls.
+//! status (pure `status`, written only when it changes, each change told as an Event on the
+//! config). Event-driven: it watches the configs, every Deployment and DaemonSet it owns (a
+//! workload deleted or edited by hand is restored at once) and the operand pods (a pod that
+//! cannot start shows in `Degraded` at once); nothing polls.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrolb_api::v1alpha1::{LoadBalancerConfigStatus, OperatorVersions};
 use ferrolb_api::{LoadBalancerConfig, validate};
+use ferrolb_runtime::events::Publisher;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::apply::{self, managed_selector};
 use crate::metrics::{Metrics, ReasonLabels};
@@ -68,6 +73,8 @@ pub struct Context {
     pub configs: Store<LoadBalancerConfig>,
     /// Exported metrics.
     pub metrics: Metrics,
+    /// Events on the config.
+    pub events: Publisher,
     /// The time between two phases of a membership key rotation.
     pub key_rotation_step: Duration,
 }
@@ -115,7 +122,6 @@ fn random_key() -> Option<String> {
 async fn reconcile(config: Arc<LoadBalancerConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let span = tracing::info_span!("reconcile", config = %config.name_any(), generation = ?config.metadata.generation);
-    let _enter = span.enter();
     let api: Api<LoadBalancerConfig> = Api::all(ctx.client.clone());
     let result = finalizer(&api, FINALIZER, config, |event| async {
         match event {
@@ -123,6 +129,7 @@ async fn reconcile(config: Arc<LoadBalancerConfig>, ctx: Arc<Context>) -> Result
             Finalizer::Cleanup(config) => cleanup(&config, &ctx).await,
         }
     })
+    .instrument(span)
     .await
     .map_err(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -181,6 +188,9 @@ async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Acti
             .await
             .map_err(Error::Apply)?;
     }
+    if !matches!(standing, Standing::Shadowed(_)) {
+        observed.pod_problems = pod_problems(&ctx.client, &config.spec).await?;
+    }
     write_status(config, ctx, &observed).await?;
     if let Standing::Shadowed(_) = standing {
         // Nothing of its own wakes a config that is not in force when the one in force goes:
@@ -195,7 +205,23 @@ async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Acti
     ))
 }
 
-/// Writes the status when it differs from what the config holds.
+/// Why operand pods cannot become ready, sorted (see [`status::pod_problem`]).
+async fn pod_problems(
+    client: &Client,
+    spec: &ferrolb_api::LoadBalancerConfigSpec,
+) -> Result<Vec<String>, Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), render::operand_namespace(spec));
+    let list = pods
+        .list(&ListParams::default().labels(&managed_selector()))
+        .await
+        .map_err(Error::Apply)?;
+    let mut problems: Vec<String> = list.items.iter().filter_map(status::pod_problem).collect();
+    problems.sort();
+    Ok(problems)
+}
+
+/// Writes the status when it differs from what the config holds, and tells each condition
+/// change as an Event.
 async fn write_status(
     config: &LoadBalancerConfig,
     ctx: &Context,
@@ -234,6 +260,10 @@ async fn write_status(
     )
     .await
     .map_err(Error::Status)?;
+    let regarding = config.object_ref(&());
+    for event in status::transitions(&previous.conditions, &next.conditions) {
+        ctx.events.publish(&event, regarding.clone());
+    }
     Ok(())
 }
 
@@ -253,6 +283,18 @@ async fn cleanup(config: &LoadBalancerConfig, ctx: &Context) -> Result<Action, E
         .await
         .map_err(Error::Cleanup)?;
     tracing::info!(removed, "removed every operand");
+    ctx.events.publish(
+        &Event {
+            type_: EventType::Normal,
+            reason: "OperandsRemoved".to_owned(),
+            note: Some(format!(
+                "the config is being deleted: removed {removed} objects the operator created"
+            )),
+            action: "Uninstall".to_owned(),
+            secondary: None,
+        },
+        config.object_ref(&()),
+    );
     Ok(Action::await_change())
 }
 
@@ -273,20 +315,36 @@ pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Metrics,
+    events: Publisher,
     key_rotation_step: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let configs: Api<LoadBalancerConfig> = Api::all(client.clone());
     let owned = watcher::Config::default().labels(&managed_selector());
-    let controller = Controller::new(configs, watcher::Config::default())
+    let controller = Controller::new(configs, watcher::Config::default());
+    let store = controller.store();
+    // An operand pod belongs to the one config (through its workload): wake every config.
+    let every_config = {
+        let store = store.clone();
+        move |_: Pod| {
+            store
+                .state()
+                .iter()
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let controller = controller
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<DaemonSet>::all(client.clone()), owned)
+        .owns(Api::<DaemonSet>::all(client.clone()), owned.clone())
+        .watches(Api::<Pod>::all(client.clone()), owned, every_config)
         .graceful_shutdown_on(shutdown);
     let ctx = Arc::new(Context {
         client,
         settings,
-        configs: controller.store(),
+        configs: store,
         metrics,
+        events,
         key_rotation_step,
     });
     controller

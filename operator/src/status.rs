@@ -8,7 +8,9 @@ use ferrolb_api::v1alpha1::condition_types::{
 };
 use ferrolb_api::v1alpha1::{OperatorVersions, RolloutStatus};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::runtime::events::{Event, EventType};
 
 /// Reasons of the operator's conditions (CamelCase, as metav1 requires).
 pub mod reasons {
@@ -30,6 +32,9 @@ pub mod reasons {
     pub const NOT_IN_FORCE: &str = "AnotherConfigInForce";
     /// Applying an operand failed.
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Operand pods cannot become ready (a bad image, unschedulable, crashing): the message
+    /// names each with the reason Kubernetes gives.
+    pub const PODS_FAILING: &str = "OperandPodsFailing";
     /// Nothing needs attention.
     pub const AS_EXPECTED: &str = "AsExpected";
     /// An upgrade is safe now.
@@ -47,6 +52,7 @@ pub mod reasons {
         INVALID,
         NOT_IN_FORCE,
         APPLY_FAILED,
+        PODS_FAILING,
         AS_EXPECTED,
         READY_FOR_UPGRADE,
         NOT_SAFE,
@@ -77,10 +83,80 @@ pub struct Observed {
     pub speaker: Option<DaemonSet>,
     /// Why applying failed, if it did.
     pub apply_error: Option<String>,
+    /// Why operand pods cannot become ready, one line each ([`pod_problem`]).
+    pub pod_problems: Vec<String>,
     /// Operator and operand versions.
     pub versions: OperatorVersions,
     /// What a membership key rotation under way is doing (None: none is).
     pub key_rotation: Option<String>,
+}
+
+/// Waiting reasons of a container that is only starting.
+const STARTING: &[&str] = &["ContainerCreating", "PodInitializing"];
+
+/// Why an operand pod cannot become ready, if Kubernetes says so: the scheduler could not place
+/// it (`Unschedulable`), or a container waits for another reason than starting
+/// (`ErrImagePull`, `ImagePullBackOff`, `CrashLoopBackOff`, `CreateContainerConfigError`, ...).
+/// A pod that is starting, running, leaving or finished (its workload replaces it; the
+/// replacement tells the current problem) has none. As `pod NAME [on NODE]: REASON: MESSAGE`.
+pub fn pod_problem(pod: &Pod) -> Option<String> {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if pod.metadata.deletion_timestamp.is_some() || matches!(phase, Some("Failed" | "Succeeded")) {
+        return None;
+    }
+    let name = pod.metadata.name.as_deref().unwrap_or("?");
+    let node = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .map(|n| format!(" on {n}"))
+        .unwrap_or_default();
+    let status = pod.status.as_ref()?;
+    let line = |reason: &str, message: Option<&str>| {
+        let message = message.map(str::trim).filter(|m| !m.is_empty());
+        Some(match message {
+            Some(m) => format!("pod {name}{node}: {reason}: {m}"),
+            None => format!("pod {name}{node}: {reason}"),
+        })
+    };
+    let unschedulable = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+    });
+    if let Some(c) = unschedulable {
+        return line("Unschedulable", c.message.as_deref());
+    }
+    let containers = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for c in containers {
+        let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+        if let Some(w) = waiting
+            && let Some(reason) = w.reason.as_deref()
+            && !STARTING.contains(&reason)
+        {
+            return line(reason, w.message.as_deref());
+        }
+    }
+    None
+}
+
+/// At most this many pod problems are listed in `Degraded`; the rest are counted.
+const LISTED_PROBLEMS: usize = 5;
+
+fn problems_message(problems: &[String]) -> String {
+    let mut lines: Vec<String> = problems.iter().take(LISTED_PROBLEMS).cloned().collect();
+    if problems.len() > LISTED_PROBLEMS {
+        lines.push(format!("and {} more", problems.len() - LISTED_PROBLEMS));
+    }
+    format!(
+        "{} operand pod(s) cannot become ready:\n{}",
+        problems.len(),
+        lines.join("\n")
+    )
 }
 
 /// A rollout's counts, and whether it is done.
@@ -237,6 +313,10 @@ pub fn compute(observed: &Observed, previous: &[Condition], now: Time) -> Comput
             reasons::NOT_IN_FORCE,
             format!("LoadBalancerConfig {other} is older and in force; only one may exist"),
         )),
+        _ if !observed.pod_problems.is_empty() => Some((
+            reasons::PODS_FAILING,
+            problems_message(&observed.pod_problems),
+        )),
         _ => None,
     };
     let is_degraded = degraded.is_some();
@@ -269,6 +349,57 @@ pub fn compute(observed: &Observed, previous: &[Condition], now: Time) -> Comput
         controller: controller.map(|(s, _)| s),
         speaker: speaker.map(|(s, _)| s),
     }
+}
+
+/// The conditions whose changes are told as Events (Upgradeable follows from the others).
+const TOLD: &[&str] = &[CONFIG_VALID, AVAILABLE, PROGRESSING, DEGRADED];
+
+/// The Events for what changed between two sets of conditions: one per told condition whose
+/// status or reason changed, a Warning when it changed for the worse (invalid, degraded, no
+/// longer available), with the condition's reason and message.
+pub fn transitions(previous: &[Condition], next: &[Condition]) -> Vec<Event> {
+    TOLD.iter()
+        .filter_map(|type_| {
+            let now = next.iter().find(|c| c.type_ == *type_)?;
+            let before = previous.iter().find(|c| c.type_ == *type_);
+            if before.is_some_and(|b| b.status == now.status && b.reason == now.reason) {
+                return None;
+            }
+            let worse = match *type_ {
+                DEGRADED => now.status == "True",
+                AVAILABLE => now.status == "False" && before.is_some_and(|b| b.status == "True"),
+                CONFIG_VALID => now.status == "False",
+                _ => false,
+            };
+            Some(Event {
+                type_: if worse {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: now.reason.clone(),
+                note: Some(truncate_note(&format!(
+                    "{} is {}: {}",
+                    now.type_, now.status, now.message
+                ))),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            })
+        })
+        .collect()
+}
+
+/// An Event's note holds at most 1 KiB.
+fn truncate_note(note: &str) -> String {
+    const MAX: usize = 1024;
+    if note.len() <= MAX {
+        return note.to_owned();
+    }
+    let mut end = MAX - 3;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
 }
 
 #[cfg(test)]

@@ -32,9 +32,9 @@
 
 use std::time::{Duration, Instant};
 
+use ferrolb_testbed::ferrolb::install_with;
 use ferrolb_testbed::harness::{
-    CpuSnapshot, Testbed, netns_sh, percentile, pod_pid, replace_lb_config, repo_root, rss_kib,
-    wait_for,
+    CpuSnapshot, Testbed, netns_sh, percentile, pod_pid, rss_kib, wait_for,
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -175,19 +175,9 @@ where
 async fn main() -> anyhow::Result<()> {
     let tb = Testbed::start_or_reuse()?;
     let client = tb.client().await?;
-    let kustomize = repo_root().join("config/default");
-    let out = tb.kubectl(&[
-        "apply",
-        "--server-side",
-        "-k",
-        &kustomize.display().to_string(),
-    ])?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    replace_lb_config(
+    // Installed as an admin would: the operator, and a config from which it deploys the rest.
+    let _installed = install_with(
+        &tb,
         &client,
         json!({"addressPools": [{"name": "bench", "addresses": ["203.0.113.0/24"]}]}),
     )

@@ -1,26 +1,38 @@
-//! FerroLB on the testbed as an admin installs it: `kubectl apply -k config/default` (CRD, RBAC,
-//! the controller Deployment and the speaker DaemonSet), plus the speakers' membership Secret.
+//! FerroLB on the testbed as an admin installs it: `kubectl apply --server-side -k config/default`
+//! (the CRD, the operator and the operands' cluster roles), then one LoadBalancerConfig, from
+//! which the operator deploys the controller, the speakers and their membership Secret.
 
 use std::time::Duration;
 
 use anyhow::bail;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodTemplateSpec};
+use kube::api::ListParams;
 use kube::{Api, Client};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::harness::{Testbed, pod_ready, repo_root, wait_for};
+use crate::harness::{Testbed, pod_ready, replace_lb_config, repo_root, wait_for};
 
 /// The namespace FerroLB runs in.
 pub const SYSTEM: &str = "ferrolb-system";
+/// Label selector of the operator pods.
+pub const OPERATOR_PODS: &str = "app.kubernetes.io/component=operator";
 /// Label selector of the controller pods.
 pub const CONTROLLER_PODS: &str = "app.kubernetes.io/component=controller";
 /// Label selector of the speaker pods.
 pub const SPEAKER_PODS: &str = "app.kubernetes.io/component=speaker";
+/// The operand image `config/default` gives the operator (this build's version).
+pub fn committed_image() -> String {
+    format!("ghcr.io/ferrolb/ferrolb:v{}", env!("CARGO_PKG_VERSION"))
+}
 
-/// Removes FerroLB (config, controller, speakers) when dropped, even by panic, so later tests
-/// never meet a running FerroLB. CRDs, RBAC and the Secret stay (cluster-scoped, harmless).
+/// How long the operator may take to deploy (or remove) every operand.
+const T: Duration = Duration::from_secs(120);
+
+/// Removes FerroLB's operands when dropped, even by panic, so later tests never meet a running
+/// FerroLB: deletes the config (the operator removes everything it created) and waits for the
+/// operand pods to go. The operator, its RBAC and the CRD stay for the next test.
 #[derive(Debug)]
 pub struct Installed {
     tb: Testbed,
@@ -28,59 +40,93 @@ pub struct Installed {
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        let tb = &self.tb;
-        let _ = tb.kubectl(&["delete", "loadbalancerconfigs", "--all", "--wait=true"]);
-        for what in ["deployment/ferrolb-controller", "daemonset/ferrolb-speaker"] {
-            let _ = tb.kubectl(&[
-                "delete",
-                what,
-                "-n",
-                SYSTEM,
-                "--ignore-not-found",
-                "--wait=true",
-            ]);
-        }
-        for selector in [CONTROLLER_PODS, SPEAKER_PODS] {
-            let _ = tb.kubectl(&[
-                "wait",
-                "--for=delete",
-                "pod",
-                "-l",
-                selector,
-                "-n",
-                SYSTEM,
-                "--timeout=60s",
-            ]);
-        }
+        uninstall(&self.tb);
     }
 }
 
-/// Installs FerroLB from `config/default`, creates the membership Secret (a fresh random key)
-/// unless it exists, and waits for both controller replicas, a controller leader and a ready
-/// speaker on every node.
+/// Deletes every LoadBalancerConfig and waits for the controller and speaker pods to be gone.
+pub fn uninstall(tb: &Testbed) {
+    let _ = tb.kubectl(&[
+        "delete",
+        "loadbalancerconfigs",
+        "--all",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+    for selector in [CONTROLLER_PODS, SPEAKER_PODS] {
+        let _ = tb.kubectl(&[
+            "wait",
+            "--for=delete",
+            "pod",
+            "-l",
+            selector,
+            "-n",
+            SYSTEM,
+            "--timeout=60s",
+        ]);
+    }
+}
+
+/// Installs FerroLB with an empty config (no pools yet; tests set theirs with
+/// [`replace_lb_config`]) and waits until the operator reports it Available and a controller
+/// leads.
 pub async fn install(tb: &Testbed, client: &Client) -> anyhow::Result<Installed> {
+    install_with(tb, client, json!({})).await
+}
+
+/// Applies `config/default`, makes the config `ferrolb` exactly `spec`, and waits for the
+/// operator to report `Available=True` for this generation (both controller replicas, by
+/// default, and a ready speaker on every node) and for a controller leader.
+pub async fn install_with(tb: &Testbed, client: &Client, spec: Value) -> anyhow::Result<Installed> {
     // Services of an earlier test live until their namespace is gone; a new controller would
     // (rightly) serve them, so wait for a clean slate.
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    wait_for(
-        "earlier test namespaces to go",
-        Duration::from_secs(120),
-        || async {
-            let left = namespaces
-                .list(&ListParams::default().labels("testbed.ferrolb.io/test=true"))
-                .await?
-                .items
-                .into_iter()
-                .filter(|n| n.metadata.deletion_timestamp.is_some())
-                .count();
-            Ok((left == 0).then_some(()))
-        },
-    )
+    wait_for("earlier test namespaces to go", T, || async {
+        let left = namespaces
+            .list(&ListParams::default().labels("testbed.ferrolb.io/test=true"))
+            .await?
+            .items
+            .into_iter()
+            .filter(|n| n.metadata.deletion_timestamp.is_some())
+            .count();
+        Ok((left == 0).then_some(()))
+    })
     .await?;
+    let installed = install_operator(tb, client).await?;
+    replace_lb_config(client, spec).await?;
+    wait_available(client).await?;
+    controller_leader(client).await?;
+    Ok(installed)
+}
+
+/// Installs the operator alone (`config/default`, no config yet) and waits for its two replicas
+/// to be ready.
+pub async fn install_operator(tb: &Testbed, client: &Client) -> anyhow::Result<Installed> {
+    apply_default(tb)?;
+    let installed = Installed { tb: tb.clone() };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    wait_for("2 ready operator replicas", T, || async {
+        let ready = pods
+            .list(&ListParams::default().labels(OPERATOR_PODS))
+            .await?
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
+            .count();
+        Ok((ready == 2).then_some(()))
+    })
+    .await?;
+    Ok(installed)
+}
+
+/// `kubectl apply --server-side --force-conflicts -k config/default`: the operator's install,
+/// taking back any field a test changed by hand.
+pub fn apply_default(tb: &Testbed) -> anyhow::Result<()> {
     let kustomize = repo_root().join("config/default");
     let out = tb.kubectl(&[
         "apply",
         "--server-side",
+        "--force-conflicts",
         "-k",
         &kustomize.display().to_string(),
     ])?;
@@ -90,58 +136,83 @@ pub async fn install(tb: &Testbed, client: &Client) -> anyhow::Result<Installed>
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let installed = Installed { tb: tb.clone() };
-    ensure_membership_secret(client).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
-    let nodes = tb.node_names.len();
-    wait_for(
-        &format!("2 ready controllers and {nodes} ready speakers"),
-        Duration::from_secs(120),
-        || async {
-            let ready = |selector: &'static str| {
-                let pods = pods.clone();
-                async move {
-                    let list = pods.list(&ListParams::default().labels(selector)).await?;
-                    anyhow::Ok(
-                        list.items
-                            .iter()
-                            .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
-                            .count(),
-                    )
-                }
-            };
-            let (controllers, speakers) =
-                (ready(CONTROLLER_PODS).await?, ready(SPEAKER_PODS).await?);
-            Ok((controllers == 2 && speakers == nodes).then_some(()))
-        },
-    )
-    .await?;
-    controller_leader(client).await?;
-    Ok(installed)
+    Ok(())
 }
 
-/// Creates the Secret `ferrolb-memberlist` with a random key, unless it exists.
-pub async fn ensure_membership_secret(client: &Client) -> anyhow::Result<()> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), SYSTEM);
-    if secrets.get_opt("ferrolb-memberlist").await?.is_some() {
-        return Ok(());
+/// Waits until the config `ferrolb` is `Available=True` for its current generation.
+pub async fn wait_available(client: &Client) -> anyhow::Result<()> {
+    let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
+    wait_for("the config Available (every operand ready)", T, || async {
+        let Some(config) = configs.get_opt("ferrolb").await? else {
+            return Ok(None);
+        };
+        let status = config.status.unwrap_or_default();
+        let current = status.observed_generation.is_some()
+            && status.observed_generation >= config.metadata.generation;
+        let available = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True");
+        Ok((current && available).then_some(()))
+    })
+    .await
+}
+
+/// Gives the operator a new operand image (its `FERROLB_IMAGE`, as a new operator version
+/// carries it), and waits until the controller Deployment and the speaker DaemonSet run it,
+/// every pod updated and ready, and the config is Available again. Returns how long it took.
+/// The next [`install`] (or [`apply_default`]) puts the committed image back.
+pub async fn roll_out_image(
+    tb: &Testbed,
+    client: &Client,
+    image: &str,
+) -> anyhow::Result<Duration> {
+    let started = std::time::Instant::now();
+    let out = tb.kubectl(&[
+        "set",
+        "env",
+        "deployment/ferrolb-operator",
+        "-n",
+        SYSTEM,
+        &format!("FERROLB_IMAGE={image}"),
+    ])?;
+    if !out.status.success() {
+        bail!("kubectl set env: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let mut key = [0u8; 32];
-    getrandom(&mut key)?;
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "ferrolb-memberlist", "namespace": SYSTEM},
-        "stringData": {"key": hex},
-    }))?;
-    secrets.create(&PostParams::default(), &secret).await?;
-    Ok(())
-}
-
-fn getrandom(buf: &mut [u8]) -> anyhow::Result<()> {
-    use std::io::Read as _;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)?;
-    Ok(())
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), SYSTEM);
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), SYSTEM);
+    let runs = |template: Option<&PodTemplateSpec>| {
+        template
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.as_deref())
+            == Some(image)
+    };
+    wait_for(&format!("every operand running {image}"), T, || async {
+        let controller = deployments.get("ferrolb-controller").await?;
+        let speaker = daemonsets.get("ferrolb-speaker").await?;
+        let controller_done = {
+            let want = controller.spec.as_ref().and_then(|s| s.replicas);
+            let st = controller.status.clone().unwrap_or_default();
+            runs(controller.spec.as_ref().map(|s| &s.template))
+                && st.observed_generation >= controller.metadata.generation
+                && st.replicas == want
+                && st.updated_replicas == want
+                && st.available_replicas == want
+        };
+        let speaker_done = {
+            let st = speaker.status.clone().unwrap_or_default();
+            runs(speaker.spec.as_ref().map(|s| &s.template))
+                && st.observed_generation >= speaker.metadata.generation
+                && st.updated_number_scheduled == Some(st.desired_number_scheduled)
+                && st.number_available == Some(st.desired_number_scheduled)
+                && st.current_number_scheduled == st.desired_number_scheduled
+        };
+        Ok((controller_done && speaker_done).then_some(()))
+    })
+    .await?;
+    wait_available(client).await?;
+    Ok(started.elapsed())
 }
 
 /// The pod name holding the controller Lease.

@@ -490,6 +490,91 @@ impl Drop for Probe {
     }
 }
 
+/// Who answers ARP for an IPv4 address, asked every `interval` from `netns` by `arping` (Thomas
+/// Habets' 2.x, one MAC line per reply): the arrival time of every reply, to find the longest
+/// time nobody answered, which a client whose neighbour entry expires would feel.
+#[derive(Debug)]
+pub struct ArpProbe {
+    child: std::process::Child,
+    started: Instant,
+    reader: Option<std::thread::JoinHandle<Vec<(Duration, String)>>>,
+}
+
+/// What an [`ArpProbe`] saw.
+#[derive(Debug, Clone)]
+pub struct ArpReport {
+    /// Replies received.
+    pub replies: usize,
+    /// Longest time without a reply (from the start, between replies, to the stop).
+    pub max_gap: Duration,
+    /// Replies per answering MAC.
+    pub macs: std::collections::BTreeMap<String, usize>,
+}
+
+impl ArpProbe {
+    /// Starts asking for `ip` on `netns`'s `eth0`.
+    pub fn start(netns: &str, ip: &str, interval: Duration) -> anyhow::Result<Self> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", netns, "arping", "-r", "-i", "eth0", "-W"])
+            .arg(format!("{:.3}", interval.as_secs_f64()))
+            .arg(ip)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting arping")?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("arping has no stdout"))?;
+        let started = Instant::now();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .map(|mac| (started.elapsed(), mac.trim().to_owned()))
+                .collect()
+        });
+        Ok(Self {
+            child,
+            started,
+            reader: Some(reader),
+        })
+    }
+
+    /// Stops asking and summarises.
+    pub fn stop(mut self) -> ArpReport {
+        let end = self.started.elapsed();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let replies = self
+            .reader
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let mut macs = std::collections::BTreeMap::new();
+        let mut max_gap = Duration::ZERO;
+        let mut last = Duration::ZERO;
+        for (at, mac) in &replies {
+            max_gap = max_gap.max(at.saturating_sub(last));
+            last = *at;
+            *macs.entry(mac.clone()).or_insert(0) += 1;
+        }
+        ArpReport {
+            replies: replies.len(),
+            max_gap: max_gap.max(end.saturating_sub(last)),
+            macs,
+        }
+    }
+}
+
+impl Drop for ArpProbe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Summarise probe samples (pure).
 ///
 /// ```

@@ -3,7 +3,8 @@
 //!
 //! - [`agent`]: the node agent (`ferrolb-testbed node-agent`), a small kubelet + kube-proxy.
 //! - [`echo`]: the built-in `ferrolb-testbed/echo` image.
-//! - [`ferrolb`]: FerroLB installed from `config/default`, removed again by a guard.
+//! - [`ferrolb`]: FerroLB installed through the operator (`config/default` and a config), removed
+//!   again by a guard.
 //! - [`forward`]: the API forwarder for the root namespace.
 //! - [`probe`]: continuous client probes (failover gaps).
 //! - [`harness`]: what tests use: start-or-reuse the testbed, per-test namespaces, exec in a

@@ -1,10 +1,15 @@
 //! Workloads that tests and examples create: the echo container and Deployments of it, built
 //! here once instead of as JSON by hand in every test.
 
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
+
+use crate::harness::{ingress_ips, pod_ready, wait_for};
 
 /// The built-in echo image (`ferrolb-testbed/echo`): HTTP and UDP on port 8080 (named `http`),
 /// ready once `/readyz` answers (probed every second).
@@ -60,6 +65,45 @@ pub async fn create_deployment(
             &deployment(name, replicas, pod_spec)?,
         )
         .await?)
+}
+
+/// `replicas` echo pods behind a LoadBalancer Service, both named `name` (port 80 to the pods'
+/// 8080): waits for the pods to be ready and the Service to have an address, and returns its
+/// first address.
+pub async fn echo_behind_load_balancer(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    replicas: usize,
+) -> anyhow::Result<String> {
+    const T: Duration = Duration::from_secs(90);
+    create_deployment(
+        client,
+        namespace,
+        name,
+        replicas,
+        json!({"containers": [echo_container()]}),
+    )
+    .await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let service: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"type": "LoadBalancer", "selector": {"app": name},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }))?;
+    services.create(&PostParams::default(), &service).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("app={name}");
+    wait_for(&format!("{replicas} ready {name} pods"), T, || async {
+        let list = pods.list(&ListParams::default().labels(&selector)).await?;
+        let ready = list.items.iter().filter(|p| pod_ready(p)).count();
+        Ok((ready == replicas).then_some(()))
+    })
+    .await?;
+    wait_for(&format!("an address for {name}"), T, || async {
+        Ok(ingress_ips(&services.get(name).await?).into_iter().next())
+    })
+    .await
 }
 
 #[cfg(test)]

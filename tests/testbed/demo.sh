@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# demo.sh — FerroLB on the testbed, end to end: installs the controller and the speakers from
-# config/ (as an admin would, with the membership Secret), applies the Layer 2 sample config, runs
-# an echo Deployment behind a LoadBalancer Service on port 80, waits until its IP answers from the
-# client namespace, and prints the IP and the command that curls it. `make demo` brings the testbed
+# demo.sh — FerroLB on the testbed, end to end, as an admin installs it: the operator from
+# config/default, then the Layer 2 sample config, from which the operator deploys the controller,
+# the speakers and their membership key; waits until the config is Available, runs an echo
+# Deployment behind a LoadBalancer Service on port 80, waits until its IP answers from the client
+# namespace, and prints the IP and the command that curls it. `make demo` brings the testbed
 # up first; `make testbed-down` removes everything.
 set -euo pipefail
 
@@ -21,16 +22,15 @@ wait_until() { # wait_until SECONDS WHAT COMMAND...
   done
 }
 
-log "installing FerroLB from config/default"
+log "installing the FerroLB operator (kubectl apply --server-side -k config/default)"
 k apply --server-side -k "$ROOT/config/default" >/dev/null
-if ! k -n ferrolb-system get secret ferrolb-memberlist >/dev/null 2>&1; then
-  k -n ferrolb-system create secret generic ferrolb-memberlist \
-    --from-literal=key="$(openssl rand -hex 32)" >/dev/null
-fi
+k -n ferrolb-system rollout status deployment/ferrolb-operator --timeout=120s >/dev/null
 log "applying the Layer 2 sample (config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml)"
 k apply --server-side -f "$ROOT/config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml" >/dev/null
-k -n ferrolb-system rollout status deployment/ferrolb-controller --timeout=120s >/dev/null
-k -n ferrolb-system rollout status daemonset/ferrolb-speaker --timeout=120s >/dev/null
+wait_until 30 "the config to be seen by the operator" \
+  test -n "$(k get lbc ferrolb -o jsonpath='{.status.observedGeneration}')"
+k wait --for=condition=Available lbc/ferrolb --timeout=120s >/dev/null
+k get lbc ferrolb >&2
 
 log "running an echo Deployment behind a LoadBalancer Service (namespace demo)"
 k apply --server-side -f - >/dev/null <<'YAML'

@@ -125,7 +125,7 @@ impl Revoked {
     }
 
     fn restore(&mut self) -> anyhow::Result<()> {
-        let manifest = repo_root().join("config/rbac/controller.yaml");
+        let manifest = repo_root().join("config/operator/operand-cluster-roles.yaml");
         let out = self.tb.kubectl(&[
             "apply",
             "--server-side",

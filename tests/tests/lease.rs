@@ -7,10 +7,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use ferrolb_testbed::ferrolb::{CONTROLLER_PODS, SYSTEM, controller_leader, install};
-use ferrolb_testbed::harness::{
-    Testbed, ingress_ips, netns_sh, pod_pid, pod_ready, replace_lb_config, wait_for,
-};
+use ferrolb_testbed::ferrolb::{CONTROLLER_PODS, SYSTEM, controller_leader, install_with};
+use ferrolb_testbed::harness::{Testbed, ingress_ips, netns_sh, pod_pid, pod_ready, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -310,23 +308,20 @@ async fn leader_gauges(tb: &Testbed, client: &Client, pods: [&Pod; 2]) -> anyhow
 async fn a_skewed_clock_neither_flaps_leadership_nor_blocks_failover() -> anyhow::Result<()> {
     let tb = Testbed::start_or_reuse()?;
     let client = tb.client().await?;
-    let _installed = install(&tb, &client).await?;
-    let _skewed = SkewedReplica(tb.clone());
-    replace_lb_config(
+    // One replica of the stock Deployment (set in the config: the operator owns the Deployment),
+    // one of the skewed copy.
+    let _installed = install_with(
+        &tb,
         &client,
-        json!({"addressPools": [{"name": "lease", "addresses": ["203.0.113.96/28"]}]}),
+        json!({
+            "controller": {"replicas": 1},
+            "addressPools": [{"name": "lease", "addresses": ["203.0.113.96/28"]}],
+        }),
     )
     .await?;
+    let _skewed = SkewedReplica(tb.clone());
     let ns = tb.namespace(&client, "lease").await?;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
-    // One replica of the stock Deployment, one of the skewed copy.
-    Api::<Deployment>::namespaced(client.clone(), SYSTEM)
-        .patch(
-            "ferrolb-controller",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 1}})),
-        )
-        .await?;
     for skew in [600i64, -600] {
         apply_skewed(&client, skew).await?;
         let mut stock = only_ready_pod(&client, CONTROLLER_PODS).await?;

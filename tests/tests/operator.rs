@@ -1,14 +1,18 @@
-//! The operator on the testbed, installed as an admin would (`kubectl apply -k config/operator`)
+//! The operator on the testbed, installed as an admin would (`kubectl apply -k config/default`)
 //! and running from its own ServiceAccount: one LoadBalancerConfig deploys everything, says so in
-//! status, repairs drift, keeps the running operands on a bad config, and deleting the config
-//! removes every object it created.
+//! status, repairs drift, keeps the running operands on a bad config, rolls a new operand image
+//! out without a client noticing, and deleting the config removes every object it created.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure};
-use ferrolb_testbed::harness::{Testbed, ingress_ips, pod_ready, repo_root, wait_for};
+use anyhow::ensure;
+use ferrolb_testbed::ferrolb::{
+    committed_image, install_operator, install_with, roll_out_image, wait_available,
+};
+use ferrolb_testbed::harness::{ArpProbe, Probe, Testbed, ingress_ips, netns_sh, wait_for};
+use ferrolb_testbed::workloads::echo_behind_load_balancer;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -17,62 +21,6 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
 const MANAGED: &str = "app.kubernetes.io/managed-by=ferrolb-operator";
-
-/// The operator's install; removed when dropped (also by panic), after any config.
-struct OperatorInstall {
-    tb: Testbed,
-}
-
-impl OperatorInstall {
-    fn apply(tb: &Testbed) -> anyhow::Result<Self> {
-        let dir = repo_root().join("config/operator");
-        let out = tb.kubectl(&[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-k",
-            &dir.display().to_string(),
-        ])?;
-        if !out.status.success() {
-            bail!(
-                "kubectl apply -k config/operator: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(Self { tb: tb.clone() })
-    }
-}
-
-impl Drop for OperatorInstall {
-    fn drop(&mut self) {
-        let tb = &self.tb;
-        let _ = tb.kubectl(&[
-            "delete",
-            "loadbalancerconfigs",
-            "--all",
-            "--wait=true",
-            "--timeout=60s",
-        ]);
-        let _ = tb.kubectl(&[
-            "delete",
-            "deployment/ferrolb-operator",
-            "-n",
-            "ferrolb-system",
-            "--ignore-not-found",
-            "--wait=true",
-        ]);
-        let _ = tb.kubectl(&[
-            "wait",
-            "--for=delete",
-            "pod",
-            "-l",
-            "app.kubernetes.io/component=operator",
-            "-n",
-            "ferrolb-system",
-            "--timeout=60s",
-        ]);
-    }
-}
 
 async fn managed<K>(client: &Client) -> anyhow::Result<Vec<String>>
 where
@@ -129,28 +77,7 @@ async fn one_config_deploys_everything_repairs_drift_and_uninstalls_cleanly() ->
 {
     let tb = Testbed::start_or_reuse()?;
     let client = tb.client().await?;
-    let _install = OperatorInstall::apply(&tb)?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "ferrolb-system");
-    wait_for("2 ready operator replicas", T, || async {
-        let ready = pods
-            .list(&ListParams::default().labels("app.kubernetes.io/component=operator"))
-            .await?
-            .items
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
-            .count();
-        Ok((ready == 2).then_some(()))
-    })
-    .await?;
-
-    // The membership key is the operator's to create: a Secret an earlier test made by hand
-    // (which the operator would rightly leave alone) goes first.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "ferrolb-system");
-    if secrets.get_opt("ferrolb-memberlist").await?.is_some() {
-        secrets
-            .delete("ferrolb-memberlist", &DeleteParams::default())
-            .await?;
-    }
+    let _install = install_operator(&tb, &client).await?;
 
     // One config, the Layer 2 sample's shape: the operator deploys the rest.
     let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
@@ -255,7 +182,6 @@ async fn one_config_deploys_everything_repairs_drift_and_uninstalls_cleanly() ->
         ingress_ips(&services.get("web").await?) == [ip.clone()],
         "the Service's address moved"
     );
-    ns.delete_and_wait(&client, T).await?;
 
     // Uninstall: deleting the config removes every object the operator wrote.
     configs.delete("ferrolb", &DeleteParams::default()).await?;
@@ -266,6 +192,159 @@ async fn one_config_deploys_everything_repairs_drift_and_uninstalls_cleanly() ->
     .await?;
     wait_for("the config gone (finalizer removed)", T, || async {
         Ok(configs.get_opt("ferrolb").await?.is_none().then_some(()))
+    })
+    .await?;
+    // The Service keeps its address in its status, so a reinstall gives it the same one, even
+    // with a Service created meanwhile that would otherwise take the pool's first address.
+    ensure!(
+        ingress_ips(&services.get("web").await?) == [ip.clone()],
+        "the Service lost its address on uninstall"
+    );
+    let mut other = svc.clone();
+    other.metadata.name = Some("newcomer".into());
+    services.create(&PostParams::default(), &other).await?;
+    configs.create(&PostParams::default(), &config).await?;
+    wait_available(&client).await?;
+    let newcomer = wait_for("an IP for newcomer", T, || async {
+        Ok(ingress_ips(&services.get("newcomer").await?)
+            .first()
+            .cloned())
+    })
+    .await?;
+    ensure!(
+        ingress_ips(&services.get("web").await?) == [ip.clone()],
+        "the reinstall moved web's address"
+    );
+    ensure!(newcomer != ip, "newcomer got web's address {ip}");
+    ns.delete_and_wait(&client, T).await?;
+    Ok(())
+}
+
+/// A new operator version (a new operand image in its environment) rolls the controller and the
+/// speakers, one node at a time; each speaker leaving on SIGTERM hands its addresses over at
+/// once. A client probing a Layer 2 address every 10 ms sees no gap over a second, and ARP for
+/// the address is answered throughout (what a client whose neighbour entry expires needs).
+/// Two rollouts: to a new image and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn a_new_operand_image_rolls_every_speaker_without_a_client_gap() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    let _installed = install_with(
+        &tb,
+        &client,
+        json!({
+            "addressPools": [{"name": "l2", "addresses": ["203.0.113.64/27"]}],
+            "l2Advertisements": [{"name": "l2", "addressPools": ["l2"]}],
+        }),
+    )
+    .await?;
+    let ns = tb.namespace(&client, "rollout").await?;
+    let ip = echo_behind_load_balancer(&client, &ns.name, "web", 3).await?;
+    wait_for("the address to answer", T, || async {
+        Ok(netns_sh(
+            &tb.client_netns,
+            &["curl", "-sS", "-m", "2", &format!("http://{ip}/")],
+        )
+        .ok())
+    })
+    .await?;
+    for image in [format!("{}-rollout", committed_image()), committed_image()] {
+        let probe = Probe::start(
+            &tb,
+            &tb.client_netns,
+            &format!("{ip}:80"),
+            Duration::from_millis(10),
+        )?;
+        let arp = ArpProbe::start(&tb.client_netns, &ip, Duration::from_millis(50))?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let took = roll_out_image(&tb, &client, &image).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (report, arp) = (probe.stop(), arp.stop());
+        eprintln!(
+            "rollout to {image} in {took:.1?}: {} probes, {} failed, longest gap {:?}; {} ARP replies from {:?}, longest without one {:?}",
+            report.samples.len(),
+            report.failures,
+            report.max_gap,
+            arp.replies,
+            arp.macs,
+            arp.max_gap
+        );
+        ensure!(
+            report.max_gap < Duration::from_secs(1),
+            "a client gap of {:?} during the rollout to {image}",
+            report.max_gap
+        );
+        ensure!(
+            arp.max_gap < Duration::from_secs(1),
+            "nobody answered ARP for {ip} for {:?} during the rollout to {image}",
+            arp.max_gap
+        );
+    }
+    Ok(())
+}
+
+/// The reasons of the Events on the config `ferrolb` (Events of cluster-scoped objects live in
+/// `default`).
+fn config_event_reasons(tb: &Testbed) -> anyhow::Result<String> {
+    let out = tb.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        "involvedObject.kind=LoadBalancerConfig,involvedObject.name=ferrolb",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ])?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// An operand that cannot start (here: an image that does not exist) shows in `Degraded` with
+/// the pod's reason, and as a Warning Event on the config; the right image clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn an_operand_that_cannot_start_is_degraded_with_the_pods_reason() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    let _installed = install_with(&tb, &client, json!({})).await?;
+    ensure!(
+        config_event_reasons(&tb)?.contains("AllOperandsReady"),
+        "the install was told as Events: {}",
+        config_event_reasons(&tb)?
+    );
+    let out = tb.kubectl(&[
+        "set",
+        "env",
+        "deployment/ferrolb-operator",
+        "-n",
+        "ferrolb-system",
+        "FERROLB_IMAGE=ghcr.io/ferrolb/no-such-image:v9",
+    ])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (reason, message) = wait_for("Degraded=True for the failing pods", T, || async {
+        let (status, reason, message) = condition(&tb, "Degraded")?;
+        Ok((status == "True" && reason == "OperandPodsFailing").then_some((reason, message)))
+    })
+    .await?;
+    eprintln!("Degraded: {reason}: {message}");
+    ensure!(message.contains("ErrImagePull"), "{message}");
+    ensure!(message.contains("no-such-image"), "{message}");
+    ensure!(condition(&tb, "Upgradeable")?.0 == "False");
+    wait_for("a Warning Event on the config", T, || async {
+        Ok(config_event_reasons(&tb)?
+            .contains("OperandPodsFailing")
+            .then_some(()))
+    })
+    .await?;
+    // The right image again: every operand rolls back and nothing is degraded.
+    roll_out_image(&tb, &client, &committed_image()).await?;
+    wait_for("Degraded=False", T, || async {
+        Ok((condition(&tb, "Degraded")?.0 == "False").then_some(()))
     })
     .await?;
     Ok(())

@@ -324,7 +324,8 @@ echo "secrets=$(code /api/v1/namespaces/$MY_NS/secrets) pods=$(code /api/v1/name
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
-async fn unknown_image_fails_and_crashing_container_backs_off() -> anyhow::Result<()> {
+async fn unknown_image_waits_in_err_image_pull_and_crashing_container_backs_off()
+-> anyhow::Result<()> {
     let (tb, client) = setup().await?;
     let ns = tb.namespace(&client, "img").await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
@@ -342,19 +343,21 @@ async fn unknown_image_fails_and_crashing_container_backs_off() -> anyhow::Resul
                 "command": ["/bin/sh", "-c", "echo dying; exit 3"]}]}}))?,
     )
     .await?;
-    let p = wait_for("nginx pod failed", T, || async {
+    // Like a kubelet that cannot pull it: Pending, the container waiting in ErrImagePull.
+    let waiting = wait_for("nginx pod waiting in ErrImagePull", T, || async {
         let p = pods.get("nginx").await?;
-        let phase = p
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        Ok((phase == "Failed").then_some(p))
+        let st = p.status.unwrap_or_default();
+        let waiting = st
+            .container_statuses
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .and_then(|c| c.state?.waiting)
+            .filter(|w| w.reason.as_deref() == Some("ErrImagePull"));
+        Ok(waiting.filter(|_| st.phase.as_deref() == Some("Pending")))
     })
     .await?;
-    let st = p.status.unwrap_or_default();
-    assert_eq!(st.reason.as_deref(), Some("UnknownImage"));
-    assert!(st.message.unwrap_or_default().contains("nginx:1.27"));
+    assert!(waiting.message.unwrap_or_default().contains("nginx:1.27"));
     let p = wait_for("crash pod restarted twice", T, || async {
         let p = pods.get("crash").await?;
         let rc = p

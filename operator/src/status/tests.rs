@@ -260,3 +260,155 @@ fn every_reason_is_camel_case() {
         );
     }
 }
+
+fn pod(status: serde_json::Value) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ferrolb-speaker-x"},
+        "spec": {"nodeName": "node-2", "containers": []},
+        "status": status,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_pod_that_cannot_start_names_its_reason_and_a_starting_one_none() {
+    let waiting = |reason: &str, message: &str| {
+        pod(serde_json::json!({"containerStatuses": [{
+            "name": "speaker", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": reason, "message": message}}}]}))
+    };
+    assert_eq!(
+        pod_problem(&waiting("ErrImagePull", "image ghcr.io/x:v9 not found")),
+        Some("pod ferrolb-speaker-x on node-2: ErrImagePull: image ghcr.io/x:v9 not found".into())
+    );
+    assert_eq!(
+        pod_problem(&waiting("CrashLoopBackOff", "")),
+        Some("pod ferrolb-speaker-x on node-2: CrashLoopBackOff".into())
+    );
+    assert_eq!(pod_problem(&waiting("ContainerCreating", "")), None);
+    assert_eq!(pod_problem(&waiting("PodInitializing", "")), None);
+    let running = pod(serde_json::json!({"containerStatuses": [{
+        "name": "speaker", "image": "i", "imageID": "", "ready": true, "restartCount": 0,
+        "state": {"running": {}}}]}));
+    assert_eq!(pod_problem(&running), None);
+    assert_eq!(pod_problem(&pod(serde_json::json!({}))), None);
+    let mut unschedulable: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ferrolb-controller-y"},
+        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."}]},
+    }))
+    .unwrap();
+    assert_eq!(
+        pod_problem(&unschedulable),
+        Some("pod ferrolb-controller-y: Unschedulable: 0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.".into())
+    );
+    // A pod on its way out, or finished, is not a problem of the rollout.
+    let mut failed = unschedulable.clone();
+    unschedulable.metadata.deletion_timestamp = Some(at(5));
+    assert_eq!(pod_problem(&unschedulable), None);
+    failed.status.as_mut().unwrap().phase = Some("Failed".into());
+    assert_eq!(pod_problem(&failed), None);
+}
+
+#[test]
+fn failing_pods_are_degraded_with_every_reason_listed_up_to_five() {
+    let mut o = observed(deployment(2, 2, 2), daemonset(3, 2, 1));
+    o.pod_problems = (1..=7)
+        .map(|i| format!("pod p{i} on node-{i}: ErrImagePull: not found"))
+        .collect();
+    let c = compute(&o, &[], at(10));
+    let d = get(&c.conditions, DEGRADED);
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", reasons::PODS_FAILING)
+    );
+    assert_eq!(
+        d.message,
+        "7 operand pod(s) cannot become ready:\n\
+         pod p1 on node-1: ErrImagePull: not found\n\
+         pod p2 on node-2: ErrImagePull: not found\n\
+         pod p3 on node-3: ErrImagePull: not found\n\
+         pod p4 on node-4: ErrImagePull: not found\n\
+         pod p5 on node-5: ErrImagePull: not found\n\
+         and 2 more"
+    );
+    assert_eq!(get(&c.conditions, UPGRADEABLE).status, "False");
+    // An invalid config is told first; the pods are a consequence to look at after.
+    o.standing = Some(Standing::Invalid("spec.logLevel: \"x\": bad".into()));
+    let c = compute(&o, &[], at(10));
+    assert_eq!(get(&c.conditions, DEGRADED).reason, reasons::INVALID);
+}
+
+#[test]
+fn events_tell_each_change_once_and_warn_when_it_is_for_the_worse() {
+    let ready = compute(
+        &observed(deployment(2, 2, 2), daemonset(3, 3, 3)),
+        &[],
+        at(10),
+    );
+    // From nothing: one Event per told condition, none a Warning.
+    let first = transitions(&[], &ready.conditions);
+    assert_eq!(
+        first
+            .iter()
+            .map(|e| (e.reason.as_str(), e.type_ == EventType::Warning))
+            .collect::<Vec<_>>(),
+        [
+            (reasons::VALID, false),
+            (reasons::ALL_READY, false),
+            (reasons::ROLLED_OUT, false),
+            (reasons::AS_EXPECTED, false)
+        ]
+    );
+    // Nothing changed: no Event, however often the status is computed.
+    assert!(transitions(&ready.conditions, &ready.conditions).is_empty());
+    // A speaker fails: Degraded (a Warning), Available lost (a Warning), Progressing.
+    let mut o = observed(deployment(2, 2, 2), daemonset(3, 2, 2));
+    o.speaker
+        .as_mut()
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .number_ready = 0;
+    o.pod_problems = vec!["pod s on node-1: ErrImagePull: not found".into()];
+    let failing = compute(&o, &ready.conditions, at(20));
+    let told = transitions(&ready.conditions, &failing.conditions);
+    let summary: Vec<_> = told
+        .iter()
+        .map(|e| (e.reason.as_str(), e.type_ == EventType::Warning))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (reasons::NOT_READY, true),
+            (reasons::ROLLING_OUT, false),
+            (reasons::PODS_FAILING, true)
+        ]
+    );
+    let degraded = told
+        .iter()
+        .find(|e| e.reason == reasons::PODS_FAILING)
+        .unwrap();
+    assert!(
+        degraded
+            .note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("Degraded is True: 1 operand pod(s)")
+                && n.contains("ErrImagePull")),
+        "{:?}",
+        degraded.note
+    );
+    for e in told.iter().chain(&first) {
+        assert!(is_valid_reason(&e.reason), "{}", e.reason);
+    }
+}
+
+#[test]
+fn an_event_note_is_cut_to_one_kibibyte_on_a_char_boundary() {
+    let long = "é".repeat(2000);
+    let note = truncate_note(&long);
+    assert!(note.len() <= 1024, "{}", note.len());
+    assert!(note.ends_with("..."));
+    assert_eq!(truncate_note("short"), "short");
+}

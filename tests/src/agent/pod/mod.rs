@@ -36,6 +36,18 @@ mod volumes;
 use process::BACKOFF_BASE;
 pub use program::{KNOWN_IMAGES, expand, resolve_program};
 
+/// A container image the testbed cannot run: the pod waits in `ErrImagePull`.
+#[derive(Debug)]
+struct UnknownImage(String);
+
+impl std::fmt::Display for UnknownImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UnknownImage {}
+
 #[derive(Debug)]
 struct Ctr {
     spec: Container,
@@ -166,10 +178,16 @@ pub async fn worker(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Pod>>) {
                     p.set_up = true;
                     p.pending = None;
                 }
-                Err(e) => {
-                    tracing::warn!(pod = %p.name, error = %format!("{e:#}"), "pod setup (retrying)");
-                    p.pending = Some(("ContainerCreating".into(), format!("{e:#}")));
-                }
+                Err(e) => match e.downcast_ref::<UnknownImage>() {
+                    Some(UnknownImage(msg)) => {
+                        tracing::debug!(pod = %p.name, %msg, "unknown image (retrying)");
+                        p.pending = Some(("ErrImagePull".into(), msg.clone()));
+                    }
+                    None => {
+                        tracing::warn!(pod = %p.name, error = %format!("{e:#}"), "pod setup (retrying)");
+                        p.pending = Some(("ContainerCreating".into(), format!("{e:#}")));
+                    }
+                },
             }
         }
         if p.set_up && p.failed.is_none() && p.step_init().await && p.failed.is_none() {
@@ -220,7 +238,8 @@ impl PodRun {
 
     async fn setup(&mut self) -> anyhow::Result<()> {
         let spec = self.spec();
-        // images first: an unknown image fails the pod with a clear reason
+        // images first: an unknown image leaves the pod Pending with ErrImagePull (retried), as
+        // a kubelet does with an image it cannot pull
         let self_exe = self.ctx.self_exe.clone();
         let inits = spec.init_containers.clone().unwrap_or_default();
         let mut argvs = Vec::new();
@@ -235,11 +254,7 @@ impl PodRun {
             ) {
                 Ok(v) => argvs.push(v),
                 Err(msg) => {
-                    self.failed = Some((
-                        "UnknownImage".into(),
-                        format!("container {}: {msg}", c.name),
-                    ));
-                    return Ok(());
+                    return Err(UnknownImage(format!("container {}: {msg}", c.name)).into());
                 }
             }
         }

@@ -53,11 +53,6 @@ impl PodRun {
                         .clone()
                         .or_else(|| self.pending.clone())
                         .unwrap_or_else(|| ("ContainerCreating".into(), String::new()));
-                    let reason = if reason == "UnknownImage" {
-                        "ErrImagePull".to_string()
-                    } else {
-                        reason
-                    };
                     json!({"name": c.name, "image": c.image, "imageID": "", "ready": false,
                            "started": false, "restartCount": 0,
                            "state": {"waiting": {"reason": reason, "message": msg}}})
