@@ -509,6 +509,24 @@ pub struct ArpReport {
     pub max_gap: Duration,
     /// Replies per answering MAC.
     pub macs: std::collections::BTreeMap<String, usize>,
+    /// When each reply came (from the start) and from which MAC.
+    pub timeline: Vec<(Duration, String)>,
+}
+
+impl ArpReport {
+    /// When each reply came, from the start.
+    pub fn times(&self) -> Vec<Duration> {
+        self.timeline.iter().map(|(at, _)| *at).collect()
+    }
+
+    /// The MACs that answered between `from` and `to`.
+    pub fn macs_within(&self, from: Duration, to: Duration) -> std::collections::BTreeSet<String> {
+        self.timeline
+            .iter()
+            .filter(|(at, _)| *at >= from && *at <= to)
+            .map(|(_, mac)| mac.clone())
+            .collect()
+    }
 }
 
 impl ArpProbe {
@@ -564,6 +582,7 @@ impl ArpProbe {
             replies: replies.len(),
             max_gap: max_gap.max(end.saturating_sub(last)),
             macs,
+            timeline: replies,
         }
     }
 }
@@ -573,6 +592,54 @@ impl Drop for ArpProbe {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A process stopped with SIGSTOP, continued when dropped (so a failing test leaves none frozen).
+#[derive(Debug)]
+pub struct Frozen(u32);
+
+impl Frozen {
+    /// Stops `pid`.
+    pub fn new(pid: u32) -> anyhow::Result<Self> {
+        use nix::sys::signal::{Signal, kill};
+        kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            Signal::SIGSTOP,
+        )
+        .with_context(|| format!("SIGSTOP {pid}"))?;
+        Ok(Self(pid))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        if let Ok(pid) = i32::try_from(self.0) {
+            let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT);
+        }
+    }
+}
+
+/// The longest time between `from` and `to` without an answer, given the (sorted) times of
+/// every answer: from `from` to the first answer after it, between answers, and from the last
+/// one to `to` (pure).
+///
+/// ```
+/// use std::time::Duration;
+/// let ms = Duration::from_millis;
+/// let at = [ms(0), ms(100), ms(900), ms(1000)];
+/// assert_eq!(ferrolb_testbed::harness::gap_within(&at, ms(50), ms(950)), ms(800));
+/// assert_eq!(ferrolb_testbed::harness::gap_within(&at, ms(950), ms(2000)), ms(1000));
+/// assert_eq!(ferrolb_testbed::harness::gap_within(&[], ms(0), ms(10)), ms(10));
+/// ```
+pub fn gap_within(times: &[Duration], from: Duration, to: Duration) -> Duration {
+    let mut last = from;
+    let mut gap = Duration::ZERO;
+    for &t in times.iter().filter(|t| **t > from && **t <= to) {
+        gap = gap.max(t - last);
+        last = t;
+    }
+    gap.max(to.saturating_sub(last))
 }
 
 /// Summarise probe samples (pure).

@@ -27,8 +27,8 @@ k apply --server-side -k "$ROOT/config/default" >/dev/null
 k -n ferrolb-system rollout status deployment/ferrolb-operator --timeout=120s >/dev/null
 log "applying the Layer 2 sample (config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml)"
 k apply --server-side -f "$ROOT/config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml" >/dev/null
-wait_until 30 "the config to be seen by the operator" \
-  test -n "$(k get lbc ferrolb -o jsonpath='{.status.observedGeneration}')"
+seen() { [ -n "$(k get lbc ferrolb -o jsonpath='{.status.observedGeneration}')" ]; }
+wait_until 30 "the config to be seen by the operator" seen
 k wait --for=condition=Available lbc/ferrolb --timeout=120s >/dev/null
 k get lbc ferrolb >&2
 
@@ -63,7 +63,8 @@ spec:
   ports: [{name: http, port: 80, targetPort: http}]
 YAML
 ip_of() { k -n demo get service echo -o jsonpath='{.status.loadBalancer.ingress[0].ip}'; }
-wait_until 120 "an IP for Service demo/echo" test -n "$(ip_of)"
+has_ip() { [ -n "$(ip_of)" ]; }
+wait_until 120 "an IP for Service demo/echo" has_ip
 IP=$(ip_of)
 log "Service demo/echo has $IP; waiting until it answers from the client namespace"
 wait_until 120 "$IP to answer" ip netns exec "$TESTBED_CLIENT_NETNS" curl -sf -m 2 "http://$IP/"

@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use ferrolb_testbed::ferrolb::{CONTROLLER_PODS, SYSTEM, controller_leader, install_with};
-use ferrolb_testbed::harness::{Testbed, ingress_ips, netns_sh, pod_pid, pod_ready, wait_for};
+use ferrolb_testbed::harness::{
+    Frozen, Testbed, ingress_ips, netns_sh, pod_pid, pod_ready, wait_for,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
@@ -52,25 +52,6 @@ impl Drop for SkewedReplica {
             SYSTEM,
             "--timeout=60s",
         ]);
-    }
-}
-
-/// A process stopped with SIGSTOP, continued when dropped (so a failing test leaves none frozen).
-struct Frozen(u32);
-
-impl Frozen {
-    fn new(pid: u32) -> anyhow::Result<Self> {
-        kill(Pid::from_raw(i32::try_from(pid)?), Signal::SIGSTOP)
-            .with_context(|| format!("SIGSTOP {pid}"))?;
-        Ok(Self(pid))
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
-        }
     }
 }
 

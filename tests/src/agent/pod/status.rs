@@ -130,7 +130,17 @@ impl PodRun {
             status["reason"] = json!(reason);
             status["message"] = json!(msg);
         }
-        if self.last_sent.as_ref() == Some(&status) {
+        // Like the kubelet's status manager: what the API server holds is compared too, so a
+        // condition someone else changed (kube-controller-manager marks pods NotReady when it
+        // lost a node's heartbeats, e.g. after the API server was away) is put right again.
+        let api_ready = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status == "True");
+        if self.last_sent.as_ref() == Some(&status) && api_ready.is_none_or(|r| r == ready) {
             return;
         }
         let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.ns);
