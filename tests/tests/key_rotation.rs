@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, ensure};
 use ferrolb_testbed::ferrolb::{Installed, SPEAKER_PODS, SYSTEM, install};
 use ferrolb_testbed::harness::{
-    Probe, TestNamespace, Testbed, ingress_ips, netns_sh, pod_ready, replace_lb_config,
+    Frozen, Probe, TestNamespace, Testbed, ingress_ips, netns_sh, pod_ready, replace_lb_config,
     unique_name, wait_for,
 };
 use ferrolb_testbed::workloads::{create_deployment, echo_container};
@@ -311,41 +311,14 @@ async fn operator_leading(client: &Client) -> anyhow::Result<String> {
     .await
 }
 
-/// Node agents paused (SIGSTOP) until resumed or dropped: their pods keep running, but their
-/// volumes (the membership Secret) are not refreshed. Short pauses only: a node's Lease expires
-/// after 40 s.
-struct Paused {
-    pids: Vec<u32>,
-}
-
-impl Paused {
-    fn agents(tb: &Testbed, nodes: &[usize]) -> anyhow::Result<Paused> {
-        let mut paused = Paused { pids: Vec::new() };
-        for i in nodes {
-            let pid = tb.node_agent_pid(&tb.node_names[*i])?;
-            signal(pid, "-STOP")?;
-            paused.pids.push(pid);
-        }
-        Ok(paused)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        for pid in &self.pids {
-            if let Err(e) = signal(*pid, "-CONT") {
-                eprintln!("resuming node agent {pid}: {e:#}");
-            }
-        }
-    }
-}
-
-fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
-    let status = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()?;
-    ensure!(status.success(), "kill {signal} {pid} failed");
-    Ok(())
+/// The node agents of `nodes` stopped (SIGSTOP) until the guards are dropped: their pods keep
+/// running, but their volumes (the membership Secret) are not refreshed. Short pauses only: a
+/// node's Lease expires after 40 s.
+fn freeze_agents(tb: &Testbed, nodes: &[usize]) -> anyhow::Result<Vec<Frozen>> {
+    nodes
+        .iter()
+        .map(|i| Frozen::new(tb.node_agent_pid(&tb.node_names[*i])?))
+        .collect()
 }
 
 /// Every speaker's counters that must not move in a rotation.
@@ -494,7 +467,7 @@ async fn a_requested_rotation_changes_the_key_without_a_false_failover() -> anyh
             let wait = due.saturating_sub(watch.started.elapsed());
             watch.during(wait).await?;
         }
-        let paused = Paused::agents(&w.tb, &late)?;
+        let paused = freeze_agents(&w.tb, &late)?;
         let paused_at = watch.started.elapsed();
         if change == 1 {
             let out = w.tb.kubectl(&[
@@ -639,7 +612,7 @@ async fn rewriting_the_key_in_one_step_makes_late_speakers_declare_the_leader_de
     .await?;
     let before = counters(&w)?;
     let changes = w.metric(leader, KEY_CHANGES)?;
-    let paused = Paused::agents(&w.tb, &late)?;
+    let paused = freeze_agents(&w.tb, &late)?;
     let mut key = [0u8; 32];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
