@@ -111,7 +111,8 @@ pub mod names {
     pub const MEMBERLIST_KEY_FILE: &str = "/etc/ferrolb/memberlist/key";
 }
 
-/// Annotations of the membership key rotation (`docs/key-rotation.md`).
+/// Annotations of the membership key rotation ("Rotating the membership key" in
+/// `docs/operations.md`).
 pub mod annotations {
     /// On the LoadBalancerConfig, set by the admin: a new value requests one rotation of the
     /// speakers' membership key.

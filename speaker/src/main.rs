@@ -51,8 +51,8 @@ struct Cli {
     /// the Secret ferrolb-memberlist, mounted). The optional files `next` and `previous` in the
     /// same directory hold keys that are accepted but never sent with: a key rotation adds the
     /// new key as `next`, then makes it `key` and keeps the old one as `previous`, then drops it
-    /// (see docs/key-rotation.md). Every file is re-read every 10 s; a change counts once a
-    /// second read agrees.
+    /// (see "Rotating the membership key" in docs/operations.md). Every file is re-read every
+    /// 10 s; a change counts once a second read agrees.
     #[arg(long, env = env::MEMBERLIST_KEY_FILE, default_value = names::MEMBERLIST_KEY_FILE)]
     memberlist_key_file: PathBuf,
 

@@ -9,8 +9,9 @@
 //! | `next` (optional) | accepted only: the key a rotation is about to send with |
 //! | `previous` (optional) | accepted only: the key a rotation has stopped sending with |
 //!
-//! A rotation (run by the operator, see `docs/key-rotation.md`) writes `key=A` → `key=A, next=B`
-//! → `key=B, previous=A` → `key=B`, and waits at each step until every node has the new Secret.
+//! A rotation (run by the operator, see "Rotating the membership key" in `docs/operations.md`)
+//! writes `key=A` → `key=A, next=B` → `key=B, previous=A` → `key=B`, and waits at each step
+//! until every node has the new Secret.
 //! So every speaker accepts B before any speaker sends with it, and keeps accepting A until no
 //! speaker sends with it any more: no speaker ever drops a message of a live peer, whatever the
 //! order in which the kubelets deliver the Secret.

@@ -1,15 +1,38 @@
-//! The manifests under `config/` use exactly the names in `ferrolb_api::wiring`: ports, env
-//! names, flags, labels, the membership Secret, the Lease. Until the operator renders them from
-//! the same constants, this keeps the YAML and the binaries from drifting apart.
+//! What the operator deploys and its own install (`config/operator`) use exactly the names in
+//! `ferrolb_api::wiring` that the binaries read: ports, env names, flags, labels, the membership
+//! Secret, the Lease. Checked on the objects as the API server receives them (JSON), so a field
+//! the renderer misspells or drops shows here, not in a cluster.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use ferrolb_api::LoadBalancerConfigSpec;
 use ferrolb_api::v1alpha1::DEFAULT_NAMESPACE;
 use ferrolb_api::wiring::{env, flags, labels, names, ports};
+use ferrolb_operator::render::{self, Settings};
 use serde_json::{Value, json};
+
+/// Every operand the operator renders for the default spec, as JSON.
+fn operands() -> Vec<Value> {
+    let ops = render::operands(
+        &LoadBalancerConfigSpec::default(),
+        &Settings::of_this_build(),
+    );
+    let mut docs = vec![json(&ops.namespace)];
+    docs.extend(ops.service_accounts.iter().map(json));
+    docs.extend(ops.cluster_role_bindings.iter().map(json));
+    docs.extend(ops.roles.iter().map(json));
+    docs.extend(ops.role_bindings.iter().map(json));
+    docs.push(json(&ops.controller));
+    docs.push(json(&ops.speaker));
+    docs
+}
+
+fn json<T: serde::Serialize>(object: &T) -> Value {
+    serde_json::to_value(object).unwrap()
+}
 
 /// Every document of every YAML file under `config/<dir>`.
 fn documents(dir: &str) -> Vec<Value> {
@@ -109,7 +132,7 @@ fn workload<'a>(docs: &'a [Value], kind: &str, name: &str, component: &str) -> &
 
 #[test]
 fn the_speaker_daemonset_uses_the_wiring_names() {
-    let docs = documents("manager");
+    let docs = operands();
     let c = workload(&docs, "DaemonSet", names::SPEAKER, labels::SPEAKER);
     assert_eq!(
         strings(&c["args"]),
@@ -162,7 +185,7 @@ fn the_speaker_daemonset_uses_the_wiring_names() {
 
 #[test]
 fn the_controller_deployment_uses_the_wiring_names() {
-    let docs = documents("manager");
+    let docs = operands();
     let c = workload(&docs, "Deployment", names::CONTROLLER, labels::CONTROLLER);
     assert_eq!(
         strings(&c["args"]),
@@ -196,9 +219,8 @@ fn the_controller_deployment_uses_the_wiring_names() {
 
 #[test]
 fn the_namespace_and_rbac_use_the_wiring_names() {
-    let manager = documents("manager");
-    object(&manager, "Namespace", DEFAULT_NAMESPACE);
-    let rbac = documents("rbac");
+    let rbac = operands();
+    object(&rbac, "Namespace", DEFAULT_NAMESPACE);
     for name in [names::CONTROLLER, names::SPEAKER] {
         let sa = object(&rbac, "ServiceAccount", name);
         assert_eq!(sa["metadata"]["namespace"], DEFAULT_NAMESPACE);
@@ -217,7 +239,7 @@ fn the_namespace_and_rbac_use_the_wiring_names() {
     );
 }
 
-/// Every env var any manifest sets is one the binaries know.
+/// Every env var the operands or the operator's install set is one the binaries know.
 #[test]
 fn every_env_name_in_the_manifests_is_a_wiring_name() {
     fn walk(v: &Value, found: &mut BTreeSet<String>) {
@@ -236,10 +258,8 @@ fn every_env_name_in_the_manifests_is_a_wiring_name() {
         }
     }
     let mut found = BTreeSet::new();
-    for dir in ["manager", "rbac", "default"] {
-        for doc in documents(dir) {
-            walk(&doc, &mut found);
-        }
+    for doc in operands().iter().chain(&documents("operator")) {
+        walk(doc, &mut found);
     }
     let known: BTreeSet<String> = env::ALL.iter().map(|s| (*s).to_owned()).collect();
     assert!(
