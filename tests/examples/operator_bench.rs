@@ -22,7 +22,7 @@ use ferrolb_testbed::ferrolb::{
     wait_available,
 };
 use ferrolb_testbed::harness::{
-    ArpProbe, Probe, Testbed, netns_sh, pod_pid, repo_root, rss_kib, wait_for,
+    ClientProbes, Testbed, netns_sh, pod_pid, repo_root, rss_kib, wait_for,
 };
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -131,28 +131,15 @@ async fn main() -> anyhow::Result<()> {
     // 2. Rollouts under probes.
     let ns = tb.namespace(&client, "rollout-bench").await?;
     let ip = echo_behind_load_balancer(&client, &ns.name, "web", 3).await?;
-    wait_for("the address to answer", Duration::from_secs(60), || async {
-        Ok(netns_sh(
-            &tb.client_netns,
-            &["curl", "-sS", "-m", "2", &format!("http://{ip}/")],
-        )
-        .ok())
-    })
-    .await?;
+    tb.wait_answers(&ip).await?;
     let (mut tcp_gaps, mut arp_gaps, mut durations) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=count("RUNS", 5) {
         let image = format!("{}-bench{run}", committed_image());
-        let probe = Probe::start(
-            &tb,
-            &tb.client_netns,
-            &format!("{ip}:80"),
-            Duration::from_millis(10),
-        )?;
-        let arp = ArpProbe::start(&tb.client_netns, &ip, Duration::from_millis(50))?;
+        let probes = ClientProbes::start(&tb, &ip)?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let took = roll_out_image(&tb, &client, &image).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (report, arp) = (probe.stop(), arp.stop());
+        let (report, arp) = probes.stop();
         eprintln!(
             "rollout {run} in {took:.1?}: {} probes, {} failed, longest client gap {:?}; ARP replies {} from {} MACs, longest without one {:?}",
             report.samples.len(),

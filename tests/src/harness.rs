@@ -111,6 +111,21 @@ impl Testbed {
     }
 
     /// Run `kubectl` with the admin kubeconfig.
+    /// Waits until `http://IP/` answers from the client namespace (within 60 s); the answer.
+    pub async fn wait_answers(&self, ip: &str) -> anyhow::Result<String> {
+        let url = if ip.contains(':') {
+            format!("http://[{ip}]/")
+        } else {
+            format!("http://{ip}/")
+        };
+        wait_for(
+            &format!("{url} to answer"),
+            Duration::from_secs(60),
+            || async { Ok(netns_sh(&self.client_netns, &["curl", "-sS", "-m", "2", &url]).ok()) },
+        )
+        .await
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<Output> {
         Command::new(&self.kubectl)
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
@@ -591,6 +606,35 @@ impl Drop for ArpProbe {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A client probing an IPv4 address both ways at once from the client namespace: a TCP
+/// connection to port 80 every 10 ms ([`Probe`]) and ARP every 50 ms ([`ArpProbe`]): what an
+/// open client feels, and what a client whose neighbour entry expires would find.
+#[derive(Debug)]
+pub struct ClientProbes {
+    tcp: Probe,
+    arp: ArpProbe,
+}
+
+impl ClientProbes {
+    /// Starts both.
+    pub fn start(tb: &Testbed, ip: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            tcp: Probe::start(
+                tb,
+                &tb.client_netns,
+                &format!("{ip}:80"),
+                Duration::from_millis(10),
+            )?,
+            arp: ArpProbe::start(&tb.client_netns, ip, Duration::from_millis(50))?,
+        })
+    }
+
+    /// Stops both: what each saw.
+    pub fn stop(self) -> (ProbeReport, ArpReport) {
+        (self.tcp.stop(), self.arp.stop())
     }
 }
 

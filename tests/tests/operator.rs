@@ -9,7 +9,7 @@ use anyhow::ensure;
 use ferrolb_testbed::ferrolb::{
     committed_image, install_operator, install_with, roll_out_image, wait_available,
 };
-use ferrolb_testbed::harness::{ArpProbe, Probe, Testbed, ingress_ips, netns_sh, wait_for};
+use ferrolb_testbed::harness::{ClientProbes, Testbed, ingress_ips, wait_for};
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
@@ -241,26 +241,13 @@ async fn a_new_operand_image_rolls_every_speaker_without_a_client_gap() -> anyho
     .await?;
     let ns = tb.namespace(&client, "rollout").await?;
     let ip = echo_behind_load_balancer(&client, &ns.name, "web", 3).await?;
-    wait_for("the address to answer", T, || async {
-        Ok(netns_sh(
-            &tb.client_netns,
-            &["curl", "-sS", "-m", "2", &format!("http://{ip}/")],
-        )
-        .ok())
-    })
-    .await?;
+    tb.wait_answers(&ip).await?;
     for image in [format!("{}-rollout", committed_image()), committed_image()] {
-        let probe = Probe::start(
-            &tb,
-            &tb.client_netns,
-            &format!("{ip}:80"),
-            Duration::from_millis(10),
-        )?;
-        let arp = ArpProbe::start(&tb.client_netns, &ip, Duration::from_millis(50))?;
+        let probes = ClientProbes::start(&tb, &ip)?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let took = roll_out_image(&tb, &client, &image).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let (report, arp) = (probe.stop(), arp.stop());
+        let (report, arp) = probes.stop();
         eprintln!(
             "rollout to {image} in {took:.1?}: {} probes, {} failed, longest gap {:?}; {} ARP replies from {:?}, longest without one {:?}",
             report.samples.len(),

@@ -17,8 +17,7 @@ use std::time::Duration;
 use anyhow::{Context as _, ensure};
 use ferrolb_testbed::ferrolb::{SYSTEM, install_with, wait_available};
 use ferrolb_testbed::harness::{
-    ArpProbe, Frozen, Probe, Testbed, gap_within, ingress_ips, netns_sh, replace_lb_config,
-    wait_for,
+    ArpProbe, ClientProbes, Frozen, Testbed, gap_within, ingress_ips, replace_lb_config, wait_for,
 };
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -41,14 +40,7 @@ async fn sixty_seconds_without_the_api_server_change_nothing_that_runs() -> anyh
     let _installed = install_with(&tb, &client, spec.clone()).await?;
     let ns = tb.namespace(&client, "outage").await?;
     let ip = echo_behind_load_balancer(&client, &ns.name, "web", 3).await?;
-    wait_for("the address to answer", T, || async {
-        Ok(netns_sh(
-            &tb.client_netns,
-            &["curl", "-sS", "-m", "2", &format!("http://{ip}/")],
-        )
-        .ok())
-    })
-    .await?;
+    tb.wait_answers(&ip).await?;
     // Who answers ARP before the outage.
     let before = ArpProbe::start(&tb.client_netns, &ip, Duration::from_millis(50))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -64,13 +56,7 @@ async fn sixty_seconds_without_the_api_server_change_nothing_that_runs() -> anyh
             .context("empty pid file")?
             .parse()?
     };
-    let probe = Probe::start(
-        &tb,
-        &tb.client_netns,
-        &format!("{ip}:80"),
-        Duration::from_millis(10),
-    )?;
-    let arp = ArpProbe::start(&tb.client_netns, &ip, Duration::from_millis(50))?;
+    let probes = ClientProbes::start(&tb, &ip)?;
     let t0 = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (stopped, resumed) = {
@@ -88,7 +74,7 @@ async fn sixty_seconds_without_the_api_server_change_nothing_that_runs() -> anyh
     // Long enough for Kubernetes' own NotReady blip (above) to pass.
     tokio::time::sleep(Duration::from_secs(20)).await;
     let end = t0.elapsed();
-    let (report, arp) = (probe.stop(), arp.stop());
+    let (report, arp) = probes.stop();
     let answered: Vec<Duration> = report
         .samples
         .iter()
