@@ -1,7 +1,8 @@
 //! The operator on the testbed, installed as an admin would (`kubectl apply -k config/default`)
 //! and running from its own ServiceAccount: one LoadBalancerConfig deploys everything, says so in
-//! status, repairs drift, keeps the running operands on a bad config, rolls a new operand image
-//! out without a client noticing, and deleting the config removes every object it created.
+//! status, tells a second config it is not in force, repairs drift, keeps the running operands on
+//! a bad config, rolls a new operand image out without a client noticing, and deleting the config
+//! removes every object it created.
 
 use std::time::{Duration, Instant};
 
@@ -57,9 +58,18 @@ async fn everything_managed(client: &Client) -> anyhow::Result<Vec<String>> {
     Ok(all)
 }
 
+/// A condition of the config `ferrolb`: (status, reason, message).
 fn condition(tb: &Testbed, type_: &str) -> anyhow::Result<(String, String, String)> {
+    condition_of(tb, "ferrolb", type_)
+}
+
+fn condition_of(
+    tb: &Testbed,
+    config: &str,
+    type_: &str,
+) -> anyhow::Result<(String, String, String)> {
     let out = tb.kubectl(&[
-        "get", "lbc", "ferrolb", "-o",
+        "get", "lbc", config, "-o",
         &format!("jsonpath={{.status.conditions[?(@.type==\"{type_}\")].status}}|{{.status.conditions[?(@.type==\"{type_}\")].reason}}|{{.status.conditions[?(@.type==\"{type_}\")].message}}"),
     ])?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -134,8 +144,55 @@ async fn one_config_deploys_everything_repairs_drift_and_uninstalls_cleanly() ->
     .await?;
     ensure!(ip.starts_with("198.51.100.20"), "{ip}");
 
-    // Drift: a DaemonSet deleted by hand comes back within seconds.
+    // A second config is told it is not in force, naming the one that is; nothing flaps.
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), "ferrolb-system");
+    let speaker_generation = daemonsets.get("ferrolb-speaker").await?.metadata.generation;
+    let mut second = config.clone();
+    second.metadata.name = Some("second".into());
+    second.spec.log_level = "debug".into();
+    configs.create(&PostParams::default(), &second).await?;
+    let (_, message) = wait_for("the second config Degraded", T, || async {
+        let (status, reason, message) = condition_of(&tb, "second", "Degraded")?;
+        Ok((status == "True" && reason == "AnotherConfigInForce").then_some((reason, message)))
+    })
+    .await?;
+    ensure!(message.contains("ferrolb"), "{message}");
+    let transitions = |config: &'static str| {
+        let tb = tb.clone();
+        move || -> anyhow::Result<String> {
+            let out = tb.kubectl(&[
+                "get",
+                "lbc",
+                config,
+                "-o",
+                "jsonpath={.status.conditions[*].lastTransitionTime}",
+            ])?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let (first_at, second_at) = (transitions("ferrolb")()?, transitions("second")()?);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ensure!(
+        (transitions("ferrolb")()?, transitions("second")()?) == (first_at, second_at),
+        "a condition flipped with two configs present"
+    );
+    ensure!(condition(&tb, "Available")?.0 == "True");
+    ensure!(condition(&tb, "Degraded")?.0 == "False");
+    ensure!(
+        daemonsets.get("ferrolb-speaker").await?.metadata.generation == speaker_generation,
+        "the second config's logLevel reached the speakers"
+    );
+    configs.delete("second", &DeleteParams::default()).await?;
+    wait_for("the second config gone", T, || async {
+        Ok(configs.get_opt("second").await?.is_none().then_some(()))
+    })
+    .await?;
+    ensure!(
+        daemonsets.get("ferrolb-speaker").await?.metadata.generation == speaker_generation,
+        "deleting the second config changed the operands"
+    );
+
+    // Drift: a DaemonSet deleted by hand comes back within seconds.
     let before = daemonsets.get("ferrolb-speaker").await?.uid();
     daemonsets
         .delete("ferrolb-speaker", &DeleteParams::foreground())
