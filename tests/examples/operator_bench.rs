@@ -18,12 +18,10 @@
 use std::time::{Duration, Instant};
 
 use ferrolb_testbed::ferrolb::{
-    SYSTEM, apply_default, committed_image, install_operator, roll_out_image, uninstall,
-    wait_available,
+    SYSTEM, apply_default, committed_image, install_operator, is_available, roll_out_under_probes,
+    uninstall, wait_available,
 };
-use ferrolb_testbed::harness::{
-    ClientProbes, Testbed, netns_sh, pod_pid, repo_root, rss_kib, wait_for,
-};
+use ferrolb_testbed::harness::{Testbed, netns_sh, pod_pid, repo_root, rss_kib, wait_for};
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -105,17 +103,7 @@ async fn main() -> anyhow::Result<()> {
         );
         // Polled every 50 ms, finer than wait_available's steps.
         let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
-        loop {
-            let config = configs.get("ferrolb").await?;
-            let status = config.status.unwrap_or_default();
-            let available = status.observed_generation >= config.metadata.generation
-                && status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Available" && c.status == "True");
-            if available {
-                break;
-            }
+        while !is_available(&configs.get("ferrolb").await?) {
             anyhow::ensure!(
                 applied.elapsed() < Duration::from_secs(120),
                 "never Available"
@@ -135,20 +123,7 @@ async fn main() -> anyhow::Result<()> {
     let (mut tcp_gaps, mut arp_gaps, mut durations) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=count("RUNS", 5) {
         let image = format!("{}-bench{run}", committed_image());
-        let probes = ClientProbes::start(&tb, &ip)?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let took = roll_out_image(&tb, &client, &image).await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (report, arp) = probes.stop();
-        eprintln!(
-            "rollout {run} in {took:.1?}: {} probes, {} failed, longest client gap {:?}; ARP replies {} from {} MACs, longest without one {:?}",
-            report.samples.len(),
-            report.failures,
-            report.max_gap,
-            arp.replies,
-            arp.macs.len(),
-            arp.max_gap
-        );
+        let (took, report, arp) = roll_out_under_probes(&tb, &client, &ip, &image).await?;
         tcp_gaps.push(report.max_gap);
         arp_gaps.push(arp.max_gap);
         durations.push(took);

@@ -12,7 +12,10 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use crate::harness::{Testbed, pod_ready, replace_lb_config, repo_root, wait_for};
+use crate::harness::{
+    ArpReport, ClientProbes, ProbeReport, Testbed, pod_ready, replace_lb_config, repo_root,
+    wait_for,
+};
 
 /// The namespace FerroLB runs in.
 pub const SYSTEM: &str = "ferrolb-system";
@@ -143,19 +146,24 @@ pub fn apply_default(tb: &Testbed) -> anyhow::Result<()> {
 pub async fn wait_available(client: &Client) -> anyhow::Result<()> {
     let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
     wait_for("the config Available (every operand ready)", T, || async {
-        let Some(config) = configs.get_opt("ferrolb").await? else {
-            return Ok(None);
-        };
-        let status = config.status.unwrap_or_default();
-        let current = status.observed_generation.is_some()
-            && status.observed_generation >= config.metadata.generation;
-        let available = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Available" && c.status == "True");
-        Ok((current && available).then_some(()))
+        let config = configs.get_opt("ferrolb").await?;
+        Ok(config.as_ref().is_some_and(is_available).then_some(()))
     })
     .await
+}
+
+/// Whether the operator reports `config` `Available=True` for its current generation.
+pub fn is_available(config: &ferrolb_api::LoadBalancerConfig) -> bool {
+    let Some(status) = &config.status else {
+        return false;
+    };
+    let current = status.observed_generation.is_some()
+        && status.observed_generation >= config.metadata.generation;
+    current
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True")
 }
 
 /// Gives the operator a new operand image (its `FERROLB_IMAGE`, as a new operator version
@@ -213,6 +221,31 @@ pub async fn roll_out_image(
     .await?;
     wait_available(client).await?;
     Ok(started.elapsed())
+}
+
+/// [`roll_out_image`] under [`ClientProbes`] of `ip` (from a second before to a second after):
+/// how long the rollout took and what the client saw; the summary is printed.
+pub async fn roll_out_under_probes(
+    tb: &Testbed,
+    client: &Client,
+    ip: &str,
+    image: &str,
+) -> anyhow::Result<(Duration, ProbeReport, ArpReport)> {
+    let probes = ClientProbes::start(tb, ip)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let took = roll_out_image(tb, client, image).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (report, arp) = probes.stop();
+    eprintln!(
+        "rollout to {image} in {took:.1?}: {} probes, {} failed, longest client gap {:?}; {} ARP replies from {:?}, longest without one {:?}",
+        report.samples.len(),
+        report.failures,
+        report.max_gap,
+        arp.replies,
+        arp.macs,
+        arp.max_gap
+    );
+    Ok((took, report, arp))
 }
 
 /// The pod name holding the controller Lease.

@@ -202,12 +202,16 @@ impl Testbed {
     /// The PID of a node's agent (e.g. to SIGSTOP it: the node goes NotReady after the
     /// controller-manager's 40 s grace period while its pods keep running).
     pub fn node_agent_pid(&self, node: &str) -> anyhow::Result<u32> {
+        self.process_pid(&format!("node-agent-{node}"))
+    }
+
+    /// The PID of a process the testbed started, by the name `testbed.sh` records it under
+    /// (`kube-apiserver`, `etcd`, `node-agent-node-1`, ...).
+    pub fn process_pid(&self, name: &str) -> anyhow::Result<u32> {
         let run = self
             .var("TESTBED_RUN_DIR")
             .ok_or_else(|| anyhow!("TESTBED_RUN_DIR missing"))?;
-        let f = Path::new(run)
-            .join("pids")
-            .join(format!("node-agent-{node}.pid"));
+        let f = Path::new(run).join("pids").join(format!("{name}.pid"));
         let text =
             std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
         text.split_whitespace()

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use ferrolb_testbed::ferrolb::{
-    committed_image, install_operator, install_with, roll_out_image, wait_available,
+    committed_image, install_operator, install_with, roll_out_image, roll_out_under_probes,
+    wait_available,
 };
-use ferrolb_testbed::harness::{ClientProbes, Testbed, ingress_ips, wait_for};
+use ferrolb_testbed::harness::{Testbed, ingress_ips, wait_for};
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
@@ -300,20 +301,7 @@ async fn a_new_operand_image_rolls_every_speaker_without_a_client_gap() -> anyho
     let ip = echo_behind_load_balancer(&client, &ns.name, "web", 3).await?;
     tb.wait_answers(&ip).await?;
     for image in [format!("{}-rollout", committed_image()), committed_image()] {
-        let probes = ClientProbes::start(&tb, &ip)?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let took = roll_out_image(&tb, &client, &image).await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let (report, arp) = probes.stop();
-        eprintln!(
-            "rollout to {image} in {took:.1?}: {} probes, {} failed, longest gap {:?}; {} ARP replies from {:?}, longest without one {:?}",
-            report.samples.len(),
-            report.failures,
-            report.max_gap,
-            arp.replies,
-            arp.macs,
-            arp.max_gap
-        );
+        let (_, report, arp) = roll_out_under_probes(&tb, &client, &ip, &image).await?;
         ensure!(
             report.max_gap < Duration::from_secs(1),
             "a client gap of {:?} during the rollout to {image}",

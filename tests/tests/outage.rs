@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 use ferrolb_testbed::ferrolb::{SYSTEM, install_with, wait_available};
 use ferrolb_testbed::harness::{
     ArpProbe, ClientProbes, Frozen, Testbed, gap_within, ingress_ips, replace_lb_config, wait_for,
@@ -47,15 +47,7 @@ async fn sixty_seconds_without_the_api_server_change_nothing_that_runs() -> anyh
     let announcers = before.stop().macs;
     ensure!(!announcers.is_empty(), "nobody answers ARP for {ip}");
 
-    let pid: u32 = {
-        let run = tb.var("TESTBED_RUN_DIR").context("TESTBED_RUN_DIR")?;
-        let record = std::fs::read_to_string(format!("{run}/pids/kube-apiserver.pid"))?;
-        record
-            .split_whitespace()
-            .next()
-            .context("empty pid file")?
-            .parse()?
-    };
+    let pid = tb.process_pid("kube-apiserver")?;
     let probes = ClientProbes::start(&tb, &ip)?;
     let t0 = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
