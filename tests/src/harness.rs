@@ -765,24 +765,38 @@ pub fn pod_pid(pod: &k8s_openapi::api::core::v1::Pod) -> Option<u32> {
 
 /// Makes the one LoadBalancerConfig (named `ferrolb`) exactly `spec`, whatever was there before.
 pub async fn replace_lb_config(client: &Client, spec: Value) -> anyhow::Result<()> {
+    let spec: ferrolb_api::LoadBalancerConfigSpec = serde_json::from_value(spec)?;
     let api: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
-    let mut config: ferrolb_api::LoadBalancerConfig = serde_json::from_value(json!({
-        "apiVersion": "ferrolb.io/v1alpha1",
-        "kind": "LoadBalancerConfig",
-        "metadata": {"name": "ferrolb"},
-        "spec": spec,
-    }))?;
-    match api.get_opt("ferrolb").await? {
-        Some(old) => {
-            config.metadata.resource_version = old.metadata.resource_version;
-            api.replace("ferrolb", &PostParams::default(), &config)
-                .await?;
-        }
-        None => {
-            api.create(&PostParams::default(), &config).await?;
+    if api.get_opt("ferrolb").await?.is_none() {
+        let config = ferrolb_api::LoadBalancerConfig::new("ferrolb", spec.clone());
+        match api.create(&PostParams::default(), &config).await {
+            Err(kube::Error::Api(e)) if e.code == 409 => {} // created meanwhile: replace it below
+            other => return other.map(|_| ()).map_err(Into::into),
         }
     }
-    Ok(())
+    modify_lb_config(client, "ferrolb", |config| config.spec = spec.clone()).await
+}
+
+/// Reads the config `name`, changes it with `change` and writes it back, again on a fresh read
+/// when the write loses a race (409): the operator writes the config's status and finalizer
+/// concurrently, and each of its writes moves the resourceVersion a plain get-then-replace holds.
+pub async fn modify_lb_config(
+    client: &Client,
+    name: &str,
+    mut change: impl FnMut(&mut ferrolb_api::LoadBalancerConfig),
+) -> anyhow::Result<()> {
+    let api: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
+    for _ in 0..10 {
+        let mut config = api.get(name).await?;
+        change(&mut config);
+        match api.replace(name, &PostParams::default(), &config).await {
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => return other.map(|_| ()).map_err(Into::into),
+        }
+    }
+    bail!("LoadBalancerConfig {name}: ten writes in a row lost a race (409)")
 }
 
 /// The addresses in a Service's `status.loadBalancer.ingress`, in order.

@@ -11,7 +11,7 @@ use ferrolb_testbed::ferrolb::{
     committed_image, install_operator, install_with, roll_out_image, roll_out_under_probes,
     wait_available,
 };
-use ferrolb_testbed::harness::{Testbed, ingress_ips, wait_for};
+use ferrolb_testbed::harness::{Testbed, ingress_ips, modify_lb_config, wait_for};
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
@@ -215,12 +215,11 @@ async fn one_config_deploys_everything_repairs_drift_and_uninstalls_cleanly() ->
 
     // A config the validator rejects changes nothing that runs and says why.
     let generation = daemonsets.get("ferrolb-speaker").await?.metadata.generation;
-    let mut bad = configs.get("ferrolb").await?;
-    bad.spec.address_pools[0].addresses = vec!["198.51.100.200-198.51.100.199".into()];
-    bad.spec.speaker.exclude_interfaces = vec!["^never$".into()];
-    configs
-        .replace("ferrolb", &PostParams::default(), &bad)
-        .await?;
+    modify_lb_config(&client, "ferrolb", |bad| {
+        bad.spec.address_pools[0].addresses = vec!["198.51.100.200-198.51.100.199".into()];
+        bad.spec.speaker.exclude_interfaces = vec!["^never$".into()];
+    })
+    .await?;
     let (_, reason, message) = wait_for("ConfigValid=False", T, || async {
         let c = condition(&tb, "ConfigValid")?;
         Ok((c.0 == "False").then_some(c))
