@@ -5,6 +5,8 @@
 //! field, the offending value and a plain reason, so an admin fixes a config in one pass.
 
 mod bgp;
+#[cfg(any(test, feature = "cases"))]
+pub mod cases;
 mod l2;
 mod names;
 mod pools;

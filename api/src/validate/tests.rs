@@ -1,275 +1,8 @@
-//! The validation rules, one table row each: a valid variant and an invalid one, with the exact
-//! path, value and reason expected.
+//! The validation rules, one case each (see [`super::cases`]): a valid variant and an invalid one,
+//! with the exact path, value and reason expected.
 
-use k8s_openapi::api::core::v1::{
-    Affinity, NodeAffinity, NodeSelectorTerm, PodAntiAffinity, PreferredSchedulingTerm, Toleration,
-    WeightedPodAffinityTerm,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
-
-use super::names::{DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_VALUE, QUALIFIED_NAME};
+use super::cases::{ExpectedProblem, base, cases};
 use super::*;
-use crate::community::CommunityError;
-use crate::v1alpha1::{AllocateTo, BfdProfile, BgpAdvertisement, BgpPeer, SecretKeyRef};
-
-const BASE: &str = r#"
-addressPools:
-- name: public-v4
-  addresses: ["203.0.113.0/28", "203.0.113.32-203.0.113.40"]
-- name: public-v6
-  addresses: ["2001:db8:1::/64"]
-- name: dual
-  addresses: ["203.0.113.64/27", "2001:db8:2::/112"]
-  allocateTo:
-    priority: 1
-    namespaces: [prod]
-    serviceSelectors: [{matchLabels: {tier: web}}]
-- name: block
-  addresses: ["203.0.113.128/26"]
-l2Advertisements:
-- name: lan
-  addressPools: [public-v4]
-  interfaces: [eth0]
-bgpPeers:
-- name: tor-a
-  myASN: 64512
-  peerASN: 64513
-  peerAddress: 198.51.100.1
-  bfdProfile: fast
-  nodeSelectors: [{matchLabels: {rack: a}}]
-- name: tor-b
-  myASN: 64512
-  peerASN: 64512
-  peerAddress: 198.51.100.2
-bgpAdvertisements:
-- name: all
-  localPref: 100
-  communities: ["64512:100", "no-export", "large:64512:1:2"]
-- name: aggregate
-  addressPools: [block]
-  aggregationLength: 26
-  peers: [tor-a]
-bfdProfiles:
-- name: fast
-  receiveInterval: 100
-  transmitInterval: 100
-"#;
-
-fn base() -> LoadBalancerConfigSpec {
-    serde_saphyr::from_str(BASE).unwrap()
-}
-
-fn selector(pairs: &[(&str, &str)]) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        ),
-        match_expressions: None,
-    }
-}
-
-fn expression(key: &str, operator: &str, values: &[&str]) -> LabelSelector {
-    LabelSelector {
-        match_labels: None,
-        match_expressions: Some(vec![LabelSelectorRequirement {
-            key: key.to_owned(),
-            operator: operator.to_owned(),
-            values: Some(values.iter().map(|v| (*v).to_owned()).collect()),
-        }]),
-    }
-}
-
-fn toleration(
-    key: &str,
-    operator: &str,
-    value: &str,
-    effect: &str,
-    secs: Option<i64>,
-) -> Toleration {
-    Toleration {
-        key: Some(key.to_owned()),
-        operator: Some(operator.to_owned()),
-        value: Some(value.to_owned()),
-        effect: Some(effect.to_owned()),
-        toleration_seconds: secs,
-    }
-}
-
-fn node_affinity_weight(weight: i32) -> Affinity {
-    Affinity {
-        node_affinity: Some(NodeAffinity {
-            preferred_during_scheduling_ignored_during_execution: Some(vec![
-                PreferredSchedulingTerm {
-                    weight,
-                    preference: NodeSelectorTerm::default(),
-                },
-            ]),
-            ..NodeAffinity::default()
-        }),
-        ..Affinity::default()
-    }
-}
-
-fn anti_affinity_weight(weight: i32) -> Affinity {
-    Affinity {
-        pod_anti_affinity: Some(PodAntiAffinity {
-            preferred_during_scheduling_ignored_during_execution: Some(vec![
-                WeightedPodAffinityTerm {
-                    weight,
-                    pod_affinity_term: Default::default(),
-                },
-            ]),
-            ..PodAntiAffinity::default()
-        }),
-        ..Affinity::default()
-    }
-}
-
-fn peer(s: &mut LoadBalancerConfigSpec) -> &mut BgpPeer {
-    &mut s.bgp_peers[0]
-}
-
-fn ad(s: &mut LoadBalancerConfigSpec) -> &mut BgpAdvertisement {
-    &mut s.bgp_advertisements[0]
-}
-
-fn bfd(s: &mut LoadBalancerConfigSpec) -> &mut BfdProfile {
-    &mut s.bfd_profiles[0]
-}
-
-type Mutation = fn(&mut LoadBalancerConfigSpec);
-type Expected = Vec<(&'static str, &'static str, String)>;
-type Row = (&'static str, Mutation, Expected);
-
-/// (rule, change to the valid base, expected problems as (path, value, reason)).
-fn rows() -> Vec<Row> {
-    let ok = Vec::new;
-    let one = |path: &'static str, value: &'static str, reason: &str| {
-        vec![(path, value, reason.to_owned())]
-    };
-    let community = CommunityError.to_string();
-    vec![
-        // --- top level
-        ("namespace is a DNS-1123 label", |s| s.namespace = "lb-system".into(), ok()),
-        ("namespace rejects capitals", |s| s.namespace = "LB".into(), one("spec.namespace", r#""LB""#, DNS1123_LABEL)),
-        ("log level debug", |s| s.log_level = "debug".into(), ok()),
-        ("log level unknown", |s| s.log_level = "verbose".into(), one("spec.logLevel", r#""verbose""#, "must be one of error, warn, info, debug, trace")),
-        ("class is a qualified name", |s| s.load_balancer_class = "ferrolb.io/lb".into(), ok()),
-        ("class with a space", |s| s.load_balancer_class = "my lb".into(), one("spec.loadBalancerClass", r#""my lb""#, QUALIFIED_NAME)),
-        // --- scheduling
-        ("one controller replica", |s| s.controller.replicas = 1, ok()),
-        ("zero controller replicas", |s| s.controller.replicas = 0, one("spec.controller.replicas", "0", "must be at least 1: without a controller no Service gets an IP")),
-        ("node selector", |s| { s.speaker.placement.node_selector.insert("node-role.kubernetes.io/worker".into(), "".into()); }, ok()),
-        ("node selector bad key", |s| { s.speaker.placement.node_selector.insert("a b".into(), "x".into()); }, one("spec.speaker.nodeSelector", r#""a b""#, QUALIFIED_NAME)),
-        ("node selector bad value", |s| { s.controller.placement.node_selector.insert("zone".into(), "a/b".into()); }, one("spec.controller.nodeSelector.zone", r#""a/b""#, LABEL_VALUE)),
-        ("tolerationSeconds with NoExecute", |s| s.speaker.placement.tolerations = vec![toleration("node.kubernetes.io/unreachable", "Exists", "", "NoExecute", Some(30))], ok()),
-        ("tolerationSeconds without NoExecute", |s| s.speaker.placement.tolerations = vec![toleration("k", "Exists", "", "NoSchedule", Some(30))], one("spec.speaker.tolerations[0].tolerationSeconds", "30", "is only allowed with effect NoExecute")),
-        ("toleration Exists with a value", |s| s.controller.placement.tolerations = vec![toleration("k", "Exists", "v", "", None)], one("spec.controller.tolerations[0].value", r#""v""#, "must be empty when operator is Exists")),
-        ("toleration of every taint", |s| s.speaker.placement.tolerations = vec![toleration("", "Exists", "", "", None)], ok()),
-        ("toleration empty key with Equal", |s| s.speaker.placement.tolerations = vec![toleration("", "Equal", "", "", None)], one("spec.speaker.tolerations[0].operator", r#""Equal""#, "must be Exists when key is empty (to tolerate every taint)")),
-        ("toleration unknown operator", |s| s.speaker.placement.tolerations = vec![toleration("k", "Has", "", "", None)], one("spec.speaker.tolerations[0].operator", r#""Has""#, "must be Equal or Exists")),
-        ("toleration unknown effect", |s| s.speaker.placement.tolerations = vec![toleration("k", "Exists", "", "NoRun", None)], one("spec.speaker.tolerations[0].effect", r#""NoRun""#, "must be empty (every effect), NoSchedule, PreferNoSchedule or NoExecute")),
-        ("affinity weight 1", |s| s.controller.placement.affinity = Some(node_affinity_weight(1)), ok()),
-        ("affinity weight 100", |s| s.controller.placement.affinity = Some(anti_affinity_weight(100)), ok()),
-        ("affinity weight 0", |s| s.controller.placement.affinity = Some(node_affinity_weight(0)), one("spec.controller.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight", "0", "must be between 1 and 100")),
-        ("anti-affinity weight 101", |s| s.speaker.placement.affinity = Some(anti_affinity_weight(101)), one("spec.speaker.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight", "101", "must be between 1 and 100")),
-        ("priority class", |s| s.speaker.placement.priority_class_name = "system-node-critical".into(), ok()),
-        ("priority class with underscore", |s| s.speaker.placement.priority_class_name = "high_prio".into(), one("spec.speaker.priorityClassName", r#""high_prio""#, DNS1123_SUBDOMAIN)),
-        ("interface exclusion regex", |s| s.speaker.exclude_interfaces = vec!["^eno[0-9]+$".into()], ok()),
-        ("interface exclusion not a regex", |s| s.speaker.exclude_interfaces = vec!["^eth(".into()], one("spec.speaker.excludeInterfaces[0]", r#""^eth(""#, "is not a valid regular expression: error: unclosed group")),
-        // --- pools
-        ("pool name invalid", |s| s.address_pools[1].name = "Public_V6".into(), one("spec.addressPools[1].name", r#""Public_V6""#, DNS1123_LABEL)),
-        ("pool name duplicate", |s| s.address_pools[1].name = "public-v4".into(), one("spec.addressPools[1].name", r#""public-v4""#, "duplicate name: also used by spec.addressPools[0]")),
-        ("pool without addresses", |s| s.address_pools[3].addresses.clear(), one("spec.addressPools[3].addresses", "[]", "must list at least one CIDR or range")),
-        ("pool entry not an address", |s| s.address_pools[0].addresses[0] = "203.0.113.300/28".into(), one("spec.addressPools[0].addresses[0]", r#""203.0.113.300/28""#, "not a CIDR (203.0.113.0/28) or a range (203.0.113.10-203.0.113.20)")),
-        ("pool range reversed", |s| s.address_pools[0].addresses[1] = "203.0.113.40-203.0.113.32".into(), one("spec.addressPools[0].addresses[1]", r#""203.0.113.40-203.0.113.32""#, "range start is after its end")),
-        ("pool range of mixed families", |s| s.address_pools[0].addresses[1] = "203.0.113.32-2001:db8::1".into(), one("spec.addressPools[0].addresses[1]", r#""203.0.113.32-2001:db8::1""#, "range ends are of different IP families")),
-        ("pool CIDR with host bits", |s| s.address_pools[0].addresses[0] = "203.0.113.5/28".into(), one("spec.addressPools[0].addresses[0]", r#""203.0.113.5/28""#, "host bits are set after the prefix; the network is 203.0.113.0/28")),
-        ("pool bare address", |s| s.address_pools[0].addresses[0] = "203.0.113.5".into(), one("spec.addressPools[0].addresses[0]", r#""203.0.113.5""#, "a single address must be written as a CIDR: 203.0.113.5/32")),
-        ("pools adjacent but disjoint", |s| s.address_pools[0].addresses.push("203.0.113.16-203.0.113.31".into()), ok()),
-        ("pools overlap across pools", |s| s.address_pools[2].addresses.push("203.0.113.8-203.0.113.9".into()), one("spec.addressPools[2].addresses[2]", r#""203.0.113.8-203.0.113.9""#, "overlaps spec.addressPools[0].addresses[0] (203.0.113.0/28); no address may be in two pools or twice in one")),
-        ("pool contains another pool", |s| s.address_pools[3].addresses[0] = "203.0.113.0/24".into(), vec![
-            ("spec.addressPools[3].addresses[0]", r#""203.0.113.0/24""#, "overlaps spec.addressPools[0].addresses[0] (203.0.113.0/28); no address may be in two pools or twice in one".to_owned()),
-            ("spec.addressPools[3].addresses[0]", r#""203.0.113.0/24""#, "overlaps spec.addressPools[0].addresses[1] (203.0.113.32-203.0.113.40); no address may be in two pools or twice in one".to_owned()),
-            ("spec.addressPools[3].addresses[0]", r#""203.0.113.0/24""#, "overlaps spec.addressPools[2].addresses[0] (203.0.113.64/27); no address may be in two pools or twice in one".to_owned()),
-        ]),
-        ("pool repeats its own entry", |s| s.address_pools[1].addresses.push("2001:db8:1::10-2001:db8:1::20".into()), one("spec.addressPools[1].addresses[1]", r#""2001:db8:1::10-2001:db8:1::20""#, "overlaps spec.addressPools[1].addresses[0] (2001:db8:1::/64); no address may be in two pools or twice in one")),
-        ("allocateTo namespace invalid", |s| s.address_pools[2].allocate_to = Some(AllocateTo { namespaces: vec!["Prod".into()], ..AllocateTo::default() }), one("spec.addressPools[2].allocateTo.namespaces[0]", r#""Prod""#, DNS1123_LABEL)),
-        ("allocateTo namespace twice", |s| s.address_pools[2].allocate_to = Some(AllocateTo { namespaces: vec!["a".into(), "a".into()], ..AllocateTo::default() }), one("spec.addressPools[2].allocateTo.namespaces[1]", r#""a""#, "listed twice")),
-        ("allocateTo selector expression", |s| s.address_pools[2].allocate_to = Some(AllocateTo { namespace_selectors: vec![expression("team", "In", &["a", "b"])], ..AllocateTo::default() }), ok()),
-        ("allocateTo selector bad operator", |s| s.address_pools[2].allocate_to = Some(AllocateTo { namespace_selectors: vec![expression("team", "Equals", &["a"])], ..AllocateTo::default() }), one("spec.addressPools[2].allocateTo.namespaceSelectors[0].matchExpressions[0].operator", r#""Equals""#, "must be one of In, NotIn, Exists, DoesNotExist")),
-        ("allocateTo selector In without values", |s| s.address_pools[2].allocate_to = Some(AllocateTo { service_selectors: vec![expression("tier", "In", &[])], ..AllocateTo::default() }), one("spec.addressPools[2].allocateTo.serviceSelectors[0].matchExpressions[0].values", "[]", "must not be empty with operator In")),
-        ("allocateTo selector Exists with values", |s| s.address_pools[2].allocate_to = Some(AllocateTo { service_selectors: vec![expression("tier", "Exists", &["x"])], ..AllocateTo::default() }), one("spec.addressPools[2].allocateTo.serviceSelectors[0].matchExpressions[0].values", r#"["x"]"#, "must be empty with operator Exists")),
-        ("allocateTo selector repeated", |s| s.address_pools[2].allocate_to = Some(AllocateTo { service_selectors: vec![selector(&[("a", "b")]), selector(&[("a", "b")])], ..AllocateTo::default() }), one("spec.addressPools[2].allocateTo.serviceSelectors[1]", r#"{"matchLabels":{"a":"b"}}"#, "duplicates spec.addressPools[2].allocateTo.serviceSelectors[0]")),
-        // --- L2 advertisements
-        ("L2 on every pool", |s| s.l2_advertisements[0].address_pools.clear(), ok()),
-        ("L2 unknown pool", |s| s.l2_advertisements[0].address_pools.push("private".into()), one("spec.l2Advertisements[0].addressPools[1]", r#""private""#, "no address pool with this name")),
-        ("L2 pool twice", |s| s.l2_advertisements[0].address_pools.push("public-v4".into()), one("spec.l2Advertisements[0].addressPools[1]", r#""public-v4""#, "listed twice")),
-        ("L2 interface name too long", |s| s.l2_advertisements[0].interfaces[0] = "enp0s31f6-uplink".into(), one("spec.l2Advertisements[0].interfaces[0]", r#""enp0s31f6-uplink""#, "must be an interface name: 1 to 15 characters, no '/', ':' or whitespace")),
-        ("L2 name duplicate", |s| { let copy = s.l2_advertisements[0].clone(); s.l2_advertisements.push(copy); }, one("spec.l2Advertisements[1].name", r#""lan""#, "duplicate name: also used by spec.l2Advertisements[0]")),
-        ("L2 node selector bad key", |s| s.l2_advertisements[0].node_selectors = vec![selector(&[("-zone", "a")])], one("spec.l2Advertisements[0].nodeSelectors[0].matchLabels", r#""-zone""#, QUALIFIED_NAME)),
-        // --- BGP peers
-        ("4-byte ASNs", |s| { peer(s).my_asn = 4_200_000_000; peer(s).peer_asn = u32::MAX; }, ok()),
-        ("my ASN zero", |s| peer(s).my_asn = 0, one("spec.bgpPeers[0].myASN", "0", "must be between 1 and 4294967295")),
-        ("peer ASN zero", |s| peer(s).peer_asn = 0, one("spec.bgpPeers[0].peerASN", "0", "must be between 1 and 4294967295")),
-        ("IPv6 peer", |s| peer(s).peer_address = "2001:db8::1".into(), ok()),
-        ("peer address not an IP", |s| peer(s).peer_address = "tor-a.example".into(), one("spec.bgpPeers[0].peerAddress", r#""tor-a.example""#, "must be an IPv4 or IPv6 address")),
-        ("peer port zero", |s| peer(s).peer_port = 0, one("spec.bgpPeers[0].peerPort", "0", "must be between 1 and 65535")),
-        ("source address", |s| peer(s).source_address = Some("198.51.100.10".into()), ok()),
-        ("source address not an IP", |s| peer(s).source_address = Some("eth0".into()), one("spec.bgpPeers[0].sourceAddress", r#""eth0""#, "must be an IPv4 or IPv6 address")),
-        ("source address of the other family", |s| peer(s).source_address = Some("2001:db8::10".into()), one("spec.bgpPeers[0].sourceAddress", r#""2001:db8::10""#, "must be of the same IP family as peerAddress (198.51.100.1)")),
-        ("router ID", |s| peer(s).router_id = Some("10.0.0.1".into()), ok()),
-        ("router ID IPv6", |s| peer(s).router_id = Some("2001:db8::1".into()), one("spec.bgpPeers[0].routerID", r#""2001:db8::1""#, "must be an IPv4 address (a BGP router ID is 32 bits)")),
-        ("hold time 0 disables keepalives", |s| peer(s).hold_time = "0s".into(), ok()),
-        ("hold time 3s", |s| peer(s).hold_time = "3s".into(), ok()),
-        ("hold time 2s", |s| peer(s).hold_time = "2s".into(), one("spec.bgpPeers[0].holdTime", r#""2s""#, "must be 0s (no keepalives) or at least 3s")),
-        ("hold time fractional", |s| peer(s).hold_time = "3500ms".into(), one("spec.bgpPeers[0].holdTime", r#""3500ms""#, "must be a whole number of seconds")),
-        ("hold time too long", |s| peer(s).hold_time = "20h".into(), one("spec.bgpPeers[0].holdTime", r#""20h""#, "must be at most 65535s")),
-        ("hold time not a duration", |s| peer(s).hold_time = "90".into(), one("spec.bgpPeers[0].holdTime", r#""90""#, "not a duration such as 90s, 1m30s or 500ms")),
-        ("keepalive equal to hold", |s| peer(s).keepalive_time = Some("1m30s".into()), ok()),
-        ("keepalive above hold", |s| peer(s).keepalive_time = Some("91s".into()), one("spec.bgpPeers[0].keepaliveTime", r#""91s""#, "must not exceed holdTime (90s)")),
-        ("multihop eBGP", |s| peer(s).ebgp_multi_hop = true, ok()),
-        ("multihop iBGP", |s| s.bgp_peers[1].ebgp_multi_hop = true, one("spec.bgpPeers[1].ebgpMultiHop", "true", "applies to eBGP only; this peer is iBGP (myASN equals peerASN)")),
-        ("password from a Secret", |s| peer(s).password_secret_ref = Some(SecretKeyRef { name: "tor-a-md5".into(), key: "password".into() }), ok()),
-        ("password Secret name invalid", |s| peer(s).password_secret_ref = Some(SecretKeyRef { name: "Tor".into(), key: "password".into() }), one("spec.bgpPeers[0].passwordSecretRef.name", r#""Tor""#, DNS1123_SUBDOMAIN)),
-        ("password Secret key invalid", |s| peer(s).password_secret_ref = Some(SecretKeyRef { name: "tor".into(), key: "a/b".into() }), one("spec.bgpPeers[0].passwordSecretRef.key", r#""a/b""#, "must be a Secret key: letters, digits, '-', '_' or '.'")),
-        ("BFD profile unknown", |s| peer(s).bfd_profile = Some("slow".into()), one("spec.bgpPeers[0].bfdProfile", r#""slow""#, "no BFD profile with this name in spec.bfdProfiles")),
-        ("same session on disjoint nodes", |s| { let mut p = s.bgp_peers[0].clone(); p.name = "tor-a-rack-b".into(); p.node_selectors = vec![selector(&[("rack", "b")])]; s.bgp_peers.push(p); }, ok()),
-        ("same session on another port", |s| { let mut p = s.bgp_peers[0].clone(); p.name = "tor-a-alt".into(); p.peer_port = 1179; s.bgp_peers.push(p); }, ok()),
-        ("same session on overlapping nodes", |s| { let mut p = s.bgp_peers[0].clone(); p.name = "tor-a-again".into(); p.node_selectors = vec![selector(&[("zone", "x")])]; s.bgp_peers.push(p); }, one("spec.bgpPeers[2].peerAddress", r#""198.51.100.1""#, "the session to 198.51.100.1 port 179 is already configured by spec.bgpPeers[0] on nodes this peer's nodeSelectors also select; make their nodeSelectors disjoint")),
-        // --- BGP advertisements
-        ("aggregation 0 is allowed by itself", |s| { s.bgp_advertisements[1].aggregation_length = 24; s.address_pools[3].addresses[0] = "203.0.113.0/24".into(); s.address_pools.truncate(4); s.address_pools.retain(|p| p.name == "block" || p.name == "public-v6"); s.l2_advertisements.clear(); }, ok()),
-        ("aggregation longer than 32", |s| ad(s).aggregation_length = 33, one("spec.bgpAdvertisements[0].aggregationLength", "33", "must be between 0 and 32")),
-        ("aggregation longer than 128", |s| ad(s).aggregation_length_v6 = 129, one("spec.bgpAdvertisements[0].aggregationLengthV6", "129", "must be between 0 and 128")),
-        ("aggregation shorter than a pool CIDR", |s| s.bgp_advertisements[1].aggregation_length = 25, one("spec.bgpAdvertisements[1].aggregationLength", "25", "is shorter than /26 of spec.addressPools[3].addresses[0] (203.0.113.128/26): the aggregate would announce addresses outside the pool")),
-        ("aggregation shorter than a pool range", |s| { let a = &mut s.bgp_advertisements[1]; a.address_pools = vec!["public-v4".into()]; a.aggregation_length = 28; }, one("spec.bgpAdvertisements[1].aggregationLength", "28", "is shorter than /32 of spec.addressPools[0].addresses[1] (203.0.113.32-203.0.113.40): the aggregate would announce addresses outside the pool")),
-        ("aggregation v6 shorter than pools", |s| ad(s).aggregation_length_v6 = 64, one("spec.bgpAdvertisements[0].aggregationLengthV6", "64", "is shorter than /112 of spec.addressPools[2].addresses[1] (2001:db8:2::/112): the aggregate would announce addresses outside the pool")),
-        ("community not parseable", |s| ad(s).communities.push("65536:1".into()), one("spec.bgpAdvertisements[0].communities[3]", r#""65536:1""#, &community)),
-        ("community repeated by another name", |s| ad(s).communities.push("65535:65281".into()), one("spec.bgpAdvertisements[0].communities[3]", r#""65535:65281""#, "listed twice")),
-        ("advertisement unknown peer", |s| s.bgp_advertisements[1].peers.push("tor-c".into()), one("spec.bgpAdvertisements[1].peers[1]", r#""tor-c""#, "no BGP peer with this name")),
-        ("advertisement unknown pool", |s| s.bgp_advertisements[1].address_pools.push("nope".into()), one("spec.bgpAdvertisements[1].addressPools[1]", r#""nope""#, "no address pool with this name")),
-        ("advertisement name duplicate", |s| s.bgp_advertisements[1].name = "all".into(), one("spec.bgpAdvertisements[1].name", r#""all""#, "duplicate name: also used by spec.bgpAdvertisements[0]")),
-        ("local pref differs on other peers", |s| { s.bgp_advertisements[0].peers = vec!["tor-b".into()]; s.bgp_advertisements[1].aggregation_length = 32; }, ok()),
-        ("local pref differs on disjoint nodes", |s| { s.bgp_advertisements[0].node_selectors = vec![selector(&[("rack", "a")])]; s.bgp_advertisements[1].node_selectors = vec![selector(&[("rack", "b")])]; s.bgp_advertisements[1].aggregation_length = 32; }, ok()),
-        ("local pref conflict", |s| s.bgp_advertisements[1].aggregation_length = 32, one("spec.bgpAdvertisements[1].localPref", "null", "conflicts with spec.bgpAdvertisements[0] (localPref 100) for pool \"block\" on the same peers and nodes")),
-        // --- BFD
-        ("BFD fastest timers", |s| { bfd(s).receive_interval = 10; bfd(s).detect_multiplier = 2; bfd(s).minimum_ttl = 1; }, ok()),
-        ("BFD slowest timers", |s| { bfd(s).transmit_interval = 60_000; bfd(s).echo_interval = 60_000; bfd(s).detect_multiplier = 255; bfd(s).minimum_ttl = 254; }, ok()),
-        ("BFD receive interval too short", |s| bfd(s).receive_interval = 9, one("spec.bfdProfiles[0].receiveInterval", "9", "must be between 10 and 60000 (milliseconds)")),
-        ("BFD transmit interval too long", |s| bfd(s).transmit_interval = 60_001, one("spec.bfdProfiles[0].transmitInterval", "60001", "must be between 10 and 60000 (milliseconds)")),
-        ("BFD echo interval too short", |s| bfd(s).echo_interval = 0, one("spec.bfdProfiles[0].echoInterval", "0", "must be between 10 and 60000 (milliseconds)")),
-        ("BFD multiplier 1", |s| bfd(s).detect_multiplier = 1, one("spec.bfdProfiles[0].detectMultiplier", "1", "must be between 2 and 255")),
-        ("BFD multiplier 256", |s| bfd(s).detect_multiplier = 256, one("spec.bfdProfiles[0].detectMultiplier", "256", "must be between 2 and 255")),
-        ("BFD minimum TTL 0", |s| bfd(s).minimum_ttl = 0, one("spec.bfdProfiles[0].minimumTtl", "0", "must be between 1 and 254")),
-        ("BFD minimum TTL 255", |s| bfd(s).minimum_ttl = 255, one("spec.bfdProfiles[0].minimumTtl", "255", "must be between 1 and 254")),
-        ("BFD name duplicate", |s| { let p = s.bfd_profiles[0].clone(); s.bfd_profiles.push(p); }, one("spec.bfdProfiles[1].name", r#""fast""#, "duplicate name: also used by spec.bfdProfiles[0]")),
-        ("echo mode towards IPv4 pools only", |s| { bfd(s).echo_mode = true; s.bgp_advertisements[0].peers = vec!["tor-b".into()]; }, ok()),
-        ("echo mode towards an IPv6 pool", |s| bfd(s).echo_mode = true, one("spec.bgpPeers[0].bfdProfile", r#""fast""#, "uses BFD echo mode, which is IPv4-only, but spec.bgpAdvertisements[0] announces IPv6 pool \"public-v6\" to this peer")),
-    ]
-}
 
 #[test]
 fn base_config_is_valid() {
@@ -279,25 +12,28 @@ fn base_config_is_valid() {
 #[test]
 fn every_rule() {
     let mut failures = Vec::new();
-    for (rule, mutate, expected) in rows() {
-        let mut spec = base();
-        mutate(&mut spec);
-        let got: Vec<(String, String, String)> = match validate(&spec) {
+    for case in cases() {
+        let got: Vec<ExpectedProblem> = match validate(&case.spec) {
             Ok(()) => Vec::new(),
-            Err(Problems(problems)) => problems
-                .into_iter()
-                .map(|p| (p.path, p.value, p.reason))
-                .collect(),
+            Err(Problems(problems)) => problems.into_iter().map(ExpectedProblem::from).collect(),
         };
-        let want: Vec<(String, String, String)> = expected
-            .into_iter()
-            .map(|(p, v, r)| (p.to_owned(), v.to_owned(), r))
-            .collect();
-        if got != want {
-            failures.push(format!("{rule}:\n  want {want:#?}\n  got  {got:#?}"));
+        if got != case.expected {
+            failures.push(format!(
+                "{}:\n  want {:#?}\n  got  {got:#?}",
+                case.rule, case.expected
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn rules_are_named_once() {
+    let mut rules: Vec<&str> = cases().iter().map(|c| c.rule).collect();
+    rules.sort_unstable();
+    let before = rules.len();
+    rules.dedup();
+    assert_eq!(rules.len(), before, "two cases share a rule name");
 }
 
 #[test]
