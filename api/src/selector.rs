@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 /// Whether `labels` satisfy `selector`, as the API server evaluates it. An empty selector matches
 /// everything; an unknown operator matches nothing.
@@ -30,6 +30,35 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 /// Whether `labels` satisfy any selector of a list; an empty list matches everything.
 pub fn list_matches(selectors: &[LabelSelector], labels: &BTreeMap<String, String>) -> bool {
     selectors.is_empty() || selectors.iter().any(|s| matches(s, labels))
+}
+
+/// One requirement with its values as a set: `zone In [a, b]` and `zone In [b, a]` are one.
+type Requirement<'a> = (&'a str, &'a str, BTreeSet<&'a str>);
+
+fn requirement(r: &LabelSelectorRequirement) -> Requirement<'_> {
+    let values = r.values.iter().flatten().map(String::as_str).collect();
+    (r.key.as_str(), r.operator.as_str(), values)
+}
+
+/// Whether two requirements are the same, whatever the order of their values.
+pub fn same_requirement(a: &LabelSelectorRequirement, b: &LabelSelectorRequirement) -> bool {
+    requirement(a) == requirement(b)
+}
+
+/// Whether two selectors state the same requirements, so they select the same objects whatever
+/// objects exist: the order of matchExpressions and of their values does not count, and a
+/// matchLabels entry `key: value` is the requirement `key In [value]`.
+pub fn same_requirements(a: &LabelSelector, b: &LabelSelector) -> bool {
+    fn all(s: &LabelSelector) -> BTreeSet<Requirement<'_>> {
+        let labels = s
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), "In", BTreeSet::from([v.as_str()])));
+        let expressions = s.match_expressions.iter().flatten().map(requirement);
+        labels.chain(expressions).collect()
+    }
+    all(a) == all(b)
 }
 
 /// What a conjunction of requirements says about one label key.
@@ -197,6 +226,42 @@ mod tests {
         assert!(list_matches(
             &[labels(&[("zone", "b")]), labels(&[("zone", "a")])],
             &node
+        ));
+    }
+
+    #[test]
+    fn requirements_compare_as_sets() {
+        let ab = expr("zone", "In", &["a", "b"]);
+        let ba = expr("zone", "In", &["b", "a"]);
+        assert!(same_requirements(&ab, &ba));
+        let first = |s: &LabelSelector| s.match_expressions.as_ref().unwrap()[0].clone();
+        assert!(same_requirement(&first(&ab), &first(&ba)));
+        assert!(!same_requirements(&ab, &expr("zone", "In", &["a"])));
+        assert!(!same_requirements(&ab, &expr("zone", "NotIn", &["a", "b"])));
+        assert!(same_requirements(
+            &labels(&[("zone", "a")]),
+            &expr("zone", "In", &["a"])
+        ));
+        let two = |x: LabelSelector, y: LabelSelector| LabelSelector {
+            match_labels: None,
+            match_expressions: Some(
+                x.match_expressions
+                    .into_iter()
+                    .flatten()
+                    .chain(y.match_expressions.into_iter().flatten())
+                    .collect(),
+            ),
+        };
+        assert!(same_requirements(
+            &two(expr("a", "Exists", &[]), expr("b", "DoesNotExist", &[])),
+            &two(expr("b", "DoesNotExist", &[]), expr("a", "Exists", &[]))
+        ));
+        assert!(same_requirements(
+            &LabelSelector::default(),
+            &LabelSelector {
+                match_labels: Some(BTreeMap::new()),
+                match_expressions: Some(Vec::new()),
+            }
         ));
     }
 

@@ -157,6 +157,23 @@ fn expression(key: &str, operator: &str, values: &[&str]) -> LabelSelector {
     }
 }
 
+/// One selector of several requirements, each (key, operator, values).
+fn expressions(requirements: &[(&str, &str, &[&str])]) -> LabelSelector {
+    LabelSelector {
+        match_labels: None,
+        match_expressions: Some(
+            requirements
+                .iter()
+                .map(|(key, operator, values)| LabelSelectorRequirement {
+                    key: (*key).to_owned(),
+                    operator: (*operator).to_owned(),
+                    values: Some(values.iter().map(|v| (*v).to_owned()).collect()),
+                })
+                .collect(),
+        ),
+    }
+}
+
 fn toleration(
     key: &str,
     operator: &str,
@@ -286,6 +303,9 @@ fn rows() -> Vec<Row> {
         ("L2 interface name too long", |s| s.l2_advertisements[0].interfaces[0] = "enp0s31f6-uplink".into(), one("spec.l2Advertisements[0].interfaces[0]", r#""enp0s31f6-uplink""#, "must be an interface name: 1 to 15 characters, no '/', ':' or whitespace")),
         ("L2 name duplicate", |s| { let copy = s.l2_advertisements[0].clone(); s.l2_advertisements.push(copy); }, one("spec.l2Advertisements[1].name", r#""lan""#, "duplicate name: also used by spec.l2Advertisements[0]")),
         ("L2 node selector bad key", |s| s.l2_advertisements[0].node_selectors = vec![selector(&[("-zone", "a")])], one("spec.l2Advertisements[0].nodeSelectors[0].matchLabels", r#""-zone""#, QUALIFIED_NAME)),
+        ("L2 node selectors equal but for value order", |s| s.l2_advertisements[0].node_selectors = vec![expression("zone", "In", &["a", "b"]), expression("zone", "In", &["b", "a"])], one("spec.l2Advertisements[0].nodeSelectors[1]", r#"{"matchExpressions":[{"key":"zone","operator":"In","values":["b","a"]}]}"#, "duplicates spec.l2Advertisements[0].nodeSelectors[0]")),
+        ("L2 node selectors that differ in one value", |s| s.l2_advertisements[0].node_selectors = vec![expression("zone", "In", &["a", "b"]), expression("zone", "In", &["c", "a"])], ok()),
+        ("allocateTo matchLabels repeated as an expression", |s| s.address_pools[2].allocate_to = Some(AllocateTo { service_selectors: vec![selector(&[("tier", "web")]), expression("tier", "In", &["web"])], ..AllocateTo::default() }), one("spec.addressPools[2].allocateTo.serviceSelectors[1]", r#"{"matchExpressions":[{"key":"tier","operator":"In","values":["web"]}]}"#, "duplicates spec.addressPools[2].allocateTo.serviceSelectors[0]")),
         // --- BGP peers
         ("4-byte ASNs", |s| { peer(s).my_asn = 4_200_000_000; peer(s).peer_asn = u32::MAX; }, ok()),
         ("my ASN zero", |s| peer(s).my_asn = 0, one("spec.bgpPeers[0].myASN", "0", "must be between 1 and 4294967295")),
@@ -312,6 +332,7 @@ fn rows() -> Vec<Row> {
         ("password Secret name invalid", |s| peer(s).password_secret_ref = Some(SecretKeyRef { name: "Tor".into(), key: "password".into() }), one("spec.bgpPeers[0].passwordSecretRef.name", r#""Tor""#, DNS1123_SUBDOMAIN)),
         ("password Secret key invalid", |s| peer(s).password_secret_ref = Some(SecretKeyRef { name: "tor".into(), key: "a/b".into() }), one("spec.bgpPeers[0].passwordSecretRef.key", r#""a/b""#, "must be a Secret key: letters, digits, '-', '_' or '.'")),
         ("BFD profile unknown", |s| peer(s).bfd_profile = Some("slow".into()), one("spec.bgpPeers[0].bfdProfile", r#""slow""#, "no BFD profile with this name in spec.bfdProfiles")),
+        ("peer node selector repeats a requirement in another value order", |s| peer(s).node_selectors = vec![expressions(&[("zone", "In", &["a", "b"]), ("zone", "In", &["b", "a"])])], one("spec.bgpPeers[0].nodeSelectors[0].matchExpressions[1]", r#"{"key":"zone","operator":"In","values":["b","a"]}"#, "duplicates spec.bgpPeers[0].nodeSelectors[0].matchExpressions[0]")),
         ("same session on disjoint nodes", |s| { let mut p = s.bgp_peers[0].clone(); p.name = "tor-a-rack-b".into(); p.node_selectors = vec![selector(&[("rack", "b")])]; s.bgp_peers.push(p); }, ok()),
         ("same session on another port", |s| { let mut p = s.bgp_peers[0].clone(); p.name = "tor-a-alt".into(); p.peer_port = 1179; s.bgp_peers.push(p); }, ok()),
         ("same session on overlapping nodes", |s| { let mut p = s.bgp_peers[0].clone(); p.name = "tor-a-again".into(); p.node_selectors = vec![selector(&[("zone", "x")])]; s.bgp_peers.push(p); }, one("spec.bgpPeers[2].peerAddress", r#""198.51.100.1""#, "the session to 198.51.100.1 port 179 is already configured by spec.bgpPeers[0] on nodes this peer's nodeSelectors also select; make their nodeSelectors disjoint")),
@@ -327,6 +348,7 @@ fn rows() -> Vec<Row> {
         ("advertisement unknown peer", |s| s.bgp_advertisements[1].peers.push("tor-c".into()), one("spec.bgpAdvertisements[1].peers[1]", r#""tor-c""#, "no BGP peer with this name")),
         ("advertisement unknown pool", |s| s.bgp_advertisements[1].address_pools.push("nope".into()), one("spec.bgpAdvertisements[1].addressPools[1]", r#""nope""#, "no address pool with this name")),
         ("advertisement name duplicate", |s| s.bgp_advertisements[1].name = "all".into(), one("spec.bgpAdvertisements[1].name", r#""all""#, "duplicate name: also used by spec.bgpAdvertisements[0]")),
+        ("advertisement node selectors equal but for requirement order", |s| ad(s).node_selectors = vec![expressions(&[("rack", "Exists", &[]), ("zone", "In", &["a"])]), expressions(&[("zone", "In", &["a"]), ("rack", "Exists", &[])])], one("spec.bgpAdvertisements[0].nodeSelectors[1]", r#"{"matchExpressions":[{"key":"zone","operator":"In","values":["a"]},{"key":"rack","operator":"Exists","values":[]}]}"#, "duplicates spec.bgpAdvertisements[0].nodeSelectors[0]")),
         ("local pref differs on other peers", |s| { s.bgp_advertisements[0].peers = vec!["tor-b".into()]; s.bgp_advertisements[1].aggregation_length = 32; }, ok()),
         ("local pref differs on disjoint nodes", |s| { s.bgp_advertisements[0].node_selectors = vec![selector(&[("rack", "a")])]; s.bgp_advertisements[1].node_selectors = vec![selector(&[("rack", "b")])]; s.bgp_advertisements[1].aggregation_length = 32; }, ok()),
         ("local pref conflict", |s| s.bgp_advertisements[1].aggregation_length = 32, one("spec.bgpAdvertisements[1].localPref", "null", "conflicts with spec.bgpAdvertisements[0] (localPref 100) for pool \"block\" on the same peers and nodes")),

@@ -1,6 +1,9 @@
-//! Label selectors: well-formedness.
+//! Label selectors: well-formedness, and no selector or requirement stated twice (compared as
+//! sets: the order of values and of requirements never changes what a selector selects).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::selector::{same_requirement, same_requirements};
 
 use super::Report;
 use super::names::{LABEL_VALUE, QUALIFIED_NAME, is_label_value, is_qualified_name};
@@ -10,7 +13,10 @@ pub(super) fn check_list(report: &mut Report, path: &str, selectors: &[LabelSele
     for (i, selector) in selectors.iter().enumerate() {
         let here = format!("{path}[{i}]");
         check(report, &here, selector);
-        if let Some(first) = selectors[..i].iter().position(|s| s == selector) {
+        if let Some(first) = selectors[..i]
+            .iter()
+            .position(|s| same_requirements(s, selector))
+        {
             report.add(&here, selector, format!("duplicates {path}[{first}]"));
         }
     }
@@ -57,7 +63,10 @@ fn check(report: &mut Report, path: &str, selector: &LabelSelector) {
                 report.add(format!("{here}.values[{k}]"), value, "duplicate value");
             }
         }
-        if let Some(first) = expressions[..j].iter().position(|e| e == expr) {
+        if let Some(first) = expressions[..j]
+            .iter()
+            .position(|e| same_requirement(e, expr))
+        {
             report.add(
                 &here,
                 expr,
