@@ -197,6 +197,130 @@ impl AddressRange {
     }
 }
 
+/// A block of addresses that no Service can be given: they are not unicast addresses a client
+/// could reach (RFC 6890's "destination: false" blocks, loopback, multicast), or they are IPv4
+/// addresses written as IPv6, which the kernel never puts on the wire as such.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReservedBlock {
+    /// The block as an admin would write it, e.g. `127.0.0.0/8`.
+    pub block: &'static str,
+    /// What the block is for, e.g. `loopback`.
+    pub purpose: &'static str,
+    family: IpFamily,
+    start: u128,
+    end: u128,
+    /// For IPv4 written as IPv6 (IPv4-mapped, IPv4-compatible): the block's IPv4 address 0.0.0.0.
+    ipv4_base: Option<u128>,
+}
+
+const fn reserved(
+    family: IpFamily,
+    block: &'static str,
+    purpose: &'static str,
+    (start, end): (u128, u128),
+    ipv4_base: Option<u128>,
+) -> ReservedBlock {
+    ReservedBlock {
+        block,
+        purpose,
+        family,
+        start,
+        end,
+        ipv4_base,
+    }
+}
+
+/// Every [`ReservedBlock`], disjoint, in address order per family.
+pub static RESERVED_BLOCKS: [ReservedBlock; 9] = [
+    reserved(
+        IpFamily::V4,
+        "0.0.0.0/8",
+        "this network",
+        (0, 0x00ff_ffff),
+        None,
+    ),
+    reserved(
+        IpFamily::V4,
+        "127.0.0.0/8",
+        "loopback",
+        (0x7f00_0000, 0x7fff_ffff),
+        None,
+    ),
+    reserved(
+        IpFamily::V4,
+        "224.0.0.0/4",
+        "multicast",
+        (0xe000_0000, 0xefff_ffff),
+        None,
+    ),
+    reserved(
+        IpFamily::V4,
+        "255.255.255.255/32",
+        "limited broadcast",
+        (0xffff_ffff, 0xffff_ffff),
+        None,
+    ),
+    reserved(IpFamily::V6, "::/128", "unspecified", (0, 0), None),
+    reserved(IpFamily::V6, "::1/128", "loopback", (1, 1), None),
+    // ::/96 but for :: and ::1, which are named on their own.
+    reserved(
+        IpFamily::V6,
+        "::/96",
+        "deprecated IPv4-compatible",
+        (2, 0xffff_ffff),
+        Some(0),
+    ),
+    reserved(
+        IpFamily::V6,
+        "::ffff:0:0/96",
+        "IPv4-mapped",
+        (0xffff_0000_0000, 0xffff_ffff_ffff),
+        Some(0xffff_0000_0000),
+    ),
+    reserved(
+        IpFamily::V6,
+        "ff00::/8",
+        "multicast",
+        (0xff00 << 112, u128::MAX),
+        None,
+    ),
+];
+
+impl ReservedBlock {
+    /// Whether the block shares an address with `range`.
+    pub fn overlaps(&self, range: &AddressRange) -> bool {
+        range.overlaps(&AddressRange {
+            family: self.family,
+            start: self.start,
+            end: self.end,
+        })
+    }
+
+    /// The IPv4 addresses `range` writes as IPv6, when it lies wholly in this block and the
+    /// block is one of IPv4 addresses written as IPv6 (`::ffff:192.0.2.0/120` is 192.0.2.0/24).
+    pub fn embedded_ipv4(&self, range: &AddressRange) -> Option<AddressRange> {
+        let base = self.ipv4_base?;
+        (range.family == self.family && self.start <= range.start && range.end <= self.end).then(
+            || AddressRange {
+                family: IpFamily::V4,
+                start: range.start - base,
+                end: range.end - base,
+            },
+        )
+    }
+}
+
+impl AddressRange {
+    /// The reserved blocks this range shares an address with, in address order: none for a
+    /// range whose every address may be a Service IP.
+    pub fn reserved_blocks(&self) -> Vec<&'static ReservedBlock> {
+        RESERVED_BLOCKS
+            .iter()
+            .filter(|b| b.overlaps(self))
+            .collect()
+    }
+}
+
 impl fmt::Display for AddressRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.start(), self.end())
@@ -299,6 +423,66 @@ mod tests {
         assert_eq!(r("198.51.100.16-198.51.100.31").longest_prefix(), 28);
         assert_eq!(r("0.0.0.0/0").cidrs().len(), 1);
         assert_eq!(r("::/0").longest_prefix(), 0);
+    }
+
+    #[test]
+    fn reserved_blocks_are_what_no_service_can_have() {
+        let blocks =
+            |s: &str| -> Vec<&str> { r(s).reserved_blocks().iter().map(|b| b.block).collect() };
+        assert!(blocks("203.0.113.0/24").is_empty());
+        assert!(blocks("1.0.0.0-126.255.255.255").is_empty());
+        assert!(blocks("128.0.0.0-223.255.255.255").is_empty());
+        assert!(blocks("240.0.0.0-255.255.255.254").is_empty());
+        assert!(blocks("2001:db8::/32").is_empty());
+        assert!(blocks("::1:0:0:0/96").is_empty());
+        assert!(blocks("fe80::/10").is_empty());
+        assert_eq!(
+            blocks("0.0.0.0/0"),
+            [
+                "0.0.0.0/8",
+                "127.0.0.0/8",
+                "224.0.0.0/4",
+                "255.255.255.255/32"
+            ]
+        );
+        assert_eq!(blocks("127.0.0.1/32"), ["127.0.0.0/8"]);
+        assert_eq!(blocks("::/127"), ["::/128", "::1/128"]);
+        assert_eq!(
+            blocks("::/64"),
+            ["::/128", "::1/128", "::/96", "::ffff:0:0/96"]
+        );
+        assert_eq!(blocks("ff02::1/128"), ["ff00::/8"]);
+        assert_eq!(blocks("::/0").len(), 5);
+        for block in &RESERVED_BLOCKS {
+            assert!(
+                r(block.block).reserved_blocks().contains(&block),
+                "{}",
+                block.block
+            );
+        }
+    }
+
+    #[test]
+    fn ipv4_written_as_ipv6_is_recognized() {
+        let embedded = |s: &str| {
+            let range = r(s);
+            range
+                .reserved_blocks()
+                .iter()
+                .find_map(|b| b.embedded_ipv4(&range))
+                .map(|v4| v4.to_string())
+        };
+        assert_eq!(
+            embedded("::ffff:192.0.2.0/120").as_deref(),
+            Some("192.0.2.0-192.0.2.255")
+        );
+        assert_eq!(
+            embedded("::192.0.2.10-::192.0.2.20").as_deref(),
+            Some("192.0.2.10-192.0.2.20")
+        );
+        // Partly outside the block: not one IPv4 range.
+        assert_eq!(embedded("::fffe:ffff:ffff-::ffff:0.0.0.1"), None);
+        assert_eq!(embedded("ff02::/16"), None);
     }
 
     proptest! {

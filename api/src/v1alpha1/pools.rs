@@ -14,7 +14,9 @@ pub struct AddressPool {
 
     /// Addresses in the pool, each a CIDR (203.0.113.0/28, 2001:db8::/64) or an inclusive range
     /// (198.51.100.10-198.51.100.20). IPv4 and IPv6 may be mixed in one pool, which is how a
-    /// dual-stack Service gets both families from it. No address may be in two pools.
+    /// dual-stack Service gets both families from it. No address may be in two pools, and none
+    /// may be one that no Service can have: 0.0.0.0/8, loopback, multicast, 255.255.255.255, ::,
+    /// and IPv4 written as IPv6 (::ffff:0:0/96, ::/96: write the IPv4 range instead).
     pub addresses: Vec<String>,
 
     /// Whether Services that name no pool may receive addresses from this pool. When false, only

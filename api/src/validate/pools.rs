@@ -56,7 +56,11 @@ pub(super) fn check<'a>(report: &mut Report, pools: &'a [AddressPool]) -> PoolIn
             );
         }
         for (j, entry) in pool.addresses.iter().enumerate() {
-            match AddressRange::parse(entry) {
+            // An entry of addresses no Service can have is rejected like one that does not parse.
+            let parsed = AddressRange::parse(entry)
+                .map_err(|e| e.to_string())
+                .and_then(|range| unassignable(&range).map_or(Ok(range), Err));
+            match parsed {
                 Ok(range) => {
                     let prefix = range.longest_prefix();
                     let slot = &mut most_specific[i][family_slot(range.family())];
@@ -65,7 +69,7 @@ pub(super) fn check<'a>(report: &mut Report, pools: &'a [AddressPool]) -> PoolIn
                     }
                     ranges.push((range, i, j));
                 }
-                Err(e) => report.add(format!("{path}.addresses[{j}]"), entry, e.to_string()),
+                Err(reason) => report.add(format!("{path}.addresses[{j}]"), entry, reason),
             }
         }
         if let Some(to) = &pool.allocate_to {
@@ -95,6 +99,41 @@ pub(super) fn check<'a>(report: &mut Report, pools: &'a [AddressPool]) -> PoolIn
         by_name,
         most_specific,
     }
+}
+
+/// Why a range holds addresses that can never be a Service IP, if it does.
+fn unassignable(range: &AddressRange) -> Option<String> {
+    let blocks = range.reserved_blocks();
+    if let [block] = blocks.as_slice()
+        && let Some(v4) = block.embedded_ipv4(range)
+    {
+        // IPv4 written as IPv6: name the IPv4 range that was most likely meant.
+        let hint = if v4.reserved_blocks().is_empty() {
+            let cidrs = v4.cidrs();
+            let v4 = match cidrs.as_slice() {
+                [cidr] => cidr.to_string(),
+                _ => v4.to_string(),
+            };
+            format!("; write the IPv4 range {v4} instead")
+        } else {
+            String::new()
+        };
+        return Some(format!(
+            "{} IPv6 addresses cannot be assigned{hint}",
+            block.purpose
+        ));
+    }
+    if blocks.is_empty() {
+        return None;
+    }
+    let named: Vec<String> = blocks
+        .iter()
+        .map(|b| format!("{} ({})", b.block, b.purpose))
+        .collect();
+    Some(format!(
+        "includes addresses that can never be a Service IP: {}",
+        named.join(", ")
+    ))
 }
 
 /// Reports every entry that shares an address with an earlier one, in O(n log n): sort by start
