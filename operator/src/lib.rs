@@ -10,3 +10,4 @@ pub mod reconcile;
 pub mod render;
 pub mod rotation;
 pub mod status;
+pub mod webhook;

@@ -17,6 +17,7 @@ use ferrolb_operator::reconcile;
 use ferrolb_operator::render::Settings;
 use ferrolb_operator::render::install::{OPERATOR, OPERATOR_NAMESPACE};
 use ferrolb_operator::rotation;
+use ferrolb_operator::webhook::{self, CertSource, Webhook, tls};
 use ferrolb_runtime::events::{EventMetrics, Publisher};
 use ferrolb_runtime::lease::{self, LeaseConfig};
 use ferrolb_runtime::{CommonArgs, Process, serve, shutdown_signal};
@@ -52,6 +53,9 @@ enum Command {
         /// plus cache delay), plus the speakers' 10 s re-read.
         #[arg(long, default_value_t = rotation::DEFAULT_STEP.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
         key_rotation_step_seconds: u64,
+
+        #[command(flatten)]
+        webhook: WebhookArgs,
     },
     /// Check a LoadBalancerConfig manifest offline: prints every problem as
     /// `PATH: VALUE: REASON` and exits 1, or prints a one-line summary and exits 0.
@@ -70,6 +74,52 @@ enum Command {
     },
 }
 
+/// The admission webhook's flags.
+#[derive(clap::Args, Debug)]
+struct WebhookArgs {
+    /// Address the admission webhook listens on (HTTPS).
+    #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], webhook::PORT as u16)))]
+    webhook_addr: SocketAddr,
+
+    /// Where the webhook's serving certificate comes from: `self-managed` (the operator makes
+    /// it, keeps it in the Secret ferrolb-operator-webhook-tls, injects its CA into the
+    /// ValidatingWebhookConfiguration and renews it) or `files` (tls.crt and tls.key in
+    /// --webhook-cert-dir, as OLM or cert-manager provide them, re-read when they change).
+    #[arg(long, value_enum, default_value_t = CertMode::SelfManaged)]
+    webhook_certs: CertMode,
+
+    /// The directory of tls.crt and tls.key for `--webhook-certs=files`.
+    #[arg(long, default_value = "/tmp/k8s-webhook-server/serving-certs")]
+    webhook_cert_dir: PathBuf,
+
+    /// Lifetime of each self-managed certificate, in seconds (default: a year). A renewal
+    /// starts when a third is left.
+    #[arg(long, default_value_t = 365 * 24 * 3600, value_parser = clap::value_parser!(u64).range(30..=10 * 365 * 24 * 3600))]
+    webhook_cert_lifetime_seconds: u64,
+
+    /// Seconds a stopping replica goes on answering admission requests while its endpoint is
+    /// removed (it reports not ready at once). Keep it below the pod's grace period.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
+    webhook_drain_seconds: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CertMode {
+    SelfManaged,
+    Files,
+}
+
+impl WebhookArgs {
+    fn source(&self) -> CertSource {
+        match self.webhook_certs {
+            CertMode::SelfManaged => CertSource::SelfManaged {
+                lifetime: Duration::from_secs(self.webhook_cert_lifetime_seconds),
+            },
+            CertMode::Files => CertSource::Files(self.webhook_cert_dir.clone()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -78,15 +128,22 @@ fn main() -> ExitCode {
         Command::Run {
             health_addr,
             key_rotation_step_seconds,
+            webhook,
         } => run(
             &cli.common,
             health_addr,
             Duration::from_secs(key_rotation_step_seconds),
+            &webhook,
         ),
     }
 }
 
-fn run(common: &CommonArgs, health_addr: SocketAddr, key_rotation_step: Duration) -> ExitCode {
+fn run(
+    common: &CommonArgs,
+    health_addr: SocketAddr,
+    key_rotation_step: Duration,
+    webhook: &WebhookArgs,
+) -> ExitCode {
     let process = match Process::init("operator", common) {
         Ok(process) => process,
         Err(e) => {
@@ -105,7 +162,7 @@ fn run(common: &CommonArgs, health_addr: SocketAddr, key_rotation_step: Duration
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(operate(process, health_addr, key_rotation_step))
+    runtime.block_on(operate(process, health_addr, key_rotation_step, webhook))
 }
 
 /// The operand image: `RELATED_IMAGE_FERROLB` (set by OLM for disconnected installs) wins over
@@ -131,6 +188,7 @@ async fn operate(
     process: Process,
     health_addr: SocketAddr,
     key_rotation_step: Duration,
+    webhook_args: &WebhookArgs,
 ) -> ExitCode {
     let Process {
         logging,
@@ -150,33 +208,68 @@ async fn operate(
     };
     let settings = settings();
     tracing::info!(image = %settings.image, version = %settings.version, "operand image");
-    let server = serve(
-        health_addr,
-        probes.clone(),
-        Arc::new(registry),
-        Some(logging),
-        shutdown_signal(),
-    );
     let namespace =
         std::env::var("POD_NAMESPACE").unwrap_or_else(|_| OPERATOR_NAMESPACE.to_owned());
     let identity =
         std::env::var("POD_NAME").unwrap_or_else(|_| format!("{OPERATOR}-{}", std::process::id()));
+    let source = webhook_args.source();
+    let webhook = match Webhook::start(
+        client.clone(),
+        &namespace,
+        webhook_args.webhook_addr,
+        &source,
+        metrics.clone(),
+    )
+    .await
+    {
+        Ok(webhook) => webhook,
+        Err(e) => {
+            tracing::error!(error = %e, addr = %webhook_args.webhook_addr, "cannot start the admission webhook");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Ready (in the webhook Service's endpoints) once it can answer admission requests.
+    let ready = webhook.ready();
+    let ready_probes = probes.clone();
+    tokio::spawn(async move {
+        ready.await;
+        ready_probes.set_ready(true);
+        tracing::info!("ready: serving admission requests");
+    });
+    // The webhook and the health endpoints run until the very end, after leadership ended.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let webhook_drain = Duration::from_secs(webhook_args.webhook_drain_seconds);
+    let webhook = tokio::spawn(webhook.serve(until_stopped(), webhook_drain));
+    let mut server = tokio::spawn(serve(
+        health_addr,
+        probes.clone(),
+        Arc::new(registry),
+        Some(logging),
+        until_stopped(),
+    ));
     let leadership = lease::campaign(
         client.clone(),
         LeaseConfig::new(
-            namespace,
+            namespace.clone(),
             OPERATOR,
             identity.clone(),
             Duration::from_secs(15),
         ),
     );
-    // Every replica is ready (and will serve the admission webhook); only the leader reconciles.
-    probes.set_ready(true);
     let work = async {
         tracing::info!(%identity, "waiting for leadership");
-        if let Err(lost) = leadership.wait_leading().await {
-            tracing::error!(reason = %lost, "the campaign ended");
-            return ExitCode::FAILURE;
+        tokio::select! {
+            leading = leadership.wait_leading() => if let Err(lost) = leading {
+                tracing::error!(reason = %lost, "the campaign ended");
+                return ExitCode::FAILURE;
+            },
+            () = shutdown_signal() => return ExitCode::SUCCESS,
         }
         tracing::info!(%identity, "leading: reconciling");
         let events = Publisher::spawn(
@@ -187,18 +280,32 @@ async fn operate(
             },
             event_metrics,
         );
-        // Losing the Lease drops the reconcile loop wherever it waits, before its next write.
-        match leadership
-            .run_while_leading(reconcile::run(
-                client.clone(),
-                settings,
-                metrics,
-                events,
-                key_rotation_step,
-                shutdown_signal(),
-            ))
-            .await
-        {
+        let reconcile = reconcile::run(
+            client.clone(),
+            settings,
+            metrics,
+            events,
+            key_rotation_step,
+            shutdown_signal(),
+        );
+        let certificates = async {
+            match source {
+                CertSource::SelfManaged { lifetime } => {
+                    tls::keep(client.clone(), namespace.clone(), webhook::SERVICE.to_owned(), lifetime)
+                        .await
+                }
+                CertSource::Files(_) => std::future::pending().await,
+            }
+        };
+        // Losing the Lease drops the reconcile loop and the certificate upkeep wherever they
+        // wait, before their next write.
+        let leading = async {
+            tokio::select! {
+                () = reconcile => {}
+                () = certificates => {}
+            }
+        };
+        match leadership.run_while_leading(leading).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(lost) => {
                 tracing::error!(reason = %lost, "lost leadership; stopping so a standby takes over");
@@ -207,15 +314,18 @@ async fn operate(
         }
     };
     let code = tokio::select! {
-        served = server => match served {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
+        served = &mut server => {
+            if let Ok(Err(e)) = served {
                 tracing::error!(error = %e, addr = %health_addr, "cannot serve health endpoints");
-                ExitCode::FAILURE
             }
+            ExitCode::FAILURE
         },
         code = work => code,
     };
+    // Stop: out of the endpoints at once, the Lease to a standby, then drain the webhook.
+    probes.set_ready(false);
     leadership.release().await;
+    let _ = stop.send(true);
+    let _ = webhook.await;
     code
 }

@@ -44,11 +44,19 @@ pub fn files() -> Result<Vec<File>, YamlError> {
     let (sa, cr, crb, role, rb) = render::install::operator_rbac(&settings);
     let deployment = render::install::operator_deployment(&settings);
     let namespace = render::install::operator_namespace(&settings);
+    let budget = render::webhook::operator_disruption_budget(&settings);
+    let service = render::webhook::webhook_service(&settings);
+    let configuration = render::webhook::webhook_configuration(&settings);
     Ok(vec![
         file(
             "operator/operator.yaml",
-            "The operator: its namespace (labelled for Pod Security Admission: the speakers need host\nnetworking and raw sockets), identity, least-privilege RBAC (no wildcard, no escalate; bind\nonly the two operand cluster roles) and a leader-elected Deployment of two replicas.",
-            &[&namespace, &sa, &cr, &crb, &role, &rb, &deployment],
+            "The operator: its namespace (labelled for Pod Security Admission: the speakers need host\nnetworking and raw sockets), identity, least-privilege RBAC (no wildcard, no escalate; bind\nonly the two operand cluster roles), a leader-elected Deployment of two replicas and their\ndisruption budget (one may go at a time).",
+            &[&namespace, &sa, &cr, &crb, &role, &rb, &deployment, &budget],
+        )?,
+        file(
+            "webhook/webhook.yaml",
+            "The admission webhook every operator replica serves: its Service and the\nValidatingWebhookConfiguration (failurePolicy Fail; the operator injects the caBundle when it\nmanages the certificate itself).",
+            &[&service, &configuration],
         )?,
         file(
             "operator/operand-cluster-roles.yaml",

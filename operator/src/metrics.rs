@@ -13,6 +13,20 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of admission requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `allowed`, `denied` or `malformed`.
+    pub outcome: &'static str,
+}
+
+/// Labels of webhook certificate loads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// `loaded` or `invalid`.
+    pub result: &'static str,
+}
+
 /// Every metric the operator exports.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -22,6 +36,12 @@ pub struct Metrics {
     pub failures: Family<ReasonLabels, Counter>,
     /// Seconds one reconcile took.
     pub duration: Histogram,
+    /// Admission requests answered, by outcome.
+    pub webhook_requests: Family<WebhookLabels, Counter>,
+    /// Seconds one admission request took to decide.
+    pub webhook_duration: Histogram,
+    /// Serving certificates loaded (or refused), by result.
+    pub webhook_cert_loads: Family<CertLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -31,6 +51,10 @@ impl Default for Metrics {
             failures: Family::default(),
             // 1 ms to about 16 s, doubling.
             duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            webhook_requests: Family::default(),
+            // 0.1 ms to about 3 s, doubling.
+            webhook_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+            webhook_cert_loads: Family::default(),
         }
     }
 }
@@ -52,6 +76,21 @@ impl Metrics {
             "operator_reconcile_duration_seconds",
             "Seconds one reconcile took",
             self.duration.clone(),
+        );
+        registry.register(
+            "operator_webhook_requests",
+            "Admission requests answered, by outcome (allowed, denied, malformed)",
+            self.webhook_requests.clone(),
+        );
+        registry.register(
+            "operator_webhook_duration_seconds",
+            "Seconds one admission request took to decide",
+            self.webhook_duration.clone(),
+        );
+        registry.register(
+            "operator_webhook_certificate_loads",
+            "Webhook serving certificates loaded or refused, by result (loaded, invalid)",
+            self.webhook_cert_loads.clone(),
         );
     }
 }

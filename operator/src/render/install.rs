@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use ferrolb_api::wiring::{env, ports};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec, ServiceAccount,
+    Affinity, Container, ContainerPort, EnvVar, PodAffinityTerm, PodAntiAffinity, PodSpec,
+    PodTemplateSpec, ServiceAccount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
@@ -24,6 +25,7 @@ use super::workloads::{
     field_env, http_probe, resources_or, restricted_container, restricted_pod, value_env,
 };
 use super::{Settings, install_labels};
+use crate::webhook;
 
 /// Namespace of the operator (the operands run in `spec.namespace`, by default the same).
 pub const OPERATOR_NAMESPACE: &str = "ferrolb-system";
@@ -70,6 +72,12 @@ pub fn operator_namespace(settings: &Settings) -> k8s_openapi::api::core::v1::Na
 pub fn operator_cluster_role(settings: &Settings) -> ClusterRole {
     let manage = ["get", "list", "watch", "create", "patch", "delete"];
     let mut bind = rule(&["rbac.authorization.k8s.io"], &["clusterroles"], &["bind"]);
+    let mut own_webhook = rule(
+        &["admissionregistration.k8s.io"],
+        &["validatingwebhookconfigurations"],
+        &["patch"],
+    );
+    own_webhook.resource_names = Some(vec![webhook::WEBHOOK_CONFIGURATION.to_owned()]);
     bind.resource_names = Some(vec![CONTROLLER_ROLE.to_owned(), SPEAKER_ROLE.to_owned()]);
     ClusterRole {
         metadata: meta(settings, false),
@@ -106,6 +114,15 @@ pub fn operator_cluster_role(settings: &Settings) -> ClusterRole {
             ),
             rule(&[""], &["pods"], &["list", "watch"]),
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+            // The webhook: node labels for its warnings, and the caBundle it injects into its
+            // own configuration only.
+            rule(&[""], &["nodes"], &["list", "watch"]),
+            rule(
+                &["admissionregistration.k8s.io"],
+                &["validatingwebhookconfigurations"],
+                &["get", "list", "watch"],
+            ),
+            own_webhook,
         ]),
         ..ClusterRole::default()
     }
@@ -164,16 +181,22 @@ pub fn operator_rbac(
     )
 }
 
-/// The operator Deployment: two replicas, one Lease holder reconciling; non-root, read-only,
-/// no capabilities. The operand image comes from `FERROLB_IMAGE`.
-pub fn operator_deployment(settings: &Settings) -> Deployment {
-    let selector = BTreeMap::from([
+/// The labels that select the operator's pods (Deployment, webhook Service, disruption budget).
+pub fn operator_selector() -> BTreeMap<String, String> {
+    BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "ferrolb".to_owned()),
         (
             "app.kubernetes.io/component".to_owned(),
             "operator".to_owned(),
         ),
-    ]);
+    ])
+}
+
+/// The operator Deployment: two replicas, one Lease holder reconciling, every one serving the
+/// admission webhook, preferably on two nodes; non-root, read-only, no capabilities. The
+/// operand image comes from `FERROLB_IMAGE`.
+pub fn operator_deployment(settings: &Settings) -> Deployment {
+    let selector = operator_selector();
     let container = Container {
         name: "operator".to_owned(),
         image: Some(settings.image.clone()),
@@ -181,6 +204,7 @@ pub fn operator_deployment(settings: &Settings) -> Deployment {
         args: Some(vec![
             "run".to_owned(),
             format!("--health-addr=0.0.0.0:{OPERATOR_HEALTH_PORT}"),
+            format!("--webhook-addr=0.0.0.0:{}", webhook::PORT),
         ]),
         env: Some(vec![
             field_env(env::POD_NAME, "metadata.name"),
@@ -188,11 +212,18 @@ pub fn operator_deployment(settings: &Settings) -> Deployment {
             value_env(env::IMAGE, &settings.image),
             value_env(env::LOG_FORMAT, "json"),
         ] as Vec<EnvVar>),
-        ports: Some(vec![ContainerPort {
-            name: Some(ports::MONITORING_NAME.to_owned()),
-            container_port: OPERATOR_HEALTH_PORT,
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(ports::MONITORING_NAME.to_owned()),
+                container_port: OPERATOR_HEALTH_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some(webhook::PORT_NAME.to_owned()),
+                container_port: webhook::PORT,
+                ..ContainerPort::default()
+            },
+        ]),
         readiness_probe: Some(http_probe("/readyz", 2)),
         liveness_probe: Some(http_probe("/healthz", 10)),
         resources: Some(resources_or(None, "10m", "24Mi", "128Mi")),
@@ -204,7 +235,7 @@ pub fn operator_deployment(settings: &Settings) -> Deployment {
         spec: Some(DeploymentSpec {
             replicas: Some(2),
             selector: LabelSelector {
-                match_labels: Some(selector),
+                match_labels: Some(selector.clone()),
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
@@ -214,7 +245,9 @@ pub fn operator_deployment(settings: &Settings) -> Deployment {
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(OPERATOR.to_owned()),
+                    // Longer than the webhook's drain (5 s) plus closing its connections.
                     termination_grace_period_seconds: Some(10),
+                    affinity: Some(spread_over_nodes(selector.clone())),
                     security_context: Some(restricted_pod()),
                     containers: vec![container],
                     ..PodSpec::default()
@@ -223,5 +256,28 @@ pub fn operator_deployment(settings: &Settings) -> Deployment {
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
+    }
+}
+
+/// Prefer two replicas on two nodes, so that losing one node leaves a webhook replica.
+fn spread_over_nodes(selector: BTreeMap<String, String>) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector),
+                            ..LabelSelector::default()
+                        }),
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
     }
 }

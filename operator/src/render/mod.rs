@@ -7,6 +7,7 @@
 //! namespace, the controller Deployment and the speaker DaemonSet).
 
 pub mod install;
+pub mod webhook;
 mod rbac;
 mod workloads;
 
