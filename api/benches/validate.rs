@@ -60,7 +60,7 @@ fn large_config() -> LoadBalancerConfigSpec {
             peer_port: 179,
             source_address: None,
             router_id: None,
-            hold_time: "9s".to_owned(),
+            hold_time: Some("9s".to_owned()),
             keepalive_time: Some("3s".to_owned()),
             password_secret_ref: None,
             ebgp_multi_hop: false,

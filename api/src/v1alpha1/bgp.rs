@@ -1,8 +1,11 @@
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::is_false;
+use crate::duration::parse_duration;
 
 /// A BGP router that speakers on the selected nodes open a session with.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -44,11 +47,13 @@ pub struct BgpPeer {
     pub router_id: Option<String>,
 
     /// Hold time proposed to the peer, as a duration in whole seconds (90s, 3m): 0s disables
-    /// keepalives, otherwise at least 3s.
-    #[serde(default = "default_hold_time")]
-    pub hold_time: String,
+    /// keepalives, otherwise at least 3s and at most 65535s. Absent: three times keepaliveTime
+    /// when that is set (as MetalLB derives it), otherwise 90s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<String>,
 
-    /// Interval between keepalives, at most the hold time. Absent: a third of the hold time.
+    /// Interval between keepalives, as a duration in whole seconds, at most the hold time.
+    /// Absent: a third of the hold time, rounded down to whole seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_time: Option<String>,
 
@@ -76,6 +81,34 @@ pub struct BgpPeer {
     /// of them qualifies). Empty: every node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_selectors: Vec<LabelSelector>,
+}
+
+/// The hold time of a peer that sets neither holdTime nor keepaliveTime (RFC 4271 suggests 90 s).
+pub const DEFAULT_HOLD_TIME: Duration = Duration::from_secs(90);
+
+impl BgpPeer {
+    /// The hold time in force: holdTime; absent, three times keepaliveTime when that is set (as
+    /// MetalLB derives it), otherwise [`DEFAULT_HOLD_TIME`]. `None` when a timer that is set is
+    /// not a duration (which `validate` rejects).
+    pub fn effective_hold_time(&self) -> Option<Duration> {
+        match (&self.hold_time, &self.keepalive_time) {
+            (Some(hold), _) => parse_duration(hold).ok(),
+            (None, Some(keepalive)) => parse_duration(keepalive).ok()?.checked_mul(3),
+            (None, None) => Some(DEFAULT_HOLD_TIME),
+        }
+    }
+
+    /// The keepalive interval in force: keepaliveTime; absent, a third of the hold time in force,
+    /// rounded down to whole seconds (0 when the hold time is 0: no keepalives). `None` when a
+    /// timer that is set is not a duration.
+    pub fn effective_keepalive_time(&self) -> Option<Duration> {
+        match &self.keepalive_time {
+            Some(keepalive) => parse_duration(keepalive).ok(),
+            None => Some(Duration::from_secs(
+                self.effective_hold_time()?.as_secs() / 3,
+            )),
+        }
+    }
 }
 
 /// A key of a Secret in the operand namespace.
@@ -185,10 +218,6 @@ fn is_default_peer_port(port: &u16) -> bool {
     *port == BGP_PORT
 }
 
-fn default_hold_time() -> String {
-    "90s".to_owned()
-}
-
 fn default_password_key() -> String {
     "password".to_owned()
 }
@@ -215,4 +244,58 @@ fn default_echo_interval() -> u32 {
 
 fn default_minimum_ttl() -> u32 {
     254
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(hold: Option<&str>, keepalive: Option<&str>) -> BgpPeer {
+        BgpPeer {
+            name: "tor".to_owned(),
+            my_asn: 64512,
+            peer_asn: 64513,
+            peer_address: "198.51.100.1".to_owned(),
+            peer_port: BGP_PORT,
+            source_address: None,
+            router_id: None,
+            hold_time: hold.map(str::to_owned),
+            keepalive_time: keepalive.map(str::to_owned),
+            password_secret_ref: None,
+            ebgp_multi_hop: false,
+            bfd_profile: None,
+            graceful_restart: false,
+            node_selectors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn timers_in_force_derive_each_other_as_metallb_does() {
+        let secs = Duration::from_secs;
+        let rows = [
+            (None, None, Some(secs(90)), Some(secs(30))),
+            (Some("9s"), None, Some(secs(9)), Some(secs(3))),
+            (Some("10s"), None, Some(secs(10)), Some(secs(3))),
+            (Some("0s"), None, Some(secs(0)), Some(secs(0))),
+            (None, Some("120s"), Some(secs(360)), Some(secs(120))),
+            (None, Some("0s"), Some(secs(0)), Some(secs(0))),
+            (Some("90s"), Some("10s"), Some(secs(90)), Some(secs(10))),
+            (Some("90"), None, None, None),
+            (None, Some("1 s"), None, None),
+        ];
+        for (hold, keepalive, want_hold, want_keepalive) in rows {
+            let p = peer(hold, keepalive);
+            assert_eq!(
+                (p.effective_hold_time(), p.effective_keepalive_time()),
+                (want_hold, want_keepalive),
+                "holdTime {hold:?}, keepaliveTime {keepalive:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_absent_hold_time_is_not_written_back() {
+        let yaml = serde_saphyr::to_string(&peer(None, Some("120s"))).unwrap();
+        assert!(!yaml.contains("holdTime"), "{yaml}");
+    }
 }

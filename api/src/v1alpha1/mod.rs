@@ -9,7 +9,7 @@ mod pools;
 mod status;
 mod workloads;
 
-pub use bgp::{BfdProfile, BgpAdvertisement, BgpPeer, SecretKeyRef};
+pub use bgp::{BfdProfile, BgpAdvertisement, BgpPeer, DEFAULT_HOLD_TIME, SecretKeyRef};
 pub use l2::L2Advertisement;
 pub use pools::{AddressPool, AllocateTo};
 pub use status::{

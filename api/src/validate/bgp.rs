@@ -138,28 +138,7 @@ fn check_peer(report: &mut Report, path: &str, peer: &BgpPeer, profiles: &HashMa
             "must be an IPv4 address (a BGP router ID is 32 bits)",
         );
     }
-    let hold = timer(report, format!("{path}.holdTime"), &peer.hold_time);
-    if let Some(hold) = hold
-        && (1..3).contains(&hold.as_secs())
-    {
-        report.add(
-            format!("{path}.holdTime"),
-            &peer.hold_time,
-            "must be 0s (no keepalives) or at least 3s",
-        );
-    }
-    if let Some(text) = &peer.keepalive_time {
-        let keepalive = timer(report, format!("{path}.keepaliveTime"), text);
-        if let (Some(keepalive), Some(hold)) = (keepalive, hold)
-            && keepalive > hold
-        {
-            report.add(
-                format!("{path}.keepaliveTime"),
-                text,
-                format!("must not exceed holdTime ({})", peer.hold_time),
-            );
-        }
-    }
+    check_timers(report, path, peer);
     if peer.ebgp_multi_hop && peer.my_asn == peer.peer_asn {
         report.add(
             format!("{path}.ebgpMultiHop"),
@@ -197,6 +176,46 @@ fn check_peer(report: &mut Report, path: &str, peer: &BgpPeer, profiles: &HashMa
         &format!("{path}.nodeSelectors"),
         &peer.node_selectors,
     );
+}
+
+/// holdTime and keepaliveTime, each as set, and the hold time derived from keepaliveTime when
+/// holdTime is absent ([`BgpPeer::effective_hold_time`]).
+fn check_timers(report: &mut Report, path: &str, peer: &BgpPeer) {
+    let hold = peer.hold_time.as_deref().map(|text| {
+        let hold = timer(report, format!("{path}.holdTime"), text);
+        if let Some(hold) = hold
+            && (1..3).contains(&hold.as_secs())
+        {
+            report.add(
+                format!("{path}.holdTime"),
+                text,
+                "must be 0s (no keepalives) or at least 3s",
+            );
+        }
+        (text, hold)
+    });
+    let Some(text) = &peer.keepalive_time else {
+        return;
+    };
+    let Some(keepalive) = timer(report, format!("{path}.keepaliveTime"), text) else {
+        return;
+    };
+    match hold {
+        Some((hold_text, Some(hold))) if keepalive > hold => report.add(
+            format!("{path}.keepaliveTime"),
+            text,
+            format!("must not exceed holdTime ({hold_text})"),
+        ),
+        None if keepalive.as_secs() * 3 > MAX_TIMER_SECONDS => report.add(
+            format!("{path}.keepaliveTime"),
+            text,
+            format!(
+                "must be at most {}s when holdTime is absent: the hold time is then three times keepaliveTime, at most {MAX_TIMER_SECONDS}s",
+                MAX_TIMER_SECONDS / 3
+            ),
+        ),
+        _ => {}
+    }
 }
 
 /// Two peers with the same address and port on a node would be the same session twice.

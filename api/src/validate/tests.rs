@@ -119,7 +119,7 @@ mod properties {
                 peer_port: 179,
                 source_address: None,
                 router_id: None,
-                hold_time: hold.map_or("90s".to_owned(), |h| format!("{h}s")),
+                hold_time: hold.map(|h| format!("{h}s")),
                 keepalive_time: None,
                 password_secret_ref: None,
                 ebgp_multi_hop: false,
