@@ -66,6 +66,111 @@ mod tests {
         }
     }
 
+    /// Every `x-kubernetes-validations` rule in a schema, as (path, message, fieldPath, rule).
+    fn cel_rules(schema: &serde_json::Value, path: &str, out: &mut Vec<[String; 4]>) {
+        for rule in schema["x-kubernetes-validations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let text = |key: &str| rule[key].as_str().unwrap_or_default().to_owned();
+            out.push([
+                path.to_owned(),
+                text("message"),
+                text("fieldPath"),
+                text("rule"),
+            ]);
+        }
+        for (name, prop) in schema["properties"].as_object().into_iter().flatten() {
+            cel_rules(prop, &format!("{path}.{name}"), out);
+        }
+        if schema["items"].is_object() {
+            cel_rules(&schema["items"], &format!("{path}[*]"), out);
+        }
+        if schema["additionalProperties"].is_object() {
+            cel_rules(&schema["additionalProperties"], &format!("{path}.*"), out);
+        }
+    }
+
+    fn spec_schema() -> serde_json::Value {
+        let crd = serde_json::to_value(LoadBalancerConfig::crd()).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+    }
+
+    /// The CRD's CEL rules are exactly those of `v1alpha1::cel`, each where it belongs, and each
+    /// rejects what a validator case shows `validate` rejecting too (at the same field): the
+    /// rules are a subset of the validator, so the API server never refuses a config the
+    /// webhook would accept.
+    #[test]
+    fn cel_rules_are_where_expected_and_stand_for_validator_cases() {
+        let mut found = Vec::new();
+        cel_rules(&spec_schema(), "spec", &mut found);
+        // (path, message, fieldPath, the validator's case that the rule also rejects)
+        let want = [
+            (
+                "spec.bgpPeers[*]",
+                "holdTime must be 0s (no keepalives) or at least 3s",
+                ".holdTime",
+                "hold time 2s",
+            ),
+            (
+                "spec.bgpPeers[*]",
+                "keepaliveTime must not exceed holdTime",
+                ".keepaliveTime",
+                "keepalive above hold",
+            ),
+            (
+                "spec.bgpPeers[*]",
+                "ebgpMultiHop applies to eBGP only; this peer is iBGP (myASN equals peerASN)",
+                ".ebgpMultiHop",
+                "multihop iBGP",
+            ),
+        ];
+        let placed: Vec<[&str; 3]> = found
+            .iter()
+            .map(|[path, message, field, _]| [path.as_str(), message.as_str(), field.as_str()])
+            .collect();
+        let wanted: Vec<[&str; 3]> = want.iter().map(|(p, m, f, _)| [*p, *m, *f]).collect();
+        assert_eq!(placed, wanted);
+        let texts: Vec<String> = crate::v1alpha1::cel::bgp_peer_rules()
+            .into_iter()
+            .map(|(rule, _, _)| rule)
+            .collect();
+        let in_crd: Vec<String> = found.into_iter().map(|[_, _, _, rule]| rule).collect();
+        assert_eq!(in_crd, texts);
+
+        let cases = crate::validate::cases::cases();
+        for (_, message, field, rule) in want {
+            let case = cases.iter().find(|c| c.rule == rule).unwrap();
+            assert!(
+                case.expected.iter().any(|p| p.path.ends_with(field)),
+                "case {rule:?} (for the rule {message:?}) expects no problem at {field}: {:?}",
+                case.expected
+            );
+        }
+    }
+
+    /// Limits the schema states besides CEL: each is one the validator states too, with a case.
+    #[test]
+    fn schema_limits_match_the_validator() {
+        let spec = spec_schema();
+        let peer = &spec["properties"]["bgpPeers"]["items"]["properties"];
+        let max_timer = u64::try_from(crate::validate::MAX_TIMER_TEXT).unwrap();
+        assert_eq!(peer["holdTime"]["maxLength"], max_timer);
+        assert_eq!(peer["keepaliveTime"]["maxLength"], max_timer);
+        let pool = &spec["properties"]["addressPools"]["items"]["properties"];
+        assert_eq!(pool["addresses"]["minItems"], 1);
+        let cases = crate::validate::cases::cases();
+        for (rule, path) in [
+            ("hold time text too long", "spec.bgpPeers[0].holdTime"),
+            ("keepalive text too long", "spec.bgpPeers[0].keepaliveTime"),
+            ("pool without addresses", "spec.addressPools[3].addresses"),
+        ] {
+            let case = cases.iter().find(|c| c.rule == rule).unwrap();
+            assert_eq!(case.expected[0].path, path, "{rule}");
+        }
+    }
+
     #[test]
     fn yaml_parses_back_to_the_same_crd() {
         let yaml = crd_yaml().unwrap();

@@ -10,6 +10,7 @@ use crate::duration::parse_duration;
 /// A BGP router that speakers on the selected nodes open a session with.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::cel::bgp_peer)]
 pub struct BgpPeer {
     /// Name of the peer (a DNS-1123 label), unique among peers; BGP advertisements select peers by
     /// this name.
@@ -50,11 +51,13 @@ pub struct BgpPeer {
     /// keepalives, otherwise at least 3s and at most 65535s. Absent: three times keepaliveTime
     /// when that is set (as MetalLB derives it), otherwise 90s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::validate::MAX_TIMER_TEXT))]
     pub hold_time: Option<String>,
 
     /// Interval between keepalives, as a duration in whole seconds, at most the hold time.
     /// Absent: a third of the hold time, rounded down to whole seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::validate::MAX_TIMER_TEXT))]
     pub keepalive_time: Option<String>,
 
     /// Secret holding the TCP-MD5 password of the session, in the operand namespace. Passwords

@@ -4,6 +4,7 @@
 //! runs `kubectl explain loadbalancerconfig.spec`.
 
 mod bgp;
+pub(crate) mod cel;
 mod l2;
 mod pools;
 mod status;

@@ -17,6 +17,7 @@ pub struct AddressPool {
     /// dual-stack Service gets both families from it. No address may be in two pools, and none
     /// may be one that no Service can have: 0.0.0.0/8, loopback, multicast, 255.255.255.255, ::,
     /// and IPv4 written as IPv6 (::ffff:0:0/96, ::/96: write the IPv4 range instead).
+    #[schemars(length(min = 1))]
     pub addresses: Vec<String>,
 
     /// Whether Services that name no pool may receive addresses from this pool. When false, only

@@ -77,8 +77,17 @@ fn check_bfd_profile(report: &mut Report, path: &str, profile: &BfdProfile) {
     }
 }
 
+/// Longest text of a BGP timer: the CRD's maxLength, which keeps its CEL rules cheap. No sensible
+/// timer needs more (18h12m15s is the longest hold time).
+pub(crate) const MAX_TIMER_TEXT: usize = 12;
+
 /// Parses a BGP timer: whole seconds, at most 65535.
 fn timer(report: &mut Report, path: String, text: &str) -> Option<Duration> {
+    if text.chars().count() > MAX_TIMER_TEXT {
+        let reason = format!("must be at most {MAX_TIMER_TEXT} characters");
+        report.add(path, text, reason);
+        return None;
+    }
     let reason = match parse_duration(text) {
         Ok(d) if d.subsec_millis() != 0 => "must be a whole number of seconds".to_owned(),
         Ok(d) if d.as_secs() > MAX_TIMER_SECONDS => "must be at most 65535s".to_owned(),

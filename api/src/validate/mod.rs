@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::v1alpha1::{LOG_LEVELS, LoadBalancerConfigSpec};
 
+pub(crate) use bgp::MAX_TIMER_TEXT;
 pub use names::{
     is_dns1123_label, is_dns1123_subdomain, is_interface_name, is_label_value, is_qualified_name,
 };
