@@ -18,4 +18,4 @@ pub mod wiring;
 pub use address::{AddressRange, IpFamily};
 pub use in_force::ConfigInForce;
 pub use v1alpha1::{LoadBalancerConfig, LoadBalancerConfigSpec, LoadBalancerConfigStatus};
-pub use validate::{Problem, Problems, validate};
+pub use validate::{Problem, Problems, Warning, validate, warnings};

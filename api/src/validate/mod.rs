@@ -11,6 +11,7 @@ mod l2;
 mod names;
 mod pools;
 mod selectors;
+mod warnings;
 mod workloads;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ pub(crate) use bgp::MAX_TIMER_TEXT;
 pub use names::{
     is_dns1123_label, is_dns1123_subdomain, is_interface_name, is_label_value, is_qualified_name,
 };
+pub use warnings::{Warning, warnings};
 
 /// One thing wrong with a configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
