@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use ferrolb_api::manifest::parse_config;
-use ferrolb_api::{LoadBalancerConfig, validate};
+use ferrolb_api::{LoadBalancerConfig, validate, warnings};
 use ferrolb_operator::render::{self, Settings};
 
 /// Exit code for a manifest with problems.
@@ -15,7 +15,8 @@ const INVALID: u8 = 1;
 /// Exit code when the file cannot be read at all.
 const UNREADABLE: u8 = 2;
 
-/// `validate`: prints every problem and exits 1, or a one-line summary and exits 0.
+/// `validate`: prints every problem and exits 1, or a one-line summary and exits 0. A valid config
+/// is followed by its warnings (`warning: PATH: MESSAGE`, one a line; no node labels offline).
 pub fn validate_file(file: &Path) -> ExitCode {
     let Some(text) = read(file, "validate") else {
         return ExitCode::from(UNREADABLE);
@@ -94,6 +95,9 @@ fn check(text: &str, out: &mut impl Write) -> u8 {
     match validate(&config.spec) {
         Ok(()) => {
             let _ = writeln!(out, "{}", summary(&config));
+            for warning in warnings(&config.spec, None) {
+                let _ = writeln!(out, "warning: {warning}");
+            }
             0
         }
         Err(problems) => {
@@ -133,12 +137,40 @@ mod tests {
     #[test]
     fn valid_config_prints_one_summary_line() {
         let text = format!(
-            "{HEADER}spec:\n  addressPools:\n  - name: lan\n    addresses: [203.0.113.0/28]\n"
+            "{HEADER}spec:\n  addressPools:\n  - name: lan\n    addresses: [203.0.113.0/28]\n  l2Advertisements:\n  - name: lan\n"
         );
         assert_eq!(
             verdict(&text),
-            (0, "valid: LoadBalancerConfig \"ferrolb\": 1 address pool, 0 L2 advertisements, 0 BGP peers, 0 BGP advertisements, 0 BFD profiles\n".to_owned())
+            (0, "valid: LoadBalancerConfig \"ferrolb\": 1 address pool, 1 L2 advertisement, 0 BGP peers, 0 BGP advertisements, 0 BFD profiles\n".to_owned())
         );
+    }
+
+    #[test]
+    fn valid_config_prints_its_warnings_after_the_summary_and_exits_0() {
+        let text = format!(
+            "{HEADER}spec:\n  addressPools:\n  - name: lan\n    addresses: [203.0.113.0/28]\n  bgpPeers:\n  - {{name: tor, myASN: 64512, peerASN: 64513, peerAddress: 198.51.100.1}}\n"
+        );
+        assert_eq!(
+            verdict(&text),
+            (
+                0,
+                "valid: LoadBalancerConfig \"ferrolb\": 1 address pool, 0 L2 advertisements, 1 BGP peer, 0 BGP advertisements, 0 BFD profiles\n\
+                 warning: spec.addressPools[0]: no L2 or BGP advertisement selects pool \"lan\": Services would get its addresses, but no node would announce them\n\
+                 warning: spec.bgpPeers[0]: no BGP advertisement announces to peer \"tor\" (none lists it, and none has an empty peers list): its sessions would carry no routes\n"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn an_invalid_config_gets_no_warnings() {
+        // Unannounced, but invalid: only the problem is printed.
+        let text = format!(
+            "{HEADER}spec:\n  addressPools:\n  - name: lan\n    addresses: [203.0.113.5]\n"
+        );
+        let (code, out) = verdict(&text);
+        assert_eq!(code, 1);
+        assert!(!out.contains("warning:"), "{out}");
     }
 
     #[test]
