@@ -291,8 +291,13 @@ async fn operate(
         let certificates = async {
             match source {
                 CertSource::SelfManaged { lifetime } => {
-                    tls::keep(client.clone(), namespace.clone(), webhook::SERVICE.to_owned(), lifetime)
-                        .await
+                    tls::keep(
+                        client.clone(),
+                        namespace.clone(),
+                        webhook::SERVICE.to_owned(),
+                        lifetime,
+                    )
+                    .await
                 }
                 CertSource::Files(_) => std::future::pending().await,
             }

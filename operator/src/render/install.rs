@@ -147,6 +147,9 @@ pub fn operator_rbac(
     }];
     let mut own_lease = rule(&["coordination.k8s.io"], &["leases"], &["get", "update"]);
     own_lease.resource_names = Some(vec![OPERATOR.to_owned()]);
+    // The webhook's certificate Secret, rewritten under its resourceVersion by the leader.
+    let mut own_certificate = rule(&[""], &["secrets"], &["update"]);
+    own_certificate.resource_names = Some(vec![webhook::certs::SECRET.to_owned()]);
     (
         ServiceAccount {
             metadata: meta(settings, true),
@@ -167,6 +170,7 @@ pub fn operator_rbac(
             rules: Some(vec![
                 rule(&["coordination.k8s.io"], &["leases"], &["create"]),
                 own_lease,
+                own_certificate,
             ]),
         },
         RoleBinding {

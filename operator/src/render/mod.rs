@@ -7,8 +7,8 @@
 //! namespace, the controller Deployment and the speaker DaemonSet).
 
 pub mod install;
-pub mod webhook;
 mod rbac;
+pub mod webhook;
 mod workloads;
 
 use std::collections::BTreeMap;

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use ferrolb_api::manifest::from_value;
 use ferrolb_api::{LoadBalancerConfig, validate};
+use kube::Resource;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::Resource;
 
 /// What the webhook knows of the cluster when it decides.
 #[derive(Clone, Copy, Debug, Default)]
@@ -36,8 +36,14 @@ pub fn review(body: &[u8], cluster: Cluster<'_>) -> Result<AdmissionReview<Dynam
 }
 
 /// The answer to one admission request.
-pub fn decide(request: &AdmissionRequest<DynamicObject>, cluster: Cluster<'_>) -> AdmissionResponse {
+pub fn decide(
+    request: &AdmissionRequest<DynamicObject>,
+    cluster: Cluster<'_>,
+) -> AdmissionResponse {
     let allow = AdmissionResponse::from(request);
+    if !matches!(request.operation, Operation::Create | Operation::Update) {
+        return allow;
+    }
     let kind = &request.kind;
     if kind.group != LoadBalancerConfig::group(&()) || kind.kind != LoadBalancerConfig::kind(&()) {
         return allow.deny(format!(
@@ -47,9 +53,6 @@ pub fn decide(request: &AdmissionRequest<DynamicObject>, cluster: Cluster<'_>) -
             kind.group,
             kind.kind
         ));
-    }
-    if !matches!(request.operation, Operation::Create | Operation::Update) {
-        return allow;
     }
     let Some(object) = &request.object else {
         return allow.deny("the request carries no object");
@@ -82,20 +85,16 @@ pub fn decide(request: &AdmissionRequest<DynamicObject>, cluster: Cluster<'_>) -
     match validate(&config.spec) {
         Err(problems) => allow.deny(problems),
         Ok(()) => {
-            let warnings = warnings_of(&config.spec, cluster.nodes);
+            let warnings: Vec<String> =
+                ferrolb_api::validate::warnings(&config.spec, cluster.nodes)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
             let mut allow = allow;
             allow.warnings = (!warnings.is_empty()).then_some(warnings);
             allow
         }
     }
-}
-
-// PENDING(helper): ferrolb_api::validate::warnings lands in the api crate.
-fn warnings_of(
-    _spec: &ferrolb_api::LoadBalancerConfigSpec,
-    _nodes: Option<&[BTreeMap<String, String>]>,
-) -> Vec<String> {
-    Vec::new()
 }
 
 #[cfg(test)]

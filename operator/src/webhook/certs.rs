@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 
 /// The Secret (in the operator's namespace) holding the serving pair and the trusted CAs.
@@ -122,7 +122,11 @@ impl std::fmt::Debug for Pair {
 
 /// Makes a CA and a serving certificate for `dns_names`, valid from a minute before `now`
 /// (clocks differ) for `lifetime`. ECDSA P-256, as the API server and every TLS stack accept.
-pub fn issue(dns_names: &[String], now: Timestamp, lifetime: Duration) -> Result<Pair, rcgen::Error> {
+pub fn issue(
+    dns_names: &[String],
+    now: Timestamp,
+    lifetime: Duration,
+) -> Result<Pair, rcgen::Error> {
     let not_before = to_time(now - SignedDuration::from_secs(60));
     let not_after_ts = now + SignedDuration::try_from(lifetime).unwrap_or(SignedDuration::MAX);
     let not_after = to_time(not_after_ts);
@@ -130,8 +134,10 @@ pub fn issue(dns_names: &[String], now: Timestamp, lifetime: Duration) -> Result
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::default();
     ca.distinguished_name = DistinguishedName::new();
-    ca.distinguished_name
-        .push(DnType::CommonName, format!("ferrolb-operator-webhook-ca@{}", now.as_second()));
+    ca.distinguished_name.push(
+        DnType::CommonName,
+        format!("ferrolb-operator-webhook-ca@{now}"),
+    );
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = not_before;
@@ -142,8 +148,10 @@ pub fn issue(dns_names: &[String], now: Timestamp, lifetime: Duration) -> Result
     let key = KeyPair::generate()?;
     let mut leaf = CertificateParams::new(dns_names.to_vec())?;
     leaf.distinguished_name = DistinguishedName::new();
-    leaf.distinguished_name
-        .push(DnType::CommonName, dns_names.first().cloned().unwrap_or_default());
+    leaf.distinguished_name.push(
+        DnType::CommonName,
+        dns_names.first().cloned().unwrap_or_default(),
+    );
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.use_authority_key_identifier_extension = true;
@@ -201,7 +209,12 @@ pub fn plan<E>(
     let names = dns_names.join(",");
     let empty = Stored::default();
     let stored = stored.unwrap_or(&empty);
-    let time_of = |key: &str| stored.annotations.get(key).and_then(|v| v.parse::<Timestamp>().ok());
+    let time_of = |key: &str| {
+        stored
+            .annotations
+            .get(key)
+            .and_then(|v| v.parse::<Timestamp>().ok())
+    };
     let has = |key: &str| stored.data.get(key).is_some_and(|v| !v.is_empty());
     let lifetime_signed = SignedDuration::try_from(lifetime).unwrap_or(SignedDuration::MAX);
 
@@ -238,22 +251,27 @@ pub fn plan<E>(
         Phase::Serving => {
             let not_after = time_of(NOT_AFTER).unwrap_or(now);
             let renew_at = not_after - lifetime_signed / 3;
-            let outlives = not_after.duration_since(now) > lifetime_signed + SignedDuration::from_secs(60);
+            let outlives =
+                not_after.duration_since(now) > lifetime_signed + SignedDuration::from_secs(60);
             if now < renew_at && !outlives {
                 return Ok(wait_until(renew_at));
             }
             let pair = issue()?;
             let mut next = stored.clone();
-            next.data.insert(NEXT_TLS_CRT.to_owned(), pair.cert.into_bytes());
-            next.data.insert(NEXT_TLS_KEY.to_owned(), pair.key.into_bytes());
-            next.data.insert(NEXT_CA_CRT.to_owned(), pair.ca.into_bytes());
+            next.data
+                .insert(NEXT_TLS_CRT.to_owned(), pair.cert.into_bytes());
+            next.data
+                .insert(NEXT_TLS_KEY.to_owned(), pair.key.into_bytes());
+            next.data
+                .insert(NEXT_CA_CRT.to_owned(), pair.ca.into_bytes());
             next.annotations
                 .insert(NEXT_NOT_AFTER.to_owned(), pair.not_after.to_string());
             stamp(&mut next, Phase::TrustingNext, now);
             Ok(Plan::Write(next))
         }
         Phase::TrustingNext => {
-            let next_usable = has(NEXT_TLS_KEY)
+            let next_usable = has(NEXT_TLS_CRT)
+                && has(NEXT_TLS_KEY)
                 && has(NEXT_CA_CRT)
                 && time_of(NEXT_NOT_AFTER).is_some_and(|t| now < t);
             if !next_usable {
@@ -278,7 +296,9 @@ pub fn plan<E>(
             promoted.data.insert(TLS_CRT.to_owned(), cert);
             promoted.data.insert(TLS_KEY.to_owned(), key);
             promoted.data.insert(CA_CRT.to_owned(), ca);
-            promoted.data.insert(PREVIOUS_CA_CRT.to_owned(), previous_ca);
+            promoted
+                .data
+                .insert(PREVIOUS_CA_CRT.to_owned(), previous_ca);
             if let Some(not_after) = promoted.annotations.remove(NEXT_NOT_AFTER) {
                 promoted.annotations.insert(NOT_AFTER.to_owned(), not_after);
             }
@@ -298,9 +318,15 @@ pub fn plan<E>(
 }
 
 fn put_current(stored: &mut Stored, pair: &Pair) {
-    stored.data.insert(TLS_CRT.to_owned(), pair.cert.clone().into_bytes());
-    stored.data.insert(TLS_KEY.to_owned(), pair.key.clone().into_bytes());
-    stored.data.insert(CA_CRT.to_owned(), pair.ca.clone().into_bytes());
+    stored
+        .data
+        .insert(TLS_CRT.to_owned(), pair.cert.clone().into_bytes());
+    stored
+        .data
+        .insert(TLS_KEY.to_owned(), pair.key.clone().into_bytes());
+    stored
+        .data
+        .insert(CA_CRT.to_owned(), pair.ca.clone().into_bytes());
     stored
         .annotations
         .insert(NOT_AFTER.to_owned(), pair.not_after.to_string());

@@ -73,7 +73,10 @@ impl Webhook {
         let (configs, writer) = reflector::store();
         let stream = reflector(
             writer,
-            watcher(Api::<LoadBalancerConfig>::all(client.clone()), watcher::Config::default()),
+            watcher(
+                Api::<LoadBalancerConfig>::all(client.clone()),
+                watcher::Config::default(),
+            ),
         );
         tokio::spawn(stream.default_backoff().for_each(|_| async {}));
         let (nodes, writer) = reflector::store();
@@ -105,7 +108,11 @@ impl Webhook {
                 ));
             }
             CertSource::Files(dir) => {
-                tokio::spawn(tls::follow_files(dir.clone(), cert.clone(), metrics.clone()));
+                tokio::spawn(tls::follow_files(
+                    dir.clone(),
+                    cert.clone(),
+                    metrics.clone(),
+                ));
             }
         }
         let draining = Arc::new(AtomicBool::new(false));

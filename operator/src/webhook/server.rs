@@ -86,9 +86,11 @@ impl ServingCert {
         let signing = rustls::crypto::ring::sign::any_supported_type(&key)
             .map_err(|e| CertError::Key(e.to_string()))?;
         let certified = CertifiedKey::new(chain, signing);
-        certified
-            .keys_match()
-            .map_err(|e| CertError::Key(format!("it does not match the certificate: {e}")))?;
+        certified.keys_match().map_err(|e| match e {
+            // The certificate itself is checked only here, when its public key is read.
+            rustls::Error::InvalidCertificate(e) => CertError::Certificate(format!("{e:?}")),
+            e => CertError::Key(format!("it does not match the certificate: {e}")),
+        })?;
         if let Ok(mut current) = self.current.write() {
             *current = Some(Arc::new(certified));
         }
@@ -112,12 +114,11 @@ impl ResolvesServerCert for ServingCert {
 
 /// TLS 1.2 and 1.3 (rustls's safe defaults), HTTP/1.1, the certificate from `cert`.
 pub fn tls_config(cert: Arc<ServingCert>) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-    .with_no_client_auth()
-    .with_cert_resolver(cert);
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -160,14 +161,15 @@ async fn validate(State(context): State<Context>, body: Bytes) -> Response {
         .filter(|c| c.metadata.deletion_timestamp.is_none())
         .filter_map(|c| c.metadata.name.clone())
         .collect();
-    let nodes: Option<Vec<BTreeMap<String, String>>> = context.nodes_known.load(Ordering::Relaxed).then(|| {
-        context
-            .nodes
-            .state()
-            .iter()
-            .map(|n| n.metadata.labels.clone().unwrap_or_default())
-            .collect()
-    });
+    let nodes: Option<Vec<BTreeMap<String, String>>> =
+        context.nodes_known.load(Ordering::Relaxed).then(|| {
+            context
+                .nodes
+                .state()
+                .iter()
+                .map(|n| n.metadata.labels.clone().unwrap_or_default())
+                .collect()
+        });
     let cluster = Cluster {
         configs: &configs,
         nodes: nodes.as_deref(),
@@ -184,7 +186,10 @@ async fn validate(State(context): State<Context>, body: Bytes) -> Response {
         }
         Err(why) => {
             tracing::warn!(%why, bytes = body.len(), "malformed admission request");
-            ("malformed", (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response())
+            (
+                "malformed",
+                (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+            )
         }
     };
     if context.draining.load(Ordering::Relaxed) {
@@ -241,9 +246,13 @@ pub async fn serve(
         // Reap finished connections so the set stays as large as the open ones.
         while connections.try_join_next().is_some() {}
     }
+    // New connections are refused from now on, while the open ones finish.
+    drop(listener);
     let _ = closing.send(true);
-    let _ = tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} })
-        .await;
+    let _ = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 async fn connection(

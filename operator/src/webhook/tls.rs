@@ -56,7 +56,12 @@ fn loaded(cert: &ServingCert, metrics: &Metrics, from: &str, crt: &[u8], key: &[
 
 /// Every replica, self-managed: serves the Secret's pair, as it changes. Ends only with the
 /// process.
-pub async fn follow_secret(client: Client, namespace: String, cert: Arc<ServingCert>, metrics: Metrics) {
+pub async fn follow_secret(
+    client: Client,
+    namespace: String,
+    cert: Arc<ServingCert>,
+    metrics: Metrics,
+) {
     let secrets: Api<Secret> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", certs::SECRET));
     let mut events = watcher::watcher(secrets, config).boxed();
@@ -175,7 +180,11 @@ async fn keep_once(
     })?;
     let (data, wait) = match plan {
         Plan::Write(next) => {
-            let phase = next.annotations.get(certs::PHASE).cloned().unwrap_or_default();
+            let phase = next
+                .annotations
+                .get(certs::PHASE)
+                .cloned()
+                .unwrap_or_default();
             write_secret(secrets, secret, &next).await?;
             tracing::info!(%phase, "webhook certificate Secret written");
             // Plan again at once: the next phase may already be due (a restamp, say).
@@ -187,7 +196,11 @@ async fn keep_once(
     Ok(wait)
 }
 
-async fn write_secret(secrets: &Api<Secret>, old: Option<Secret>, next: &Stored) -> kube::Result<()> {
+async fn write_secret(
+    secrets: &Api<Secret>,
+    old: Option<Secret>,
+    next: &Stored,
+) -> kube::Result<()> {
     let data = next
         .data
         .iter()
@@ -279,6 +292,9 @@ async fn inject_ca(
             &Patch::Apply(&patch),
         )
         .await?;
-    tracing::info!(configuration = WEBHOOK_CONFIGURATION, "webhook caBundle injected");
+    tracing::info!(
+        configuration = WEBHOOK_CONFIGURATION,
+        "webhook caBundle injected"
+    );
     Ok(())
 }

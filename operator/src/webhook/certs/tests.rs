@@ -609,7 +609,6 @@ fn every_plan_rule() {
 }
 
 #[test]
-#[ignore = "BUG: certs::plan's next_usable checks next-tls.key, next-ca.crt and the next expiry but not next-tls.crt; an empty next-tls.crt (Phase::of only checks the key is present) is promoted into tls.crt"]
 fn trusting_next_with_an_empty_next_certificate_goes_back_to_serving() {
     let a = pair(1, at(secs(YEAR)));
     let b = pair(2, at(21_100_000 + secs(YEAR)));

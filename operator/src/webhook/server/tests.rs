@@ -138,7 +138,6 @@ fn an_unusable_pair_is_refused_and_the_last_good_one_kept() {
 }
 
 #[test]
-#[ignore = "BUG: ServingCert::load: a certificate PEM block whose DER does not parse is reported as CertError::Key (\"no usable private key in the PEM: it does not match the certificate: ...\"): keys_match's certificate parse error is mapped to Key"]
 fn a_certificate_that_does_not_parse_is_a_certificate_error() {
     let a = pair();
     let cert = ServingCert::default();
@@ -617,7 +616,6 @@ async fn after_stop_serve_returns_within_grace_and_new_connections_are_refused()
 }
 
 #[tokio::test]
-#[ignore = "BUG: server::serve keeps the listener open for the whole grace after stop: a new connection is accepted by the kernel and left unanswered until serve returns, instead of being refused"]
 async fn during_the_grace_new_connections_are_refused() {
     let a = pair();
     let mut server = start(&a, Duration::from_secs(2)).await;
