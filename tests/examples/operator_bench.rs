@@ -21,7 +21,9 @@ use ferrolb_testbed::ferrolb::{
     SYSTEM, apply_default, committed_image, install_operator, is_available, roll_out_under_probes,
     uninstall, wait_available,
 };
-use ferrolb_testbed::harness::{Testbed, netns_sh, pod_pid, repo_root, rss_kib, wait_for};
+use ferrolb_testbed::harness::{
+    Testbed, histogram_quantile, netns_sh, pod_pid, repo_root, rss_kib, wait_for,
+};
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -56,31 +58,6 @@ async fn operator_leader(client: &Client) -> anyhow::Result<Pod> {
     Ok(Api::<Pod>::namespaced(client.clone(), SYSTEM)
         .get(&holder)
         .await?)
-}
-
-/// The `q` quantile (0–1) of a Prometheus histogram's `_bucket` lines: the upper bound of the
-/// first bucket holding that share of the observations, and the observation count.
-fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<(f64, u64)> {
-    let prefix = format!("{name}_bucket{{");
-    let buckets: Vec<(f64, u64)> = metrics
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| {
-            let start = l.find("le=\"")? + 4;
-            let end = start + l[start..].find('"')?;
-            let le = match &l[start..end] {
-                "+Inf" => f64::INFINITY,
-                v => v.parse().ok()?,
-            };
-            Some((le, l.split_whitespace().last()?.parse().ok()?))
-        })
-        .collect();
-    let total = buckets.last()?.1;
-    let want = (total as f64 * q).ceil() as u64;
-    buckets
-        .iter()
-        .find(|(_, n)| *n >= want.max(1))
-        .map(|(le, _)| (*le, total))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

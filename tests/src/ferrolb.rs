@@ -1,6 +1,7 @@
 //! FerroLB on the testbed as an admin installs it: `kubectl apply --server-side -k config/default`
-//! (the CRD, the operator and the operands' cluster roles), then one LoadBalancerConfig, from
-//! which the operator deploys the controller, the speakers and their membership Secret.
+//! (the CRD, the operator, its admission webhook and the operands' cluster roles), then one
+//! LoadBalancerConfig, from which the operator deploys the controller, the speakers and their
+//! membership Secret.
 
 use std::time::Duration;
 
@@ -119,7 +120,112 @@ pub async fn install_operator(tb: &Testbed, client: &Client) -> anyhow::Result<I
         Ok((ready == 2).then_some(()))
     })
     .await?;
+    wait_webhook(client).await?;
     Ok(installed)
+}
+
+/// The webhook's configuration, as `config/webhook` names it.
+pub const WEBHOOK_CONFIGURATION: &str = "ferrolb-operator";
+
+/// Whether `e` is the API server's refusal because it could not call the webhook (no replica,
+/// no endpoint yet, a CA it does not trust yet).
+pub fn is_webhook_unreachable(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.message.contains("failed calling webhook"))
+}
+
+/// Waits until the API server gets answers from the webhook: a server-side dry-run create of a
+/// config is decided by it (allowed or denied), not refused for want of it.
+pub async fn wait_webhook(client: &Client) -> anyhow::Result<()> {
+    let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
+    let probe = ferrolb_api::LoadBalancerConfig::new("webhook-probe", Default::default());
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    wait_for("the admission webhook answering", T, || async {
+        match configs.create(&dry_run, &probe).await {
+            Err(e) if is_webhook_unreachable(&e) => Ok(None),
+            _ => Ok(Some(())),
+        }
+    })
+    .await
+}
+
+/// The install as it is while no webhook replica runs and its configuration is gone (an admin
+/// deleted it, say): configs reach the API server unchecked, as they did before admission
+/// existed. The tests of what the operands do with a config that slipped in use it. Dropping it
+/// re-applies `config/default` (the operator injects the CA again).
+#[derive(Debug)]
+#[must_use = "the webhook comes back when this is dropped"]
+pub struct WithoutWebhook {
+    tb: Testbed,
+    restored: bool,
+}
+
+impl WithoutWebhook {
+    /// Brings the webhook back and waits until the API server calls it again.
+    pub async fn restore(mut self, client: &Client) -> anyhow::Result<()> {
+        self.restored = true;
+        apply_default(&self.tb)?;
+        wait_webhook(client).await
+    }
+}
+
+/// Deletes the webhook's configuration until the returned guard is dropped, and waits until the
+/// API server has stopped calling it (a config the webhook would deny passes a dry run).
+pub async fn without_webhook(tb: &Testbed, client: &Client) -> anyhow::Result<WithoutWebhook> {
+    let out = tb.kubectl(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        WEBHOOK_CONFIGURATION,
+        "--ignore-not-found",
+        "--wait=true",
+    ])?;
+    if !out.status.success() {
+        bail!(
+            "deleting the webhook configuration: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let guard = WithoutWebhook {
+        tb: tb.clone(),
+        restored: false,
+    };
+    let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
+    let unchecked: ferrolb_api::LoadBalancerConfig = serde_json::from_value(json!({
+        "apiVersion": "ferrolb.io/v1alpha1",
+        "kind": "LoadBalancerConfig",
+        "metadata": {"name": "webhook-probe"},
+        "spec": {"l2Advertisements": [{"name": "l2", "addressPools": ["missing"]}]},
+    }))?;
+    let dry_run = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    wait_for(
+        "the API server no longer calling the webhook",
+        T,
+        || async {
+            Ok(configs
+                .create(&dry_run, &unchecked)
+                .await
+                .is_ok()
+                .then_some(()))
+        },
+    )
+    .await?;
+    Ok(guard)
+}
+
+impl Drop for WithoutWebhook {
+    fn drop(&mut self) {
+        if self.restored {
+            return;
+        }
+        if let Err(e) = apply_default(&self.tb) {
+            eprintln!("restoring the webhook: {e}");
+        }
+    }
 }
 
 /// `kubectl apply --server-side --force-conflicts -k config/default`: the operator's install,

@@ -823,6 +823,31 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// The `q` quantile (0–1) of a Prometheus histogram's `_bucket` lines: the upper bound of the
+/// first bucket holding that share of the observations, and the observation count.
+pub fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{");
+    let buckets: Vec<(f64, u64)> = metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let start = l.find("le=\"")? + 4;
+            let end = start + l[start..].find('"')?;
+            let le = match &l[start..end] {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().ok()?,
+            };
+            Some((le, l.split_whitespace().last()?.parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    let want = (total as f64 * q).ceil() as u64;
+    buckets
+        .iter()
+        .find(|(_, n)| *n >= want.max(1))
+        .map(|(le, _)| (*le, total))
+}
+
 /// The `p`th percentile (0–100) of sorted durations, nearest rank below.
 pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() - 1) * p / 100]

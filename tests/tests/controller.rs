@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 const T: Duration = Duration::from_secs(60);
 const SYSTEM: &str = ferrolb_testbed::ferrolb::SYSTEM;
 
-use ferrolb_testbed::ferrolb::{controller_leader as leader, install};
+use ferrolb_testbed::ferrolb::{controller_leader as leader, install, without_webhook};
 
 fn lb_service(name: &str, annotations: Value, ports: Value) -> anyhow::Result<Service> {
     Ok(serde_json::from_value(json!({
@@ -275,14 +275,21 @@ async fn sharing_exhaustion_recovery_and_rehoming() -> anyhow::Result<()> {
     wait_condition(&api, "late", "True").await?;
     assert_eq!(ingress_ips(&api.get("late").await?), web);
 
-    // An invalid config is ignored: the last valid one stays and nothing moves.
-    replace_lb_config(
-        &client,
-        json!({"addressPools": [{"name": "small", "addresses": ["203.0.113.40/33"]}]}),
-    )
-    .await?;
+    // An invalid config is refused by the webhook; one that slips in while no webhook runs is
+    // ignored: the last valid one stays and nothing moves.
+    let invalid = json!({"addressPools": [{"name": "small", "addresses": ["203.0.113.40/33"]}]});
+    let refused = replace_lb_config(&client, invalid.clone()).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("denied the request")),
+        "{refused:?}"
+    );
+    let unchecked = without_webhook(&tb, &client).await?;
+    replace_lb_config(&client, invalid).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(ingress_ips(&api.get("late").await?), web);
+    unchecked.restore(&client).await?;
 
     // Removing the pool re-homes its Services into what remains (made auto-assign now).
     replace_lb_config(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::ensure;
 use ferrolb_testbed::ferrolb::{
     committed_image, install_operator, install_with, roll_out_image, roll_out_under_probes,
-    wait_available,
+    wait_available, without_webhook,
 };
 use ferrolb_testbed::harness::{Testbed, ingress_ips, modify_lb_config, wait_for};
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
@@ -145,12 +145,21 @@ async fn one_config_deploys_everything_repairs_drift_and_uninstalls_cleanly() ->
     .await?;
     ensure!(ip.starts_with("198.51.100.20"), "{ip}");
 
-    // A second config is told it is not in force, naming the one that is; nothing flaps.
+    // A second config is refused by the webhook, naming the one that exists. One that slips in
+    // while no webhook runs is told it is not in force, naming the one that is; nothing flaps.
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), "ferrolb-system");
     let speaker_generation = daemonsets.get("ferrolb-speaker").await?.metadata.generation;
     let mut second = config.clone();
     second.metadata.name = Some("second".into());
     second.spec.log_level = "debug".into();
+    let refused = configs.create(&PostParams::default(), &second).await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("\"ferrolb\" exists")),
+        "a second config was not refused naming the first: {refused:?}"
+    );
+    let unchecked = without_webhook(&tb, &client).await?;
     configs.create(&PostParams::default(), &second).await?;
     let (_, message) = wait_for("the second config Degraded", T, || async {
         let (status, reason, message) = condition_of(&tb, "second", "Degraded")?;
@@ -192,6 +201,7 @@ async fn one_config_deploys_everything_repairs_drift_and_uninstalls_cleanly() ->
         daemonsets.get("ferrolb-speaker").await?.metadata.generation == speaker_generation,
         "deleting the second config changed the operands"
     );
+    unchecked.restore(&client).await?;
 
     // Drift: a DaemonSet deleted by hand comes back within seconds.
     let before = daemonsets.get("ferrolb-speaker").await?.uid();
@@ -213,13 +223,22 @@ async fn one_config_deploys_everything_repairs_drift_and_uninstalls_cleanly() ->
     .await?;
     eprintln!("deleted DaemonSet restored in {:?}", restored.elapsed());
 
-    // A config the validator rejects changes nothing that runs and says why.
+    // A config the validator rejects is refused by the webhook; one that slips in while no
+    // webhook runs changes nothing that runs, and the config's status says why.
     let generation = daemonsets.get("ferrolb-speaker").await?.metadata.generation;
-    modify_lb_config(&client, "ferrolb", |bad| {
+    let make_bad = |bad: &mut ferrolb_api::LoadBalancerConfig| {
         bad.spec.address_pools[0].addresses = vec!["198.51.100.200-198.51.100.199".into()];
         bad.spec.speaker.exclude_interfaces = vec!["^never$".into()];
-    })
-    .await?;
+    };
+    let refused = modify_lb_config(&client, "ferrolb", make_bad).await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("spec.addressPools[0].addresses[0]")),
+        "the webhook let an invalid config in: {refused:?}"
+    );
+    let unchecked = without_webhook(&tb, &client).await?;
+    modify_lb_config(&client, "ferrolb", make_bad).await?;
     let (_, reason, message) = wait_for("ConfigValid=False", T, || async {
         let c = condition(&tb, "ConfigValid")?;
         Ok((c.0 == "False").then_some(c))
@@ -239,6 +258,8 @@ async fn one_config_deploys_everything_repairs_drift_and_uninstalls_cleanly() ->
         ingress_ips(&services.get("web").await?) == [ip.clone()],
         "the Service's address moved"
     );
+
+    unchecked.restore(&client).await?;
 
     // Uninstall: deleting the config removes every object the operator wrote.
     configs.delete("ferrolb", &DeleteParams::default()).await?;

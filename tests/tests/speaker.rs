@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use ferrolb_testbed::ferrolb::{Installed, SPEAKER_PODS, SYSTEM, install};
+use ferrolb_testbed::ferrolb::{Installed, SPEAKER_PODS, SYSTEM, install, without_webhook};
 use ferrolb_testbed::harness::{
     Probe, TestNamespace, Testbed, ingress_ips, netns_sh, pod_pid, pod_ready, replace_lb_config,
     wait_for,
@@ -351,7 +351,9 @@ async fn an_invalid_config_keeps_the_last_valid_one_in_force() -> anyhow::Result
         }
     };
     // The schema takes an advertisement of a pool that does not exist; validation does not. Were
-    // it taken, nothing would advertise the Service's pool.
+    // it taken, nothing would advertise the Service's pool. The webhook refuses it; with the
+    // webhook's configuration deleted, it is stored.
+    let unchecked = without_webhook(&l2.tb, &l2.client).await?;
     replace_lb_config(
         &l2.client,
         json!({
@@ -360,6 +362,7 @@ async fn an_invalid_config_keeps_the_last_valid_one_in_force() -> anyhow::Result
         }),
     )
     .await?;
+    unchecked.restore(&l2.client).await?;
     stale_everywhere(1.0).await?;
     // A fresh ARP request must be answered, by the same leader.
     l2.forget_neighbour(&ip)?;

@@ -1,0 +1,400 @@
+//! The admission webhook through the real kube-apiserver, over TLS: it admits exactly what
+//! `ferrolb-operator validate -f` admits and refuses the rest with the same lines; `kubectl
+//! apply` (and its server-side dry run) prints them; a certificate rotation and a replica going
+//! away fail no request while another replica is up.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use ferrolb_api::LoadBalancerConfig;
+use ferrolb_api::validate::cases::cases;
+use ferrolb_testbed::ferrolb::{
+    OPERATOR_PODS, SYSTEM, apply_default, install_operator, uninstall, wait_webhook,
+};
+use ferrolb_testbed::harness::{Testbed, pod_pid, pod_ready, wait_for};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(120);
+
+fn config_json(name: &str, spec: &impl serde::Serialize) -> anyhow::Result<Value> {
+    Ok(json!({
+        "apiVersion": "ferrolb.io/v1alpha1",
+        "kind": "LoadBalancerConfig",
+        "metadata": {"name": name},
+        "spec": serde_json::to_value(spec)?,
+    }))
+}
+
+/// What the API server said to a create: `Ok(())`, or the message of its refusal.
+async fn dry_run_create(client: &Client, config: &Value) -> anyhow::Result<Result<(), String>> {
+    let api: Api<LoadBalancerConfig> = Api::all(client.clone());
+    let config: LoadBalancerConfig = serde_json::from_value(config.clone())?;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    match api.create(&dry_run, &config).await {
+        Ok(_) => Ok(Ok(())),
+        Err(kube::Error::Api(status)) => Ok(Err(status.message)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `ferrolb-operator validate -f FILE` of this build: (accepted, the problem lines).
+fn validate_offline(tb: &Testbed, file: &std::path::Path) -> anyhow::Result<(bool, Vec<String>)> {
+    let bin = std::path::Path::new(
+        tb.var("TESTBED_FERROLB_BIN")
+            .context("TESTBED_FERROLB_BIN")?,
+    )
+    .join("ferrolb-operator");
+    let out = std::process::Command::new(&bin)
+        .args(["validate", "-f"])
+        .arg(file)
+        .output()
+        .with_context(|| bin.display().to_string())?;
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("warning: "))
+        .map(str::to_owned)
+        .collect();
+    Ok((out.status.success(), lines))
+}
+
+/// Every case of the validator's table tests, sent to the API server as a LoadBalancerConfig:
+/// the valid ones are admitted, the invalid ones refused with exactly the lines `validate()`
+/// gives and `ferrolb-operator validate -f` prints (or, where the CRD's schema or CEL rules
+/// refuse first, with a message naming the same field). `kubectl apply` prints the lines, also
+/// on a server-side dry run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn the_api_server_admits_exactly_what_validate_admits() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    uninstall(&tb);
+    let _installed = install_operator(&tb, &client).await?;
+    let dir = std::env::temp_dir().join(format!("ferrolb-webhook-cases-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (mut admitted, mut by_webhook, mut by_schema) = (0, 0, 0);
+    let mut mismatches = Vec::new();
+    for case in cases() {
+        let config = config_json("ferrolb", &case.spec)?;
+        let want: Vec<String> = case
+            .expected
+            .iter()
+            .map(|p| format!("{}: {}: {}", p.path, p.value, p.reason))
+            .collect();
+        let file = dir.join("config.json");
+        std::fs::write(&file, serde_json::to_vec_pretty(&config)?)?;
+        let (offline_ok, offline_lines) = validate_offline(&tb, &file)?;
+        let online = dry_run_create(&client, &config).await?;
+        let rule = case.rule;
+        match (&online, want.is_empty()) {
+            (Ok(()), true) => {
+                admitted += 1;
+                if !offline_ok {
+                    mismatches.push(format!(
+                        "{rule}: admitted, but validate -f said {offline_lines:?}"
+                    ));
+                }
+            }
+            (Ok(()), false) => mismatches.push(format!("{rule}: admitted, want {want:?}")),
+            (Err(message), true) => mismatches.push(format!("{rule}: refused: {message}")),
+            (Err(message), false) => {
+                if offline_ok || offline_lines != want {
+                    mismatches.push(format!(
+                        "{rule}: validate -f said {offline_lines:?}, want {want:?}"
+                    ));
+                }
+                match message.split_once("denied the request: ") {
+                    Some((_, lines)) => {
+                        by_webhook += 1;
+                        let got: Vec<&str> = lines.lines().collect();
+                        if got != want {
+                            mismatches.push(format!("{rule}: webhook said {got:?}, want {want:?}"));
+                        }
+                    }
+                    None => {
+                        by_schema += 1;
+                        if !message.contains(&case.expected[0].path) {
+                            mismatches.push(format!(
+                                "{rule}: the schema refused it without naming {}: {message}",
+                                case.expected[0].path
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{} cases: {admitted} admitted, {by_webhook} refused by the webhook, {by_schema} by the CRD's schema first",
+        admitted + by_webhook + by_schema + mismatches.len()
+    );
+    ensure!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    ensure!(by_webhook > 0 && admitted > 0);
+
+    // As an admin sees it: kubectl apply (and its dry run) prints every line.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: LoadBalancerConfig\nmetadata: {name: ferrolb}\nspec:\n  addressPools:\n  - {name: a, addresses: [203.0.113.0/28]}\n  - {name: b, addresses: [203.0.113.8/29]}\n  l2Advertisements:\n  - {name: l2, addressPools: [c]}\n",
+    )?;
+    let bad_path = bad.display().to_string();
+    for dry_run in [true, false] {
+        let mut args = vec!["apply", "--server-side", "-f", &bad_path];
+        if dry_run {
+            args.push("--dry-run=server");
+        }
+        let out = tb.kubectl(&args)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "kubectl apply took a bad config");
+        for path in [
+            "spec.addressPools[1].addresses[0]",
+            "spec.l2Advertisements[0].addressPools[0]",
+        ] {
+            ensure!(
+                stderr.contains(path),
+                "kubectl apply (dry run {dry_run}) did not name {path}: {stderr}"
+            );
+        }
+    }
+    ensure!(
+        Api::<LoadBalancerConfig>::all(client.clone())
+            .get_opt("ferrolb")
+            .await?
+            .is_none(),
+        "a refused config was stored"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Sends admission requests (server-side dry-run creates of a valid config) from two tasks,
+/// back to back, until stopped; counts answers and keeps every failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(client: &Client) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let config = config_json(
+            "ferrolb",
+            &json!({"addressPools": [{"name": "l2", "addresses": ["203.0.113.64/27"]}],
+                    "l2Advertisements": [{"name": "l2"}]}),
+        )?;
+        let tasks = (0..2)
+            .map(|_| {
+                let (client, stop, config) = (client.clone(), stop.clone(), config.clone());
+                tokio::spawn(async move {
+                    let (mut answered, mut failures) = (0, Vec::new());
+                    while !stop.load(Ordering::Relaxed) {
+                        match dry_run_create(&client, &config).await {
+                            Ok(Ok(())) => answered += 1,
+                            Ok(Err(message)) => failures.push(message),
+                            Err(e) => failures.push(e.to_string()),
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    (answered, failures)
+                })
+            })
+            .collect();
+        Ok(Self { stop, tasks })
+    }
+
+    async fn finish(self) -> anyhow::Result<(u64, Vec<String>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut answered, mut failures) = (0, Vec::new());
+        for task in self.tasks {
+            let (a, f) = task.await?;
+            answered += a;
+            failures.extend(f);
+        }
+        Ok((answered, failures))
+    }
+}
+
+/// The distinct failure messages, each once, for an error message.
+fn distinct(failures: &[String]) -> Vec<&str> {
+    let set: BTreeSet<&str> = failures.iter().map(String::as_str).collect();
+    set.into_iter().take(5).collect()
+}
+
+async fn ready_operators(client: &Client) -> anyhow::Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    Ok(pods
+        .list(&ListParams::default().labels(OPERATOR_PODS))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
+        .collect())
+}
+
+async fn wait_two_ready(client: &Client) -> anyhow::Result<()> {
+    wait_for("two ready operator replicas", T, || async {
+        Ok((ready_operators(client).await?.len() == 2).then_some(()))
+    })
+    .await
+}
+
+/// With certificates of 60 s (`--webhook-cert-lifetime-seconds=60`), the operator renews them
+/// over and over: a new CA trusted first, then served, then the old one dropped. Requests sent
+/// back to back all the while are all answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn certificate_rotations_fail_no_request() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    uninstall(&tb);
+    let _installed = install_operator(&tb, &client).await?;
+    let patched = tb.kubectl(&[
+        "patch", "deployment", "ferrolb-operator", "-n", SYSTEM, "--type=json", "-p",
+        r#"[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--webhook-cert-lifetime-seconds=60"}]"#,
+    ])?;
+    ensure!(
+        patched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&patched.stderr)
+    );
+    let rolled = tb.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/ferrolb-operator",
+        "-n",
+        SYSTEM,
+        "--timeout=120s",
+    ])?;
+    ensure!(
+        rolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rolled.stderr)
+    );
+    wait_two_ready(&client).await?;
+    wait_webhook(&client).await?;
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), SYSTEM);
+    let served_ca = || async {
+        let secret = secrets.get("ferrolb-operator-webhook-tls").await?;
+        anyhow::Ok(
+            secret
+                .data
+                .unwrap_or_default()
+                .get("ca.crt")
+                .map(|b| b.0.clone())
+                .unwrap_or_default(),
+        )
+    };
+    let load = Load::start(&client)?;
+    let started = Instant::now();
+    let mut cas = BTreeSet::from([served_ca().await?]);
+    // Three renewals: the year-long certificate at once (it outlives 60 s), then every 40 s.
+    while cas.len() < 4 && started.elapsed() < Duration::from_secs(150) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cas.insert(served_ca().await?);
+    }
+    // The last renewal's dropping-previous phase ends 5 s after it began.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (answered, failures) = load.finish().await?;
+    eprintln!(
+        "{} certificates served in {:.0?}; {answered} requests answered, {} failed",
+        cas.len(),
+        started.elapsed(),
+        failures.len()
+    );
+    apply_default(&tb)?;
+    ensure!(
+        cas.len() >= 4,
+        "only {} certificates in {:?}",
+        cas.len(),
+        started.elapsed()
+    );
+    ensure!(
+        failures.is_empty(),
+        "requests failed during rotations: {failures:#?}"
+    );
+    let rolled = tb.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/ferrolb-operator",
+        "-n",
+        SYSTEM,
+        "--timeout=120s",
+    ])?;
+    ensure!(
+        rolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rolled.stderr)
+    );
+    Ok(())
+}
+
+/// A replica that goes away (a drain deletes its pod; the Deployment makes another) fails no
+/// request: it leaves the endpoints at once and answers what it still gets for 5 s more. A
+/// replica killed outright (SIGKILL) is reported, not asserted: requests already on their way
+/// to it fail at the API server, which does not retry them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn a_replica_going_away_fails_no_request() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    uninstall(&tb);
+    let _installed = install_operator(&tb, &client).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+
+    for round in 0..2 {
+        let load = Load::start(&client)?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let victim = ready_operators(&client).await?[round % 2]
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_default();
+        pods.delete(&victim, &DeleteParams::default()).await?;
+        wait_for("the pod gone", T, || async {
+            Ok(pods.get_opt(&victim).await?.is_none().then_some(()))
+        })
+        .await?;
+        wait_two_ready(&client).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (answered, failures) = load.finish().await?;
+        eprintln!(
+            "pod {victim} deleted: {answered} requests answered, {} failed",
+            failures.len()
+        );
+        ensure!(
+            failures.is_empty(),
+            "requests failed while {victim} went away: {failures:#?}"
+        );
+    }
+
+    let load = Load::start(&client)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = ready_operators(&client).await?.remove(0);
+    let pid = pod_pid(&victim).context("the operator's pid")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_two_ready(&client).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (answered, failures) = load.finish().await?;
+    eprintln!(
+        "a replica SIGKILLed: {answered} requests answered, {} failed{}",
+        failures.len(),
+        failures
+            .first()
+            .map(|f| format!(" (first: {f})"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
