@@ -14,7 +14,7 @@ use ferrolb_api::validate::cases::cases;
 use ferrolb_testbed::ferrolb::{
     OPERATOR_PODS, SYSTEM, apply_default, install_operator, uninstall, wait_webhook,
 };
-use ferrolb_testbed::harness::{Testbed, pod_pid, pod_ready, wait_for};
+use ferrolb_testbed::harness::{Testbed, netns_sh, pod_pid, pod_ready, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
@@ -171,6 +171,30 @@ async fn the_api_server_admits_exactly_what_validate_admits() -> anyhow::Result<
             .is_none(),
         "a refused config was stored"
     );
+    // A valid config that is probably wrong is admitted, and kubectl prints why it may be wrong.
+    let unannounced = dir.join("unannounced.yaml");
+    std::fs::write(
+        &unannounced,
+        "apiVersion: ferrolb.io/v1alpha1\nkind: LoadBalancerConfig\nmetadata: {name: ferrolb}\nspec:\n  addressPools:\n  - {name: a, addresses: [203.0.113.0/28]}\n  speaker: {nodeSelector: {rack: nowhere}}\n",
+    )?;
+    let out = tb.kubectl(&[
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-f",
+        &unannounced.display().to_string(),
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{stderr}");
+    for warning in [
+        "Warning: spec.addressPools[0]: no L2 or BGP advertisement selects pool \"a\"",
+        "Warning: spec.speaker.nodeSelector: matches none of the cluster's 3 nodes",
+    ] {
+        ensure!(
+            stderr.contains(warning),
+            "kubectl did not print {warning:?}: {stderr}"
+        );
+    }
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -395,6 +419,209 @@ async fn a_replica_going_away_fails_no_request() -> anyhow::Result<()> {
             .first()
             .map(|f| format!(" (first: {f})"))
             .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// The operator's `loaded` certificate count on each replica (its metrics, from the client).
+fn certificate_loads(tb: &Testbed, pods: &[Pod]) -> anyhow::Result<Vec<u64>> {
+    pods.iter()
+        .map(|pod| {
+            let ip = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.clone())
+                .unwrap_or_default();
+            let metrics = netns_sh(
+                &tb.client_netns,
+                &[
+                    "curl",
+                    "-sS",
+                    "-m",
+                    "5",
+                    &format!("http://{ip}:8080/metrics"),
+                ],
+            )?;
+            Ok(metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with(
+                        "ferrolb_operator_webhook_certificate_loads_total{result=\"loaded\"}",
+                    )
+                })
+                .and_then(|l| l.split_whitespace().last()?.parse().ok())
+                .unwrap_or(0))
+        })
+        .collect()
+}
+
+fn kubectl_ok(tb: &Testbed, args: &[&str]) -> anyhow::Result<()> {
+    let out = tb.kubectl(args)?;
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn set_ca_bundle(tb: &Testbed, pems: &[&str]) -> anyhow::Result<()> {
+    use k8s_openapi::ByteString;
+    let bundle = serde_json::to_value(ByteString(pems.concat().into_bytes()))?;
+    let patch =
+        json!([{"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}]);
+    kubectl_ok(
+        tb,
+        &[
+            "patch",
+            "validatingwebhookconfiguration",
+            "ferrolb-operator",
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+        ],
+    )
+}
+
+/// Provided certificates (`--webhook-certs=files`, as OLM mounts them or cert-manager writes
+/// them): the operator serves `tls.crt`/`tls.key` from the mounted Secret, writes no
+/// certificate of its own, and serves a renewed pair once the kubelet updates the files, without
+/// a restart. The CA is the provider's to publish (here the test, trusting both CAs while the
+/// pair changes); no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn provided_certificates_are_served_and_reloaded() -> anyhow::Result<()> {
+    use ferrolb_operator::webhook::certs;
+    use k8s_openapi::jiff::Timestamp;
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    uninstall(&tb);
+    let _installed = install_operator(&tb, &client).await?;
+    let names = certs::service_dns_names("ferrolb-operator-webhook", SYSTEM);
+    let lifetime = Duration::from_secs(3600);
+    let first = certs::issue(&names, Timestamp::now(), lifetime)?;
+    let second = certs::issue(&names, Timestamp::now(), lifetime)?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), SYSTEM);
+    let provided = |pair: &certs::Pair| -> anyhow::Result<Secret> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "webhook-provided", "namespace": SYSTEM},
+            "stringData": {"tls.crt": pair.cert, "tls.key": pair.key},
+        }))?)
+    };
+    let _ = secrets
+        .delete("webhook-provided", &DeleteParams::default())
+        .await;
+    secrets
+        .create(&PostParams::default(), &provided(&first)?)
+        .await?;
+    let self_managed = secrets
+        .get("ferrolb-operator-webhook-tls")
+        .await?
+        .metadata
+        .resource_version;
+
+    let mount = json!([
+        {"op": "add", "path": "/spec/template/spec/volumes", "value": [{"name": "provided", "secret": {"secretName": "webhook-provided"}}]},
+        {"op": "add", "path": "/spec/template/spec/containers/0/volumeMounts", "value": [{"name": "provided", "mountPath": "/tmp/k8s-webhook-server/serving-certs", "readOnly": true}]},
+        {"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--webhook-certs=files"},
+    ]);
+    kubectl_ok(
+        &tb,
+        &[
+            "patch",
+            "deployment",
+            "ferrolb-operator",
+            "-n",
+            SYSTEM,
+            "--type=json",
+            "-p",
+            &mount.to_string(),
+        ],
+    )?;
+    kubectl_ok(
+        &tb,
+        &[
+            "rollout",
+            "status",
+            "deployment/ferrolb-operator",
+            "-n",
+            SYSTEM,
+            "--timeout=120s",
+        ],
+    )?;
+    wait_two_ready(&client).await?;
+    set_ca_bundle(&tb, &[&first.ca])?;
+    wait_webhook(&client).await?;
+
+    let load = Load::start(&client)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A renewal as a provider does it: trust both CAs, then replace the pair, then drop the old CA.
+    set_ca_bundle(&tb, &[&first.ca, &second.ca])?;
+    let pods = ready_operators(&client).await?;
+    let loads_before = certificate_loads(&tb, &pods)?;
+    secrets
+        .replace("webhook-provided", &PostParams::default(), &{
+            let mut s = provided(&second)?;
+            s.metadata.resource_version = secrets
+                .get("webhook-provided")
+                .await?
+                .metadata
+                .resource_version;
+            s
+        })
+        .await?;
+    let reloaded = Instant::now();
+    wait_for("both replicas serving the new pair", T, || async {
+        let loads = certificate_loads(&tb, &pods)?;
+        Ok(loads
+            .iter()
+            .zip(&loads_before)
+            .all(|(now, before)| now > before)
+            .then_some(()))
+    })
+    .await?;
+    let reloaded = reloaded.elapsed();
+    set_ca_bundle(&tb, &[&second.ca])?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (answered, failures) = load.finish().await?;
+    eprintln!(
+        "provided pair replaced: served by both replicas after {reloaded:.1?}; {answered} requests answered, {} failed",
+        failures.len()
+    );
+    let untouched = secrets
+        .get("ferrolb-operator-webhook-tls")
+        .await?
+        .metadata
+        .resource_version;
+
+    // Back to the plain install (self-managed): a fresh Deployment from config/default.
+    kubectl_ok(
+        &tb,
+        &[
+            "delete",
+            "deployment",
+            "ferrolb-operator",
+            "-n",
+            SYSTEM,
+            "--wait=true",
+        ],
+    )?;
+    secrets
+        .delete("webhook-provided", &DeleteParams::default())
+        .await?;
+    apply_default(&tb)?;
+    wait_two_ready(&client).await?;
+    wait_webhook(&client).await?;
+    ensure!(
+        failures.is_empty(),
+        "{} requests failed: {:#?}",
+        failures.len(),
+        distinct(&failures)
+    );
+    ensure!(
+        untouched == self_managed,
+        "the operator wrote its own certificate Secret in files mode"
     );
     Ok(())
 }
