@@ -26,6 +26,9 @@ log "installing the FerroLB operator (kubectl apply --server-side -k config/defa
 k apply --server-side -k "$ROOT/config/default" >/dev/null
 k -n ferrolb-system rollout status deployment/ferrolb-operator --timeout=120s >/dev/null
 log "applying the Layer 2 sample (config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml)"
+# The webhook answers once a replica is ready and the API server has its CA (a second or so).
+wait_until 60 "the admission webhook to answer" \
+  k apply --server-side --dry-run=server -f "$ROOT/config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml"
 k apply --server-side -f "$ROOT/config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml" >/dev/null
 seen() { [ -n "$(k get lbc ferrolb -o jsonpath='{.status.observedGeneration}')" ]; }
 wait_until 30 "the config to be seen by the operator" seen
