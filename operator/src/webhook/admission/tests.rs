@@ -348,3 +348,55 @@ fn a_body_that_is_no_admission_review_with_a_request_is_an_error_saying_why() {
         );
     }
 }
+
+/// A valid config that is probably wrong is allowed, with `validate::warnings` as admission
+/// warnings (kubectl prints them); the node-dependent ones only once the nodes are known.
+#[test]
+fn a_valid_config_is_allowed_with_its_warnings() {
+    let spec = json!({
+        "addressPools": [{"name": "public", "addresses": ["203.0.113.0/28"]}],
+        "speaker": {"nodeSelector": {"rack": "nowhere"}},
+    });
+    let review = body(
+        "CREATE",
+        "ferrolb",
+        Some(config("ferrolb", spec.clone())),
+        None,
+    );
+    let warnings = |nodes: Option<&[BTreeMap<String, String>]>| {
+        let configs: Vec<String> = Vec::new();
+        let response = decide(
+            &request(&review),
+            Cluster {
+                configs: &configs,
+                nodes,
+            },
+        );
+        assert!(response.allowed);
+        response.warnings.unwrap_or_default()
+    };
+    let typed: LoadBalancerConfigSpec = serde_json::from_value(spec).unwrap();
+    let nodes = [BTreeMap::from([("rack".to_owned(), "a".to_owned())])];
+    for known in [None, Some(&nodes[..])] {
+        let want: Vec<String> = ferrolb_api::validate::warnings(&typed, known)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(warnings(known), want);
+    }
+    assert_eq!(warnings(None).len(), 1, "the pool no advertisement selects");
+    assert_eq!(
+        warnings(Some(&nodes)).len(),
+        2,
+        "and the speaker node selector that matches no node"
+    );
+    assert!(
+        warnings(Some(&nodes))
+            .iter()
+            .any(|w| w.starts_with("spec.speaker.nodeSelector: "))
+    );
+    assert!(
+        warnings(Some(&nodes)).iter().all(|w| w.len() <= 256),
+        "the API server truncates longer warnings"
+    );
+}
