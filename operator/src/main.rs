@@ -231,27 +231,52 @@ async fn operate(
     // Ready (in the webhook Service's endpoints) once it can answer admission requests.
     let ready = webhook.ready();
     let ready_probes = probes.clone();
-    tokio::spawn(async move {
+    let becoming_ready = tokio::spawn(async move {
         ready.await;
         ready_probes.set_ready(true);
         tracing::info!("ready: serving admission requests");
-    });
-    // The webhook and the health endpoints run until the very end, after leadership ended.
+    })
+    .abort_handle();
+    // Stopping (SIGTERM, or the leader's work ending): out of the endpoints and draining the
+    // webhook at once, while the leader hands its Lease over; the health endpoints answer to
+    // the very end.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = move || {
-        let mut stopped = stopped.clone();
+    let stop = Arc::new(stop);
+    let begin_stopping = {
+        let (stop, probes) = (stop.clone(), probes.clone());
+        move || {
+            becoming_ready.abort();
+            probes.set_ready(false);
+            let _ = stop.send(true);
+        }
+    };
+    let on_signal = tokio::spawn({
+        let begin_stopping = begin_stopping.clone();
         async move {
-            let _ = stopped.wait_for(|s| *s).await;
+            shutdown_signal().await;
+            begin_stopping();
+        }
+    });
+    let until_stopped = {
+        let stopped = stopped.clone();
+        move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
         }
     };
     let webhook_drain = Duration::from_secs(webhook_args.webhook_drain_seconds);
     let webhook = tokio::spawn(webhook.serve(until_stopped(), webhook_drain));
+    let (exit, exited) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(serve(
         health_addr,
         probes.clone(),
         Arc::new(registry),
         Some(logging),
-        until_stopped(),
+        async move {
+            let _ = exited.await;
+        },
     ));
     let leadership = lease::campaign(
         client.clone(),
@@ -327,10 +352,11 @@ async fn operate(
         },
         code = work => code,
     };
-    // Stop: out of the endpoints at once, the Lease to a standby, then drain the webhook.
-    probes.set_ready(false);
-    leadership.release().await;
-    let _ = stop.send(true);
-    let _ = webhook.await;
+    // Stop: out of the endpoints at once, the Lease to a standby while the webhook drains.
+    on_signal.abort();
+    begin_stopping();
+    let _ = tokio::join!(leadership.release(), webhook);
+    let _ = exit.send(());
+    let _ = server.await;
     code
 }

@@ -263,6 +263,20 @@ async fn ready_operators(client: &Client) -> anyhow::Result<Vec<Pod>> {
         .collect())
 }
 
+/// The name of the operator pod holding the Lease.
+async fn operator_leader(client: &Client) -> anyhow::Result<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), SYSTEM);
+    wait_for("an operator leader", T, || async {
+        Ok(leases
+            .get_opt("ferrolb-operator")
+            .await?
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|h| !h.is_empty()))
+    })
+    .await
+}
+
 async fn wait_two_ready(client: &Client) -> anyhow::Result<()> {
     wait_for("two ready operator replicas", T, || async {
         Ok((ready_operators(client).await?.len() == 2).then_some(()))
@@ -374,14 +388,17 @@ async fn a_replica_going_away_fails_no_request() -> anyhow::Result<()> {
     let _installed = install_operator(&tb, &client).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
 
-    for round in 0..2 {
+    // The Lease holder first (it hands the Lease over while it drains), then a standby.
+    for leader in [true, false] {
         let load = Load::start(&client)?;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let victim = ready_operators(&client).await?[round % 2]
-            .metadata
-            .name
-            .clone()
-            .unwrap_or_default();
+        let holder = operator_leader(&client).await?;
+        let victim = ready_operators(&client)
+            .await?
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .find(|name| (*name == holder) == leader)
+            .context("no such replica")?;
         pods.delete(&victim, &DeleteParams::default()).await?;
         wait_for("the pod gone", T, || async {
             Ok(pods.get_opt(&victim).await?.is_none().then_some(()))
@@ -390,8 +407,9 @@ async fn a_replica_going_away_fails_no_request() -> anyhow::Result<()> {
         wait_two_ready(&client).await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (answered, failures) = load.finish().await?;
+        let role = if leader { "leader" } else { "standby" };
         eprintln!(
-            "pod {victim} deleted: {answered} requests answered, {} failed",
+            "pod {victim} ({role}) deleted: {answered} requests answered, {} failed",
             failures.len()
         );
         ensure!(

@@ -12,7 +12,7 @@ use ferrolb_api::wiring::{env, ports};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EnvVar, PodAffinityTerm, PodAntiAffinity, PodSpec,
-    PodTemplateSpec, ServiceAccount, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, ServiceAccount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
@@ -72,10 +72,12 @@ pub fn operator_namespace(settings: &Settings) -> k8s_openapi::api::core::v1::Na
 pub fn operator_cluster_role(settings: &Settings) -> ClusterRole {
     let manage = ["get", "list", "watch", "create", "patch", "delete"];
     let mut bind = rule(&["rbac.authorization.k8s.io"], &["clusterroles"], &["bind"]);
+    // Read (by name, also in list and watch with a name field selector) and patched: its own
+    // webhook configuration only.
     let mut own_webhook = rule(
         &["admissionregistration.k8s.io"],
         &["validatingwebhookconfigurations"],
-        &["patch"],
+        &["get", "list", "watch", "patch"],
     );
     own_webhook.resource_names = Some(vec![webhook::WEBHOOK_CONFIGURATION.to_owned()]);
     bind.resource_names = Some(vec![CONTROLLER_ROLE.to_owned(), SPEAKER_ROLE.to_owned()]);
@@ -117,11 +119,6 @@ pub fn operator_cluster_role(settings: &Settings) -> ClusterRole {
             // The webhook: node labels for its warnings, and the caBundle it injects into its
             // own configuration only.
             rule(&[""], &["nodes"], &["list", "watch"]),
-            rule(
-                &["admissionregistration.k8s.io"],
-                &["validatingwebhookconfigurations"],
-                &["get", "list", "watch"],
-            ),
             own_webhook,
         ]),
         ..ClusterRole::default()
@@ -228,7 +225,12 @@ pub fn operator_deployment(settings: &Settings) -> Deployment {
                 ..ContainerPort::default()
             },
         ]),
-        readiness_probe: Some(http_probe("/readyz", 2)),
+        // Out of the webhook's endpoints at the first failed probe: a stopping replica drains
+        // for 5 s, longer than a probe period and the endpoint's propagation.
+        readiness_probe: Some(Probe {
+            failure_threshold: Some(1),
+            ..http_probe("/readyz", 2)
+        }),
         liveness_probe: Some(http_probe("/healthz", 10)),
         resources: Some(resources_or(None, "10m", "24Mi", "128Mi")),
         security_context: Some(restricted_container()),

@@ -75,7 +75,8 @@ pub fn webhook_configuration(settings: &Settings) -> ValidatingWebhookConfigurat
             },
             rules: Some(vec![RuleWithOperations {
                 api_groups: Some(vec!["ferrolb.io".to_owned()]),
-                api_versions: Some(vec!["*".to_owned()]),
+                // The version this build decides; the API server converts others to it.
+                api_versions: Some(vec!["v1alpha1".to_owned()]),
                 operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
                 resources: Some(vec!["loadbalancerconfigs".to_owned()]),
                 scope: Some("Cluster".to_owned()),
@@ -100,12 +101,13 @@ pub fn webhook_configuration(settings: &Settings) -> ValidatingWebhookConfigurat
 }
 
 /// At most one operator replica down at a time, by choice (a drain, an eviction): the other
-/// keeps serving the webhook.
+/// keeps serving the webhook. `maxUnavailable`, not `minAvailable: 1`: scaled to one replica,
+/// a drain may still take it rather than hang.
 pub fn operator_disruption_budget(settings: &Settings) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: meta(settings, OPERATOR, true),
         spec: Some(PodDisruptionBudgetSpec {
-            min_available: Some(IntOrString::Int(1)),
+            max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
                 match_labels: Some(operator_selector()),
                 ..LabelSelector::default()

@@ -179,12 +179,22 @@ pub fn step(lifetime: Duration) -> Duration {
 }
 
 /// The Secret as the planner sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Stored {
     /// Its entries.
     pub data: BTreeMap<String, Vec<u8>>,
     /// Its annotations.
     pub annotations: BTreeMap<String, String>,
+}
+
+/// Entry names and annotations only: the entries hold private keys.
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored")
+            .field("entries", &self.data.keys().collect::<Vec<_>>())
+            .field("annotations", &self.annotations)
+            .finish()
+    }
 }
 
 /// What to do now.
@@ -196,11 +206,16 @@ pub enum Plan {
     Wait(Duration),
 }
 
-/// Decides the next step for the Secret (`None`: it does not exist), the DNS names the
-/// certificate must carry, the time, and the wanted lifetime; `issue` makes a new pair when one
-/// is needed.
+/// Decides the next step for the Secret (`None`: it does not exist), the `caBundle` the API
+/// server trusts now, the DNS names the certificate must carry, the time, and the wanted
+/// lifetime; `issue` makes a new pair when one is needed.
+///
+/// A phase moves on only once `trusted` holds what the next one serves: were the caBundle's
+/// update refused for a whole step (a policy, a GitOps tool reverting it), promoting the next
+/// pair would fail every request; it waits instead.
 pub fn plan<E>(
     stored: Option<&Stored>,
+    trusted: &[u8],
     dns_names: &[String],
     now: Timestamp,
     lifetime: Duration,
@@ -234,7 +249,11 @@ pub fn plan<E>(
 
     let phase = Phase::of(&stored.data);
     let since = match time_of(SINCE) {
-        Some(since) if stored.annotations.get(PHASE).map(String::as_str) == Some(phase.name()) => {
+        // A stamp from the future (a leader with a fast clock) would stall the phase: restamp.
+        Some(since)
+            if stored.annotations.get(PHASE).map(String::as_str) == Some(phase.name())
+                && since <= now =>
+        {
             since
         }
         // The clock counts only for the phase it was written with: in doubt, start it now.
@@ -287,6 +306,9 @@ pub fn plan<E>(
             if now < since + step_signed {
                 return Ok(wait_until(since + step_signed));
             }
+            if !contains(trusted, stored.data.get(NEXT_CA_CRT)) {
+                return Ok(Plan::Wait(step));
+            }
             let mut promoted = stored.clone();
             let take = |s: &mut Stored, key: &str| s.data.remove(key).unwrap_or_default();
             let previous_ca = take(&mut promoted, CA_CRT);
@@ -309,12 +331,23 @@ pub fn plan<E>(
             if now < since + step_signed {
                 return Ok(wait_until(since + step_signed));
             }
+            if !contains(trusted, stored.data.get(CA_CRT)) {
+                return Ok(Plan::Wait(step));
+            }
             let mut done = stored.clone();
             done.data.remove(PREVIOUS_CA_CRT);
             stamp(&mut done, Phase::Serving, now);
             Ok(Plan::Write(done))
         }
     }
+}
+
+/// Whether the PEM bundle `trusted` holds the certificate `pem`.
+fn contains(trusted: &[u8], pem: Option<&Vec<u8>>) -> bool {
+    let Some(pem) = pem.map(|p| p.trim_ascii()).filter(|p| !p.is_empty()) else {
+        return false;
+    };
+    trusted.windows(pem.len()).any(|w| w == pem)
 }
 
 fn put_current(stored: &mut Stored, pair: &Pair) {

@@ -85,7 +85,12 @@ impl Webhook {
             watcher(
                 Api::<PartialObjectMeta<Node>>::all(client.clone()),
                 watcher::Config::default(),
-            ),
+            )
+            // Only the labels are read: a node's managed fields and annotations are kilobytes.
+            .modify(|node| {
+                node.metadata.managed_fields = None;
+                node.metadata.annotations = None;
+            }),
         );
         tokio::spawn(stream.default_backoff().for_each(|_| async {}));
         let nodes_known = Arc::new(AtomicBool::new(false));
@@ -123,6 +128,7 @@ impl Webhook {
                 nodes_known,
                 draining: draining.clone(),
                 metrics,
+                in_flight: Arc::new(tokio::sync::Semaphore::new(server::MAX_IN_FLIGHT)),
             },
             cert,
             draining,

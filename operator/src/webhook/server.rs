@@ -15,8 +15,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -41,11 +41,16 @@ use crate::metrics::{Metrics, WebhookLabels};
 pub const PATH: &str = "/validate";
 /// The largest request accepted: an AdmissionReview carries the object and the old one, each
 /// at most the API server's 1.5 MiB (etcd's limit), plus JSON framing.
-pub const MAX_BODY: usize = 4 << 20;
+pub const MAX_BODY: usize = 3 << 20;
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one request's headers may take to arrive.
+/// How long one request's headers may take to arrive (also how long a connection may stay
+/// idle between requests).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request's body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Admission requests decided at once by one replica.
+pub const MAX_IN_FLIGHT: usize = 16;
 
 /// Why a certificate could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -59,20 +64,33 @@ pub enum CertError {
 }
 
 /// The certificate this replica serves, replaced in place.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ServingCert {
     current: RwLock<Option<Arc<CertifiedKey>>>,
-    // The PEM it was loaded from, to tell a new certificate from the same one read again.
-    pem: RwLock<Vec<u8>>,
+    // A digest of the PEM it was loaded from (key included), to tell a new certificate from the
+    // same one read again without keeping a second copy of the key.
+    digest: RwLock<Vec<u8>>,
+}
+
+/// Whether a certificate is loaded, nothing of it.
+impl std::fmt::Debug for ServingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingCert")
+            .field("loaded", &self.is_loaded())
+            .finish()
+    }
 }
 
 impl ServingCert {
     /// Loads a certificate chain and key (PEM); the next handshake serves them. `Ok(false)`:
     /// already the one served.
     pub fn load(&self, cert: &[u8], key: &[u8]) -> Result<bool, CertError> {
-        let mut both = cert.to_vec();
-        both.extend_from_slice(key);
-        if self.pem.read().is_ok_and(|pem| *pem == both) {
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(cert);
+        digest.update(b"\0");
+        digest.update(key);
+        let digest = digest.finish().as_ref().to_vec();
+        if self.digest.read().is_ok_and(|d| *d == digest) {
             return Ok(false);
         }
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
@@ -94,8 +112,8 @@ impl ServingCert {
         if let Ok(mut current) = self.current.write() {
             *current = Some(Arc::new(certified));
         }
-        if let Ok(mut pem) = self.pem.write() {
-            *pem = both;
+        if let Ok(mut d) = self.digest.write() {
+            *d = digest;
         }
         Ok(true)
     }
@@ -136,6 +154,8 @@ pub struct Context {
     pub draining: Arc<AtomicBool>,
     /// The operator's metrics.
     pub metrics: Metrics,
+    /// Permits for requests in flight ([`MAX_IN_FLIGHT`]).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Context {
@@ -148,12 +168,38 @@ impl std::fmt::Debug for Context {
 pub fn router(context: Context) -> Router {
     Router::new()
         .route(PATH, post(validate))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(context)
 }
 
-async fn validate(State(context): State<Context>, body: Bytes) -> Response {
+async fn validate(State(context): State<Context>, body: Body) -> Response {
     let started = Instant::now();
+    // A bounded number of requests at a time, each read within a deadline: a slow or huge
+    // client cannot hold the replica's memory (the API server sends few at once).
+    let Ok(_permit) = context.in_flight.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many admission requests at once\n",
+        )
+            .into_response();
+    };
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is unreadable or over {MAX_BODY} bytes: {e}\n"),
+            )
+                .into_response();
+        }
+        Err(_) => {
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body took over {BODY_TIMEOUT:?}\n"),
+            )
+                .into_response();
+        }
+    };
     let configs: Vec<String> = context
         .configs
         .state()

@@ -17,7 +17,7 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -64,7 +64,7 @@ pub async fn follow_secret(
 ) {
     let secrets: Api<Secret> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", certs::SECRET));
-    let mut events = watcher::watcher(secrets, config).boxed();
+    let mut events = watcher::watcher(secrets, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
@@ -120,11 +120,13 @@ pub async fn keep(client: Client, namespace: String, service: String, lifetime: 
     let secret_changes = watcher::watcher(
         secrets.clone(),
         watcher::Config::default().fields(&format!("metadata.name={}", certs::SECRET)),
-    );
+    )
+    .default_backoff();
     let configuration_changes = watcher::watcher(
         configurations.clone(),
         watcher::Config::default().fields(&format!("metadata.name={WEBHOOK_CONFIGURATION}")),
-    );
+    )
+    .default_backoff();
     let mut changes = futures::stream::select(
         secret_changes.map(|_| ()).boxed(),
         configuration_changes.map(|_| ()).boxed(),
@@ -174,8 +176,9 @@ async fn keep_once(
             .collect(),
         annotations: s.annotations().clone(),
     });
+    let trusted = ca_bundle(&configurations.get(WEBHOOK_CONFIGURATION).await?);
     let now = Timestamp::now();
-    let plan = certs::plan(stored.as_ref(), dns_names, now, lifetime, || {
+    let plan = certs::plan(stored.as_ref(), &trusted, dns_names, now, lifetime, || {
         certs::issue(dns_names, now, lifetime)
     })?;
     let (data, wait) = match plan {
@@ -192,8 +195,23 @@ async fn keep_once(
         }
         Plan::Wait(wait) => (stored.map(|s| s.data).unwrap_or_default(), wait),
     };
-    inject_ca(configurations, &certs::trust_bundle(&data)).await?;
+    let bundle = certs::trust_bundle(&data);
+    if !bundle.is_empty() && bundle != trusted {
+        inject_ca(configurations, &bundle).await?;
+    }
     Ok(wait)
+}
+
+/// The webhook's `caBundle` as the API server has it.
+fn ca_bundle(configuration: &ValidatingWebhookConfiguration) -> Vec<u8> {
+    configuration
+        .webhooks
+        .iter()
+        .flatten()
+        .find(|w| w.name == VALIDATING_WEBHOOK)
+        .and_then(|w| w.client_config.ca_bundle.as_ref())
+        .map(|b| b.0.clone())
+        .unwrap_or_default()
 }
 
 async fn write_secret(
@@ -256,26 +274,12 @@ fn merged(
     all
 }
 
-/// Makes the webhook's `caBundle` `bundle`, unless it already is. Only that field is the
-/// operator's: the rest of the configuration is the install's.
+/// Makes the webhook's `caBundle` `bundle`. Only that field is the operator's: the rest of the
+/// configuration is the install's.
 async fn inject_ca(
     configurations: &Api<ValidatingWebhookConfiguration>,
     bundle: &[u8],
 ) -> kube::Result<()> {
-    if bundle.is_empty() {
-        return Ok(());
-    }
-    let current = configurations.get(WEBHOOK_CONFIGURATION).await?;
-    let injected = current
-        .webhooks
-        .iter()
-        .flatten()
-        .find(|w| w.name == VALIDATING_WEBHOOK)
-        .and_then(|w| w.client_config.ca_bundle.as_ref())
-        .is_some_and(|b| b.0 == bundle);
-    if injected {
-        return Ok(());
-    }
     let patch = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",

@@ -288,6 +288,11 @@ fn trusted(s: &Stored) -> BTreeSet<String> {
         .collect()
 }
 
+/// The caBundle the leader has injected for `stored` (it injects after every write).
+fn bundle_of(stored: Option<&Stored>) -> Vec<u8> {
+    stored.map(|s| trust_bundle(&s.data)).unwrap_or_default()
+}
+
 /// Plans with an `issue` that records whether it was called and makes `made`.
 fn plan_recording(
     from: Option<&Stored>,
@@ -296,7 +301,7 @@ fn plan_recording(
     made: &Pair,
 ) -> (Plan, bool) {
     let called = Cell::new(false);
-    let plan = plan(from, &names(), now, lifetime, || {
+    let plan = plan(from, &bundle_of(from), &names(), now, lifetime, || {
         called.set(true);
         Ok::<_, String>(made.clone())
     })
@@ -624,9 +629,14 @@ fn trusting_next_with_an_empty_next_certificate_goes_back_to_serving() {
 fn a_failure_to_issue_is_the_plans_error() {
     let a = pair(1, at(secs(YEAR)));
     for (what, from) in [("no Secret", None), ("a renewal", Some(serving(&a, at(0))))] {
-        let plan = plan(from.as_ref(), &names(), at(secs(YEAR) - 1), YEAR, || {
-            Err("no entropy")
-        });
+        let plan = plan(
+            from.as_ref(),
+            &bundle_of(from.as_ref()),
+            &names(),
+            at(secs(YEAR) - 1),
+            YEAR,
+            || Err("no entropy"),
+        );
         assert_eq!(plan, Err("no entropy"), "{what}");
     }
 }
@@ -718,8 +728,8 @@ proptest! {
             if let Some(current) = &current {
                 prop_assert!(now < time_of(current, NOT_AFTER), "the served certificate expired at {}", now);
             }
-            let first = plan(current.as_ref(), &names(), at(now), lifetime, issue_at(now)).unwrap();
-            let again = plan(current.as_ref(), &names(), at(now), lifetime, issue_at(now)).unwrap();
+            let first = plan(current.as_ref(), &bundle_of(current.as_ref()), &names(), at(now), lifetime, issue_at(now)).unwrap();
+            let again = plan(current.as_ref(), &bundle_of(current.as_ref()), &names(), at(now), lifetime, issue_at(now)).unwrap();
             prop_assert_eq!(&first, &again, "the same Secret at the same time, the same plan");
             let wait = match first {
                 Plan::Write(next) => {
@@ -750,7 +760,7 @@ proptest! {
                     }
                     phase_since = now;
                     current = Some(next);
-                    let after = plan(current.as_ref(), &names(), at(now), lifetime, || -> Result<Pair, String> {
+                    let after = plan(current.as_ref(), &bundle_of(current.as_ref()), &names(), at(now), lifetime, || -> Result<Pair, String> {
                         panic!("a pair made right after a write")
                     })
                     .unwrap();
@@ -778,4 +788,87 @@ proptest! {
 
 fn time_of(s: &Stored, key: &str) -> i64 {
     s.annotations[key].parse::<Timestamp>().unwrap().as_second() - T0
+}
+
+/// The next pair is served only once the API server trusts its CA, and the previous CA is
+/// dropped only once the current one is trusted: a caBundle whose update was refused holds the
+/// renewal where it is, however long the step is past.
+#[test]
+fn a_phase_waits_for_the_ca_bundle_to_hold_what_it_serves() {
+    let lifetime = Duration::from_secs(60);
+    let step = step(lifetime);
+    let first = pair(0, at(60));
+    let Plan::Write(serving) = plan(None, &[], &names(), at(0), lifetime, || {
+        Ok::<_, String>(first.clone())
+    })
+    .unwrap() else {
+        panic!("no fresh pair")
+    };
+    let second = pair(40, at(100));
+    let Plan::Write(trusting) = plan(
+        Some(&serving),
+        &bundle_of(Some(&serving)),
+        &names(),
+        at(40),
+        lifetime,
+        || Ok::<_, String>(second.clone()),
+    )
+    .unwrap() else {
+        panic!("no renewal")
+    };
+    let late = at(40 + 3 * secs(step));
+    let stale = bundle_of(Some(&serving));
+    let never = || -> Result<Pair, String> { panic!("no pair is made") };
+    assert_eq!(
+        plan(Some(&trusting), &stale, &names(), late, lifetime, never).unwrap(),
+        Plan::Wait(step),
+        "the next CA is not trusted yet: keep serving the current pair"
+    );
+    let Plan::Write(promoted) = plan(
+        Some(&trusting),
+        &bundle_of(Some(&trusting)),
+        &names(),
+        late,
+        lifetime,
+        never,
+    )
+    .unwrap() else {
+        panic!("not promoted once trusted")
+    };
+    let later = at(40 + 5 * secs(step));
+    assert_eq!(
+        plan(Some(&promoted), &stale, &names(), later, lifetime, never).unwrap(),
+        Plan::Wait(step),
+        "the served CA is not trusted: keep the previous one trusted too"
+    );
+}
+
+/// A phase stamped in the future (a leader whose clock ran ahead) starts over now instead of
+/// stalling until that clock is reached.
+#[test]
+fn a_phase_stamped_in_the_future_starts_over_now() {
+    let lifetime = Duration::from_secs(60);
+    let first = pair(0, at(60));
+    let Plan::Write(mut serving) = plan(None, &[], &names(), at(0), lifetime, || {
+        Ok::<_, String>(first.clone())
+    })
+    .unwrap() else {
+        panic!("no fresh pair")
+    };
+    serving
+        .annotations
+        .insert(SINCE.to_owned(), at(3600).to_string());
+    let Plan::Write(restamped) = plan(
+        Some(&serving),
+        &bundle_of(Some(&serving)),
+        &names(),
+        at(10),
+        lifetime,
+        || -> Result<Pair, String> { panic!("no pair is made") },
+    )
+    .unwrap() else {
+        panic!("not restamped")
+    };
+    assert_eq!(restamped.annotations[SINCE], at(10).to_string());
+    assert_eq!(restamped.data, serving.data);
 }

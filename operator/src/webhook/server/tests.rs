@@ -175,6 +175,7 @@ async fn start(pair: &Pair, grace: Duration) -> Running {
         nodes_known: Arc::new(AtomicBool::new(false)),
         draining: draining.clone(),
         metrics: metrics.clone(),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(serve(
