@@ -141,30 +141,7 @@ pub fn selector_lists_overlap(a: &[LabelSelector], b: &[LabelSelector]) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    fn labels(pairs: &[(&str, &str)]) -> LabelSelector {
-        LabelSelector {
-            match_labels: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            ),
-            match_expressions: None,
-        }
-    }
-
-    fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelector {
-        LabelSelector {
-            match_labels: None,
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: key.to_owned(),
-                operator: op.to_owned(),
-                values: Some(values.iter().map(|v| (*v).to_owned()).collect()),
-            }]),
-        }
-    }
+    use crate::validate::cases::{expression as expr, selector as labels};
 
     #[test]
     fn different_values_of_one_key_are_disjoint() {

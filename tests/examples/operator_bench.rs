@@ -22,7 +22,7 @@ use ferrolb_testbed::ferrolb::{
     uninstall, wait_available,
 };
 use ferrolb_testbed::harness::{
-    Testbed, histogram_quantile, netns_sh, pod_pid, repo_root, rss_kib, wait_for,
+    Testbed, histogram_quantile, pod_metrics, pod_pid, repo_root, rss_kib, wait_for,
 };
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -109,21 +109,7 @@ async fn main() -> anyhow::Result<()> {
     // 3. The leader's footprint after all of it.
     let leader = operator_leader(&client).await?;
     let rss = pod_pid(&leader).and_then(rss_kib);
-    let ip_of_leader = leader
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ip.clone())
-        .unwrap_or_default();
-    let metrics = netns_sh(
-        &tb.client_netns,
-        &[
-            "curl",
-            "-sS",
-            "-m",
-            "5",
-            &format!("http://{ip_of_leader}:8080/metrics"),
-        ],
-    )?;
+    let metrics = pod_metrics(&tb, &leader)?;
     let name = "ferrolb_operator_reconcile_duration_seconds";
     let p50 = histogram_quantile(&metrics, name, 0.5);
     let p99 = histogram_quantile(&metrics, name, 0.99);

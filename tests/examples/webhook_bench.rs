@@ -21,7 +21,7 @@ use ferrolb_api::LoadBalancerConfig;
 use ferrolb_testbed::ferrolb::{
     OPERATOR_PODS, SYSTEM, install_operator, uninstall, without_webhook,
 };
-use ferrolb_testbed::harness::{Testbed, netns_sh, percentile, pod_pid, rss_kib};
+use ferrolb_testbed::harness::{Testbed, percentile, pod_metrics, pod_pid, rss_kib};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
@@ -76,20 +76,7 @@ async fn operators(client: &Client) -> Vec<Pod> {
 /// Both replicas' webhook metrics, concatenated.
 fn webhook_metrics(tb: &Testbed, pods: &[Pod]) -> String {
     pods.iter()
-        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
-        .map(|ip| {
-            netns_sh(
-                &tb.client_netns,
-                &[
-                    "curl",
-                    "-sS",
-                    "-m",
-                    "5",
-                    &format!("http://{ip}:8080/metrics"),
-                ],
-            )
-            .unwrap_or_default()
-        })
+        .map(|pod| pod_metrics(tb, pod).unwrap_or_default())
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -748,6 +748,25 @@ pub fn pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// A pod's `/metrics` (port 8080), fetched from the client namespace.
+pub fn pod_metrics(tb: &Testbed, pod: &k8s_openapi::api::core::v1::Pod) -> anyhow::Result<String> {
+    let ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .context("the pod has no IP")?;
+    netns_sh(
+        &tb.client_netns,
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            &format!("http://{ip}:8080/metrics"),
+        ],
+    )
+}
+
 /// The PID of a pod's first container: the node agent reports it as the containerID
 /// `ferrolb-testbed://PID`.
 pub fn pod_pid(pod: &k8s_openapi::api::core::v1::Pod) -> Option<u32> {

@@ -14,7 +14,7 @@ use ferrolb_api::validate::cases::cases;
 use ferrolb_testbed::ferrolb::{
     OPERATOR_PODS, SYSTEM, apply_default, install_operator, uninstall, wait_webhook,
 };
-use ferrolb_testbed::harness::{Testbed, netns_sh, pod_pid, pod_ready, wait_for};
+use ferrolb_testbed::harness::{Testbed, pod_metrics, pod_pid, pod_ready, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
@@ -294,28 +294,30 @@ async fn certificate_rotations_fail_no_request() -> anyhow::Result<()> {
     let client = tb.client().await?;
     uninstall(&tb);
     let _installed = install_operator(&tb, &client).await?;
-    let patched = tb.kubectl(&[
-        "patch", "deployment", "ferrolb-operator", "-n", SYSTEM, "--type=json", "-p",
-        r#"[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--webhook-cert-lifetime-seconds=60"}]"#,
-    ])?;
-    ensure!(
-        patched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&patched.stderr)
-    );
-    let rolled = tb.kubectl(&[
-        "rollout",
-        "status",
-        "deployment/ferrolb-operator",
-        "-n",
-        SYSTEM,
-        "--timeout=120s",
-    ])?;
-    ensure!(
-        rolled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rolled.stderr)
-    );
+    kubectl_ok(
+        &tb,
+        &[
+            "patch",
+            "deployment",
+            "ferrolb-operator",
+            "-n",
+            SYSTEM,
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--webhook-cert-lifetime-seconds=60"}]"#,
+        ],
+    )?;
+    kubectl_ok(
+        &tb,
+        &[
+            "rollout",
+            "status",
+            "deployment/ferrolb-operator",
+            "-n",
+            SYSTEM,
+            "--timeout=120s",
+        ],
+    )?;
     wait_two_ready(&client).await?;
     wait_webhook(&client).await?;
 
@@ -359,19 +361,17 @@ async fn certificate_rotations_fail_no_request() -> anyhow::Result<()> {
         failures.is_empty(),
         "requests failed during rotations: {failures:#?}"
     );
-    let rolled = tb.kubectl(&[
-        "rollout",
-        "status",
-        "deployment/ferrolb-operator",
-        "-n",
-        SYSTEM,
-        "--timeout=120s",
-    ])?;
-    ensure!(
-        rolled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rolled.stderr)
-    );
+    kubectl_ok(
+        &tb,
+        &[
+            "rollout",
+            "status",
+            "deployment/ferrolb-operator",
+            "-n",
+            SYSTEM,
+            "--timeout=120s",
+        ],
+    )?;
     Ok(())
 }
 
@@ -441,25 +441,11 @@ async fn a_replica_going_away_fails_no_request() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The operator's `loaded` certificate count on each replica (its metrics, from the client).
+/// The operator's `loaded` certificate count on each replica.
 fn certificate_loads(tb: &Testbed, pods: &[Pod]) -> anyhow::Result<Vec<u64>> {
     pods.iter()
         .map(|pod| {
-            let ip = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.pod_ip.clone())
-                .unwrap_or_default();
-            let metrics = netns_sh(
-                &tb.client_netns,
-                &[
-                    "curl",
-                    "-sS",
-                    "-m",
-                    "5",
-                    &format!("http://{ip}:8080/metrics"),
-                ],
-            )?;
+            let metrics = pod_metrics(tb, pod)?;
             Ok(metrics
                 .lines()
                 .find(|l| {

@@ -134,7 +134,8 @@ pub fn base() -> LoadBalancerConfigSpec {
     serde_saphyr::from_str(BASE).unwrap()
 }
 
-fn selector(pairs: &[(&str, &str)]) -> LabelSelector {
+/// A selector of `matchLabels` only.
+pub(crate) fn selector(pairs: &[(&str, &str)]) -> LabelSelector {
     LabelSelector {
         match_labels: Some(
             pairs
@@ -146,7 +147,8 @@ fn selector(pairs: &[(&str, &str)]) -> LabelSelector {
     }
 }
 
-fn expression(key: &str, operator: &str, values: &[&str]) -> LabelSelector {
+/// A selector of one match expression.
+pub(crate) fn expression(key: &str, operator: &str, values: &[&str]) -> LabelSelector {
     LabelSelector {
         match_labels: None,
         match_expressions: Some(vec![LabelSelectorRequirement {
