@@ -629,3 +629,94 @@ async fn provided_certificates_are_served_and_reloaded() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// With no webhook replica up, the API server refuses every spec change with a message naming
+/// the webhook, and nothing else: metadata-only updates pass, and a config can still be deleted
+/// (its finalizer removed by hand, the operator being down too). The install comes back with
+/// `config/default`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn with_no_replica_only_spec_changes_are_refused() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    let _installed = ferrolb_testbed::ferrolb::install_with(
+        &tb,
+        &client,
+        json!({"addressPools": [{"name": "l2", "addresses": ["203.0.113.64/27"]}],
+               "l2Advertisements": [{"name": "l2"}]}),
+    )
+    .await?;
+    kubectl_ok(
+        &tb,
+        &[
+            "scale",
+            "deployment",
+            "ferrolb-operator",
+            "-n",
+            SYSTEM,
+            "--replicas=0",
+        ],
+    )?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    wait_for("no operator pod", T, || async {
+        let left = pods
+            .list(&ListParams::default().labels(OPERATOR_PODS))
+            .await?
+            .items;
+        Ok(left.is_empty().then_some(()))
+    })
+    .await?;
+
+    let spec_change = tb.kubectl(&[
+        "patch",
+        "lbc",
+        "ferrolb",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"logLevel":"debug"}}"#,
+    ])?;
+    let refusal = String::from_utf8_lossy(&spec_change.stderr).into_owned();
+    eprintln!("spec change with no replica: {}", refusal.trim());
+    ensure!(
+        !spec_change.status.success(),
+        "a spec change passed with no webhook replica"
+    );
+    ensure!(
+        refusal.contains("failed calling webhook \"validate.loadbalancerconfigs.ferrolb.io\""),
+        "the refusal does not name the webhook: {refusal}"
+    );
+    kubectl_ok(
+        &tb,
+        &[
+            "annotate",
+            "lbc",
+            "ferrolb",
+            "example.com/note=webhook-down",
+        ],
+    )?;
+    kubectl_ok(&tb, &["delete", "lbc", "ferrolb", "--wait=false"])?;
+    kubectl_ok(
+        &tb,
+        &[
+            "patch",
+            "lbc",
+            "ferrolb",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+    )?;
+    wait_for("the config gone", T, || async {
+        Ok(Api::<LoadBalancerConfig>::all(client.clone())
+            .get_opt("ferrolb")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+
+    apply_default(&tb)?;
+    wait_two_ready(&client).await?;
+    wait_webhook(&client).await?;
+    Ok(())
+}
