@@ -400,3 +400,46 @@ fn a_valid_config_is_allowed_with_its_warnings() {
         "the API server truncates longer warnings"
     );
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z0-9./:-]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-zA-Z]{1,10}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever the body, the answer is a review or an error saying why, never a panic.
+        #[test]
+        fn any_bytes_are_answered(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = review(&body, Cluster::default());
+        }
+
+        /// Whatever a review's spec holds (wrong types, unknown fields, nesting), it is decided.
+        #[test]
+        fn any_spec_is_decided(spec in json_value(), operation in prop::sample::select(vec!["CREATE", "UPDATE"])) {
+            let old = (operation == "UPDATE").then(|| config("ferrolb", valid_spec()));
+            let body = body(operation, "ferrolb", Some(config("ferrolb", spec)), old);
+            if let Ok(review) = serde_json::from_value::<AdmissionReview<DynamicObject>>(body.clone()) {
+                if let Ok(request) = review.try_into() {
+                    let _ = decide(&request, Cluster::default());
+                }
+            }
+            let _ = review(body.to_string().as_bytes(), Cluster::default());
+        }
+    }
+}
