@@ -434,10 +434,10 @@ mod fuzz {
         fn any_spec_is_decided(spec in json_value(), operation in prop::sample::select(vec!["CREATE", "UPDATE"])) {
             let old = (operation == "UPDATE").then(|| config("ferrolb", valid_spec()));
             let body = body(operation, "ferrolb", Some(config("ferrolb", spec)), old);
-            if let Ok(review) = serde_json::from_value::<AdmissionReview<DynamicObject>>(body.clone()) {
-                if let Ok(request) = review.try_into() {
-                    let _ = decide(&request, Cluster::default());
-                }
+            if let Ok(review) = serde_json::from_value::<AdmissionReview<DynamicObject>>(body.clone())
+                && let Ok(request) = review.try_into()
+            {
+                let _ = decide(&request, Cluster::default());
             }
             let _ = review(body.to_string().as_bytes(), Cluster::default());
         }
