@@ -18,14 +18,13 @@
 use std::time::{Duration, Instant};
 
 use ferrolb_testbed::ferrolb::{
-    SYSTEM, apply_default, committed_image, install_operator, is_available, roll_out_under_probes,
-    uninstall, wait_available,
+    self, SYSTEM, apply_default, committed_image, install_operator, is_available,
+    roll_out_under_probes, uninstall, wait_available,
 };
 use ferrolb_testbed::harness::{
-    Testbed, histogram_quantile, pod_metrics, pod_pid, repo_root, rss_kib, wait_for,
+    Testbed, histogram_quantile, pod_metrics, pod_pid, repo_root, rss_kib,
 };
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 
@@ -46,15 +45,7 @@ fn median(values: &mut [Duration]) -> Duration {
 
 /// The pod holding the operator's Lease.
 async fn operator_leader(client: &Client) -> anyhow::Result<Pod> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM);
-    let holder = wait_for("an operator leader", Duration::from_secs(60), || async {
-        Ok(leases
-            .get_opt("ferrolb-operator")
-            .await?
-            .and_then(|l| l.spec?.holder_identity)
-            .filter(|h| !h.is_empty()))
-    })
-    .await?;
+    let holder = ferrolb::operator_leader(client).await?;
     Ok(Api::<Pod>::namespaced(client.clone(), SYSTEM)
         .get(&holder)
         .await?)

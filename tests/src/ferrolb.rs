@@ -108,20 +108,69 @@ pub async fn install_with(tb: &Testbed, client: &Client, spec: Value) -> anyhow:
 pub async fn install_operator(tb: &Testbed, client: &Client) -> anyhow::Result<Installed> {
     apply_default(tb)?;
     let installed = Installed { tb: tb.clone() };
-    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
-    wait_for("2 ready operator replicas", T, || async {
-        let ready = pods
-            .list(&ListParams::default().labels(OPERATOR_PODS))
-            .await?
-            .items
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
-            .count();
-        Ok((ready == 2).then_some(()))
-    })
-    .await?;
+    wait_operator_replicas(client).await?;
     wait_webhook(client).await?;
     Ok(installed)
+}
+
+/// The operator's ready pods (not being deleted).
+pub async fn ready_operators(client: &Client) -> anyhow::Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    Ok(pods
+        .list(&ListParams::default().labels(OPERATOR_PODS))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
+        .collect())
+}
+
+/// Waits until both operator replicas are ready.
+pub async fn wait_operator_replicas(client: &Client) -> anyhow::Result<()> {
+    wait_for("2 ready operator replicas", T, || async {
+        Ok((ready_operators(client).await?.len() == 2).then_some(()))
+    })
+    .await
+}
+
+/// Changes the operator's Deployment with a JSON patch (RFC 6902) and waits for its rollout.
+pub fn patch_operator(tb: &Testbed, patch: &Value) -> anyhow::Result<()> {
+    let out = tb.kubectl(&[
+        "patch",
+        "deployment",
+        "ferrolb-operator",
+        "-n",
+        SYSTEM,
+        "--type=json",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    if !out.status.success() {
+        bail!(
+            "patching the operator: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_operator_rollout(tb)
+}
+
+/// Waits until the operator Deployment's rollout is done (`kubectl rollout status`).
+pub fn wait_operator_rollout(tb: &Testbed) -> anyhow::Result<()> {
+    let out = tb.kubectl(&[
+        "rollout",
+        "status",
+        "deployment/ferrolb-operator",
+        "-n",
+        SYSTEM,
+        "--timeout=120s",
+    ])?;
+    if !out.status.success() {
+        bail!(
+            "the operator's rollout: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// The webhook's configuration, as `config/webhook` names it.
@@ -358,13 +407,26 @@ pub async fn roll_out_under_probes(
 
 /// The pod name holding the controller Lease.
 pub async fn controller_leader(client: &Client) -> anyhow::Result<String> {
+    lease_holder(client, "ferrolb-controller").await
+}
+
+/// The operator pod holding the operator's Lease (waiting for one).
+pub async fn operator_leader(client: &Client) -> anyhow::Result<String> {
+    lease_holder(client, "ferrolb-operator").await
+}
+
+async fn lease_holder(client: &Client, lease: &str) -> anyhow::Result<String> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM);
-    wait_for("a controller leader", Duration::from_secs(60), || async {
-        Ok(leases
-            .get_opt("ferrolb-controller")
-            .await?
-            .and_then(|l| l.spec?.holder_identity)
-            .filter(|h| !h.is_empty()))
-    })
+    wait_for(
+        &format!("a holder of the Lease {lease}"),
+        Duration::from_secs(60),
+        || async {
+            Ok(leases
+                .get_opt(lease)
+                .await?
+                .and_then(|l| l.spec?.holder_identity)
+                .filter(|h| !h.is_empty()))
+        },
+    )
     .await
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, ensure};
-use ferrolb_testbed::ferrolb::{Installed, SPEAKER_PODS, SYSTEM, install};
+use ferrolb_testbed::ferrolb::{Installed, SPEAKER_PODS, SYSTEM, install, patch_operator};
 use ferrolb_testbed::harness::{
     Frozen, Probe, TestNamespace, Testbed, ingress_ips, netns_sh, pod_ready, replace_lb_config,
     unique_name, wait_for,
@@ -247,36 +247,10 @@ impl ShortStep {
     }
 
     fn patch(&self, args: &serde_json::Value) -> anyhow::Result<()> {
-        let patch = json!([{"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": args}]);
-        let out = self.tb.kubectl(&[
-            "patch",
-            "deployment",
-            OPERATOR,
-            "-n",
-            SYSTEM,
-            "--type=json",
-            "-p",
-            &patch.to_string(),
-        ])?;
-        ensure!(
-            out.status.success(),
-            "patching the operator: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = self.tb.kubectl(&[
-            "rollout",
-            "status",
-            &format!("deployment/{OPERATOR}"),
-            "-n",
-            SYSTEM,
-            "--timeout=120s",
-        ])?;
-        ensure!(
-            out.status.success(),
-            "the operator's rollout: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
+        patch_operator(
+            &self.tb,
+            &json!([{"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": args}]),
+        )
     }
 }
 

@@ -12,9 +12,10 @@ use anyhow::{Context as _, ensure};
 use ferrolb_api::LoadBalancerConfig;
 use ferrolb_api::validate::cases::cases;
 use ferrolb_testbed::ferrolb::{
-    OPERATOR_PODS, SYSTEM, apply_default, install_operator, uninstall, wait_webhook,
+    OPERATOR_PODS, SYSTEM, apply_default, install_operator, operator_leader, patch_operator,
+    ready_operators, uninstall, wait_operator_replicas, wait_operator_rollout, wait_webhook,
 };
-use ferrolb_testbed::harness::{Testbed, pod_metrics, pod_pid, pod_ready, wait_for};
+use ferrolb_testbed::harness::{Testbed, pod_metrics, pod_pid, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
@@ -252,38 +253,6 @@ fn distinct(failures: &[String]) -> Vec<&str> {
     set.into_iter().take(5).collect()
 }
 
-async fn ready_operators(client: &Client) -> anyhow::Result<Vec<Pod>> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
-    Ok(pods
-        .list(&ListParams::default().labels(OPERATOR_PODS))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p))
-        .collect())
-}
-
-/// The name of the operator pod holding the Lease.
-async fn operator_leader(client: &Client) -> anyhow::Result<String> {
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(client.clone(), SYSTEM);
-    wait_for("an operator leader", T, || async {
-        Ok(leases
-            .get_opt("ferrolb-operator")
-            .await?
-            .and_then(|l| l.spec?.holder_identity)
-            .filter(|h| !h.is_empty()))
-    })
-    .await
-}
-
-async fn wait_two_ready(client: &Client) -> anyhow::Result<()> {
-    wait_for("two ready operator replicas", T, || async {
-        Ok((ready_operators(client).await?.len() == 2).then_some(()))
-    })
-    .await
-}
-
 /// With certificates of 60 s (`--webhook-cert-lifetime-seconds=60`), the operator renews them
 /// over and over: a new CA trusted first, then served, then the old one dropped. Requests sent
 /// back to back all the while are all answered.
@@ -294,31 +263,11 @@ async fn certificate_rotations_fail_no_request() -> anyhow::Result<()> {
     let client = tb.client().await?;
     uninstall(&tb);
     let _installed = install_operator(&tb, &client).await?;
-    kubectl_ok(
+    patch_operator(
         &tb,
-        &[
-            "patch",
-            "deployment",
-            "ferrolb-operator",
-            "-n",
-            SYSTEM,
-            "--type=json",
-            "-p",
-            r#"[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--webhook-cert-lifetime-seconds=60"}]"#,
-        ],
+        &json!([{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--webhook-cert-lifetime-seconds=60"}]),
     )?;
-    kubectl_ok(
-        &tb,
-        &[
-            "rollout",
-            "status",
-            "deployment/ferrolb-operator",
-            "-n",
-            SYSTEM,
-            "--timeout=120s",
-        ],
-    )?;
-    wait_two_ready(&client).await?;
+    wait_operator_replicas(&client).await?;
     wait_webhook(&client).await?;
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), SYSTEM);
@@ -361,17 +310,7 @@ async fn certificate_rotations_fail_no_request() -> anyhow::Result<()> {
         failures.is_empty(),
         "requests failed during rotations: {failures:#?}"
     );
-    kubectl_ok(
-        &tb,
-        &[
-            "rollout",
-            "status",
-            "deployment/ferrolb-operator",
-            "-n",
-            SYSTEM,
-            "--timeout=120s",
-        ],
-    )?;
+    wait_operator_rollout(&tb)?;
     Ok(())
 }
 
@@ -404,7 +343,7 @@ async fn a_replica_going_away_fails_no_request() -> anyhow::Result<()> {
             Ok(pods.get_opt(&victim).await?.is_none().then_some(()))
         })
         .await?;
-        wait_two_ready(&client).await?;
+        wait_operator_replicas(&client).await?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let (answered, failures) = load.finish().await?;
         let role = if leader { "leader" } else { "standby" };
@@ -427,7 +366,7 @@ async fn a_replica_going_away_fails_no_request() -> anyhow::Result<()> {
         nix::sys::signal::Signal::SIGKILL,
     )?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    wait_two_ready(&client).await?;
+    wait_operator_replicas(&client).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (answered, failures) = load.finish().await?;
     eprintln!(
@@ -530,31 +469,8 @@ async fn provided_certificates_are_served_and_reloaded() -> anyhow::Result<()> {
         {"op": "add", "path": "/spec/template/spec/containers/0/volumeMounts", "value": [{"name": "provided", "mountPath": "/tmp/k8s-webhook-server/serving-certs", "readOnly": true}]},
         {"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--webhook-certs=files"},
     ]);
-    kubectl_ok(
-        &tb,
-        &[
-            "patch",
-            "deployment",
-            "ferrolb-operator",
-            "-n",
-            SYSTEM,
-            "--type=json",
-            "-p",
-            &mount.to_string(),
-        ],
-    )?;
-    kubectl_ok(
-        &tb,
-        &[
-            "rollout",
-            "status",
-            "deployment/ferrolb-operator",
-            "-n",
-            SYSTEM,
-            "--timeout=120s",
-        ],
-    )?;
-    wait_two_ready(&client).await?;
+    patch_operator(&tb, &mount)?;
+    wait_operator_replicas(&client).await?;
     set_ca_bundle(&tb, &[&first.ca])?;
     wait_webhook(&client).await?;
 
@@ -615,7 +531,7 @@ async fn provided_certificates_are_served_and_reloaded() -> anyhow::Result<()> {
         .delete("webhook-provided", &DeleteParams::default())
         .await?;
     apply_default(&tb)?;
-    wait_two_ready(&client).await?;
+    wait_operator_replicas(&client).await?;
     wait_webhook(&client).await?;
     ensure!(
         failures.is_empty(),
@@ -716,7 +632,7 @@ async fn with_no_replica_only_spec_changes_are_refused() -> anyhow::Result<()> {
     .await?;
 
     apply_default(&tb)?;
-    wait_two_ready(&client).await?;
+    wait_operator_replicas(&client).await?;
     wait_webhook(&client).await?;
     Ok(())
 }
