@@ -314,18 +314,22 @@ async fn operate(
             shutdown_signal(),
         );
         let certificates = async {
-            match source {
-                CertSource::SelfManaged { lifetime } => {
-                    tls::keep(
+            if let CertSource::SelfManaged { lifetime } = source {
+                // Stopped at the signal, not when the reconcile loop has finished: a stopping
+                // leader must not write the caBundle while a new install's replicas (another
+                // certificate mode, say) take over.
+                tokio::select! {
+                    () = tls::keep(
                         client.clone(),
                         namespace.clone(),
                         webhook::SERVICE.to_owned(),
                         lifetime,
-                    )
-                    .await
+                    ) => {}
+                    () = shutdown_signal() => {}
                 }
-                CertSource::Files(_) => std::future::pending().await,
             }
+            // The reconcile loop decides when the leader's work ends.
+            std::future::pending::<()>().await
         };
         // Losing the Lease drops the reconcile loop and the certificate upkeep wherever they
         // wait, before their next write.

@@ -458,11 +458,6 @@ async fn provided_certificates_are_served_and_reloaded() -> anyhow::Result<()> {
     secrets
         .create(&PostParams::default(), &provided(&first)?)
         .await?;
-    let self_managed = secrets
-        .get("ferrolb-operator-webhook-tls")
-        .await?
-        .metadata
-        .resource_version;
 
     let mount = json!([
         {"op": "add", "path": "/spec/template/spec/volumes", "value": [{"name": "provided", "secret": {"secretName": "webhook-provided"}}]},
@@ -471,6 +466,22 @@ async fn provided_certificates_are_served_and_reloaded() -> anyhow::Result<()> {
     ]);
     patch_operator(&tb, &mount)?;
     wait_operator_replicas(&client).await?;
+    // The self-managed replicas gone for good: a stopping one could still be inside a write.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    wait_for("only the two new operator pods", T, || async {
+        let all = pods
+            .list(&ListParams::default().labels(OPERATOR_PODS))
+            .await?
+            .items;
+        Ok((all.len() == 2).then_some(()))
+    })
+    .await?;
+    // From here on only the provided files are served: the operator writes no Secret.
+    let self_managed = secrets
+        .get("ferrolb-operator-webhook-tls")
+        .await?
+        .metadata
+        .resource_version;
     set_ca_bundle(&tb, &[&first.ca])?;
     wait_webhook(&client).await?;
 
