@@ -54,6 +54,17 @@ netns-test: deps
 deps:
 	bash tests/testbed/install-deps.sh
 
+## image: the images the testbed's nodes run, built offline FROM scratch with buildah (root):
+## ghcr.io/ferrolb/ferrolb:vVERSION (the Dockerfile's final stage, from static host-built binaries),
+## ferrolb-testbed/echo:v1 and ferrolb-testbed/pause:v1, as OCI archives in
+## /var/cache/ferrolb-testbed/images (tests/testbed/images.sh; unchanged images are not rebuilt)
+.PHONY: image
+image:
+	@out=$$(CARGO="$(CARGO)" bash tests/testbed/images.sh) && out=$$(tail -n1 <<<"$$out") && \
+	while read -r file name; do \
+	  printf '%-32s %6s  %s\n' "$$name" "$$(du -h "$$out/$$file" | cut -f1)" "$$out/$$file"; \
+	done <"$$out/images.txt"
+
 testbed-up: deps
 	bash tests/testbed/testbed.sh up
 

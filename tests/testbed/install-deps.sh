@@ -2,7 +2,9 @@
 # install-deps.sh — everything the testbed needs, idempotent and quick when already installed:
 #   1. Debian packages: etcd-server, frr (bgpd, vtysh), gobgpd, bird2, nftables, iproute2, curl,
 #      arping, ndisc6, iputils-ping (the L2 responder tests in speaker/tests/l2_netns.rs),
-#      openssl, util-linux (nsenter, unshare), procps
+#      openssl, util-linux (nsenter, unshare), procps; the nodes' container runtime: containerd, runc,
+#      containernetworking-plugins (the pods' CNI: ptp, host-local); and for images.sh: buildah,
+#      busybox-static (the echo image's shell), gcc, libc6-dev (the static pause binary), file
 #   2. kube-apiserver, kube-controller-manager, kube-scheduler and kubectl v1.34.x built from the Go
 #      module proxy into /var/cache/ferrolb-testbed (build-k8s.sh; ~5 min cold on 2 cores, then cached)
 # Needs root, apt, and Go >= 1.24 with access to the Go module proxy.
@@ -13,7 +15,8 @@ log() { echo "[install-deps $(date -u +%H:%M:%S)] $*" >&2; }
 [ "$(id -u)" = 0 ] || { log "must run as root"; exit 1; }
 
 PKGS=(etcd-server frr gobgpd bird2 nftables iproute2 curl openssl util-linux procps ca-certificates
-      arping ndisc6 iputils-ping)
+      arping ndisc6 iputils-ping containerd runc buildah containernetworking-plugins busybox-static
+      gcc libc6-dev file)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,8 +29,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
   log "Debian packages already installed"
 fi
-# The packages may ship services (frr, etcd); the testbed never uses them: it runs its own
-# etcd and bgpd inside network namespaces, so nothing here clashes with a running system service.
+# The packages may ship services (frr, etcd, containerd); the testbed never uses them: it runs its own
+# etcd, bgpd and containerds inside network namespaces, so nothing here clashes with a running system
+# service.
 
 if ! command -v go >/dev/null; then
   log "Go is not installed; the control plane is built from the Go module proxy and needs Go >= 1.24"
