@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The FerroLB image: ferrolb-operator, ferrolb-controller and ferrolb-speaker, statically linked
 # (glibc with +crt-static), on an empty base (no shell, no libc, no CA bundle), run as 65532:65532.
 #
