@@ -41,12 +41,11 @@ generated-check:
 unit-test:
 	$(CARGO) test --workspace --locked
 
-## netns-test: the tests that need root, network namespaces, nftables, arping and ndisc6 (deps
-## installs them) but no cluster: they are #[ignore = "needs root and network namespaces: ..."]
-## in speaker/tests/l2_netns.rs and the testbed crate's unit tests (its kube-proxy against the kernel)
+## netns-test: the tests that need root, network namespaces, arping and ndisc6 (deps installs
+## them) but no cluster: they are #[ignore = "needs root and network namespaces: ..."] in
+## speaker/tests/l2_netns.rs
 netns-test: deps
 	$(CARGO) test --locked -p ferrolb-speaker --test l2_netns -- --ignored
-	$(CARGO) test --locked -p ferrolb-testbed --lib -- --ignored
 
 ## testbed-up / testbed-down / testbed-status: a real cluster on this machine (tests/README.md)
 .PHONY: deps testbed-up testbed-down testbed-status testbed-test demo

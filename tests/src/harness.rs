@@ -107,7 +107,7 @@ impl Testbed {
 
     /// An admin client.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        crate::agent::client_from(&self.kubeconfig).await
+        client_from(&self.kubeconfig).await
     }
 
     /// Run `kubectl` with the admin kubeconfig.
@@ -199,14 +199,15 @@ impl Testbed {
         Ok(guard)
     }
 
-    /// The PID of a node's agent (e.g. to SIGSTOP it: the node goes NotReady after the
-    /// controller-manager's 40 s grace period while its pods keep running).
-    pub fn node_agent_pid(&self, node: &str) -> anyhow::Result<u32> {
-        self.process_pid(&format!("node-agent-{node}"))
+    /// The PID of a node's kubelet (e.g. to SIGSTOP it: its pods keep running, their Secret
+    /// and ConfigMap volumes are no longer refreshed, and the node goes NotReady after the
+    /// controller-manager's 40 s grace period).
+    pub fn kubelet_pid(&self, node: &str) -> anyhow::Result<u32> {
+        self.process_pid(&format!("kubelet-{node}"))
     }
 
     /// The PID of a process the testbed started, by the name `testbed.sh` records it under
-    /// (`kube-apiserver`, `etcd`, `node-agent-node-1`, ...).
+    /// (`kube-apiserver`, `etcd`, `kubelet-node-1`, `containerd-node-1`, ...).
     pub fn process_pid(&self, name: &str) -> anyhow::Result<u32> {
         let run = self
             .var("TESTBED_RUN_DIR")
@@ -220,8 +221,9 @@ impl Testbed {
             .ok_or_else(|| anyhow!("bad pid file {}", f.display()))
     }
 
-    /// The log of a container (stdout and stderr), as the node agent writes it; there is no
-    /// kubelet API, so `kubectl logs` does not work in the testbed.
+    /// The log of a container (stdout and stderr) through all its restarts, oldest first, read
+    /// from the files the kubelet writes (`kubectl logs` shows only the current or the previous
+    /// run). The CRI prefix of each line (time, stream, tag) is removed.
     pub fn pod_log(
         &self,
         pod: &k8s_openapi::api::core::v1::Pod,
@@ -235,15 +237,34 @@ impl Testbed {
             .as_ref()
             .and_then(|s| s.node_name.clone())
             .ok_or_else(|| anyhow!("pod not scheduled"))?;
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let path = Path::new(run)
+        let meta = &pod.metadata;
+        let dir = Path::new(run)
             .join("nodes")
-            .join(node)
-            .join("pods")
-            .join(uid)
-            .join("logs")
-            .join(format!("{container}.log"));
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+            .join(&node)
+            .join("log/pods")
+            .join(format!(
+                "{}_{}_{}",
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default(),
+                meta.uid.as_deref().unwrap_or_default()
+            ))
+            .join(container);
+        let mut runs: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| {
+                let path = e.ok()?.path();
+                let n = path.file_name()?.to_str()?.strip_suffix(".log")?.parse().ok()?;
+                Some((n, path))
+            })
+            .collect();
+        runs.sort();
+        let mut log = String::new();
+        for (_, path) in runs {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            log.push_str(&cri_log_text(&text));
+        }
+        Ok(log)
     }
 
     /// A fresh, uniquely named namespace, deleted when the guard is dropped.
@@ -767,19 +788,87 @@ pub fn pod_metrics(tb: &Testbed, pod: &k8s_openapi::api::core::v1::Pod) -> anyho
     )
 }
 
-/// The PID of a pod's first container: the node agent reports it as the containerID
-/// `ferrolb-testbed://PID`.
+/// The PID (in the machine's namespace) of the main process of a pod's first container, found
+/// through its cgroup: runc puts each container in a cgroup named by its containerID under the
+/// kubelet's cgroup root (`/ftb-<run>-nI/kubepods/...`); the main process is the one whose parent
+/// is not in it.
 pub fn pod_pid(pod: &k8s_openapi::api::core::v1::Pod) -> Option<u32> {
-    pod.status
+    let id = pod
+        .status
         .as_ref()?
         .container_statuses
         .as_ref()?
         .first()?
         .container_id
         .as_ref()?
-        .strip_prefix("ferrolb-testbed://")?
+        .strip_prefix("containerd://")?
+        .to_owned();
+    let dir = find_dir(Path::new("/sys/fs/cgroup/pids"), &id, 6)?;
+    let procs: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .ok()?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    procs.iter().copied().find(|pid| {
+        parent_pid(*pid).is_some_and(|parent| !procs.contains(&parent))
+    })
+}
+
+/// The directory named `name` at most `depth` levels below `root`.
+fn find_dir(root: &Path, name: &str, depth: usize) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(root).ok()?;
+    let dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    if let Some(d) = dirs.iter().find(|d| d.file_name().is_some_and(|n| n == name)) {
+        return Some(d.clone());
+    }
+    if depth == 0 {
+        return None;
+    }
+    dirs.iter().find_map(|d| find_dir(d, name, depth - 1))
+}
+
+fn parent_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
         .parse()
         .ok()
+}
+
+/// The text of a CRI container log (`TIME STREAM P|F CONTENT` per line: `F` ends a line, `P` is
+/// part of one), without the prefixes (pure).
+///
+/// ```
+/// let log = "2026-12-01T10:00:00.1Z stdout F one\n2026-12-01T10:00:00.2Z stderr P tw\n2026-12-01T10:00:00.3Z stderr F o\n";
+/// assert_eq!(ferrolb_testbed::harness::cri_log_text(log), "one\ntwo\n");
+/// ```
+pub fn cri_log_text(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    for line in log.lines() {
+        let mut parts = line.splitn(4, ' ');
+        let (_time, _stream, tag) = (parts.next(), parts.next(), parts.next());
+        let content = parts.next().unwrap_or_default();
+        out.push_str(content);
+        if tag != Some("P") {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// An admin (or any) client from a kubeconfig file.
+pub async fn client_from(path: &Path) -> anyhow::Result<Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("read {}", path.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await?;
+    Ok(Client::try_from(cfg)?)
 }
 
 /// Makes the one LoadBalancerConfig (named `ferrolb`) exactly `spec`, whatever was there before.

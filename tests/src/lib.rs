@@ -1,8 +1,8 @@
 //! The FerroLB testbed (see `tests/README.md`): a real Kubernetes control plane, nodes that are
-//! network namespaces, pods that are real processes, and real BGP routers, on one machine.
+//! network namespaces running real kubelets, containerd and kube-proxy, and real BGP routers, on
+//! one machine.
 //!
-//! - [`agent`]: the node agent (`ferrolb-testbed node-agent`), a small kubelet + kube-proxy.
-//! - [`echo`]: the built-in `ferrolb-testbed/echo` image.
+//! - [`echo`]: the testbed's echo server (the `ferrolb-testbed/echo` image).
 //! - [`ferrolb`]: FerroLB installed through the operator (`config/default` and a config), removed
 //!   again by a guard.
 //! - [`forward`]: the API forwarder for the root namespace.
@@ -11,7 +11,6 @@
 //!   network namespace, waiting, FRR JSON.
 //! - [`workloads`]: the echo container and Deployments of it, for tests and examples.
 
-pub mod agent;
 pub mod echo;
 pub mod ferrolb;
 pub mod forward;

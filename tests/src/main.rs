@@ -1,4 +1,4 @@
-//! `ferrolb-testbed`: the node agent, the built-in `echo` image and the API forwarder of the testbed.
+//! `ferrolb-testbed`: the testbed's `echo` image, its client probe and its API forwarder.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "ferrolb-testbed",
-    about = "FerroLB testbed: node agent, echo server, API forwarder"
+    about = "FerroLB testbed: echo server, client probe, API forwarder"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -17,8 +17,6 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Register a Node, keep it Ready and run the pods bound to it (a kubelet + kube-proxy for tests).
-    NodeAgent(ferrolb_testbed::agent::AgentArgs),
     /// The built-in `ferrolb-testbed/echo` image: answers HTTP and UDP with its pod and node name.
     Echo(ferrolb_testbed::echo::EchoArgs),
     /// Continuous HTTP probes of one address, one JSON line each (failover measurement).
@@ -55,7 +53,6 @@ fn main() -> anyhow::Result<()> {
             to,
             port_file,
         } => ferrolb_testbed::forward::run(listen, &netns, to, port_file.as_deref()),
-        Cmd::NodeAgent(args) => runtime()?.block_on(ferrolb_testbed::agent::run(args)),
         Cmd::Echo(args) => runtime()?.block_on(ferrolb_testbed::echo::run(args)),
         Cmd::Probe(args) => runtime()?.block_on(ferrolb_testbed::probe::run(args)),
     }

@@ -11,23 +11,44 @@ use serde_json::{Value, json};
 
 use crate::harness::{ingress_ips, pod_ready, wait_for};
 
-/// The built-in echo image (`ferrolb-testbed/echo`): HTTP and UDP on port 8080 (named `http`),
-/// ready once `/readyz` answers (probed every second).
+/// The testbed's echo image (`ferrolb-testbed/echo`, imported into every node): HTTP and UDP
+/// on port 8080 (named `http`), ready once `/readyz` answers (probed every second); the
+/// downward API gives it the names it answers with.
 pub fn echo_container() -> Value {
     json!({
         "name": "echo",
-        "image": "ferrolb-testbed/echo:latest",
+        "image": ECHO_IMAGE,
+        "imagePullPolicy": "Never",
         "args": ["--port", "8080"],
+        "env": echo_env(),
         "ports": [{"name": "http", "containerPort": 8080}],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 1},
     })
 }
 
-/// [`echo_container`] with `env` (a JSON list of `EnvVar`s) and a liveness probe on `/healthz`
-/// every 2 s, so the node agent's probes and restarts are exercised too.
+/// The echo image, as `tests/testbed/images.sh` builds it.
+pub const ECHO_IMAGE: &str = "ferrolb-testbed/echo:v1";
+
+/// What the echo server reports about itself, from the downward API.
+fn echo_env() -> Value {
+    let field = |name: &str, path: &str| {
+        json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
+    };
+    json!([
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        field("NODE_NAME", "spec.nodeName"),
+        field("POD_IP", "status.podIP"),
+    ])
+}
+
+/// [`echo_container`] with `env` (a JSON list of `EnvVar`s) added, and a liveness probe on
+/// `/healthz` every 2 s.
 pub fn echo_container_with_liveness(env: Value) -> Value {
     let mut c = echo_container();
-    c["env"] = env;
+    if let (Some(all), Some(extra)) = (c["env"].as_array_mut(), env.as_array()) {
+        all.extend(extra.iter().cloned());
+    }
     c["livenessProbe"] = json!({"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2});
     c
 }
@@ -125,7 +146,7 @@ mod tests {
         );
         assert_eq!(
             pod.containers[0].image.as_deref(),
-            Some("ferrolb-testbed/echo:latest")
+            Some(ECHO_IMAGE)
         );
         let live = echo_container_with_liveness(json!([{"name": "A", "value": "1"}]));
         assert_eq!(live["readinessProbe"], echo_container()["readinessProbe"]);

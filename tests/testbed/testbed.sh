@@ -14,9 +14,10 @@
 #   ftb-<run>-bird 198.51.100.2    BIRD 2 (AS 64520), passive peer of every node (any peer AS)
 #   ftb-<run>-gobgp 198.51.100.3   gobgpd (AS 64530), passive peer of every node (peer AS 64513)
 #   ftb-<run>-cli  198.51.100.100  a client namespace for curl
-#   ftb-<run>-nI   198.51.100.1I   node-I, its node agent and its hostNetwork pods (I = 1..4)
-#   ftb-<run>-pX   pod namespaces, created by the node agents (pod IPs from the node's podCIDR,
-#                  a /27 of 198.51.100.128/25 allocated by kube-controller-manager)
+#   ftb-<run>-nI   198.51.100.1I   node-I: containerd, kubelet, kube-proxy and its hostNetwork pods
+#                  (I = 1..4); its pods' namespaces are containerd's (CNI ptp + host-local: pod
+#                  IPs from the node's podCIDR, a /27 of 198.51.100.128/25 allocated by
+#                  kube-controller-manager)
 #   IPv6: 2001:db8:100::<same last number>/48 on the bridge; IPv6 pod CIDRs are /64s of
 #   2001:db8:100:100::/56 (inside the on-link /48, like the IPv4 pod CIDRs inside the /24).
 #
@@ -299,6 +300,201 @@ cp_up() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# nodes: each node namespace runs a real containerd (with runc and the reference CNI plugins), a
+# real kubelet and the real kube-proxy (nftables mode), all v1.34 but containerd (Debian's).
+# containerd and the kubelet share a private mount namespace per node, held open by a keeper
+# process, in which /run, /var/lib and /var/log are the node's own directories (RUN/nodes/NODE/
+# {run,lib,log}) and the three kernel tunables the kubelet sets machine-wide
+# (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops) are files of the node's own. So
+# nothing a node writes reaches the machine, and no two nodes (or testbeds) share a path; their
+# pods' cgroups live under /ftb-<run>-nI in every hierarchy, removed by down.
+CGROUP_ROOT=/sys/fs/cgroup
+node_dir() { echo "$RUN/nodes/node-$1"; }
+node_cgroup() { echo "ftb-$SFX-n$1"; }
+keeper_pid() { pid_alive "$RUN/pids/node-$1-ns.pid"; }
+in_node() { # in_node I CMD... : run CMD in node I's network and mount namespaces
+  local i=$1; shift
+  nsenter --target "$(keeper_pid "$i")" --mount --net -- "$@"
+}
+bg_node() { # bg_node NAME I CMD... : in_node in the background, logged and recorded
+  local name=$1 i=$2; shift 2
+  nsenter --target "$(keeper_pid "$i")" --mount --net -- "$@" </dev/null >"$RUN/logs/$name.log" 2>&1 &
+  record_pid "$name" $!
+}
+cgroup_dirs() { # cgroup_dirs NAME : NAME's directory in every cgroup hierarchy (v1 and the v2 one)
+  local h; for h in "$CGROUP_ROOT"/*/; do [ -d "$h$1" ] && echo "$h$1"; done; return 0
+}
+
+node_up() { # node_up I : the node's namespace, containerd, kubelet and kube-proxy
+  local i=$1 N; N=$(node_dir "$i")
+  mkdir -p "$N"/{run,lib,log,etc,sysctl,cni/net.d}
+  printf '1\n' >"$N/sysctl/overcommit_memory"; printf '10\n' >"$N/sysctl/panic"; printf '1\n' >"$N/sysctl/panic_on_oops"
+  # the kubelet requires its cgroup root to exist; cpuset needs its cpus and mems filled in
+  local h cg; cg=$(node_cgroup "$i")
+  for h in "$CGROUP_ROOT"/*/; do
+    [ -e "${h}cgroup.procs" ] || continue
+    mkdir -p "$h$cg"
+    if [ -e "${h}cpuset.cpus" ]; then cat "${h}cpuset.cpus" >"$h$cg/cpuset.cpus"; cat "${h}cpuset.mems" >"$h$cg/cpuset.mems"; fi
+  done
+  local mounts="mount --bind $N/run /run && mount --bind $N/lib /var/lib && mount --bind $N/log /var/log"
+  local t; for t in vm/overcommit_memory kernel/panic kernel/panic_on_oops; do
+    mounts="$mounts && mount --bind $N/sysctl/${t#*/} /proc/sys/$t"
+  done
+  nsenter --net="/run/netns/ftb-$SFX-n$i" -- unshare --mount --propagation private -- \
+    sh -c "$mounts && touch /run/.ready && exec sleep infinity" </dev/null >"$RUN/logs/node-$i-ns.log" 2>&1 &
+  record_pid "node-$i-ns" $!
+  wait_for 10 "node-$i mount namespace" test -e "$N/run/.ready"
+
+  cat >"$N/etc/containerd.toml" <<EOF
+version = 2
+root = "/var/lib/containerd"
+state = "/run/containerd"
+# opt would write /opt/containerd on the machine; the others are snapshotters nobody uses here
+disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "/run/containerd/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  # the machine gives root no CAP_SYS_RESOURCE, so no process may lower its OOM score below
+  # containerd's (the kubelet asks -998 for sandboxes): keep them at containerd's instead
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$N/cni/net.d"
+EOF
+  bg_node "containerd-node-$i" "$i" containerd --config "$N/etc/containerd.toml"
+  wait_for 30 "node-$i containerd" ctr -a "$N/run/containerd/containerd.sock" version
+  local file name full
+  while read -r file name; do
+    ctr -a "$N/run/containerd/containerd.sock" -n k8s.io images import "$IMAGES/$file" >/dev/null \
+      || die "importing $file into node-$i's containerd"
+    # the kubelet asks for the normalized name (ferrolb-testbed/echo:v1 is docker.io/ferrolb-testbed/echo:v1)
+    full=$name; case ${name%%/*} in *.*|*:*|localhost) ;; *) full=docker.io/$name ;; esac
+    [ "$full" = "$name" ] || ctr -a "$N/run/containerd/containerd.sock" -n k8s.io images tag "$name" "$full" >/dev/null
+  done <"$IMAGES/images.txt"
+  # the image under a second name, so a test can roll the operands to a "new" image
+  ctr -a "$N/run/containerd/containerd.sock" -n k8s.io images tag "$FERROLB_IMAGE" "$FERROLB_IMAGE-rollout" >/dev/null
+
+  cat >"$N/etc/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+cgroupDriver: cgroupfs
+cgroupRoot: /$cg
+failCgroupV1: false
+failSwapOn: false
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $RUN/pki/ca.crt}
+authorization: {mode: Webhook}
+tlsCertFile: $RUN/pki/kubelet-node-$i.crt
+tlsPrivateKeyFile: $RUN/pki/kubelet-node-$i.key
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+clusterDomain: cluster.local
+makeIPTablesUtilChains: false
+protectKernelDefaults: false
+# Secret and ConfigMap volumes follow their objects within ~10 s (the default sync is a minute)
+syncFrequency: 10s
+# nothing is ever pulled: image garbage collection would only delete the imported images
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+serializeImagePulls: false
+EOF
+  bg_node "kubelet-node-$i" "$i" "$K8S_BIN/kubelet" --config="$N/etc/kubelet.yaml" \
+    --kubeconfig="$RUN/node-$i.kubeconfig" --hostname-override="node-$i" \
+    --node-ip="198.51.100.1$i,2001:db8:100::1$i" --v=1
+
+  cat >"$N/etc/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection: {kubeconfig: $RUN/kube-proxy.kubeconfig}
+hostnameOverride: node-$i
+clusterCIDR: 198.51.100.128/25,2001:db8:100:100::/56
+healthzBindAddress: 0.0.0.0:10256
+metricsBindAddress: 127.0.0.1:10249
+# 0: leave the (machine-wide) conntrack table size and timeouts as they are
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+EOF
+  bg_in "kube-proxy-node-$i" "ftb-$SFX-n$i" "$K8S_BIN/kube-proxy" --config="$N/etc/kube-proxy.yaml" --v=1
+}
+
+# Once kube-controller-manager gave every node its pod CIDRs: each node's CNI configuration
+# (ptp veths, host-local addresses of its CIDRs), and routes to them via the node in every other
+# namespace on the bridge.
+pod_network_up() {
+  local KC="$RUN/admin-internal.kubeconfig" i j cidrs v4 v6 ns
+  for i in $(seq 1 "$NODES"); do
+    wait_for 60 "node-$i's pod CIDRs" bash -c \
+      "nsenter --net=/run/netns/ftb-$SFX-cp '$KUBECTL' --kubeconfig='$KC' get node node-$i -o jsonpath='{.spec.podCIDRs}' | grep -q ':'"
+    cidrs=$(nsenter --net="/run/netns/ftb-$SFX-cp" "$KUBECTL" --kubeconfig="$KC" get node "node-$i" -o jsonpath='{.spec.podCIDRs[*]}')
+    v4=""; v6=""
+    for c in $cidrs; do case $c in *:*) v6=$c ;; *) v4=$c ;; esac; done
+    cat >"$(node_dir "$i")/cni/net.d/10-testbed.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "testbed",
+  "plugins": [{
+    "type": "ptp",
+    "mtu": 1500,
+    "ipam": {
+      "type": "host-local",
+      "ranges": [[{"subnet": "$v4"}], [{"subnet": "$v6"}]],
+      "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    }
+  }]
+}
+EOF
+    for ns in $(cat "$RUN/netns"); do
+      [ "$ns" = "ftb-$SFX-n$i" ] || [ "$ns" = "ftb-$SFX-br" ] && continue
+      ip -n "$ns" route replace "$v4" via "198.51.100.1$i" dev eth0
+      ip -n "$ns" -6 route replace "$v6" via "2001:db8:100::1$i" dev eth0
+    done
+  done
+}
+
+node_down() { # node_down RUN I : every process of the node (its pods' included), then its cgroups
+  local RUN=$1 i=$2 sfx keep f pid cg h pids
+  sfx=${RUN##*/ferrolb-testbed-}; cg="ftb-$sfx-n$i"
+  stop_recorded 10 "$RUN/pids" -name "kubelet-node-$i.pid"
+  keep=$(pid_alive "$RUN/pids/node-$i-ns.pid" || true)
+  local mnt=""; [ -n "$keep" ] && mnt=$(readlink "/proc/$keep/ns/mnt" 2>/dev/null || true)
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    pids=""
+    # the pods' processes are in the node's cgroups; containerd, its shims and the keeper in its
+    # mount namespace (the containers have mount namespaces of their own)
+    for h in "$CGROUP_ROOT"/*/; do
+      [ -d "$h$cg" ] && pids="$pids $(find "$h$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)"
+    done
+    if [ -n "$mnt" ]; then
+      for f in /proc/[0-9]*; do
+        [ "$(readlink "$f/ns/mnt" 2>/dev/null)" = "$mnt" ] && pids="$pids ${f#/proc/}"
+      done
+    fi
+    pids=$(echo $pids | tr ' ' '\n' | grep -v "^$$\$" | sort -u | tr '\n' ' ')
+    [ -n "${pids// /}" ] || break
+    kill -KILL $pids 2>/dev/null || true
+    sleep 0.3
+  done
+  for h in "$CGROUP_ROOT"/*/; do
+    [ -d "$h$cg" ] && find "$h$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
+  done
+  return 0
+}
+
+# ---------------------------------------------------------------------------------------------
 write_env() {
   local nodes="" i
   for i in $(seq 1 "$NODES"); do nodes="$nodes ftb-$SFX-n$i"; done
@@ -331,7 +527,8 @@ TESTBED_CP_NETNS=ftb-$SFX-cp
 TESTBED_API_INTERNAL=https://$API_IP:$API_PORT
 TESTBED_KUBECTL=$KUBECTL
 TESTBED_K8S_BIN=$K8S_BIN
-TESTBED_FERROLB_BIN=$TARGET_DIR/$PROFILE
+TESTBED_FERROLB_BIN=$TARGET_DIR/x86_64-unknown-linux-gnu/$PROFILE
+TESTBED_FERROLB_IMAGE=$FERROLB_IMAGE
 EOF
   mv "$tmp" "$ENV_FILE"
 }
@@ -351,13 +548,13 @@ up() {
   if healthy; then
     log "testbed already up ($(sed -n 's/^TESTBED_RUN=//p' "$ENV_FILE")); reusing"
     local run_dir; run_dir=$(sed -n 's/^TESTBED_RUN_DIR=//p' "$ENV_FILE")
-    if [ -x "$TARGET_DIR/$PROFILE/ferrolb-testbed" ] && ! cmp -s "$TARGET_DIR/$PROFILE/ferrolb-testbed" "$run_dir/bin/ferrolb-testbed"; then
-      log "WARNING: target/$PROFILE/ferrolb-testbed changed since bring-up; the node agents run the old one (make testbed-down testbed-up)"
+    if ! (cd "${FERROLB_TESTBED_CACHE:-/var/cache/ferrolb-testbed}/images" && sha256sum -c --quiet "$run_dir/images.sha256") >/dev/null 2>&1; then
+      log "WARNING: the images changed since bring-up; the nodes run the old ones (make testbed-down testbed-up)"
     fi
     return 0
   fi
   down_all || die "could not remove the previous testbed of this checkout (see above)"
-  for c in etcd openssl curl nft nsenter unshare /usr/lib/frr/bgpd vtysh bird birdc gobgpd gobgp; do
+  for c in etcd openssl curl nft nsenter unshare /usr/lib/frr/bgpd vtysh bird birdc gobgpd gobgp containerd ctr runc buildah /usr/lib/cni/ptp; do
     command -v "$c" >/dev/null || die "missing $c: run 'bash tests/testbed/install-deps.sh'"
   done
   [ "$NODES" -ge 1 ] && [ "$NODES" -le 4 ] || die "TESTBED_NODES must be 1..4 (pod CIDRs are /27s of 198.51.100.128/25)"
@@ -372,8 +569,10 @@ up() {
   local pflag=(); [ "$PROFILE" = debug ] || pflag=(--profile "$PROFILE")
   local cflags; read -r -a cflags <<<"${TESTBED_CARGO_FLAGS---locked}"
   (cd "$ROOT" && "$CARGO" build "${cflags[@]}" -p ferrolb-testbed "${pflag[@]}") || die "cargo build -p ferrolb-testbed failed"
-  (cd "$ROOT" && "$CARGO" build "${cflags[@]}" --workspace --bins "${pflag[@]}") \
-    || log "WARNING: cargo build --workspace --bins failed: pods with FerroLB images will fail to start"
+  log "images: FerroLB, the testbed's echo server and the pause image, built FROM scratch"
+  IMAGES=$(bash "$HERE/images.sh" | tail -n1) || die "building the images failed (see above); retry: bash tests/testbed/images.sh"
+  FERROLB_IMAGE="ghcr.io/ferrolb/ferrolb:v$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)"
+  PAUSE_IMAGE=docker.io/ferrolb-testbed/pause:v1
 
   SFX=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
   RUN=/dev/shm/ferrolb-testbed-$SFX
@@ -405,22 +604,15 @@ up() {
   frr_up
   bird_up
   gobgp_up
-  log "node agents"
-  local i
-  for i in $(seq 1 "$NODES"); do
-    bg_in "node-agent-node-$i" "ftb-$SFX-n$i" "$RUN/bin/ferrolb-testbed" node-agent \
-      --node "node-$i" --node-ip "198.51.100.1$i" --node-ipv6 "2001:db8:100::1$i" \
-      --kubeconfig "$RUN/node-$i.kubeconfig" --proxy-kubeconfig "$RUN/kube-proxy.kubeconfig" \
-      --run-dir "$RUN" --netns-prefix "ftb-$SFX" \
-      --api-host "$API_IP" --api-port "$API_PORT" --ca-file "$RUN/pki/ca.crt" \
-      --bin-dir "$TARGET_DIR/$PROFILE" --self-exe "$RUN/bin/ferrolb-testbed" --volume-refresh-seconds 10 \
-      --kubelet-cert "$RUN/pki/kubelet-node-$i.crt" --kubelet-key "$RUN/pki/kubelet-node-$i.key"
-  done
+  log "nodes: containerd, kubelet and kube-proxy in each of $NODES node namespaces"
+  for i in $(seq 1 "$NODES"); do node_up "$i"; done
+  pod_network_up
   local KC="$RUN/admin.kubeconfig"
   wait_for 120 "$NODES Ready nodes" bash -c \
     "[ \$('$KUBECTL' --kubeconfig='$KC' get nodes --no-headers 2>/dev/null | awk '\$2==\"Ready\"' | wc -l) -ge $NODES ]"
   wait_for 120 "default ServiceAccount (kube-controller-manager)" "$KUBECTL" --kubeconfig="$KC" -n default get serviceaccount default
   wait_for 60 "kube-root-ca.crt ConfigMap" "$KUBECTL" --kubeconfig="$KC" -n default get configmap kube-root-ca.crt
+  (cd "$IMAGES" && sha256sum ./*.tar) >"$RUN/images.sha256"
   write_env
   log "up in $(( $(date +%s) - t0 ))s: source .testbed/env (set -a; . .testbed/env; set +a)"
   "$KUBECTL" --kubeconfig="$KC" get nodes -o wide >&2
@@ -457,8 +649,12 @@ down_run() { # down_run RUNDIR : kill every recorded process, delete every names
   sfx=${RUN##*/ferrolb-testbed-}
   log "tearing down run $sfx ($RUN)"
   local snapshot; snapshot=$(find "$RUN" -name '*.pid' -exec cat {} + 2>/dev/null || true)
-  # node agents first (they stop their pods gracefully), then everything else that is recorded
-  stop_recorded 10 "$RUN/pids" -name 'node-agent-*.pid'
+  # nodes first (kubelet, containerd, every pod), then everything else that is recorded
+  local i; for f in "$RUN"/pids/node-*-ns.pid; do
+    [ -e "$f" ] || continue
+    i=${f##*/node-}; i=${i%-ns.pid}
+    node_down "$RUN" "$i"
+  done
   stop_recorded 5 "$RUN" -name '*.pid'
   # processes started after the pid files were read (a pod restarting during teardown)
   while IFS= read -r -d '' f; do
@@ -480,6 +676,7 @@ down_run() { # down_run RUNDIR : kill every recorded process, delete every names
   done <<<"$snapshot"
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^ftb-$sfx-" || true); do left="$left netns:$ns"; done
   grep -q "ferrolb-testbed-$sfx" /proc/self/mounts && left="$left mounts"
+  for f in "$CGROUP_ROOT"/*/"ftb-$sfx-"*; do [ -e "$f" ] && left="$left cgroup:$f"; done
   [ -e "$RUN" ] && left="$left dir:$RUN"
   if [ -n "$left" ]; then log "LEFT BEHIND by run $sfx:$left"; return 1; fi
   log "run $sfx removed: no process, namespace, mount or file left"

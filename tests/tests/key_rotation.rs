@@ -291,7 +291,7 @@ async fn operator_leading(client: &Client) -> anyhow::Result<String> {
 fn freeze_agents(tb: &Testbed, nodes: &[usize]) -> anyhow::Result<Vec<Frozen>> {
     nodes
         .iter()
-        .map(|i| Frozen::new(tb.node_agent_pid(&tb.node_names[*i])?))
+        .map(|i| Frozen::new(tb.kubelet_pid(&tb.node_names[*i])?))
         .collect()
 }
 

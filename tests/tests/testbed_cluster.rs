@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use common::setup;
-use ferrolb_testbed::harness::{Testbed, netns_exec, netns_sh, unique_name};
+use ferrolb_testbed::harness::{Testbed, netns_exec, netns_sh, unique_name, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -55,11 +55,14 @@ async fn nodes_are_ready_with_leases_and_pod_cidrs() -> anyhow::Result<()> {
         // the node's address is really configured in its network namespace
         let addrs = netns_sh(&tb.node_netns[i], &["ip", "-br", "addr", "show", "eth0"])?;
         assert!(addrs.contains(&tb.node_ips[i]), "{addrs}");
-        // the Lease is renewed: its renewTime moves
+        // the Lease is renewed: its renewTime moves (the kubelet renews every 10 s)
         let r1 = leases.get(name).await?.spec.and_then(|s| s.renew_time);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let r2 = leases.get(name).await?.spec.and_then(|s| s.renew_time);
-        // the agent is a real node identity: NodeRestriction stops it from touching another node
+        let r2 = wait_for("the node Lease renewed", Duration::from_secs(20), || async {
+            let r2 = leases.get(name).await?.spec.and_then(|s| s.renew_time);
+            Ok((r2 != r1).then_some(r2))
+        })
+        .await?;
+        // the kubelet is a real node identity: NodeRestriction stops it from touching another node
         if tb.node_names.len() > 1 {
             let other = &tb.node_names[(i + 1) % tb.node_names.len()];
             let run = tb.var("TESTBED_RUN_DIR").context("TESTBED_RUN_DIR")?;
@@ -122,6 +125,15 @@ async fn a_second_testbed_runs_beside_and_down_leaves_nothing() -> anyhow::Resul
             .env("TESTBED_NODES", "1")
             .output()
     };
+    // what the kubelets would change machine-wide if the testbed let them
+    let tunables = ["vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"];
+    let sysctls = || -> Vec<String> {
+        tunables
+            .iter()
+            .map(|t| std::fs::read_to_string(format!("/proc/sys/{t}")).unwrap_or_default())
+            .collect()
+    };
+    let before = sysctls();
     let up = run("up")?;
     let second = Testbed::load(&state.join("env"));
     let second = match second {
@@ -171,6 +183,16 @@ async fn a_second_testbed_runs_beside_and_down_leaves_nothing() -> anyhow::Resul
     let netns = String::from_utf8(Command::new("ip").args(["netns", "list"]).output()?.stdout)?;
     assert!(!netns.contains(&format!("ftb-{sfx}-")), "{netns}");
     assert!(!std::path::Path::new(&run_dir).exists(), "{run_dir} left");
+    assert_eq!(sysctls(), before, "{tunables:?} changed");
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
+        for cg in std::fs::read_dir(hierarchy.path())?.flatten() {
+            let name = cg.file_name().to_string_lossy().into_owned();
+            assert!(!name.starts_with(&format!("ftb-{sfx}-")), "cgroup {name} left");
+        }
+    }
+    for path in ["/var/lib/kubelet", "/var/lib/cni", "/run/containerd", "/opt/containerd"] {
+        assert!(!std::path::Path::new(path).exists(), "{path} exists");
+    }
     assert!(!state.join("env").exists());
     let _ = std::fs::remove_dir_all(&state);
     let c1 = tb.client().await?;

@@ -1,8 +1,9 @@
-//! The testbed's own tests, part 2: pods. The node agent runs real processes (Deployments,
-//! DaemonSet rolling updates, init containers, restarts with back-off, unknown images, host
-//! network, the workspace binaries), mounts volumes (ConfigMap updates, ServiceAccount tokens that
-//! the real RBAC judges), and a pod serves an admission webhook the API server calls. They need a
-//! running testbed, so they are ignored by a plain `cargo test`.
+//! The testbed's own tests, part 2: pods. The nodes' kubelets run containers from the images
+//! the testbed builds (Deployments, DaemonSet rolling updates, init containers, restarts with
+//! back-off, images that cannot be pulled, host network, the FerroLB image as non-root from a
+//! read-only root), mount volumes (ConfigMap updates, ServiceAccount tokens that the real RBAC
+//! judges), `kubectl logs` and `kubectl exec` work, and a pod serves an admission webhook the API
+//! server calls. They need a running testbed, so they are ignored by a plain `cargo test`.
 
 mod common;
 
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use common::{T, cmdline, curl, obj, ready_pods, setup};
 use ferrolb_testbed::harness::{Testbed, netns_exec, pod_pid, pod_ready, unique_name, wait_for};
-use ferrolb_testbed::workloads::{create_deployment, deployment, echo_container_with_liveness};
+use ferrolb_testbed::workloads::{
+    ECHO_IMAGE, create_deployment, deployment, echo_container_with_liveness,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
@@ -55,9 +58,8 @@ async fn echo_deployment_runs_real_processes() -> anyhow::Result<()> {
         // the pod answers on its own IP, from the client namespace, via the node
         let out = curl(&tb.client_netns, &format!("http://{ip}:8080/"))?;
         assert!(out.contains(&format!("pod={name} ")), "{out}");
-        assert!(out.contains(&format!("pid={pid} ")), "{out}");
     }
-    // `kubectl logs` goes API server -> the node agent's kubelet API (mutual TLS)
+    // `kubectl logs` and `kubectl exec` go API server -> the node's kubelet (mutual TLS)
     let first = ready[0].metadata.name.clone().unwrap_or_default();
     let out = tb.kubectl(&["-n", &ns.name, "logs", &first, "--tail=5"])?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -66,12 +68,20 @@ async fn echo_deployment_runs_real_processes() -> anyhow::Result<()> {
         "kubectl logs: {text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let out = tb.kubectl(&["-n", &ns.name, "exec", &first, "--", "sh", "-c", "echo in $POD_NAME"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        format!("in {first}"),
+        "kubectl exec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // and the kubelet API refuses a client without a certificate
     let anon = netns_exec(
         &tb.client_netns,
         &[
             "curl",
-            "-sk",
+            "-fsk",
             "-m",
             "3",
             &format!("https://{}:10250/healthz", tb.node_ips[0]),
@@ -252,8 +262,8 @@ D=/var/run/secrets/kubernetes.io/serviceaccount
 [ "$(cat $D/namespace)" = "$MY_NS" ] || { echo "bad namespace file"; exit 2; }
 [ "$(cat /etc/cfg/greeting)" = hello ] || { echo "configmap not mounted"; exit 3; }
 [ "$(cat /etc/sec/pw)" = s3cret ] || { echo "secret not mounted"; exit 4; }
-code() { curl -s -o /dev/null -w '%{http_code}' --cacert $D/ca.crt -H "Authorization: Bearer $(cat $D/token)" "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT$1"; }
-echo "secrets=$(code /api/v1/namespaces/$MY_NS/secrets) pods=$(code /api/v1/namespaces/$MY_NS/pods) node=$MY_NODE ip=$MY_IP"
+code() { wget -S -q -O /dev/null --header "Authorization: Bearer $(cat $D/token)" "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT$1" 2>&1 | awk '/HTTP\//{print $2; exit}'; }
+echo "secrets=$(code /api/v1/namespaces/$MY_NS/secrets) pods=$(code /api/v1/namespaces/$MY_NS/pods) node=$MY_NODE ip=$MY_IP" | tee /dev/termination-log
 "#;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &n);
     pods.create(
@@ -268,7 +278,7 @@ echo "secrets=$(code /api/v1/namespaces/$MY_NS/secrets) pods=$(code /api/v1/name
                     {"name": "sec", "secret": {"secretName": "sec"}}
                 ],
                 "containers": [{
-                    "name": "c", "image": "ferrolb-testbed/host",
+                    "name": "c", "image": ECHO_IMAGE, "imagePullPolicy": "Never",
                     "command": ["/bin/sh", "-c", script],
                     "volumeMounts": [
                         {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": true},
@@ -317,8 +327,9 @@ echo "secrets=$(code /api/v1/namespaces/$MY_NS/secrets) pods=$(code /api/v1/name
         msg.contains(&format!("ip={}", st.pod_ip.unwrap_or_default())),
         "{msg}"
     );
-    // the host's /run was not touched by the pod's private mounts
+    // the machine's /run and /var/lib were not touched by the kubelet's mounts
     assert!(!std::path::Path::new("/run/secrets/kubernetes.io").exists());
+    assert!(!std::path::Path::new("/var/lib/kubelet").exists());
     Ok(())
 }
 
@@ -339,11 +350,11 @@ async fn unknown_image_waits_in_err_image_pull_and_crashing_container_backs_off(
     pods.create(
         &post,
         &obj(json!({"metadata": {"name": "crash"},
-            "spec": {"containers": [{"name": "c", "image": "ferrolb-testbed/host",
-                "command": ["/bin/sh", "-c", "echo dying; exit 3"]}]}}))?,
+            "spec": {"containers": [shell("c", "echo dying; exit 3")]}}))?,
     )
     .await?;
-    // Like a kubelet that cannot pull it: Pending, the container waiting in ErrImagePull.
+    // No registry is reachable: Pending, the container waiting in ErrImagePull (or, between
+    // attempts, ImagePullBackOff).
     let waiting = wait_for("nginx pod waiting in ErrImagePull", T, || async {
         let p = pods.get("nginx").await?;
         let st = p.status.unwrap_or_default();
@@ -353,7 +364,9 @@ async fn unknown_image_waits_in_err_image_pull_and_crashing_container_backs_off(
             .into_iter()
             .next()
             .and_then(|c| c.state?.waiting)
-            .filter(|w| w.reason.as_deref() == Some("ErrImagePull"));
+            .filter(|w| {
+                matches!(w.reason.as_deref(), Some("ErrImagePull" | "ImagePullBackOff"))
+            });
         Ok(waiting.filter(|_| st.phase.as_deref() == Some("Pending")))
     })
     .await?;
@@ -419,15 +432,18 @@ async fn host_network_pod_shares_the_node_namespace() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
-async fn ferrolb_image_runs_the_workspace_binary() -> anyhow::Result<()> {
+async fn ferrolb_image_runs_as_non_root_from_a_read_only_root() -> anyhow::Result<()> {
     let (tb, client) = setup().await?;
     let ns = tb.namespace(&client, "img").await?;
+    let image = tb.var("TESTBED_FERROLB_IMAGE").context("TESTBED_FERROLB_IMAGE")?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     pods.create(
         &PostParams::default(),
         &obj(json!({"metadata": {"name": "ctl"},
             "spec": {"restartPolicy": "Never", "containers": [{"name": "c",
-                "image": "ghcr.io/ferrolb/ferrolb:dev", "command": ["/ferrolb-controller"], "args": ["--help"]}]}}))?,
+                "image": image, "command": ["ferrolb-controller"], "args": ["--help"],
+                "securityContext": {"runAsNonRoot": true, "readOnlyRootFilesystem": true,
+                    "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}))?,
     )
     .await?;
     let p = wait_for("ferrolb-controller --help finished", T, || async {
@@ -464,7 +480,7 @@ async fn configmap_updates_reach_the_mounted_files() -> anyhow::Result<()> {
         &obj(json!({"metadata": {"name": "reader", "labels": {"app": "reader"}},
             "spec": {
                 "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}}],
-                "containers": [{"name": "c", "image": "ferrolb-testbed/host",
+                "containers": [{"name": "c", "image": ECHO_IMAGE, "imagePullPolicy": "Never",
                     "command": ["/bin/sh", "-c", "while :; do echo \"v=$(cat /etc/cfg/v)\"; sleep 1; done"],
                     "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}]}]}}))?,
     )
@@ -494,8 +510,9 @@ async fn init_containers_run_first_and_share_an_empty_dir() -> anyhow::Result<()
     let ns = tb.namespace(&client, "init").await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let host = |name: &str, script: &str| {
-        json!({"name": name, "image": "ferrolb-testbed/host", "command": ["/bin/sh", "-c", script],
-               "volumeMounts": [{"name": "work", "mountPath": "/work"}]})
+        let mut c = shell(name, script);
+        c["volumeMounts"] = json!([{"name": "work", "mountPath": "/work"}]);
+        c
     };
     pods.create(
         &PostParams::default(),
@@ -549,6 +566,14 @@ async fn init_containers_run_first_and_share_an_empty_dir() -> anyhow::Result<()
         "main container must not have run"
     );
     Ok(())
+}
+
+/// A container of the echo image running `script` in its busybox shell; when it fails, the end
+/// of its log is its termination message.
+fn shell(name: &str, script: &str) -> serde_json::Value {
+    json!({"name": name, "image": ECHO_IMAGE, "imagePullPolicy": "Never",
+           "command": ["/bin/sh", "-c", script],
+           "terminationMessagePolicy": "FallbackToLogsOnError"})
 }
 
 /// Deletes a cluster-scoped object with kubectl when dropped.
