@@ -178,7 +178,7 @@ impl Testbed {
     }
 
     /// Take node `i`'s uplink down (`up = false`) or up: the node drops off the bridge (BGP
-    /// sessions time out, traffic to it is lost, its agent loses the API server).
+    /// sessions time out, traffic to it is lost, its kubelet loses the API server).
     pub fn set_node_link(&self, i: usize, up: bool) -> anyhow::Result<()> {
         let ns = self
             .node_netns
@@ -253,7 +253,12 @@ impl Testbed {
             .with_context(|| format!("reading {}", dir.display()))?
             .filter_map(|e| {
                 let path = e.ok()?.path();
-                let n = path.file_name()?.to_str()?.strip_suffix(".log")?.parse().ok()?;
+                let n = path
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()?;
                 Some((n, path))
             })
             .collect();
@@ -809,9 +814,10 @@ pub fn pod_pid(pod: &k8s_openapi::api::core::v1::Pod) -> Option<u32> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect();
-    procs.iter().copied().find(|pid| {
-        parent_pid(*pid).is_some_and(|parent| !procs.contains(&parent))
-    })
+    procs
+        .iter()
+        .copied()
+        .find(|pid| parent_pid(*pid).is_some_and(|parent| !procs.contains(&parent)))
 }
 
 /// The directory named `name` at most `depth` levels below `root`.
@@ -822,7 +828,10 @@ fn find_dir(root: &Path, name: &str, depth: usize) -> Option<PathBuf> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path())
         .collect();
-    if let Some(d) = dirs.iter().find(|d| d.file_name().is_some_and(|n| n == name)) {
+    if let Some(d) = dirs
+        .iter()
+        .find(|d| d.file_name().is_some_and(|n| n == name))
+    {
         return Some(d.clone());
     }
     if depth == 0 {

@@ -31,9 +31,7 @@ pub const ECHO_IMAGE: &str = "ferrolb-testbed/echo:v1";
 
 /// What the echo server reports about itself, from the downward API.
 fn echo_env() -> Value {
-    let field = |name: &str, path: &str| {
-        json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
-    };
+    let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     json!([
         field("POD_NAME", "metadata.name"),
         field("POD_NAMESPACE", "metadata.namespace"),
@@ -144,10 +142,7 @@ mod tests {
                 .and_then(|s| s.get("kubernetes.io/hostname").cloned()),
             Some("node-1".to_owned())
         );
-        assert_eq!(
-            pod.containers[0].image.as_deref(),
-            Some(ECHO_IMAGE)
-        );
+        assert_eq!(pod.containers[0].image.as_deref(), Some(ECHO_IMAGE));
         let live = echo_container_with_liveness(json!([{"name": "A", "value": "1"}]));
         assert_eq!(live["readinessProbe"], echo_container()["readinessProbe"]);
         assert_eq!(live["livenessProbe"]["httpGet"]["path"], "/healthz");

@@ -52,8 +52,14 @@ spec:
     spec:
       containers:
       - name: echo
-        image: ferrolb-testbed/echo:latest
+        image: ferrolb-testbed/echo:v1   # the testbed's echo server, imported into every node
+        imagePullPolicy: Never
         args: [--port, "8080"]
+        env:
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+        - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+        - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
         ports: [{name: http, containerPort: 8080}]
         readinessProbe: {httpGet: {path: /readyz, port: http}, periodSeconds: 1}
 ---

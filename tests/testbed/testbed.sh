@@ -720,7 +720,8 @@ save_logs() { # keep the logs of the running testbed in .testbed/logs-<run> (for
   dst="$STATE_DIR/logs-$SFX"; mkdir -p "$dst"
   cp -r "$RUN/logs" "$dst/control-plane" 2>/dev/null || true
   [ -d "$RUN/frr" ] && cp "$RUN/frr/"*.log "$dst/control-plane/" 2>/dev/null || true
-  (cd "$RUN/nodes" 2>/dev/null && find . -path '*/logs/*.log' -exec cp --parents {} "$dst/" \;) || true
+  # every container's log, as the kubelets wrote them (nodes/node-I/log/pods/NS_POD_UID/CONTAINER/N.log)
+  (cd "$RUN/nodes" 2>/dev/null && find . -path '*/log/pods/*.log' -exec cp --parents {} "$dst/" \;) || true
   log "logs saved in $dst"
 }
 

@@ -3,8 +3,8 @@
 //! requested with the config's annotation `ferrolb.io/rotate-membership-key` (the operator's
 //! step shortened to [`STEP`]).
 //!
-//! The testbed's node agents deliver a Secret update within a few seconds of each other, unlike
-//! kubelets, so the tests make it late on purpose where it hurts: the two other nodes' agents are
+//! The testbed's kubelets (syncFrequency 10 s) deliver a Secret update within seconds of each
+//! other, so the tests make it late on purpose where it hurts: the two other nodes' kubelets are
 //! paused (SIGSTOP: their pods keep running, their volumes are not refreshed) from just before
 //! each change of the Secret until the leader's speaker has taken it, so the leader is always a
 //! phase ahead for a while. Through the whole rotation no speaker declares another dead, none
@@ -285,10 +285,10 @@ async fn operator_leading(client: &Client) -> anyhow::Result<String> {
     .await
 }
 
-/// The node agents of `nodes` stopped (SIGSTOP) until the guards are dropped: their pods keep
+/// The kubelets of `nodes` stopped (SIGSTOP) until the guards are dropped: their pods keep
 /// running, but their volumes (the membership Secret) are not refreshed. Short pauses only: a
 /// node's Lease expires after 40 s.
-fn freeze_agents(tb: &Testbed, nodes: &[usize]) -> anyhow::Result<Vec<Frozen>> {
+fn freeze_kubelets(tb: &Testbed, nodes: &[usize]) -> anyhow::Result<Vec<Frozen>> {
     nodes
         .iter()
         .map(|i| Frozen::new(tb.kubelet_pid(&tb.node_names[*i])?))
@@ -431,7 +431,7 @@ async fn a_requested_rotation_changes_the_key_without_a_false_failover() -> anyh
     )?;
     let request = unique_name("rotation");
 
-    // Three changes of the Secret; before each the late nodes' agents are paused, and they
+    // Three changes of the Secret; before each the late nodes' kubelets are paused, and they
     // resume LATE after the leader took it.
     let mut pick_ups: Vec<(Duration, Vec<Duration>)> = Vec::new();
     for change in 1..=3u32 {
@@ -441,7 +441,7 @@ async fn a_requested_rotation_changes_the_key_without_a_false_failover() -> anyh
             let wait = due.saturating_sub(watch.started.elapsed());
             watch.during(wait).await?;
         }
-        let paused = freeze_agents(&w.tb, &late)?;
+        let paused = freeze_kubelets(&w.tb, &late)?;
         let paused_at = watch.started.elapsed();
         if change == 1 {
             let out = w.tb.kubectl(&[
@@ -470,7 +470,7 @@ async fn a_requested_rotation_changes_the_key_without_a_false_failover() -> anyh
         }
         drop(paused);
         eprintln!(
-            "{:>7.1?} change {change}: agents paused at {paused_at:.1?}, the leader took it at {leader_took:.1?}",
+            "{:>7.1?} change {change}: kubelets paused at {paused_at:.1?}, the leader took it at {leader_took:.1?}",
             watch.started.elapsed()
         );
         let mut late_took = Vec::new();
@@ -565,7 +565,7 @@ async fn a_requested_rotation_changes_the_key_without_a_false_failover() -> anyh
 }
 
 /// Why the rotation has phases: the key rewritten in one step, and the same lateness as above
-/// (the two other nodes' agents paused until the leader took it): the late speakers drop the
+/// (the two other nodes' kubelets paused until the leader took it): the late speakers drop the
 /// leader's messages (bad MAC), declare it dead and take over its address, a false failover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
@@ -586,7 +586,7 @@ async fn rewriting_the_key_in_one_step_makes_late_speakers_declare_the_leader_de
     .await?;
     let before = counters(&w)?;
     let changes = w.metric(leader, KEY_CHANGES)?;
-    let paused = freeze_agents(&w.tb, &late)?;
+    let paused = freeze_kubelets(&w.tb, &late)?;
     let mut key = [0u8; 32];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
@@ -635,7 +635,7 @@ async fn rewriting_the_key_in_one_step_makes_late_speakers_declare_the_leader_de
     })
     .await?;
     eprintln!(
-        "all alive again {:.1?} after the agents resumed",
+        "all alive again {:.1?} after the kubelets resumed",
         healed.elapsed()
     );
     Ok(())

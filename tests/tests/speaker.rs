@@ -198,7 +198,7 @@ impl L2 {
             .ok_or_else(|| anyhow!("no speaker on {node}"))
     }
 
-    /// SIGKILLs the speaker process on a node; returns when the node agent has restarted it and
+    /// SIGKILLs the speaker process on a node; returns when the kubelet has restarted it and
     /// it is ready again.
     async fn kill_speaker(&self, node: &str) -> anyhow::Result<()> {
         let pod = self.speaker(node).await?;
@@ -509,7 +509,7 @@ async fn cutting_the_leaders_link_moves_the_address() -> anyhow::Result<()> {
     // Endpoints on the node about to vanish would fail a share of connections until Kubernetes
     // notices (minutes): that is kube-proxy's part, not the announcement's.
     l2.avoid("web", &leader, 2).await?;
-    // kube-proxy (the node agents) follows the moved endpoints within a second or so.
+    // kube-proxy follows the moved endpoints within a second or so.
     wait_for("20 answers in a row", T, || async {
         for _ in 0..20 {
             if l2.curl(&ip).is_err() {

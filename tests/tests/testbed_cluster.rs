@@ -57,10 +57,14 @@ async fn nodes_are_ready_with_leases_and_pod_cidrs() -> anyhow::Result<()> {
         assert!(addrs.contains(&tb.node_ips[i]), "{addrs}");
         // the Lease is renewed: its renewTime moves (the kubelet renews every 10 s)
         let r1 = leases.get(name).await?.spec.and_then(|s| s.renew_time);
-        let r2 = wait_for("the node Lease renewed", Duration::from_secs(20), || async {
-            let r2 = leases.get(name).await?.spec.and_then(|s| s.renew_time);
-            Ok((r2 != r1).then_some(r2))
-        })
+        let r2 = wait_for(
+            "the node Lease renewed",
+            Duration::from_secs(20),
+            || async {
+                let r2 = leases.get(name).await?.spec.and_then(|s| s.renew_time);
+                Ok((r2 != r1).then_some(r2))
+            },
+        )
         .await?;
         // the kubelet is a real node identity: NodeRestriction stops it from touching another node
         if tb.node_names.len() > 1 {
@@ -126,7 +130,11 @@ async fn a_second_testbed_runs_beside_and_down_leaves_nothing() -> anyhow::Resul
             .output()
     };
     // what the kubelets would change machine-wide if the testbed let them
-    let tunables = ["vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops"];
+    let tunables = [
+        "vm/overcommit_memory",
+        "kernel/panic",
+        "kernel/panic_on_oops",
+    ];
     let sysctls = || -> Vec<String> {
         tunables
             .iter()
@@ -187,10 +195,18 @@ async fn a_second_testbed_runs_beside_and_down_leaves_nothing() -> anyhow::Resul
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
         for cg in std::fs::read_dir(hierarchy.path())?.flatten() {
             let name = cg.file_name().to_string_lossy().into_owned();
-            assert!(!name.starts_with(&format!("ftb-{sfx}-")), "cgroup {name} left");
+            assert!(
+                !name.starts_with(&format!("ftb-{sfx}-")),
+                "cgroup {name} left"
+            );
         }
     }
-    for path in ["/var/lib/kubelet", "/var/lib/cni", "/run/containerd", "/opt/containerd"] {
+    for path in [
+        "/var/lib/kubelet",
+        "/var/lib/cni",
+        "/run/containerd",
+        "/opt/containerd",
+    ] {
         assert!(!std::path::Path::new(path).exists(), "{path} exists");
     }
     assert!(!state.join("env").exists());

@@ -1,4 +1,4 @@
-//! The testbed's own tests, part 3: the data path. The node agent's kube-proxy (nftables)
+//! The testbed's own tests, part 3: the data path. The nodes' kube-proxy (nftables)
 //! delivers traffic to a load-balancer IP routed by hand, for both traffic policies, over IPv4 and
 //! IPv6 (dual-stack pods). They need a running testbed, so they are ignored by a plain `cargo test`.
 

@@ -68,7 +68,16 @@ async fn echo_deployment_runs_real_processes() -> anyhow::Result<()> {
         "kubectl logs: {text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = tb.kubectl(&["-n", &ns.name, "exec", &first, "--", "sh", "-c", "echo in $POD_NAME"])?;
+    let out = tb.kubectl(&[
+        "-n",
+        &ns.name,
+        "exec",
+        &first,
+        "--",
+        "sh",
+        "-c",
+        "echo in $POD_NAME",
+    ])?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         text.trim(),
@@ -365,7 +374,10 @@ async fn unknown_image_waits_in_err_image_pull_and_crashing_container_backs_off(
             .next()
             .and_then(|c| c.state?.waiting)
             .filter(|w| {
-                matches!(w.reason.as_deref(), Some("ErrImagePull" | "ImagePullBackOff"))
+                matches!(
+                    w.reason.as_deref(),
+                    Some("ErrImagePull" | "ImagePullBackOff")
+                )
             });
         Ok(waiting.filter(|_| st.phase.as_deref() == Some("Pending")))
     })
@@ -435,7 +447,9 @@ async fn host_network_pod_shares_the_node_namespace() -> anyhow::Result<()> {
 async fn ferrolb_image_runs_as_non_root_from_a_read_only_root() -> anyhow::Result<()> {
     let (tb, client) = setup().await?;
     let ns = tb.namespace(&client, "img").await?;
-    let image = tb.var("TESTBED_FERROLB_IMAGE").context("TESTBED_FERROLB_IMAGE")?;
+    let image = tb
+        .var("TESTBED_FERROLB_IMAGE")
+        .context("TESTBED_FERROLB_IMAGE")?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     pods.create(
         &PostParams::default(),
