@@ -188,6 +188,17 @@ impl Testbed {
             ns,
             &["ip", "link", "set", "eth0", if up { "up" } else { "down" }],
         )?;
+        if up {
+            // the kernel dropped the gateway routes with the link: put them back
+            let run = self
+                .var("TESTBED_RUN_DIR")
+                .ok_or_else(|| anyhow!("TESTBED_RUN_DIR missing"))?;
+            let routes = format!("{run}/routes/{ns}.sh");
+            let out = Command::new("sh").arg(&routes).output()?;
+            if !out.status.success() {
+                bail!("{routes}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
         Ok(())
     }
 

@@ -142,6 +142,17 @@ plug() { # plug NS PORTNAME V4 V6 : veth eth0 in NS <-> PORTNAME on the bridge
   ip -n "$1" link set eth0 up
 }
 
+# add_route NS [-6] ROUTE... : a route of NS, also written to RUN/routes/NS.sh, which puts every
+# route of NS back (the kernel drops gateway routes when a link goes down: Testbed::set_node_link
+# runs it after bringing a node's link up again)
+add_route() {
+  local ns=$1 fam=""; shift
+  [ "$1" = -6 ] && { fam=-6; shift; }
+  mkdir -p "$RUN/routes"
+  echo "ip -n $ns $fam route replace $*" >>"$RUN/routes/$ns.sh"
+  ip -n "$ns" $fam route replace "$@"
+}
+
 net_up() {
   BR="ftb-$SFX-br"
   ns_new "$BR"
@@ -163,6 +174,10 @@ net_up() {
       net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
       net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.eth0.proxy_arp=1 net.ipv6.conf.eth0.proxy_ndp=1 \
       net.ipv6.conf.eth0.keep_addr_on_down=1
+    # like a real node's: the host network's route to Service cluster IPs (which exist only in
+    # kube-proxy's nftables, rewritten after the route lookup) and to anything off the bridge
+    add_route "$ns" default via 198.51.100.1 dev eth0
+    add_route "$ns" -6 default via 2001:db8:100::1 dev eth0
   done
 }
 
@@ -459,8 +474,8 @@ pod_network_up() {
 EOF
     for ns in $(cat "$RUN/netns"); do
       [ "$ns" = "ftb-$SFX-n$i" ] || [ "$ns" = "ftb-$SFX-br" ] && continue
-      ip -n "$ns" route replace "$v4" via "198.51.100.1$i" dev eth0
-      ip -n "$ns" -6 route replace "$v6" via "2001:db8:100::1$i" dev eth0
+      add_route "$ns" "$v4" via "198.51.100.1$i" dev eth0
+      add_route "$ns" -6 "$v6" via "2001:db8:100::1$i" dev eth0
     done
   done
 }
