@@ -91,6 +91,60 @@ pub struct Applied {
     pub speaker: DaemonSet,
     /// Where the membership key rotation stands.
     pub key_rotation: KeyRotation,
+    /// Why Pod Security Admission refuses the speaker in its namespace ([`pod_security_problem`]).
+    pub pod_security: Option<String>,
+}
+
+/// The prefix of the Pod Security Admission labels of a namespace.
+const POD_SECURITY: &str = "pod-security.kubernetes.io/";
+
+/// The Pod Security labels `wanted` sets that the live namespace holds with another value.
+/// The operator's own always hold what it renders (a change by anyone else moves the field to
+/// them), so these are someone else's choice, which the operator leaves alone (pure).
+pub fn foreign_pod_security(
+    live: Option<&Namespace>,
+    wanted: &Namespace,
+) -> std::collections::BTreeSet<String> {
+    let Some(live) = live else {
+        return Default::default();
+    };
+    wanted
+        .labels()
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with(POD_SECURITY) && live.labels().get(*k).is_some_and(|l| l != *v)
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Why the namespace refuses the speaker, if it does: it enforces a Pod Security level other
+/// than `privileged`, which the speaker needs (host network, root, `NET_RAW`). Names the
+/// namespace, the level, who set it and what to do (pure).
+pub fn pod_security_problem(namespace: &Namespace) -> Option<String> {
+    let key = format!("{POD_SECURITY}enforce");
+    let level = namespace.labels().get(&key)?;
+    if level == "privileged" {
+        return None;
+    }
+    let owner = namespace
+        .managed_fields()
+        .iter()
+        .find(|m| {
+            m.fields_v1.as_ref().is_some_and(|f| {
+                f.0.pointer("/f:metadata/f:labels")
+                    .and_then(|labels| labels.get(format!("f:{key}")))
+                    .is_some()
+            })
+        })
+        .and_then(|m| m.manager.clone());
+    let by = owner.map(|m| format!(" (set by {m})")).unwrap_or_default();
+    Some(format!(
+        "namespace {} enforces the Pod Security level {level:?}{by}, which refuses the speaker \
+         (host network, root, NET_RAW); the operator does not override a level someone else \
+         set: label it {key}=privileged, or remove the label",
+        namespace.name_any()
+    ))
 }
 
 /// What the membership key rotation needs from the reconcile, and tells it back.
@@ -104,9 +158,11 @@ pub struct KeyRotation {
 
 /// Applies every operand, in dependency order. The namespace is taken over only when the
 /// operator created it or it does not exist: a namespace the admin made keeps its owner and
-/// only gets the Pod Security labels, and is never deleted by the operator. `membership_key`
-/// makes a random key (for a new membership Secret, or a rotation); `key_rotation_step` is the
-/// time between two phases of a rotation.
+/// only gets the Pod Security labels, and is never deleted by the operator. A Pod Security
+/// label someone else set to another value is left as it is ([`foreign_pod_security`]):
+/// the operator does not override a level an admin chose, it says in `Applied::pod_security`
+/// why the speaker cannot run. `membership_key` makes a random key (for a new membership
+/// Secret, or a rotation); `key_rotation_step` is the time between two phases of a rotation.
 pub async fn apply_all(
     client: &Client,
     config: &LoadBalancerConfig,
@@ -118,14 +174,18 @@ pub async fn apply_all(
     let owner = owner.as_ref();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns_name = ops.namespace.name_any();
-    match namespaces.get_opt(&ns_name).await? {
+    let live = namespaces.get_opt(&ns_name).await?;
+    let foreign = foreign_pod_security(live.as_ref(), &ops.namespace);
+    let pod_security = live.as_ref().and_then(pod_security_problem);
+    let mut namespace = ops.namespace.clone();
+    namespace.labels_mut().retain(|k, _| !foreign.contains(k));
+    match live {
         Some(existing) if !existing.labels().contains_key(MANAGED_BY.0) => {
             // Someone else's namespace: add only what the speaker needs.
-            let labels: std::collections::BTreeMap<String, String> = ops
-                .namespace
+            let labels: std::collections::BTreeMap<String, String> = namespace
                 .labels()
                 .iter()
-                .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/"))
+                .filter(|(k, _)| k.starts_with(POD_SECURITY))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let patch = serde_json::json!({
@@ -141,7 +201,7 @@ pub async fn apply_all(
                 .await?;
         }
         _ => {
-            apply_cluster(client, &ops.namespace).await?;
+            apply_cluster(client, &namespace).await?;
         }
     }
     for sa in &ops.service_accounts {
@@ -165,6 +225,7 @@ pub async fn apply_all(
         controller,
         speaker,
         key_rotation,
+        pod_security,
     })
 }
 
@@ -448,4 +509,99 @@ pub async fn prune(client: &Client, ops: Option<&Operands>) -> Result<usize, Err
     })
     .await?;
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    use kube::api::ObjectMeta;
+
+    use super::{foreign_pod_security, pod_security_problem};
+
+    fn namespace(labels: &[(&str, &str)], managers: &[(&str, &str)]) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some("ferrolb-system".into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                managed_fields: Some(
+                    managers
+                        .iter()
+                        .map(|(manager, label)| ManagedFieldsEntry {
+                            manager: Some((*manager).to_owned()),
+                            fields_v1: Some(FieldsV1(serde_json::json!({
+                                "f:metadata": {"f:labels": {format!("f:{label}"): {}}}
+                            }))),
+                            ..ManagedFieldsEntry::default()
+                        })
+                        .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        }
+    }
+
+    const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+    const WARN: &str = "pod-security.kubernetes.io/warn";
+
+    #[test]
+    fn only_labels_someone_set_to_another_value_are_foreign() {
+        let wanted = namespace(
+            &[
+                (ENFORCE, "privileged"),
+                (WARN, "privileged"),
+                ("app", "ferrolb"),
+            ],
+            &[],
+        );
+        assert!(
+            foreign_pod_security(None, &wanted).is_empty(),
+            "no namespace yet"
+        );
+        let same = namespace(&[(ENFORCE, "privileged")], &[]);
+        assert!(foreign_pod_security(Some(&same), &wanted).is_empty());
+        let restricted = namespace(&[(ENFORCE, "restricted"), ("app", "other")], &[]);
+        assert_eq!(
+            foreign_pod_security(Some(&restricted), &wanted)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![ENFORCE.to_owned()],
+            "only Pod Security labels are left alone"
+        );
+    }
+
+    #[test]
+    fn a_level_other_than_privileged_refuses_the_speaker_naming_who_set_it() {
+        assert_eq!(pod_security_problem(&namespace(&[], &[])), None);
+        let ok = namespace(&[(ENFORCE, "privileged")], &[]);
+        assert_eq!(pod_security_problem(&ok), None);
+        let warn_only = namespace(&[(WARN, "restricted")], &[]);
+        assert_eq!(
+            pod_security_problem(&warn_only),
+            None,
+            "warn does not refuse"
+        );
+        let ns = namespace(
+            &[(ENFORCE, "restricted")],
+            &[("ferrolb-operator", WARN), ("kubectl-label", ENFORCE)],
+        );
+        let problem = pod_security_problem(&ns).unwrap_or_default();
+        assert!(
+            problem.starts_with(
+                "namespace ferrolb-system enforces the Pod Security level \"restricted\" \
+                 (set by kubectl-label), which refuses the speaker"
+            ),
+            "{problem}"
+        );
+        assert!(
+            problem.contains("pod-security.kubernetes.io/enforce=privileged"),
+            "{problem}"
+        );
+    }
 }

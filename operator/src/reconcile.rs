@@ -163,6 +163,7 @@ async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Acti
                 observed.controller = Some(applied.controller);
                 observed.speaker = Some(applied.speaker);
                 observed.key_rotation = applied.key_rotation.progress;
+                observed.pod_security = applied.pod_security;
                 rotation_due = applied.key_rotation.requeue;
                 apply::prune(&ctx.client, Some(&ops))
                     .await
@@ -198,8 +199,13 @@ async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Acti
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
     // Owned workloads wake the loop when they change; the slow requeue is only a safety net.
-    // A key rotation comes back when its next phase is due (nothing watches the Secret).
-    let resync = Duration::from_secs(300);
+    // A key rotation comes back when its next phase is due (nothing watches the Secret), and
+    // a namespace that refuses the speaker is looked at again soon (nothing watches it either).
+    let resync = if observed.pod_security.is_some() {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(300)
+    };
     Ok(Action::requeue(
         rotation_due.map_or(resync, |due| due.min(resync)),
     ))

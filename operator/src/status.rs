@@ -35,6 +35,8 @@ pub mod reasons {
     /// Operand pods cannot become ready (a bad image, unschedulable, crashing): the message
     /// names each with the reason Kubernetes gives.
     pub const PODS_FAILING: &str = "OperandPodsFailing";
+    /// The operands' namespace enforces a Pod Security level that refuses the speaker.
+    pub const POD_SECURITY: &str = "PodSecurityRefusesSpeaker";
     /// Nothing needs attention.
     pub const AS_EXPECTED: &str = "AsExpected";
     /// An upgrade is safe now.
@@ -53,6 +55,7 @@ pub mod reasons {
         NOT_IN_FORCE,
         APPLY_FAILED,
         PODS_FAILING,
+        POD_SECURITY,
         AS_EXPECTED,
         READY_FOR_UPGRADE,
         NOT_SAFE,
@@ -85,6 +88,8 @@ pub struct Observed {
     pub apply_error: Option<String>,
     /// Why operand pods cannot become ready, one line each ([`pod_problem`]).
     pub pod_problems: Vec<String>,
+    /// Why the operands' namespace refuses the speaker ([`crate::apply::pod_security_problem`]).
+    pub pod_security: Option<String>,
     /// Operator and operand versions.
     pub versions: OperatorVersions,
     /// What a membership key rotation under way is doing (None: none is).
@@ -312,6 +317,10 @@ pub fn compute(observed: &Observed, previous: &[Condition], now: Time) -> Comput
         (None, Some(Standing::Shadowed(other))) => Some((
             reasons::NOT_IN_FORCE,
             format!("LoadBalancerConfig {other} is older and in force; only one may exist"),
+        )),
+        (None, _) if observed.pod_security.is_some() => Some((
+            reasons::POD_SECURITY,
+            observed.pod_security.clone().unwrap_or_default(),
         )),
         _ if !observed.pod_problems.is_empty() => Some((
             reasons::PODS_FAILING,

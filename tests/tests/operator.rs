@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use ferrolb_testbed::ferrolb::{
-    committed_image, install_operator, install_with, roll_out_image, roll_out_under_probes,
-    wait_available, without_webhook,
+    SPEAKER_PODS, SYSTEM, committed_image, install_operator, install_with, roll_out_image,
+    roll_out_under_probes, wait_available, without_webhook,
 };
 use ferrolb_testbed::harness::{Testbed, ingress_ips, modify_lb_config, wait_for};
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
@@ -399,5 +399,104 @@ async fn an_operand_that_cannot_start_is_degraded_with_the_pods_reason() -> anyh
         Ok((condition(&tb, "Degraded")?.0 == "False").then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// Pod Security Admission is enforced by the real API server: with the operands' namespace
+/// labelled `restricted` by someone else, a speaker pod the DaemonSet recreates is refused
+/// (`violates PodSecurity`), the operator leaves that level alone and says why in `Degraded`;
+/// once the label is removed, the operator labels the namespace `privileged` again and the
+/// speaker runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn a_restricted_namespace_refuses_the_speaker_and_the_operator_says_why() -> anyhow::Result<()>
+{
+    const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    let _installed = install_with(&tb, &client, json!({})).await?;
+    let kubectl_ok = |args: &[&str]| -> anyhow::Result<String> {
+        let out = tb.kubectl(args)?;
+        ensure!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let restricted = format!("{ENFORCE}=restricted");
+    kubectl_ok(&["label", "--overwrite", "namespace", SYSTEM, &restricted])?;
+    let speakers = || {
+        kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            SYSTEM,
+            "-l",
+            SPEAKER_PODS,
+            "-o",
+            "name",
+        ])
+    };
+    let victim = speakers()?.lines().next().unwrap_or_default().to_owned();
+    kubectl_ok(&["delete", "-n", SYSTEM, &victim, "--wait=true"])?;
+    let refusal = wait_for("the speaker's pod refused by Pod Security", T, || async {
+        let events = kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            SYSTEM,
+            "--field-selector",
+            "reason=FailedCreate,involvedObject.kind=DaemonSet",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])?;
+        Ok(events.contains("violates PodSecurity").then_some(events))
+    })
+    .await?;
+    eprintln!(
+        "the DaemonSet was refused: {}",
+        refusal.lines().next().unwrap_or_default()
+    );
+    let (reason, message) =
+        wait_for("Degraded=True naming the Pod Security level", T, || async {
+            let (status, reason, message) = condition(&tb, "Degraded")?;
+            Ok((status == "True" && reason == "PodSecurityRefusesSpeaker")
+                .then_some((reason, message)))
+        })
+        .await?;
+    eprintln!("Degraded: {reason}: {message}");
+    ensure!(message.contains("\"restricted\""), "{message}");
+    ensure!(message.contains("kubectl-label"), "{message}");
+    ensure!(condition(&tb, "Upgradeable")?.0 == "False");
+    let level = |tb: &Testbed| -> anyhow::Result<String> {
+        let out = tb.kubectl(&[
+            "get",
+            "namespace",
+            SYSTEM,
+            "-o",
+            &format!(
+                "jsonpath={{.metadata.labels.{}}}",
+                ENFORCE.replace('.', "\\.")
+            ),
+        ])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    ensure!(
+        level(&tb)? == "restricted",
+        "the operator overrode the admin's level"
+    );
+    // The admin takes the label away: the operator labels its namespace and the speaker runs.
+    kubectl_ok(&["label", "namespace", SYSTEM, &format!("{ENFORCE}-")])?;
+    wait_for("the namespace labelled privileged again", T, || async {
+        Ok((level(&tb)? == "privileged").then_some(()))
+    })
+    .await?;
+    wait_available(&client).await?;
+    wait_for("Degraded=False", T, || async {
+        Ok((condition(&tb, "Degraded")?.0 == "False").then_some(()))
+    })
+    .await?;
+    ensure!(speakers()?.lines().count() == tb.node_names.len());
     Ok(())
 }

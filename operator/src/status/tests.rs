@@ -208,6 +208,25 @@ fn an_apply_failure_is_degraded_with_the_error() {
 }
 
 #[test]
+fn a_namespace_that_refuses_the_speaker_is_degraded_before_pod_problems() {
+    let mut o = observed(deployment(2, 2, 2), daemonset(3, 2, 3));
+    o.pod_security = Some("namespace ferrolb-system enforces the Pod Security level".into());
+    o.pod_problems = vec!["pod ferrolb-speaker-x: CrashLoopBackOff".into()];
+    let c = compute(&o, &[], at(10));
+    let d = get(&c.conditions, DEGRADED);
+    assert_eq!(
+        (d.status.as_str(), d.reason.as_str()),
+        ("True", reasons::POD_SECURITY)
+    );
+    assert!(d.message.contains("Pod Security"), "{}", d.message);
+    assert_eq!(get(&c.conditions, UPGRADEABLE).status, "False");
+    // an apply failure says more and comes first
+    o.apply_error = Some("forbidden".into());
+    let c = compute(&o, &[], at(10));
+    assert_eq!(get(&c.conditions, DEGRADED).reason, reasons::APPLY_FAILED);
+}
+
+#[test]
 fn transition_times_move_only_when_a_status_flips() {
     let first = compute(
         &observed(deployment(2, 2, 2), daemonset(3, 3, 1)),
