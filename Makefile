@@ -45,7 +45,12 @@ unit-test:
 ## them) but no cluster: they are #[ignore = "needs root and network namespaces: ..."] in
 ## speaker/tests/l2_netns.rs
 netns-test: deps
-	$(CARGO) test --locked -p ferrolb-speaker --test l2_netns -- --ignored
+	$(CARGO) test --workspace --locked --test l2_netns -- --ignored
+
+# The test lanes select their test targets from the whole workspace (`--workspace --test NAME`)
+# rather than one package (`-p`): cargo unifies features over the packages it builds, so a `-p`
+# build differs from `cargo test --workspace`'s and would compile the workspace crates again.
+TESTBED_TESTS := $(foreach t,$(sort $(basename $(notdir $(wildcard tests/tests/*.rs)))),--test $(t))
 
 ## testbed-up / testbed-down / testbed-status: a real cluster on this machine (tests/README.md)
 .PHONY: deps testbed-up testbed-down testbed-status testbed-test demo
@@ -82,7 +87,7 @@ testbed-status:
 testbed-test: deps
 	@bash tests/testbed/testbed.sh up || { bash tests/testbed/testbed.sh save-logs; bash tests/testbed/testbed.sh down; exit 1; }; \
 	set -a; . .testbed/env; set +a; \
-	$(CARGO) test -p ferrolb-testbed --locked --no-fail-fast --test '*' -- --ignored --test-threads=1; rc=$$?; \
+	$(CARGO) test --workspace --locked --no-fail-fast $(TESTBED_TESTS) -- --ignored --test-threads=1; rc=$$?; \
 	if [ $$rc -ne 0 ]; then bash tests/testbed/testbed.sh status || true; bash tests/testbed/testbed.sh save-logs || true; fi; \
 	bash tests/testbed/testbed.sh down || rc=1; \
 	exit $$rc

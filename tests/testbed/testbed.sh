@@ -165,6 +165,13 @@ net_up() {
   # answer ARP for them); 2001:db8:100::/48 already is. Host routes via the router (BGP tests)
   # are more specific and win.
   ip -n "ftb-$SFX-cli" route add 203.0.113.0/25 dev eth0
+  # The client never follows ICMP redirects: a node that forwards a packet back out onto the
+  # bridge (to its default route, e.g. for a load-balancer address it no longer serves) would
+  # otherwise make the client send to the router for that address for the next 10 minutes,
+  # whatever its routes say, and later tests that reuse the address would fail.
+  ip netns exec "ftb-$SFX-cli" sysctl -qw net.ipv4.conf.all.accept_redirects=0 \
+    net.ipv4.conf.eth0.accept_redirects=0 net.ipv6.conf.all.accept_redirects=0 \
+    net.ipv6.conf.eth0.accept_redirects=0
   ns_new "ftb-$SFX-bird";  plug "ftb-$SFX-bird" bird 198.51.100.2 2001:db8:100::2
   ns_new "ftb-$SFX-gobgp"; plug "ftb-$SFX-gobgp" gobgp 198.51.100.3 2001:db8:100::3
   local i ns
@@ -173,7 +180,9 @@ net_up() {
     ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
       net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
       net.ipv4.conf.eth0.rp_filter=0 net.ipv4.conf.eth0.proxy_arp=1 net.ipv6.conf.eth0.proxy_ndp=1 \
-      net.ipv6.conf.eth0.keep_addr_on_down=1
+      net.ipv6.conf.eth0.keep_addr_on_down=1 \
+      net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0 \
+      net.ipv4.conf.eth0.send_redirects=0
     # like a real node's: the host network's route to Service cluster IPs (which exist only in
     # kube-proxy's nftables, rewritten after the route lookup) and to anything off the bridge
     add_route "$ns" default via 198.51.100.1 dev eth0
@@ -327,17 +336,10 @@ CGROUP_ROOT=/sys/fs/cgroup
 node_dir() { echo "$RUN/nodes/node-$1"; }
 node_cgroup() { echo "ftb-$SFX-n$1"; }
 keeper_pid() { pid_alive "$RUN/pids/node-$1-ns.pid"; }
-in_node() { # in_node I CMD... : run CMD in node I's network and mount namespaces
-  local i=$1; shift
-  nsenter --target "$(keeper_pid "$i")" --mount --net -- "$@"
-}
-bg_node() { # bg_node NAME I CMD... : in_node in the background, logged and recorded
+bg_node() { # bg_node NAME I CMD... : CMD in node I's network and mount namespaces, in the background, logged and recorded
   local name=$1 i=$2; shift 2
   nsenter --target "$(keeper_pid "$i")" --mount --net -- "$@" </dev/null >"$RUN/logs/$name.log" 2>&1 &
   record_pid "$name" $!
-}
-cgroup_dirs() { # cgroup_dirs NAME : NAME's directory in every cgroup hierarchy (v1 and the v2 one)
-  local h; for h in "$CGROUP_ROOT"/*/; do [ -d "$h$1" ] && echo "$h$1"; done; return 0
 }
 
 node_up() { # node_up I : the node's namespace, containerd, kubelet and kube-proxy
@@ -419,8 +421,9 @@ healthzBindAddress: 127.0.0.1
 clusterDomain: cluster.local
 makeIPTablesUtilChains: false
 protectKernelDefaults: false
-# Secret and ConfigMap volumes follow their objects within ~10 s (the default sync is a minute)
-syncFrequency: 10s
+# Secret and ConfigMap volumes follow their objects within ~8 s (a pod is synced every 5-7.5 s;
+# the default is every 1-1.5 minutes)
+syncFrequency: 5s
 # nothing is ever pulled: image garbage collection would only delete the imported images
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -580,10 +583,6 @@ up() {
   K8S_BIN=$(bash "$HERE/build-k8s.sh" | tail -n1) || die "building kube-apiserver etc. failed (see above); retry: bash tests/testbed/build-k8s.sh"
   KUBECTL="$K8S_BIN/kubectl"
 
-  log "cargo build (testbed agent and FerroLB binaries, profile $PROFILE)"
-  local pflag=(); [ "$PROFILE" = debug ] || pflag=(--profile "$PROFILE")
-  local cflags; read -r -a cflags <<<"${TESTBED_CARGO_FLAGS---locked}"
-  (cd "$ROOT" && "$CARGO" build "${cflags[@]}" -p ferrolb-testbed "${pflag[@]}") || die "cargo build -p ferrolb-testbed failed"
   log "images: FerroLB, the testbed's echo server and the pause image, built FROM scratch"
   IMAGES=$(bash "$HERE/images.sh" | tail -n1) || die "building the images failed (see above); retry: bash tests/testbed/images.sh"
   FERROLB_IMAGE="ghcr.io/ferrolb/ferrolb:v$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)"
@@ -595,7 +594,8 @@ up() {
   echo "$STATE_DIR" >"$RUN/owner"
   : >"$RUN/netns"
   mkdir -p "$STATE_DIR"; echo "$RUN" >"$STATE_DIR/run"
-  install -m 0755 "$TARGET_DIR/$PROFILE/ferrolb-testbed" "$RUN/bin/ferrolb-testbed"
+  # the static build of the echo image's binary also serves the machine (forwarder, probes)
+  install -m 0755 "$TARGET_DIR/x86_64-unknown-linux-gnu/$PROFILE/ferrolb-testbed" "$RUN/bin/ferrolb-testbed"
   log "run $SFX, state in $RUN"
 
   gen_pki

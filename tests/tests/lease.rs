@@ -231,10 +231,16 @@ async fn failover(
     // Thawed past its deadline, the old leader steps down and its process exits.
     let leader_name = leader.name_any();
     let old_restarts = restarts(leader);
-    wait_for("the thawed leader's process to exit", T, || async {
-        let pod = pods.get(&leader_name).await?;
-        Ok((restarts(&pod) > old_restarts || pod_pid(&pod) != Some(pid)).then_some(()))
-    })
+    // The kubelet restarts it (after its crash-loop back-off: 10 s, then 20 s, ...); wait for
+    // the new process to be ready, so the next window does not see that restart.
+    wait_for(
+        "the thawed leader's process to exit and be restarted",
+        T,
+        || async {
+            let pod = pods.get(&leader_name).await?;
+            Ok((restarts(&pod) > old_restarts && pod_ready(&pod)).then_some(()))
+        },
+    )
     .await?;
     let log = tb.pod_log(leader, "controller").unwrap_or_default();
     assert!(

@@ -70,7 +70,13 @@ async fn loadbalancer_ip_routed_by_hand_answers_for_both_traffic_policies() -> a
     {
         let _r = ClientRoute::set(&cli, &lb, &ip2)?;
         let out = wait_for("Cluster via node-2", T, || async {
-            Ok(curl(&cli, &url).ok().filter(|o| o.contains("pod=")))
+            match curl(&cli, &url) {
+                Ok(o) if o.contains("pod=") => Ok(Some(o)),
+                other => {
+                    eprintln!("Cluster via node-2: not yet: {other:?}");
+                    Ok(None)
+                }
+            }
         })
         .await?;
         assert!(out.contains(&format!("pod={backend_name} ")), "{out}");

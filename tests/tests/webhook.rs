@@ -253,7 +253,7 @@ fn distinct(failures: &[String]) -> Vec<&str> {
     set.into_iter().take(5).collect()
 }
 
-/// With certificates of 60 s (`--webhook-cert-lifetime-seconds=60`), the operator renews them
+/// With certificates of 36 s (`--webhook-cert-lifetime-seconds=36`), the operator renews them
 /// over and over: a new CA trusted first, then served, then the old one dropped. Requests sent
 /// back to back all the while are all answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +265,7 @@ async fn certificate_rotations_fail_no_request() -> anyhow::Result<()> {
     let _installed = install_operator(&tb, &client).await?;
     patch_operator(
         &tb,
-        &json!([{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--webhook-cert-lifetime-seconds=60"}]),
+        &json!([{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--webhook-cert-lifetime-seconds=36"}]),
     )?;
     wait_operator_replicas(&client).await?;
     wait_webhook(&client).await?;
@@ -285,12 +285,13 @@ async fn certificate_rotations_fail_no_request() -> anyhow::Result<()> {
     let load = Load::start(&client)?;
     let started = Instant::now();
     let mut cas = BTreeSet::from([served_ca().await?]);
-    // Three renewals: the year-long certificate at once (it outlives 60 s), then every 40 s.
+    // Three renewals: the year-long certificate at once (it outlives 36 s), then every 24 s
+    // (a renewal starts with a third of the lifetime left; its three phases take 3 s each).
     while cas.len() < 4 && started.elapsed() < Duration::from_secs(150) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         cas.insert(served_ca().await?);
     }
-    // The last renewal's dropping-previous phase ends 5 s after it began.
+    // The last renewal's dropping-previous phase ends a step (3 s) after it began.
     tokio::time::sleep(Duration::from_secs(7)).await;
     let (answered, failures) = load.finish().await?;
     eprintln!(
