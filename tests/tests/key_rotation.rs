@@ -32,8 +32,9 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(90);
 /// The operator's step between two phases, for the test: longer than the late nodes take to
-/// read a change (the leader's up to 10 s volume refresh and 10.5 s re-read, [`LATE`], then
-/// their own up to 10.5 s re-read).
+/// read a change (the leader's kubelet refreshes the volume within 7.5 s, its speaker re-reads
+/// it within 10.5 s, [`LATE`], then the late kubelets' own 7.5 s and their speakers' 10.5 s:
+/// 39 s in all; a step of 60 s leaves a wide margin).
 const STEP: Duration = Duration::from_secs(60);
 /// How long the late nodes stay late after the leader took a change.
 const LATE: Duration = Duration::from_secs(3);
