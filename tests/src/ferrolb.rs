@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::Context;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, PodTemplateSpec};
@@ -125,6 +125,20 @@ pub async fn ready_operators(client: &Client) -> anyhow::Result<Vec<Pod>> {
         .collect())
 }
 
+/// Waits until exactly `n` operator pods exist, ready or not (e.g. the old ones of a rollout
+/// gone for good).
+pub async fn wait_operator_pods(client: &Client, n: usize) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    wait_for(&format!("exactly {n} operator pods"), T, || async {
+        let all = pods
+            .list(&ListParams::default().labels(OPERATOR_PODS))
+            .await?
+            .items;
+        Ok((all.len() == n).then_some(()))
+    })
+    .await
+}
+
 /// Waits until both operator replicas are ready.
 pub async fn wait_operator_replicas(client: &Client) -> anyhow::Result<()> {
     wait_for("2 ready operator replicas", T, || async {
@@ -135,7 +149,7 @@ pub async fn wait_operator_replicas(client: &Client) -> anyhow::Result<()> {
 
 /// Changes the operator's Deployment with a JSON patch (RFC 6902) and waits for its rollout.
 pub fn patch_operator(tb: &Testbed, patch: &Value) -> anyhow::Result<()> {
-    let out = tb.kubectl(&[
+    tb.kubectl_ok(&[
         "patch",
         "deployment",
         "ferrolb-operator",
@@ -144,32 +158,22 @@ pub fn patch_operator(tb: &Testbed, patch: &Value) -> anyhow::Result<()> {
         "--type=json",
         "-p",
         &patch.to_string(),
-    ])?;
-    if !out.status.success() {
-        bail!(
-            "patching the operator: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ])
+    .context("patching the operator")?;
     wait_operator_rollout(tb)
 }
 
 /// Waits until the operator Deployment's rollout is done (`kubectl rollout status`).
 pub fn wait_operator_rollout(tb: &Testbed) -> anyhow::Result<()> {
-    let out = tb.kubectl(&[
+    tb.kubectl_ok(&[
         "rollout",
         "status",
         "deployment/ferrolb-operator",
         "-n",
         SYSTEM,
         "--timeout=120s",
-    ])?;
-    if !out.status.success() {
-        bail!(
-            "the operator's rollout: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ])
+    .context("the operator's rollout")?;
     Ok(())
 }
 
@@ -225,19 +229,14 @@ impl WithoutWebhook {
 /// Deletes the webhook's configuration until the returned guard is dropped, and waits until the
 /// API server has stopped calling it (a config the webhook would deny passes a dry run).
 pub async fn without_webhook(tb: &Testbed, client: &Client) -> anyhow::Result<WithoutWebhook> {
-    let out = tb.kubectl(&[
+    tb.kubectl_ok(&[
         "delete",
         "validatingwebhookconfiguration",
         WEBHOOK_CONFIGURATION,
         "--ignore-not-found",
         "--wait=true",
-    ])?;
-    if !out.status.success() {
-        bail!(
-            "deleting the webhook configuration: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ])
+    .context("deleting the webhook configuration")?;
     let guard = WithoutWebhook {
         tb: tb.clone(),
         restored: false,
@@ -283,19 +282,14 @@ impl Drop for WithoutWebhook {
 /// taking back any field a test changed by hand.
 pub fn apply_default(tb: &Testbed) -> anyhow::Result<()> {
     let kustomize = repo_root().join("config/default");
-    let out = tb.kubectl(&[
+    tb.kubectl_ok(&[
         "apply",
         "--server-side",
         "--force-conflicts",
         "-k",
         &kustomize.display().to_string(),
-    ])?;
-    if !out.status.success() {
-        bail!(
-            "kubectl apply -k config/default: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ])
+    .context("kubectl apply -k config/default")?;
     Ok(())
 }
 
@@ -333,17 +327,15 @@ pub async fn roll_out_image(
     image: &str,
 ) -> anyhow::Result<Duration> {
     let started = std::time::Instant::now();
-    let out = tb.kubectl(&[
+    tb.kubectl_ok(&[
         "set",
         "env",
         "deployment/ferrolb-operator",
         "-n",
         SYSTEM,
         &format!("FERROLB_IMAGE={image}"),
-    ])?;
-    if !out.status.success() {
-        bail!("kubectl set env: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    ])
+    .context("kubectl set env")?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), SYSTEM);
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), SYSTEM);
     let runs = |template: Option<&PodTemplateSpec>| {

@@ -134,6 +134,16 @@ impl Testbed {
             .context("running kubectl")
     }
 
+    /// Run `kubectl` with the admin kubeconfig and require success; its standard output, or an
+    /// error naming the arguments and kubectl's standard error.
+    pub fn kubectl_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.kubectl(args)?;
+        if !out.status.success() {
+            bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Read FRR state as JSON, e.g. `show bgp ipv4 unicast json`.
     pub fn frr_json(&self, command: &str) -> anyhow::Result<Value> {
         let vty = self

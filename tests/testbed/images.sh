@@ -3,8 +3,8 @@
 #
 #   ghcr.io/ferrolb/ferrolb:v$VERSION  ferrolb-{operator,controller,speaker}  <- the top-level Dockerfile
 #                                      (its final stage, from host-built binaries: BINARIES=host)
-#   ferrolb-testbed/echo:v1            ferrolb-testbed (ENTRYPOINT ferrolb-testbed echo) + busybox sh
-#   ferrolb-testbed/pause:v1           tests/testbed/pause/pause.c (containerd's sandbox image)
+#   docker.io/ferrolb-testbed/echo:v1  ferrolb-testbed (ENTRYPOINT ferrolb-testbed echo) + busybox sh
+#   docker.io/ferrolb-testbed/pause:v1 tests/testbed/pause/pause.c (containerd's sandbox image)
 #
 # All FROM scratch, with static binaries: the Rust ones built with
 # `RUSTFLAGS="-C target-feature=+crt-static" cargo build --target x86_64-unknown-linux-gnu` (with
@@ -34,8 +34,10 @@ PROFILE=${TESTBED_PROFILE:-debug}
 TRIPLE=x86_64-unknown-linux-gnu
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BUSYBOX=/bin/busybox
-ECHO_IMAGE=ferrolb-testbed/echo:v1
-PAUSE_IMAGE=ferrolb-testbed/pause:v1
+# Fully qualified, as the kubelet asks containerd for them (`ferrolb-testbed/echo:v1` in a pod
+# spec is docker.io/ferrolb-testbed/echo:v1): `ctr images import` keeps an archive's name as is.
+ECHO_IMAGE=docker.io/ferrolb-testbed/echo:v1
+PAUSE_IMAGE=docker.io/ferrolb-testbed/pause:v1
 FERROLB_BINS=(ferrolb-operator ferrolb-controller ferrolb-speaker)
 LABEL_SOURCE=https://github.com/ferrolb/ferrolb
 
@@ -157,8 +159,8 @@ strip_into() {
   done
 }
 
-# publish NAME IMAGE KEY CONTAINERFILE CONTEXT [BUD ARGS...]: build IMAGE unless $OUT/NAME.tar was
-# built from the same KEY, then export it to $OUT/NAME.tar (atomically) with IMAGE as its ref.
+# publish NAME IMAGE KEY CONTAINERFILE CONTEXT [BUD ARGS...]: build IMAGE, export it to
+# $OUT/NAME.tar (atomically) with IMAGE as its ref, and remember KEY as its inputs.
 publish() {
   local name=$1 image=$2 key=$3 file=$4 ctx=$5; shift 5
   local t0; t0=$(date +%s)
@@ -172,11 +174,22 @@ publish() {
   mv -f "$OUT/.$name.tar.tmp" "$OUT/$name.tar"
   echo "$key" >"$OUT/.$name.inputs.tmp" && mv -f "$OUT/.$name.inputs.tmp" "$OUT/$name.inputs"
   log "$image: $OUT/$name.tar ($(du -h "$OUT/$name.tar" | cut -f1), $(( $(date +%s) - t0 ))s)"
+  built=$((built + 1))
 }
 
-# up_to_date NAME KEY: the archive exists and was built from these inputs.
-up_to_date() {
-  [ -s "$OUT/$1.tar" ] && [ -f "$OUT/$1.inputs" ] && [ "$(cat "$OUT/$1.inputs")" = "$2" ]
+# stale NAME IMAGE KEY: true when $OUT/NAME.tar must be built (missing, or built from other
+# inputs); otherwise says it is up to date.
+stale() {
+  if [ -s "$OUT/$1.tar" ] && [ -f "$OUT/$1.inputs" ] && [ "$(cat "$OUT/$1.inputs")" = "$3" ]; then
+    log "$2: up to date ($OUT/$1.tar)"
+    return 1
+  fi
+}
+
+# containerfile TITLE: the start of a testbed image's Containerfile (FROM scratch, OCI labels).
+containerfile() {
+  printf 'FROM scratch\nLABEL org.opencontainers.image.title="%s" \\\n      org.opencontainers.image.source="%s" \\\n      org.opencontainers.image.licenses="Apache-2.0"\n' \
+    "$1" "$LABEL_SOURCE"
 }
 
 log "step 3/3: images into $OUT (buildah storage $STORE)"
@@ -187,21 +200,14 @@ built=0
 #    come from the build context, a directory holding bin/).
 bins=(); for b in "${FERROLB_BINS[@]}"; do bins+=("$BIN_DIR/$b"); done
 key=$(echo "$SELF $VERSION $FERROLB_IMAGE $(hash_of "$ROOT/Dockerfile" "${bins[@]}")" | b2sum | cut -d' ' -f1)
-if up_to_date ferrolb "$key"; then
-  log "$FERROLB_IMAGE: up to date ($OUT/ferrolb.tar)"
-else
+if stale ferrolb "$FERROLB_IMAGE" "$key"; then
   strip_into "$W/ferrolb/bin" "${bins[@]}"
   publish ferrolb "$FERROLB_IMAGE" "$key" "$ROOT/Dockerfile" "$W/ferrolb" \
     --build-arg BINARIES=host --build-arg "VERSION=$VERSION"
-  built=$((built + 1))
 fi
 
 # b. The testbed's echo server, with a busybox shell for `kubectl exec` and exec probes.
-cat >"$W/echo.Containerfile" <<EOF
-FROM scratch
-LABEL org.opencontainers.image.title="FerroLB testbed echo server" \\
-      org.opencontainers.image.source="$LABEL_SOURCE" \\
-      org.opencontainers.image.licenses="Apache-2.0"
+{ containerfile "FerroLB testbed echo server"; cat <<EOF; } >"$W/echo.Containerfile"
 COPY bin/ /bin/
 COPY usr/ /usr/
 ENV PATH=/usr/local/bin:/bin
@@ -209,34 +215,24 @@ USER 65532:65532
 ENTRYPOINT ["ferrolb-testbed", "echo"]
 EOF
 key=$(echo "$SELF $(hash_of "$W/echo.Containerfile" "$BIN_DIR/ferrolb-testbed" "$BUSYBOX")" | b2sum | cut -d' ' -f1)
-if up_to_date echo "$key"; then
-  log "$ECHO_IMAGE: up to date ($OUT/echo.tar)"
-else
+if stale echo "$ECHO_IMAGE" "$key"; then
   strip_into "$W/echo/usr/local/bin" "$BIN_DIR/ferrolb-testbed"
   mkdir -p "$W/echo/bin"
   cp "$BUSYBOX" "$W/echo/bin/busybox" && chmod 0755 "$W/echo/bin/busybox"
   ln -s busybox "$W/echo/bin/sh"
   publish echo "$ECHO_IMAGE" "$key" "$W/echo.Containerfile" "$W/echo"
-  built=$((built + 1))
 fi
 
 # c. The pod sandbox (containerd's sandbox_image).
-cat >"$W/pause.Containerfile" <<EOF
-FROM scratch
-LABEL org.opencontainers.image.title="FerroLB testbed pause (pod sandbox)" \\
-      org.opencontainers.image.source="$LABEL_SOURCE" \\
-      org.opencontainers.image.licenses="Apache-2.0"
+{ containerfile "FerroLB testbed pause (pod sandbox)"; cat <<EOF; } >"$W/pause.Containerfile"
 COPY pause /pause
 USER 65535:65535
 ENTRYPOINT ["/pause"]
 EOF
 key=$(echo "$SELF $(hash_of "$W/pause.Containerfile" "$W/pause")" | b2sum | cut -d' ' -f1)
-if up_to_date pause "$key"; then
-  log "$PAUSE_IMAGE: up to date ($OUT/pause.tar)"
-else
+if stale pause "$PAUSE_IMAGE" "$key"; then
   mkdir -p "$W/pausectx" && cp "$W/pause" "$W/pausectx/pause" && chmod 0755 "$W/pausectx/pause"
   publish pause "$PAUSE_IMAGE" "$key" "$W/pause.Containerfile" "$W/pausectx"
-  built=$((built + 1))
 fi
 
 if [ "$built" -gt 0 ]; then

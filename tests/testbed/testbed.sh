@@ -390,13 +390,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 EOF
   bg_node "containerd-node-$i" "$i" containerd --config "$N/etc/containerd.toml"
   wait_for 30 "node-$i containerd" ctr -a "$N/run/containerd/containerd.sock" version
-  local file name full
+  local file name
   while read -r file name; do
     ctr -a "$N/run/containerd/containerd.sock" -n k8s.io images import "$IMAGES/$file" >/dev/null \
-      || die "importing $file into node-$i's containerd"
-    # the kubelet asks for the normalized name (ferrolb-testbed/echo:v1 is docker.io/ferrolb-testbed/echo:v1)
-    full=$name; case ${name%%/*} in *.*|*:*|localhost) ;; *) full=docker.io/$name ;; esac
-    [ "$full" = "$name" ] || ctr -a "$N/run/containerd/containerd.sock" -n k8s.io images tag "$name" "$full" >/dev/null
+      || die "importing $file ($name) into node-$i's containerd"
   done <"$IMAGES/images.txt"
   # the image under a second name, so a test can roll the operands to a "new" image
   ctr -a "$N/run/containerd/containerd.sock" -n k8s.io images tag "$FERROLB_IMAGE" "$FERROLB_IMAGE-rollout" >/dev/null
@@ -585,8 +582,8 @@ up() {
 
   log "images: FerroLB, the testbed's echo server and the pause image, built FROM scratch"
   IMAGES=$(bash "$HERE/images.sh" | tail -n1) || die "building the images failed (see above); retry: bash tests/testbed/images.sh"
-  FERROLB_IMAGE="ghcr.io/ferrolb/ferrolb:v$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)"
-  PAUSE_IMAGE=docker.io/ferrolb-testbed/pause:v1
+  image_of() { awk -v f="$1" '$1 == f {print $2}' "$IMAGES/images.txt"; }
+  FERROLB_IMAGE=$(image_of ferrolb.tar); PAUSE_IMAGE=$(image_of pause.tar)
 
   SFX=$(head -c4 /dev/urandom | od -An -tx1 | tr -d ' \n')
   RUN=/dev/shm/ferrolb-testbed-$SFX

@@ -415,19 +415,10 @@ async fn a_restricted_namespace_refuses_the_speaker_and_the_operator_says_why() 
     let tb = Testbed::start_or_reuse()?;
     let client = tb.client().await?;
     let _installed = install_with(&tb, &client, json!({})).await?;
-    let kubectl_ok = |args: &[&str]| -> anyhow::Result<String> {
-        let out = tb.kubectl(args)?;
-        ensure!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
     let restricted = format!("{ENFORCE}=restricted");
-    kubectl_ok(&["label", "--overwrite", "namespace", SYSTEM, &restricted])?;
+    tb.kubectl_ok(&["label", "--overwrite", "namespace", SYSTEM, &restricted])?;
     let speakers = || {
-        kubectl_ok(&[
+        tb.kubectl_ok(&[
             "get",
             "pods",
             "-n",
@@ -439,9 +430,9 @@ async fn a_restricted_namespace_refuses_the_speaker_and_the_operator_says_why() 
         ])
     };
     let victim = speakers()?.lines().next().unwrap_or_default().to_owned();
-    kubectl_ok(&["delete", "-n", SYSTEM, &victim, "--wait=true"])?;
+    tb.kubectl_ok(&["delete", "-n", SYSTEM, &victim, "--wait=true"])?;
     let refusal = wait_for("the speaker's pod refused by Pod Security", T, || async {
-        let events = kubectl_ok(&[
+        let events = tb.kubectl_ok(&[
             "get",
             "events",
             "-n",
@@ -487,7 +478,7 @@ async fn a_restricted_namespace_refuses_the_speaker_and_the_operator_says_why() 
         "the operator overrode the admin's level"
     );
     // The admin takes the label away: the operator labels its namespace and the speaker runs.
-    kubectl_ok(&["label", "namespace", SYSTEM, &format!("{ENFORCE}-")])?;
+    tb.kubectl_ok(&["label", "namespace", SYSTEM, &format!("{ENFORCE}-")])?;
     wait_for("the namespace labelled privileged again", T, || async {
         Ok((level(&tb)? == "privileged").then_some(()))
     })

@@ -12,12 +12,12 @@ use anyhow::{Context as _, ensure};
 use ferrolb_api::LoadBalancerConfig;
 use ferrolb_api::validate::cases::cases;
 use ferrolb_testbed::ferrolb::{
-    OPERATOR_PODS, SYSTEM, apply_default, install_operator, operator_leader, patch_operator,
-    ready_operators, uninstall, wait_operator_replicas, wait_operator_rollout, wait_webhook,
+    SYSTEM, apply_default, install_operator, operator_leader, patch_operator, ready_operators,
+    uninstall, wait_operator_pods, wait_operator_replicas, wait_operator_rollout, wait_webhook,
 };
 use ferrolb_testbed::harness::{Testbed, pod_metrics, pod_pid, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -399,32 +399,20 @@ fn certificate_loads(tb: &Testbed, pods: &[Pod]) -> anyhow::Result<Vec<u64>> {
         .collect()
 }
 
-fn kubectl_ok(tb: &Testbed, args: &[&str]) -> anyhow::Result<()> {
-    let out = tb.kubectl(args)?;
-    ensure!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 fn set_ca_bundle(tb: &Testbed, pems: &[&str]) -> anyhow::Result<()> {
     use k8s_openapi::ByteString;
     let bundle = serde_json::to_value(ByteString(pems.concat().into_bytes()))?;
     let patch =
         json!([{"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}]);
-    kubectl_ok(
-        tb,
-        &[
-            "patch",
-            "validatingwebhookconfiguration",
-            "ferrolb-operator",
-            "--type=json",
-            "-p",
-            &patch.to_string(),
-        ],
-    )
+    tb.kubectl_ok(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        "ferrolb-operator",
+        "--type=json",
+        "-p",
+        &patch.to_string(),
+    ])?;
+    Ok(())
 }
 
 /// Provided certificates (`--webhook-certs=files`, as OLM mounts them or cert-manager writes
@@ -468,15 +456,7 @@ async fn provided_certificates_are_served_and_reloaded() -> anyhow::Result<()> {
     patch_operator(&tb, &mount)?;
     wait_operator_replicas(&client).await?;
     // The self-managed replicas gone for good: a stopping one could still be inside a write.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
-    wait_for("only the two new operator pods", T, || async {
-        let all = pods
-            .list(&ListParams::default().labels(OPERATOR_PODS))
-            .await?
-            .items;
-        Ok((all.len() == 2).then_some(()))
-    })
-    .await?;
+    wait_operator_pods(&client, 2).await?;
     // From here on only the provided files are served: the operator writes no Secret.
     let self_managed = secrets
         .get("ferrolb-operator-webhook-tls")
@@ -528,17 +508,14 @@ async fn provided_certificates_are_served_and_reloaded() -> anyhow::Result<()> {
         .resource_version;
 
     // Back to the plain install (self-managed): a fresh Deployment from config/default.
-    kubectl_ok(
-        &tb,
-        &[
-            "delete",
-            "deployment",
-            "ferrolb-operator",
-            "-n",
-            SYSTEM,
-            "--wait=true",
-        ],
-    )?;
+    tb.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "ferrolb-operator",
+        "-n",
+        SYSTEM,
+        "--wait=true",
+    ])?;
     secrets
         .delete("webhook-provided", &DeleteParams::default())
         .await?;
@@ -574,26 +551,15 @@ async fn with_no_replica_only_spec_changes_are_refused() -> anyhow::Result<()> {
                "l2Advertisements": [{"name": "l2"}]}),
     )
     .await?;
-    kubectl_ok(
-        &tb,
-        &[
-            "scale",
-            "deployment",
-            "ferrolb-operator",
-            "-n",
-            SYSTEM,
-            "--replicas=0",
-        ],
-    )?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
-    wait_for("no operator pod", T, || async {
-        let left = pods
-            .list(&ListParams::default().labels(OPERATOR_PODS))
-            .await?
-            .items;
-        Ok(left.is_empty().then_some(()))
-    })
-    .await?;
+    tb.kubectl_ok(&[
+        "scale",
+        "deployment",
+        "ferrolb-operator",
+        "-n",
+        SYSTEM,
+        "--replicas=0",
+    ])?;
+    wait_operator_pods(&client, 0).await?;
 
     let spec_change = tb.kubectl(&[
         "patch",
@@ -613,27 +579,21 @@ async fn with_no_replica_only_spec_changes_are_refused() -> anyhow::Result<()> {
         refusal.contains("failed calling webhook \"validate.loadbalancerconfigs.ferrolb.io\""),
         "the refusal does not name the webhook: {refusal}"
     );
-    kubectl_ok(
-        &tb,
-        &[
-            "annotate",
-            "lbc",
-            "ferrolb",
-            "example.com/note=webhook-down",
-        ],
-    )?;
-    kubectl_ok(&tb, &["delete", "lbc", "ferrolb", "--wait=false"])?;
-    kubectl_ok(
-        &tb,
-        &[
-            "patch",
-            "lbc",
-            "ferrolb",
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"finalizers":null}}"#,
-        ],
-    )?;
+    tb.kubectl_ok(&[
+        "annotate",
+        "lbc",
+        "ferrolb",
+        "example.com/note=webhook-down",
+    ])?;
+    tb.kubectl_ok(&["delete", "lbc", "ferrolb", "--wait=false"])?;
+    tb.kubectl_ok(&[
+        "patch",
+        "lbc",
+        "ferrolb",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])?;
     wait_for("the config gone", T, || async {
         Ok(Api::<LoadBalancerConfig>::all(client.clone())
             .get_opt("ferrolb")
