@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ferrolb_api::wiring::{env, ports};
 use ferrolb_operator::metrics::Metrics;
+use ferrolb_operator::olm::{self, OperatorCondition};
 use ferrolb_operator::reconcile;
 use ferrolb_operator::render::Settings;
 use ferrolb_operator::render::install::{OPERATOR, OPERATOR_NAMESPACE};
@@ -212,6 +213,19 @@ async fn operate(
         std::env::var("POD_NAMESPACE").unwrap_or_else(|_| OPERATOR_NAMESPACE.to_owned());
     let identity =
         std::env::var("POD_NAME").unwrap_or_else(|_| format!("{OPERATOR}-{}", std::process::id()));
+    // Set by OLM only: a plain-manifest install has no OperatorCondition to tell.
+    let operator_condition = std::env::var(olm::OPERATOR_CONDITION_NAME)
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .map(|name| OperatorCondition::new(client.clone(), &namespace, name));
+    if let Some(operator_condition) = &operator_condition {
+        tracing::info!(
+            operator_condition = operator_condition.name(),
+            %namespace,
+            "installed by OLM: telling it whether an upgrade may proceed"
+        );
+    }
     let source = webhook_args.source();
     let webhook = match Webhook::start(
         client.clone(),
@@ -311,6 +325,7 @@ async fn operate(
             metrics,
             events,
             key_rotation_step,
+            operator_condition,
             shutdown_signal(),
         );
         let certificates = async {

@@ -1,20 +1,23 @@
 //! The reconcile loop of the LoadBalancerConfig, as a pipeline: read (the config and every
 //! other one) → validate (pure) → build (pure `render`) → apply (server-side apply, prune) →
 //! status (pure `status`, written only when it changes, each change told as an Event on the
-//! config). Event-driven: it watches the configs, every Deployment and DaemonSet it owns (a
-//! workload deleted or edited by hand is restored at once) and the operand pods (a pod that
-//! cannot start shows in `Degraded` at once); nothing polls.
+//! config) → under OLM, `Upgradeable` told to the operator's OperatorCondition (`olm`).
+//! Event-driven: it watches the configs, every Deployment and DaemonSet it owns (a workload
+//! deleted or edited by hand is restored at once) and the operand pods (a pod that cannot start
+//! shows in `Degraded` at once); nothing polls, except that under OLM, while no config exists,
+//! the OperatorCondition is looked at every few minutes (no reconcile runs then).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrolb_api::v1alpha1::condition_types::UPGRADEABLE;
 use ferrolb_api::v1alpha1::{LoadBalancerConfigStatus, OperatorVersions};
 use ferrolb_api::{LoadBalancerConfig, validate};
 use ferrolb_runtime::events::Publisher;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -28,6 +31,7 @@ use tracing::Instrument;
 
 use crate::apply::{self, managed_selector};
 use crate::metrics::{Metrics, ReasonLabels};
+use crate::olm::{self, OperatorCondition};
 use crate::render::{self, FIELD_MANAGER, Settings};
 use crate::status::{self, Observed, Standing};
 
@@ -77,6 +81,8 @@ pub struct Context {
     pub events: Publisher,
     /// The time between two phases of a membership key rotation.
     pub key_rotation_step: Duration,
+    /// The OperatorCondition to tell `Upgradeable` to (None: not installed by OLM).
+    pub operator_condition: Option<OperatorCondition>,
 }
 
 impl std::fmt::Debug for Context {
@@ -171,7 +177,8 @@ async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Acti
             }
             Err(e) => {
                 observed.apply_error = Some(e.to_string());
-                write_status(config, ctx, &observed).await?;
+                let conditions = write_status(config, ctx, &observed).await?;
+                report_upgradeable(ctx, &standing, &conditions).await;
                 return Err(Error::Apply(e));
             }
         }
@@ -192,7 +199,8 @@ async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Acti
     if !matches!(standing, Standing::Shadowed(_)) {
         observed.pod_problems = pod_problems(&ctx.client, &config.spec).await?;
     }
-    write_status(config, ctx, &observed).await?;
+    let conditions = write_status(config, ctx, &observed).await?;
+    let reported = report_upgradeable(ctx, &standing, &conditions).await;
     if let Standing::Shadowed(_) = standing {
         // Nothing of its own wakes a config that is not in force when the one in force goes:
         // look again soon (only while two configs exist, which the webhook prevents).
@@ -200,8 +208,9 @@ async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Acti
     }
     // Owned workloads wake the loop when they change; the slow requeue is only a safety net.
     // A key rotation comes back when its next phase is due (nothing watches the Secret), and
-    // a namespace that refuses the speaker is looked at again soon (nothing watches it either).
-    let resync = if observed.pod_security.is_some() {
+    // a namespace that refuses the speaker is looked at again soon (nothing watches it either),
+    // and so is an OperatorCondition that could not be told.
+    let resync = if observed.pod_security.is_some() || !reported {
         Duration::from_secs(10)
     } else {
         Duration::from_secs(300)
@@ -227,12 +236,12 @@ async fn pod_problems(
 }
 
 /// Writes the status when it differs from what the config holds, and tells each condition
-/// change as an Event.
+/// change as an Event. Returns the conditions the config now holds.
 async fn write_status(
     config: &LoadBalancerConfig,
     ctx: &Context,
     observed: &Observed,
-) -> Result<(), Error> {
+) -> Result<Vec<Condition>, Error> {
     let previous = config.status.clone().unwrap_or_default();
     let computed = status::compute(observed, &previous.conditions, Time(Timestamp::now()));
     let next = LoadBalancerConfigStatus {
@@ -244,7 +253,7 @@ async fn write_status(
         pools: previous.pools.clone(),
     };
     if next == previous {
-        return Ok(());
+        return Ok(next.conditions);
     }
     let api: Api<LoadBalancerConfig> = Api::all(ctx.client.clone());
     // Only the operator's fields: pool usage belongs to the controller.
@@ -270,7 +279,47 @@ async fn write_status(
     for event in status::transitions(&previous.conditions, &next.conditions) {
         ctx.events.publish(&event, regarding.clone());
     }
-    Ok(())
+    Ok(next.conditions)
+}
+
+/// Under OLM, mirrors the config's `Upgradeable` into the operator's OperatorCondition, unless
+/// the config is ignored (another is in force: only that one has a say). Returns false when
+/// that failed (logged; the caller looks again soon): it never fails the reconcile.
+async fn report_upgradeable(ctx: &Context, standing: &Standing, conditions: &[Condition]) -> bool {
+    let Some(operator_condition) = &ctx.operator_condition else {
+        return true;
+    };
+    if matches!(standing, Standing::Shadowed(_)) {
+        return true;
+    }
+    match conditions.iter().find(|c| c.type_ == UPGRADEABLE) {
+        Some(upgradeable) => operator_condition.report(upgradeable.clone()).await,
+        None => true,
+    }
+}
+
+/// How often, under OLM, the OperatorCondition is looked at while no config exists.
+const UNCONFIGURED_RESYNC: Duration = Duration::from_secs(300);
+
+/// Under OLM, while no config exists (nothing reconciles then), keeps `Upgradeable=True`
+/// (`NoConfig`) in the OperatorCondition: at start, and every [`UNCONFIGURED_RESYNC`], which
+/// also retries a report the last config's cleanup could not make. Never returns.
+async fn report_while_unconfigured(ctx: Arc<Context>) {
+    if let Some(operator_condition) = &ctx.operator_condition
+        && ctx.configs.wait_until_ready().await.is_ok()
+    {
+        let mut resync = tokio::time::interval(UNCONFIGURED_RESYNC);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            resync.tick().await;
+            if ctx.configs.is_empty() {
+                operator_condition
+                    .report(olm::no_config(Time(Timestamp::now())))
+                    .await;
+            }
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Uninstall: remove every operand, unless another config remains to take over.
@@ -289,6 +338,12 @@ async fn cleanup(config: &LoadBalancerConfig, ctx: &Context) -> Result<Action, E
         .await
         .map_err(Error::Cleanup)?;
     tracing::info!(removed, "removed every operand");
+    // Nothing left to disrupt; a failure is retried while no config exists.
+    if let Some(operator_condition) = &ctx.operator_condition {
+        operator_condition
+            .report(olm::no_config(Time(Timestamp::now())))
+            .await;
+    }
     ctx.events.publish(
         &Event {
             type_: EventType::Normal,
@@ -316,13 +371,15 @@ fn error_policy(config: Arc<LoadBalancerConfig>, error: &Error, ctx: Arc<Context
 }
 
 /// Runs the loop until `shutdown` completes; `key_rotation_step` is the time between two
-/// phases of a membership key rotation.
+/// phases of a membership key rotation; `operator_condition` is OLM's for this operator, if OLM
+/// installed it.
 pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Metrics,
     events: Publisher,
     key_rotation_step: Duration,
+    operator_condition: Option<OperatorCondition>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let configs: Api<LoadBalancerConfig> = Api::all(client.clone());
@@ -352,13 +409,19 @@ pub async fn run(
         metrics,
         events,
         key_rotation_step,
+        operator_condition,
     });
-    controller
+    let unconfigured = report_while_unconfigured(ctx.clone());
+    let reconciling = controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile error (retried)");
             }
-        })
-        .await;
+        });
+    // The loop ends at `shutdown`; the upkeep of the OperatorCondition ends with it.
+    tokio::select! {
+        () = reconciling => {}
+        () = unconfigured => {}
+    }
 }

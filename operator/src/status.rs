@@ -43,6 +43,8 @@ pub mod reasons {
     pub const READY_FOR_UPGRADE: &str = "ReadyForUpgrade";
     /// An upgrade would interrupt a rollout or pile onto a problem.
     pub const NOT_SAFE: &str = "RolloutOrDegraded";
+    /// No LoadBalancerConfig exists, so an upgrade disrupts nothing (told to OLM only).
+    pub const NO_CONFIG: &str = "NoConfig";
     /// Every reason, for the tests that check their form.
     pub const ALL: &[&str] = &[
         ALL_READY,
@@ -59,6 +61,7 @@ pub mod reasons {
         AS_EXPECTED,
         READY_FOR_UPGRADE,
         NOT_SAFE,
+        NO_CONFIG,
     ];
 }
 
