@@ -4,9 +4,10 @@ CARGO ?= cargo
 
 .PHONY: test check fmt-check clippy generated-check generate unit-test netns-test
 
-## test: every check and every test, lane by lane: check, unit-test, netns-test, testbed-test
+## test: every check and every test, lane by lane: check, unit-test, olm-check, netns-test,
+## testbed-test
 ## (tests/README.md, "Test lanes")
-test: check unit-test netns-test testbed-test
+test: check unit-test olm-check netns-test testbed-test
 
 ## check: static checks that need no cluster
 check: fmt-check clippy generated-check
@@ -17,25 +18,42 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-## generate: regenerate the CRD and the operand manifests under config/ from the Rust code
-## (and, later, the bundle)
+## generate: regenerate every generated file from the Rust code: the CRD, the plain manifests
+## under config/, the OLM bundle (bundle/, bundle.Dockerfile) and the catalog (catalog/)
 generate:
 	$(CARGO) run --locked --quiet -p ferrolb-api --bin ferrolb-crdgen -- --out config/crd/bases
-	$(CARGO) run --locked --quiet -p ferrolb-operator --bin ferrolb-manifestgen -- --out config
+	rm -rf bundle catalog
+	$(CARGO) run --locked --quiet -p ferrolb-operator --bin ferrolb-manifestgen -- --out .
+
+## bundle: the OLM bundle and the catalog (part of generate; `make olm-check` validates them)
+.PHONY: bundle olm-check
+bundle: generate
 
 ## generated-check: fail when committed generated files differ from what the code generates
+## (a changed file, a missing one, or one under bundle/ or catalog/ the code no longer makes)
 generated-check:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(CARGO) run --locked --quiet -p ferrolb-api --bin ferrolb-crdgen -- --out "$$tmp" && \
 	if ! diff -ru config/crd/bases "$$tmp"; then \
 	  echo "config/crd/bases is stale: run 'make generate' and commit the result" >&2; exit 1; \
 	fi && \
-	$(CARGO) run --locked --quiet -p ferrolb-operator --bin ferrolb-manifestgen -- --out "$$tmp/config" && \
+	$(CARGO) run --locked --quiet -p ferrolb-operator --bin ferrolb-manifestgen -- --out "$$tmp/root" && \
 	for f in $$($(CARGO) run --locked --quiet -p ferrolb-operator --bin ferrolb-manifestgen); do \
-	  if ! diff -u "config/$$f" "$$tmp/config/$$f"; then \
-	    echo "config/$$f is stale: run 'make generate' and commit the result" >&2; exit 1; \
+	  if ! diff -u "$$f" "$$tmp/root/$$f"; then \
+	    echo "$$f is stale: run 'make generate' and commit the result" >&2; exit 1; \
+	  fi; \
+	done && \
+	for d in bundle catalog; do \
+	  if ! diff -r "$$d" "$$tmp/root/$$d"; then \
+	    echo "$$d/ is stale: run 'make generate' and commit the result" >&2; exit 1; \
 	  fi; \
 	done
+
+## olm-check: the bundle and the catalog through the real OLM tools, built from the Go module
+## proxy at pinned versions (tests/testbed/build-olm.sh, cached in /var/cache/ferrolb-testbed):
+## `operator-sdk bundle validate` with the operatorframework suite, and `opm validate`
+olm-check:
+	bash tests/testbed/olm-check.sh
 
 ## unit-test: unit and property tests; need no root, no network and no cluster (any user)
 unit-test:
@@ -74,7 +92,13 @@ testbed-up: deps
 
 ## demo: the testbed with FerroLB installed from config/ and a Service whose IP answers
 demo: testbed-up
-	bash tests/testbed/demo.sh
+	bash tests/testbed/demo.sh manifests
+
+## demo-olm: the same, with FerroLB installed through OLM v0 (a CatalogSource serving catalog/,
+## an OperatorGroup and a Subscription), as from OperatorHub
+.PHONY: demo-olm
+demo-olm: testbed-up
+	bash tests/testbed/demo.sh olm
 
 testbed-down:
 	bash tests/testbed/testbed.sh down

@@ -7,6 +7,8 @@
 #      busybox-static (the echo image's shell), gcc, libc6-dev (the static pause binary), file
 #   2. kube-apiserver, kube-controller-manager, kube-scheduler and kubectl v1.34.x built from the Go
 #      module proxy into /var/cache/ferrolb-testbed (build-k8s.sh; ~5 min cold on 2 cores, then cached)
+#   3. the OLM tools at pinned versions: opm, operator-sdk, OLM v0's olm and catalog operators
+#      (build-olm.sh; ~8 min cold on 2 cores, then cached)
 # Needs root, apt, and Go >= 1.24 with access to the Go module proxy.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,4 +46,5 @@ if [ "$(printf '%s\n1.24\n' "$gov" | sort -V | head -n1)" != 1.24 ]; then
   exit 1
 fi
 bash "$HERE/build-k8s.sh" >/dev/null
+bash "$HERE/build-olm.sh" >/dev/null
 log "ready"

@@ -1,5 +1,6 @@
-//! Writes the generated manifests: `ferrolb-manifestgen --out config` (the files under it that
-//! describe what the operator renders), or lists them without `--out`.
+//! Writes the generated install files: `ferrolb-manifestgen --out .` (from the repository's root:
+//! `config/`'s manifests, `bundle/`, `bundle.Dockerfile`, `catalog/`), or lists their paths
+//! without `--out`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ fn main() -> ExitCode {
         [] => None,
         [flag, dir] if flag == "--out" => Some(PathBuf::from(dir)),
         _ => {
-            eprintln!("usage: ferrolb-manifestgen [--out CONFIG_DIR]");
+            eprintln!("usage: ferrolb-manifestgen [--out REPOSITORY_ROOT]");
             return ExitCode::from(2);
         }
     };
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
         match &out {
             None => println!("{}", file.path),
             Some(dir) => {
-                let path = dir.join(file.path);
+                let path = dir.join(&file.path);
                 let written = path
                     .parent()
                     .map_or(Ok(()), std::fs::create_dir_all)

@@ -6,6 +6,7 @@
 //! Split by what an admin asks about: `rbac` (identities and permissions), `workloads` (the
 //! namespace, the controller Deployment and the speaker DaemonSet).
 
+pub mod bundle;
 pub mod install;
 mod rbac;
 pub mod webhook;

@@ -304,13 +304,13 @@ fn bindings_name_only_the_shipped_cluster_roles() {
 }
 
 #[test]
-fn the_committed_config_is_what_the_code_renders() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+fn the_committed_install_files_are_what_the_code_renders() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for file in crate::manifests::files().unwrap() {
-        let committed = std::fs::read_to_string(root.join(file.path)).unwrap_or_default();
+        let committed = std::fs::read_to_string(root.join(&file.path)).unwrap_or_default();
         assert!(
             committed == file.text,
-            "config/{} is stale: run `make generate` and commit the result",
+            "{} is stale: run `make generate` and commit the result",
             file.path
         );
     }
