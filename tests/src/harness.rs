@@ -110,7 +110,47 @@ impl Testbed {
         client_from(&self.kubeconfig).await
     }
 
-    /// Run `kubectl` with the admin kubeconfig.
+    /// Adds OLM v0 to the testbed, with the CatalogSource serving `catalog` (a file-based
+    /// catalog directory; `tests/testbed/testbed.sh olm-up`, idempotent), and returns the
+    /// testbed with the OLM entries of its env file (`TESTBED_OLM_NAMESPACE`,
+    /// `TESTBED_CATALOG_SOURCE`).
+    pub fn olm_up(&self, catalog: &Path) -> anyhow::Result<Self> {
+        let path = Self::env_path();
+        let state_dir = path.parent().unwrap_or(Path::new("."));
+        let st = Command::new("bash")
+            .arg(repo_root().join("tests/testbed/testbed.sh"))
+            .arg("olm-up")
+            .arg(catalog)
+            .env("TESTBED_STATE_DIR", state_dir)
+            .status()
+            .context("running tests/testbed/testbed.sh olm-up")?;
+        if !st.success() {
+            bail!("testbed.sh olm-up {} failed ({st})", catalog.display());
+        }
+        Self::load(&path)
+    }
+
+    /// Tags the image `from` as `to` in every node's containerd (as if `to` had been pulled).
+    pub fn tag_image_on_nodes(&self, from: &str, to: &str) -> anyhow::Result<()> {
+        let run = self.var("TESTBED_RUN_DIR").context("TESTBED_RUN_DIR")?;
+        for node in &self.node_names {
+            let socket = format!("{run}/nodes/{node}/run/containerd/containerd.sock");
+            let out = Command::new("ctr")
+                .args([
+                    "-a", &socket, "-n", "k8s.io", "images", "tag", "--force", from, to,
+                ])
+                .output()
+                .context("running ctr")?;
+            if !out.status.success() {
+                bail!(
+                    "ctr images tag {from} {to} on {node}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until `http://IP/` answers from the client namespace (within 60 s); the answer.
     pub async fn wait_answers(&self, ip: &str) -> anyhow::Result<String> {
         let url = if ip.contains(':') {
@@ -126,6 +166,7 @@ impl Testbed {
         .await
     }
 
+    /// Run `kubectl` with the admin kubeconfig.
     pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<Output> {
         Command::new(&self.kubectl)
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# demo.sh — FerroLB on the testbed, end to end, as an admin installs it: the operator from
-# config/default, then the Layer 2 sample config, from which the operator deploys the controller,
-# the speakers and their membership key; waits until the config is Available, runs an echo
-# Deployment behind a LoadBalancer Service on port 80, waits until its IP answers from the client
-# namespace, and prints the IP and the command that curls it. `make demo` brings the testbed
-# up first; `make testbed-down` removes everything.
+# demo.sh [manifests|olm] — FerroLB on the testbed, end to end, as an admin installs it: the
+# operator from config/default (`manifests`, `make demo`) or through OLM from the catalog
+# (`olm`, `make demo-olm`: OLM v0 on the testbed, a CatalogSource serving catalog/, an
+# OperatorGroup and a Subscription in ferrolb-system, as OperatorHub makes them); then the Layer 2
+# sample config, from which the operator deploys the controller, the speakers and their membership
+# key; waits until the config is Available, runs an echo Deployment behind a LoadBalancer Service
+# on port 80, waits until its IP answers from the client namespace, and prints the IP and the
+# command that curls it. The make targets bring the testbed up first; `make testbed-down` removes
+# everything.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,8 +25,44 @@ wait_until() { # wait_until SECONDS WHAT COMMAND...
   done
 }
 
-log "installing the FerroLB operator (kubectl apply --server-side -k config/default)"
-k apply --server-side -k "$ROOT/config/default" >/dev/null
+METHOD=${1:-manifests}
+case $METHOD in
+  manifests)
+    log "installing the FerroLB operator (kubectl apply --server-side -k config/default)"
+    k apply --server-side -k "$ROOT/config/default" >/dev/null
+    ;;
+  olm)
+    log "OLM v0 and a CatalogSource serving catalog/ (testbed.sh olm-up)"
+    bash "$HERE/testbed.sh" olm-up
+    set -a; . "$STATE_DIR/env"; set +a
+    log "installing FerroLB through OLM: namespace, OperatorGroup (all namespaces), Subscription (stable)"
+    k apply --server-side -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Namespace
+metadata: {name: ferrolb-system}
+---
+apiVersion: operators.coreos.com/v1
+kind: OperatorGroup
+metadata: {name: ferrolb, namespace: ferrolb-system}
+spec: {}
+---
+apiVersion: operators.coreos.com/v1alpha1
+kind: Subscription
+metadata: {name: ferrolb, namespace: ferrolb-system}
+spec:
+  name: ferrolb
+  channel: stable
+  source: $TESTBED_CATALOG_SOURCE
+  sourceNamespace: $TESTBED_OLM_NAMESPACE
+  installPlanApproval: Automatic
+YAML
+    csv() { k -n ferrolb-system get subscription ferrolb -o jsonpath='{.status.installedCSV}'; }
+    succeeded() { [ -n "$(csv)" ] && [ "$(k -n ferrolb-system get csv "$(csv)" -o jsonpath='{.status.phase}')" = Succeeded ]; }
+    wait_until 300 "the ClusterServiceVersion to succeed" succeeded
+    log "$(csv): Succeeded"
+    ;;
+  *) log "usage: demo.sh [manifests|olm]"; exit 2 ;;
+esac
 k -n ferrolb-system rollout status deployment/ferrolb-operator --timeout=120s >/dev/null
 log "applying the Layer 2 sample (config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml)"
 # The webhook answers once a replica is ready and the API server has its CA (a second or so).
@@ -80,7 +119,7 @@ wait_until 120 "$IP to answer" ip netns exec "$TESTBED_CLIENT_NETNS" curl -sf -m
 ANSWER=$(ip netns exec "$TESTBED_CLIENT_NETNS" curl -sS -m 2 "http://$IP/")
 cat <<MSG
 
-FerroLB is up. Service demo/echo got $IP, announced with ARP by
+FerroLB is up (installed from $METHOD). Service demo/echo got $IP, announced with ARP by
   $(k -n demo get service echo -o jsonpath='{.status.conditions[?(@.type=="ferrolb.io/Announced")].message}')
 and answers from the client namespace:
   $ANSWER

@@ -4,6 +4,8 @@
 #   testbed.sh up       bring it up (idempotent: reuses a healthy testbed), writes .testbed/env
 #   testbed.sh down     remove every namespace, process and file of every testbed of this state dir
 #   testbed.sh status   show what is running
+#   testbed.sh olm-up [CATALOG_DIR]   add OLM v0 and a CatalogSource serving CATALOG_DIR (default
+#                       catalog/) to the running testbed (see olm_up)
 #
 # Topology (all inside network namespaces named ftb-<run>-*; nothing is added to the root namespace
 # except one forwarder process listening on 127.0.0.1:<random port> for the admin kubeconfig):
@@ -50,6 +52,7 @@ starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null || true; }
 record_pid() { echo "$2 $(starttime "$2")" >"$RUN/pids/$1.pid"; }
 pid_alive() { # pid_alive FILE -> prints pid if the recorded process still runs
   local f=$1 pid st
+  [ -f "$f" ] || return 1
   read -r pid st <"$f" 2>/dev/null || return 1
   [ -n "${pid:-}" ] && [ -d "/proc/$pid" ] || return 1
   [ -z "${st:-}" ] || [ "$(starttime "$pid")" = "$st" ] || return 1
@@ -631,6 +634,72 @@ up() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# OLM v0 on a running testbed (olm-up [CATALOG_DIR]), as OperatorHub clusters run it:
+# - OLM's CRDs, and an OLMConfig that turns off copied CSVs (one per namespace, only API load here);
+# - the olm operator in the control plane's namespace;
+# - in ftb-<run>-olm (198.51.100.124): the catalog operator and `opm serve CATALOG_DIR` (default:
+#   the repository's catalog/) on :50051, named by the CatalogSource olm/ferrolb-catalog through
+#   spec.address: no registry pod and no bundle image (the catalog carries the bundle's objects).
+# Both OLM operators serve health on :8080, hence two namespaces. Run again with another directory
+# (or the same one changed) and it serves that instead, under a re-created CatalogSource (which
+# polls it every 10 s). down removes all of it.
+# Not here: OLM's packageserver (the PackageManifest API the console lists); subscriptions do not
+# need it.
+OLM_NS=olm
+OLM_IP=198.51.100.124
+CATALOG_SOURCE=ferrolb-catalog
+olm_up() {
+  [ "$(id -u)" = 0 ] || die "must run as root"
+  healthy || die "the testbed is not up: make testbed-up"
+  set -a; . "$ENV_FILE"; set +a
+  RUN=$TESTBED_RUN_DIR; SFX=$TESTBED_RUN; KUBECTL=$TESTBED_KUBECTL; BR="ftb-$SFX-br"
+  local catalog=${1:-$ROOT/catalog} ns="ftb-$SFX-olm" tools olm opm
+  catalog=$(cd "$catalog" && pwd) || die "no catalog directory ${1:-}"
+  k() { "$KUBECTL" --kubeconfig="$KUBECONFIG" "$@"; }
+  tools=$(bash "$HERE/build-olm.sh") || die "building the OLM tools failed (see above)"
+  olm=$(awk '$1 == "olm" {print $2}' <<<"$tools"); opm=$(awk '$1 == "opm" {print $2}' <<<"$tools")/bin/opm
+  if ! pid_alive "$RUN/pids/olm-operator.pid" >/dev/null; then
+    log "OLM v0: CRDs, the olm operator (control-plane namespace), the catalog operator ($ns)"
+    k apply --server-side -f "$olm/crds" >/dev/null
+    k wait --for=condition=Established --timeout=60s -f "$olm/crds" >/dev/null
+    k create namespace "$OLM_NS" --dry-run=client -o yaml | k apply -f - >/dev/null
+    printf '%s\n' 'apiVersion: operators.coreos.com/v1' 'kind: OLMConfig' 'metadata: {name: cluster}' \
+      'spec: {features: {disableCopiedCSVs: true}}' | k apply -f - >/dev/null
+    kubeconfig "$RUN/olm.kubeconfig" "https://$API_IP:$API_PORT" admin
+    bg_in olm-operator "ftb-$SFX-cp" env KUBECONFIG="$RUN/olm.kubeconfig" "$olm/bin/olm" \
+      --namespace "$OLM_NS" --writeStatusName ""
+    ip netns list | grep -q "^$ns " || ip netns list | grep -qx "$ns" \
+      || { ns_new "$ns"; plug "$ns" olm "$OLM_IP" 2001:db8:100::124; }
+    bg_in olm-catalog "$ns" env KUBECONFIG="$RUN/olm.kubeconfig" "$olm/bin/catalog" \
+      --kubeconfig "$RUN/olm.kubeconfig" --namespace "$OLM_NS" --writeStatusName "" --set-workload-user-id
+  fi
+  local pid served
+  served="$catalog $(cd "$catalog" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$RUN/olm-catalog" 2>/dev/null)" != "$served" ] || ! pid_alive "$RUN/pids/olm-registry.pid" >/dev/null; then
+    if pid=$(pid_alive "$RUN/pids/olm-registry.pid"); then
+      kill "$pid"; while ! gone "$pid"; do sleep 0.1; done
+    fi
+    log "opm serve $catalog on $OLM_IP:50051"
+    rm -rf "$RUN/olm-cache"
+    "$opm" serve "$catalog" --cache-dir "$RUN/olm-cache" --cache-only >"$RUN/logs/olm-cache.log" 2>&1 \
+      || die "opm could not index $catalog (see $RUN/logs/olm-cache.log)"
+    bg_in olm-registry "$ns" "$opm" serve "$catalog" --cache-dir "$RUN/olm-cache" -p 50051
+    echo "$served" >"$RUN/olm-catalog"
+    wait_for 30 "opm serve" nsenter --net="/run/netns/$ns" bash -c 'exec 3<>/dev/tcp/127.0.0.1/50051'
+    k -n "$OLM_NS" delete catalogsource "$CATALOG_SOURCE" --ignore-not-found >/dev/null
+    printf '%s\n' 'apiVersion: operators.coreos.com/v1alpha1' 'kind: CatalogSource' \
+      "metadata: {name: $CATALOG_SOURCE, namespace: $OLM_NS}" \
+      "spec: {sourceType: grpc, address: '$OLM_IP:50051', displayName: FerroLB (testbed), publisher: FerroLB, updateStrategy: {registryPoll: {interval: 10s}}}" \
+      | k apply -f - >/dev/null
+  fi
+  wait_for 120 "CatalogSource $OLM_NS/$CATALOG_SOURCE READY" bash -c \
+    "[ \"\$('$KUBECTL' --kubeconfig='$KUBECONFIG' -n $OLM_NS get catalogsource $CATALOG_SOURCE -o jsonpath='{.status.connectionState.lastObservedState}')\" = READY ]"
+  grep -q '^TESTBED_OLM_NAMESPACE=' "$ENV_FILE" \
+    || printf 'TESTBED_OLM_NAMESPACE=%s\nTESTBED_CATALOG_SOURCE=%s\n' "$OLM_NS" "$CATALOG_SOURCE" >>"$ENV_FILE"
+  log "OLM up: CatalogSource $OLM_NS/$CATALOG_SOURCE serves $catalog"
+}
+
+# ---------------------------------------------------------------------------------------------
 stop_recorded() { # stop_recorded GRACE DIR FIND-ARGS... : SIGTERM, wait GRACE s, SIGKILL
   local grace=$1 dir=$2 f pid pids=() alive=(); shift 2
   while IFS= read -r -d '' f; do
@@ -742,5 +811,6 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   save-logs) save_logs ;;
-  *) echo "usage: $0 up|down|status|save-logs" >&2; exit 2 ;;
+  olm-up) shift; olm_up "$@" ;;
+  *) echo "usage: $0 up|down|status|save-logs|olm-up [CATALOG_DIR]" >&2; exit 2 ;;
 esac

@@ -442,6 +442,10 @@ async fn host_network_pod_shares_the_node_namespace() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The FerroLB image as the kubelet runs it: each of its three binaries answers `--version` with
+/// this build's version, as the image's own non-root user (`runAsNonRoot` without `runAsUser`:
+/// the kubelet refuses to start a container whose image user is root) from a read-only root
+/// filesystem with no capability.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
 async fn ferrolb_image_runs_as_non_root_from_a_read_only_root() -> anyhow::Result<()> {
@@ -450,18 +454,26 @@ async fn ferrolb_image_runs_as_non_root_from_a_read_only_root() -> anyhow::Resul
     let image = tb
         .var("TESTBED_FERROLB_IMAGE")
         .context("TESTBED_FERROLB_IMAGE")?;
+    const BINARIES: [&str; 3] = ["ferrolb-operator", "ferrolb-controller", "ferrolb-speaker"];
+    let containers: Vec<_> = BINARIES
+        .iter()
+        .map(|b| {
+            json!({"name": b.trim_start_matches("ferrolb-"), "image": image,
+                "command": [b], "args": ["--version"],
+                "securityContext": {"runAsNonRoot": true, "readOnlyRootFilesystem": true,
+                    "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"}}})
+        })
+        .collect();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     pods.create(
         &PostParams::default(),
-        &obj(json!({"metadata": {"name": "ctl"},
-            "spec": {"restartPolicy": "Never", "containers": [{"name": "c",
-                "image": image, "command": ["ferrolb-controller"], "args": ["--help"],
-                "securityContext": {"runAsNonRoot": true, "readOnlyRootFilesystem": true,
-                    "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}))?,
+        &obj(json!({"metadata": {"name": "versions"},
+            "spec": {"restartPolicy": "Never", "containers": containers}}))?,
     )
     .await?;
-    let p = wait_for("ferrolb-controller --help finished", T, || async {
-        let p = pods.get("ctl").await?;
+    let p = wait_for("the three --version runs finished", T, || async {
+        let p = pods.get("versions").await?;
         let phase = p
             .status
             .as_ref()
@@ -470,10 +482,26 @@ async fn ferrolb_image_runs_as_non_root_from_a_read_only_root() -> anyhow::Resul
         Ok((phase == "Succeeded" || phase == "Failed").then_some(p))
     })
     .await?;
-    let log = tb.pod_log(&p, "c").unwrap_or_default();
-    let phase = p.status.and_then(|s| s.phase).unwrap_or_default();
-    assert_eq!(phase, "Succeeded", "{log}");
-    assert!(log.contains("ferrolb-controller"), "{log}");
+    let mut logs = Vec::new();
+    for b in BINARIES {
+        logs.push(
+            tb.pod_log(&p, b.trim_start_matches("ferrolb-"))
+                .unwrap_or_default(),
+        );
+    }
+    let phase = p
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    assert_eq!(phase, "Succeeded", "{logs:?} {:?}", p.status);
+    for (b, log) in BINARIES.iter().zip(&logs) {
+        assert_eq!(
+            log.trim(),
+            format!("{b} {}", env!("CARGO_PKG_VERSION")),
+            "{b} --version"
+        );
+    }
     Ok(())
 }
 
