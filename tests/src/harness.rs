@@ -110,6 +110,22 @@ impl Testbed {
         client_from(&self.kubeconfig).await
     }
 
+    /// Stops OLM's processes (`tests/testbed/testbed.sh olm-down`; its objects stay).
+    pub fn olm_down(&self) -> anyhow::Result<()> {
+        let path = Self::env_path();
+        let state_dir = path.parent().unwrap_or(Path::new("."));
+        let st = Command::new("bash")
+            .arg(repo_root().join("tests/testbed/testbed.sh"))
+            .arg("olm-down")
+            .env("TESTBED_STATE_DIR", state_dir)
+            .status()
+            .context("running tests/testbed/testbed.sh olm-down")?;
+        if !st.success() {
+            bail!("testbed.sh olm-down failed ({st})");
+        }
+        Ok(())
+    }
+
     /// Adds OLM v0 to the testbed, with the CatalogSource serving `catalog` (a file-based
     /// catalog directory; `tests/testbed/testbed.sh olm-up`, idempotent), and returns the
     /// testbed with the OLM entries of its env file (`TESTBED_OLM_NAMESPACE`,

@@ -6,6 +6,7 @@
 #   testbed.sh status   show what is running
 #   testbed.sh olm-up [CATALOG_DIR]   add OLM v0 and a CatalogSource serving CATALOG_DIR (default
 #                       catalog/) to the running testbed (see olm_up)
+#   testbed.sh olm-down stop OLM again (its objects stay)
 #
 # Topology (all inside network namespaces named ftb-<run>-*; nothing is added to the root namespace
 # except one forwarder process listening on 127.0.0.1:<random port> for the admin kubeconfig):
@@ -699,6 +700,17 @@ olm_up() {
   log "OLM up: CatalogSource $OLM_NS/$CATALOG_SOURCE serves $catalog"
 }
 
+# olm-down: stop OLM's processes (and the catalog's server), so later tests run beside no more
+# than the cluster; OLM's CRDs and objects stay, and olm-up starts it again.
+olm_down() {
+  [ "$(id -u)" = 0 ] || die "must run as root"
+  [ -s "$ENV_FILE" ] || die "the testbed is not up"
+  RUN=$(sed -n 's/^TESTBED_RUN_DIR=//p' "$ENV_FILE")
+  stop_recorded 10 "$RUN/pids" -name 'olm-*.pid'
+  rm -f "$RUN"/pids/olm-*.pid "$RUN/olm-catalog"
+  log "OLM stopped"
+}
+
 # ---------------------------------------------------------------------------------------------
 stop_recorded() { # stop_recorded GRACE DIR FIND-ARGS... : SIGTERM, wait GRACE s, SIGKILL
   local grace=$1 dir=$2 f pid pids=() alive=(); shift 2
@@ -812,5 +824,6 @@ case "${1:-}" in
   status) status ;;
   save-logs) save_logs ;;
   olm-up) shift; olm_up "$@" ;;
-  *) echo "usage: $0 up|down|status|save-logs|olm-up [CATALOG_DIR]" >&2; exit 2 ;;
+  olm-down) olm_down ;;
+  *) echo "usage: $0 up|down|status|save-logs|olm-up [CATALOG_DIR]|olm-down" >&2; exit 2 ;;
 esac

@@ -26,6 +26,26 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(300);
 
+/// OLM on the testbed serving the committed catalog, stopped again when dropped (even by a
+/// failing test), so later tests run beside no more than the cluster.
+struct Olm(Testbed);
+
+impl Olm {
+    fn up() -> anyhow::Result<Self> {
+        Ok(Self(
+            Testbed::start_or_reuse()?.olm_up(&repo_root().join("catalog"))?,
+        ))
+    }
+}
+
+impl Drop for Olm {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.olm_down() {
+            eprintln!("{e:#}");
+        }
+    }
+}
+
 /// The release this build is, and the CSV it installs as.
 fn this_release() -> Release {
     Release {
@@ -314,7 +334,8 @@ async fn uninstall_through_olm(tb: &Testbed, client: &Client, csv: &str) -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
 async fn olm_installs_the_catalog_and_uninstalls_cleanly() -> anyhow::Result<()> {
-    let tb = Testbed::start_or_reuse()?.olm_up(&repo_root().join("catalog"))?;
+    let olm = Olm::up()?;
+    let tb = olm.0.clone();
     let client = tb.client().await?;
     remove_plain_install(&tb)?;
     let csv = this_release().csv_name();
@@ -391,7 +412,8 @@ async fn olm_installs_the_catalog_and_uninstalls_cleanly() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
 async fn olm_upgrades_without_a_gap_and_holds_while_degraded() -> anyhow::Result<()> {
-    let tb = Testbed::start_or_reuse()?.olm_up(&repo_root().join("catalog"))?;
+    let olm = Olm::up()?;
+    let tb = olm.0.clone();
     let client = tb.client().await?;
     remove_plain_install(&tb)?;
     let first = this_release();
@@ -532,8 +554,5 @@ async fn olm_upgrades_without_a_gap_and_holds_while_degraded() -> anyhow::Result
     ns.delete_and_wait(&client, Duration::from_secs(120))
         .await?;
 
-    uninstall_through_olm(&tb, &client, &third.csv_name()).await?;
-    // Later tests use the committed catalog.
-    tb.olm_up(&repo_root().join("catalog"))?;
-    Ok(())
+    uninstall_through_olm(&tb, &client, &third.csv_name()).await
 }
