@@ -386,15 +386,23 @@ pub async fn roll_out_under_probes(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (report, arp) = probes.stop();
     eprintln!(
-        "rollout to {image} in {took:.1?}: {} probes, {} failed, longest client gap {:?}; {} ARP replies from {:?}, longest without one {:?}",
+        "rollout to {image} in {took:.1?}: {}",
+        probes_summary(&report, &arp)
+    );
+    Ok((took, report, arp))
+}
+
+/// What client probes saw, in one line: probes, failures, the longest gap, ARP replies by MAC.
+pub fn probes_summary(report: &ProbeReport, arp: &ArpReport) -> String {
+    format!(
+        "{} probes, {} failed, longest client gap {:?}; {} ARP replies from {:?}, longest without one {:?}",
         report.samples.len(),
         report.failures,
         report.max_gap,
         arp.replies,
         arp.macs,
         arp.max_gap
-    );
-    Ok((took, report, arp))
+    )
 }
 
 /// The pod name holding the controller Lease.

@@ -16,7 +16,9 @@ use anyhow::{Context, ensure};
 use ferrolb_operator::manifests::catalog_file;
 use ferrolb_operator::render::Settings;
 use ferrolb_operator::render::bundle::Release;
-use ferrolb_testbed::ferrolb::{SYSTEM, committed_image, uninstall, wait_available};
+use ferrolb_testbed::ferrolb::{
+    SYSTEM, committed_image, probes_summary, uninstall, wait_available,
+};
 use ferrolb_testbed::harness::{ClientProbes, Testbed, repo_root, wait_for};
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
 use k8s_openapi::api::core::v1::Namespace;
@@ -31,10 +33,13 @@ const T: Duration = Duration::from_secs(300);
 struct Olm(Testbed);
 
 impl Olm {
-    fn up() -> anyhow::Result<Self> {
-        Ok(Self(
-            Testbed::start_or_reuse()?.olm_up(&repo_root().join("catalog"))?,
-        ))
+    /// OLM up, no plain install left (`remove_plain_install`), and an admin client.
+    async fn up() -> anyhow::Result<(Self, Testbed, Client)> {
+        let tb = Testbed::start_or_reuse()?.olm_up(&repo_root().join("catalog"))?;
+        let olm = Self(tb.clone());
+        let client = tb.client().await?;
+        remove_plain_install(&tb)?;
+        Ok((olm, tb, client))
     }
 }
 
@@ -334,10 +339,7 @@ async fn uninstall_through_olm(tb: &Testbed, client: &Client, csv: &str) -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
 async fn olm_installs_the_catalog_and_uninstalls_cleanly() -> anyhow::Result<()> {
-    let olm = Olm::up()?;
-    let tb = olm.0.clone();
-    let client = tb.client().await?;
-    remove_plain_install(&tb)?;
+    let (_olm, tb, client) = Olm::up().await?;
     let csv = this_release().csv_name();
 
     let started = Instant::now();
@@ -412,10 +414,7 @@ async fn olm_installs_the_catalog_and_uninstalls_cleanly() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
 async fn olm_upgrades_without_a_gap_and_holds_while_degraded() -> anyhow::Result<()> {
-    let olm = Olm::up()?;
-    let tb = olm.0.clone();
-    let client = tb.client().await?;
-    remove_plain_install(&tb)?;
+    let (_olm, tb, client) = Olm::up().await?;
     let first = this_release();
     let (second, third) = (later_release(&tb, 1)?, later_release(&tb, 2)?);
     subscribe(&tb)?;
@@ -448,13 +447,8 @@ async fn olm_upgrades_without_a_gap_and_holds_while_degraded() -> anyhow::Result
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (report, arp) = probes.stop();
     eprintln!(
-        "upgraded to {operand} through OLM in {upgraded:.1?}: {} probes, {} failed, longest client gap {:?}; {} ARP replies from {:?}, longest without one {:?}",
-        report.samples.len(),
-        report.failures,
-        report.max_gap,
-        arp.replies,
-        arp.macs,
-        arp.max_gap
+        "upgraded to {operand} through OLM in {upgraded:.1?}: {}",
+        probes_summary(&report, &arp)
     );
     ensure!(
         report.max_gap < Duration::from_secs(1),
