@@ -22,6 +22,28 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Runs `tests/testbed/testbed.sh ARGS...` for the testbed of [`Testbed::env_path`]'s state
+/// directory, and requires success.
+fn testbed_sh(args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+    let path = Testbed::env_path();
+    let state_dir = path.parent().unwrap_or(Path::new("."));
+    let shown = args
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let st = Command::new("bash")
+        .arg(repo_root().join("tests/testbed/testbed.sh"))
+        .args(args)
+        .env("TESTBED_STATE_DIR", state_dir)
+        .status()
+        .with_context(|| format!("running tests/testbed/testbed.sh {shown}"))?;
+    if !st.success() {
+        bail!("testbed.sh {shown} failed ({st})");
+    }
+    Ok(())
+}
+
 /// A running testbed, as described by `.testbed/env`.
 #[derive(Debug, Clone)]
 pub struct Testbed {
@@ -63,14 +85,7 @@ impl Testbed {
     pub fn start_or_reuse() -> anyhow::Result<Self> {
         let path = Self::env_path();
         if !path.exists() {
-            let st = Command::new("bash")
-                .arg(repo_root().join("tests/testbed/testbed.sh"))
-                .arg("up")
-                .status()
-                .context("running tests/testbed/testbed.sh up")?;
-            if !st.success() {
-                bail!("testbed.sh up failed ({st})");
-            }
+            testbed_sh(&["up".as_ref()])?;
         }
         Self::load(&path)
     }
@@ -112,18 +127,7 @@ impl Testbed {
 
     /// Stops OLM's processes (`tests/testbed/testbed.sh olm-down`; its objects stay).
     pub fn olm_down(&self) -> anyhow::Result<()> {
-        let path = Self::env_path();
-        let state_dir = path.parent().unwrap_or(Path::new("."));
-        let st = Command::new("bash")
-            .arg(repo_root().join("tests/testbed/testbed.sh"))
-            .arg("olm-down")
-            .env("TESTBED_STATE_DIR", state_dir)
-            .status()
-            .context("running tests/testbed/testbed.sh olm-down")?;
-        if !st.success() {
-            bail!("testbed.sh olm-down failed ({st})");
-        }
-        Ok(())
+        testbed_sh(&["olm-down".as_ref()])
     }
 
     /// Adds OLM v0 to the testbed, with the CatalogSource serving `catalog` (a file-based
@@ -131,19 +135,8 @@ impl Testbed {
     /// testbed with the OLM entries of its env file (`TESTBED_OLM_NAMESPACE`,
     /// `TESTBED_CATALOG_SOURCE`).
     pub fn olm_up(&self, catalog: &Path) -> anyhow::Result<Self> {
-        let path = Self::env_path();
-        let state_dir = path.parent().unwrap_or(Path::new("."));
-        let st = Command::new("bash")
-            .arg(repo_root().join("tests/testbed/testbed.sh"))
-            .arg("olm-up")
-            .arg(catalog)
-            .env("TESTBED_STATE_DIR", state_dir)
-            .status()
-            .context("running tests/testbed/testbed.sh olm-up")?;
-        if !st.success() {
-            bail!("testbed.sh olm-up {} failed ({st})", catalog.display());
-        }
-        Self::load(&path)
+        testbed_sh(&["olm-up".as_ref(), catalog.as_os_str()])?;
+        Self::load(&Self::env_path())
     }
 
     /// Tags the image `from` as `to` in every node's containerd (as if `to` had been pulled).

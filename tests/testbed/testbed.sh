@@ -669,7 +669,7 @@ olm_up() {
     kubeconfig "$RUN/olm.kubeconfig" "https://$API_IP:$API_PORT" admin
     bg_in olm-operator "ftb-$SFX-cp" env KUBECONFIG="$RUN/olm.kubeconfig" "$olm/bin/olm" \
       --namespace "$OLM_NS" --writeStatusName ""
-    ip netns list | grep -q "^$ns " || ip netns list | grep -qx "$ns" \
+    ip netns list | awk '{print $1}' | grep -qx "$ns" \
       || { ns_new "$ns"; plug "$ns" olm "$OLM_IP" 2001:db8:100::124; }
     bg_in olm-catalog "$ns" env KUBECONFIG="$RUN/olm.kubeconfig" "$olm/bin/catalog" \
       --kubeconfig "$RUN/olm.kubeconfig" --namespace "$OLM_NS" --writeStatusName "" --set-workload-user-id

@@ -19,7 +19,7 @@ use ferrolb_operator::render::bundle::Release;
 use ferrolb_testbed::ferrolb::{
     SYSTEM, committed_image, probes_summary, uninstall, wait_available,
 };
-use ferrolb_testbed::harness::{ClientProbes, Testbed, repo_root, wait_for};
+use ferrolb_testbed::harness::{ClientProbes, Testbed, replace_lb_config, repo_root, wait_for};
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, PostParams};
@@ -199,18 +199,27 @@ fn condition(tb: &Testbed, type_: &str) -> anyhow::Result<String> {
     ])
 }
 
-/// The Layer 2 config of the testbed.
+/// The config's operand version (`status.version.operand`).
+fn operand_version(tb: &Testbed) -> anyhow::Result<String> {
+    tb.kubectl_ok(&[
+        "get",
+        "lbc",
+        "ferrolb",
+        "-o",
+        "jsonpath={.status.version.operand}",
+    ])
+}
+
+/// The Layer 2 config of the testbed, Available.
 async fn apply_config(client: &Client) -> anyhow::Result<()> {
-    let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());
-    let config: ferrolb_api::LoadBalancerConfig = serde_json::from_value(json!({
-        "apiVersion": "ferrolb.io/v1alpha1", "kind": "LoadBalancerConfig",
-        "metadata": {"name": "ferrolb"},
-        "spec": {
+    replace_lb_config(
+        client,
+        json!({
             "addressPools": [{"name": "lan", "addresses": ["198.51.100.200-198.51.100.209"]}],
             "l2Advertisements": [{"name": "lan", "addressPools": ["lan"]}],
-        },
-    }))?;
-    configs.create(&PostParams::default(), &config).await?;
+        }),
+    )
+    .await?;
     wait_available(client).await
 }
 
@@ -431,13 +440,7 @@ async fn olm_upgrades_without_a_gap_and_holds_while_degraded() -> anyhow::Result
     let tb = tb.olm_up(&write_catalog(&[first.clone(), second.clone()])?)?;
     wait_csv_succeeded(&tb, &second.csv_name()).await?;
     let operand = wait_for("the operands on the second release", T, || async {
-        let version = tb.kubectl_ok(&[
-            "get",
-            "lbc",
-            "ferrolb",
-            "-o",
-            "jsonpath={.status.version.operand}",
-        ])?;
+        let version = operand_version(&tb)?;
         let settled = condition(&tb, "Available")?.starts_with("True")
             && condition(&tb, "Progressing")?.starts_with("False");
         Ok((version == second.settings.version && settled).then_some(version))
@@ -531,13 +534,7 @@ async fn olm_upgrades_without_a_gap_and_holds_while_degraded() -> anyhow::Result
     ])?;
     wait_csv_succeeded(&tb, &third.csv_name()).await?;
     wait_for("the operands on the third release", T, || async {
-        let version = tb.kubectl_ok(&[
-            "get",
-            "lbc",
-            "ferrolb",
-            "-o",
-            "jsonpath={.status.version.operand}",
-        ])?;
+        let version = operand_version(&tb)?;
         Ok(
             (version == third.settings.version && condition(&tb, "Available")?.starts_with("True"))
                 .then_some(()),
