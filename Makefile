@@ -78,8 +78,9 @@ deps:
 
 ## image: the images the testbed's nodes run, built offline FROM scratch with buildah (root):
 ## ghcr.io/ferrolb/ferrolb:vVERSION (the Dockerfile's final stage, from static host-built binaries),
-## ferrolb-testbed/echo:v1 and ferrolb-testbed/pause:v1, as OCI archives in
-## /var/cache/ferrolb-testbed/images (tests/testbed/images.sh; unchanged images are not rebuilt)
+## ferrolb-testbed/{echo,pause,busybox}:v1 and operator-sdk's scorecard-test, as OCI archives in
+## /var/cache/ferrolb-testbed/images (tests/testbed/images.sh; unchanged images are not rebuilt).
+## TESTBED_PROFILE=release builds FerroLB's binaries with the release profile (the size the docs give)
 .PHONY: image
 image:
 	@out=$$(CARGO="$(CARGO)" bash tests/testbed/images.sh) && out=$$(tail -n1 <<<"$$out") && \
@@ -99,6 +100,12 @@ demo: testbed-up
 .PHONY: demo-olm
 demo-olm: testbed-up
 	bash tests/testbed/demo.sh olm
+
+## scorecard: operator-sdk scorecard (the basic and OLM suites) on the testbed; testbed-test
+## runs it too (tests/tests/olm.rs)
+.PHONY: scorecard
+scorecard: testbed-up
+	bash tests/testbed/olm-check.sh scorecard
 
 testbed-down:
 	bash tests/testbed/testbed.sh down

@@ -293,6 +293,32 @@ pub fn apply_default(tb: &Testbed) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A condition of the LoadBalancerConfig `config`: (status, reason, message), empty strings when
+/// the config or the condition does not exist.
+pub fn config_condition(
+    tb: &Testbed,
+    config: &str,
+    type_: &str,
+) -> anyhow::Result<(String, String, String)> {
+    let field = |f: &str| format!("{{.status.conditions[?(@.type==\"{type_}\")].{f}}}");
+    let text = tb.kubectl_ok(&[
+        "get",
+        "lbc",
+        config,
+        "-o",
+        &format!(
+            "jsonpath={}|{}|{}",
+            field("status"),
+            field("reason"),
+            field("message")
+        ),
+        "--ignore-not-found",
+    ])?;
+    let mut parts = text.splitn(3, '|');
+    let mut next = || parts.next().unwrap_or_default().to_owned();
+    Ok((next(), next(), next()))
+}
+
 /// Waits until the config `ferrolb` is `Available=True` for its current generation.
 pub async fn wait_available(client: &Client) -> anyhow::Result<()> {
     let configs: Api<ferrolb_api::LoadBalancerConfig> = Api::all(client.clone());

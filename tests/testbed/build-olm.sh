@@ -3,7 +3,9 @@
 # module proxy, at pinned versions:
 #
 #   opm           <- github.com/operator-framework/operator-registry@$OPM_VERSION (cmd/opm)
-#   operator-sdk  <- github.com/operator-framework/operator-sdk@$OPERATOR_SDK_VERSION (cmd/operator-sdk)
+#   operator-sdk  <- github.com/operator-framework/operator-sdk@$OPERATOR_SDK_VERSION (cmd/operator-sdk,
+#                    and images/scorecard-test: the runner of the scorecard's basic and OLM suites,
+#                    which images.sh puts in an image FROM scratch for the testbed's kubelets)
 #   olm, catalog  <- github.com/operator-framework/operator-lifecycle-manager@$OLM_VERSION (OLM v0),
 #                    with that module's CRDs (deploy/chart/crds) in crds/
 #
@@ -89,7 +91,7 @@ build opm github.com/operator-framework/operator-registry "$OPM_VERSION" json1,c
   cmd/opm
 build operator-sdk github.com/operator-framework/operator-sdk "$OPERATOR_SDK_VERSION" containers_image_openpgp \
   "-X github.com/operator-framework/operator-sdk/internal/version.Version=$OPERATOR_SDK_VERSION" \
-  cmd/operator-sdk
+  cmd/operator-sdk images/scorecard-test
 build olm github.com/operator-framework/operator-lifecycle-manager "$OLM_VERSION" containers_image_openpgp \
   "-X github.com/operator-framework/operator-lifecycle-manager/pkg/version.OLMVersion=$OLM_VERSION" \
   cmd/olm cmd/catalog

@@ -5,14 +5,20 @@
 #                                      (its final stage, from host-built binaries: BINARIES=host)
 #   docker.io/ferrolb-testbed/echo:v1  ferrolb-testbed (ENTRYPOINT ferrolb-testbed echo) + busybox sh
 #   docker.io/ferrolb-testbed/pause:v1 tests/testbed/pause/pause.c (containerd's sandbox image)
+#   docker.io/ferrolb-testbed/busybox:v1  busybox with sh and tar, no entrypoint (the scorecard's
+#                                      pods untar the bundle with it)
+#   quay.io/operator-framework/scorecard-test:$OPERATOR_SDK_VERSION  operator-sdk's scorecard test
+#                                      runner (build-olm.sh builds it), named as the committed
+#                                      bundle/tests/scorecard/config.yaml names it
 #
 # All FROM scratch, with static binaries: the Rust ones built with
 # `RUSTFLAGS="-C target-feature=+crt-static" cargo build --target x86_64-unknown-linux-gnu` (with
 # --target the flag reaches only the target binaries; build scripts and proc-macros stay dynamic),
 # stripped of debug info; pause with `gcc -static`; busybox from Debian's busybox-static.
 #
-# Output: $FERROLB_TESTBED_CACHE/images/{ferrolb,echo,pause}.tar, OCI archives whose ref is the full
-#         image name (import with `ctr -n k8s.io images import FILE`), and images.txt ("FILE NAME" lines).
+# Output: $FERROLB_TESTBED_CACHE/images/{ferrolb,echo,pause,busybox,scorecard}.tar, OCI archives
+#         whose ref is the full image name (import with `ctr -n k8s.io images import FILE`), and
+#         images.txt ("FILE NAME" lines).
 #         An image whose inputs (binaries, Dockerfile, this script) did not change is not rebuilt.
 # buildah's storage: $FERROLB_TESTBED_CACHE/buildah (default cache: /var/cache/ferrolb-testbed); its
 # runroot and temporary files live in a work directory removed at exit, and buildah runs in a private
@@ -38,6 +44,7 @@ BUSYBOX=/bin/busybox
 # spec is docker.io/ferrolb-testbed/echo:v1): `ctr images import` keeps an archive's name as is.
 ECHO_IMAGE=docker.io/ferrolb-testbed/echo:v1
 PAUSE_IMAGE=docker.io/ferrolb-testbed/pause:v1
+BUSYBOX_IMAGE=docker.io/ferrolb-testbed/busybox:v1
 FERROLB_BINS=(ferrolb-operator ferrolb-controller ferrolb-speaker)
 LABEL_SOURCE=https://github.com/ferrolb/ferrolb
 
@@ -235,12 +242,51 @@ if stale pause "$PAUSE_IMAGE" "$key"; then
   publish pause "$PAUSE_IMAGE" "$key" "$W/pause.Containerfile" "$W/pausectx"
 fi
 
+# d. A busybox with sh and tar and no entrypoint: the scorecard's pods run `tar xvzf ...` in it.
+{ containerfile "FerroLB testbed busybox (sh, tar)"; cat <<EOF; } >"$W/busybox.Containerfile"
+COPY bin/ /bin/
+ENV PATH=/bin
+USER 65532:65532
+EOF
+key=$(echo "$SELF $(hash_of "$W/busybox.Containerfile" "$BUSYBOX")" | b2sum | cut -d' ' -f1)
+if stale busybox "$BUSYBOX_IMAGE" "$key"; then
+  mkdir -p "$W/busybox/bin"
+  cp "$BUSYBOX" "$W/busybox/bin/busybox" && chmod 0755 "$W/busybox/bin/busybox"
+  for applet in sh tar gzip; do ln -s busybox "$W/busybox/bin/$applet"; done
+  publish busybox "$BUSYBOX_IMAGE" "$key" "$W/busybox.Containerfile" "$W/busybox"
+fi
+
+# e. operator-sdk's scorecard test runner, under the name the committed scorecard config gives.
+SCORECARD_IMAGE=$(sed -n 's/^[[:space:]]*image:[[:space:]]*\([^[:space:]]*\).*/\1/p' \
+  "$ROOT/bundle/tests/scorecard/config.yaml" | sort -u)
+case "$SCORECARD_IMAGE" in
+  quay.io/operator-framework/scorecard-test:v*) ;;
+  *) fail "bundle/tests/scorecard/config.yaml names no single scorecard-test image: $SCORECARD_IMAGE" ;;
+esac
+sdk=$(bash "$HERE/build-olm.sh" | awk '$1 == "operator-sdk" {print $2}') || fail "build-olm.sh"
+[ "$(basename "$sdk")" = "operator-sdk-${SCORECARD_IMAGE##*:}" ] \
+  || fail "the scorecard config names $SCORECARD_IMAGE but build-olm.sh builds $(basename "$sdk")"
+is_static "$sdk/bin/scorecard-test"
+{ containerfile "operator-sdk scorecard-test ${SCORECARD_IMAGE##*:}, built from source"; cat <<EOF; } >"$W/scorecard.Containerfile"
+COPY scorecard-test /usr/local/bin/scorecard-test
+ENV PATH=/usr/local/bin HOME=/tmp
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/scorecard-test"]
+EOF
+key=$(echo "$SELF $SCORECARD_IMAGE $(hash_of "$W/scorecard.Containerfile" "$sdk/bin/scorecard-test")" | b2sum | cut -d' ' -f1)
+if stale scorecard "$SCORECARD_IMAGE" "$key"; then
+  mkdir -p "$W/scorecardctx" && cp "$sdk/bin/scorecard-test" "$W/scorecardctx/" \
+    && chmod 0755 "$W/scorecardctx/scorecard-test"
+  publish scorecard "$SCORECARD_IMAGE" "$key" "$W/scorecard.Containerfile" "$W/scorecardctx"
+fi
+
 if [ "$built" -gt 0 ]; then
   # Nothing needs to stay in buildah's storage: the archives are the product.
   bah rmi --all --force >/dev/null 2>&1 || true
 fi
-printf '%s\n' "ferrolb.tar $FERROLB_IMAGE" "echo.tar $ECHO_IMAGE" "pause.tar $PAUSE_IMAGE" >"$OUT/.images.txt.tmp"
+printf '%s\n' "ferrolb.tar $FERROLB_IMAGE" "echo.tar $ECHO_IMAGE" "pause.tar $PAUSE_IMAGE" \
+  "busybox.tar $BUSYBOX_IMAGE" "scorecard.tar $SCORECARD_IMAGE" >"$OUT/.images.txt.tmp"
 mv -f "$OUT/.images.txt.tmp" "$OUT/images.txt"
 cp "$MEMO_NEW" "$OUT/.file-hashes.tmp" && mv -f "$OUT/.file-hashes.tmp" "$MEMO_OLD"
-log "done in $(( $(date +%s) - start ))s ($built image(s) built): $FERROLB_IMAGE $ECHO_IMAGE $PAUSE_IMAGE"
+log "done in $(( $(date +%s) - start ))s ($built image(s) built): $FERROLB_IMAGE $ECHO_IMAGE $PAUSE_IMAGE $BUSYBOX_IMAGE $SCORECARD_IMAGE"
 echo "$OUT"

@@ -4,7 +4,8 @@
 #      arping, ndisc6, iputils-ping (the L2 responder tests in speaker/tests/l2_netns.rs),
 #      openssl, util-linux (nsenter, unshare), procps; the nodes' container runtime: containerd, runc,
 #      containernetworking-plugins (the pods' CNI: ptp, host-local); and for images.sh: buildah,
-#      busybox-static (the echo image's shell), gcc, libc6-dev (the static pause binary), file
+#      busybox-static (the echo and untar images), gcc, libc6-dev (the static pause binary), file;
+#      jq (olm-check.sh reads the scorecard's results)
 #   2. kube-apiserver, kube-controller-manager, kube-scheduler and kubectl v1.34.x built from the Go
 #      module proxy into /var/cache/ferrolb-testbed (build-k8s.sh; ~5 min cold on 2 cores, then cached)
 #   3. the OLM tools at pinned versions: opm, operator-sdk, OLM v0's olm and catalog operators
@@ -18,7 +19,7 @@ log() { echo "[install-deps $(date -u +%H:%M:%S)] $*" >&2; }
 
 PKGS=(etcd-server frr gobgpd bird2 nftables iproute2 curl openssl util-linux procps ca-certificates
       arping ndisc6 iputils-ping containerd runc buildah containernetworking-plugins busybox-static
-      gcc libc6-dev file)
+      gcc libc6-dev file jq)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -584,7 +584,7 @@ up() {
   K8S_BIN=$(bash "$HERE/build-k8s.sh" | tail -n1) || die "building kube-apiserver etc. failed (see above); retry: bash tests/testbed/build-k8s.sh"
   KUBECTL="$K8S_BIN/kubectl"
 
-  log "images: FerroLB, the testbed's echo server and the pause image, built FROM scratch"
+  log "images: FerroLB, the testbed's echo server, pause, busybox and scorecard-test, built FROM scratch"
   IMAGES=$(bash "$HERE/images.sh" | tail -n1) || die "building the images failed (see above); retry: bash tests/testbed/images.sh"
   image_of() { awk -v f="$1" '$1 == f {print $2}' "$IMAGES/images.txt"; }
   FERROLB_IMAGE=$(image_of ferrolb.tar); PAUSE_IMAGE=$(image_of pause.tar)

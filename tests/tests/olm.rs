@@ -8,8 +8,12 @@
 //! - Upgrades through OLM: a catalog with a second release (`replaces` the first) upgrades the
 //!   operator, which rolls the operands with no client gap over a second; while FerroLB is
 //!   degraded, OLM holds the next upgrade (`OperatorConditionNotUpgradeable`) until it recovers.
+//! - `operator-sdk scorecard` passes the basic and OLM suites on the testbed's kubelets (it needs
+//!   no OLM: its pods read the bundle).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -17,7 +21,7 @@ use ferrolb_operator::manifests::catalog_file;
 use ferrolb_operator::render::Settings;
 use ferrolb_operator::render::bundle::Release;
 use ferrolb_testbed::ferrolb::{
-    SYSTEM, committed_image, probes_summary, uninstall, wait_available,
+    SYSTEM, committed_image, config_condition, probes_summary, uninstall, wait_available,
 };
 use ferrolb_testbed::harness::{ClientProbes, Testbed, replace_lb_config, repo_root, wait_for};
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
@@ -188,15 +192,9 @@ fn operator_condition(tb: &Testbed, csv: &str) -> anyhow::Result<String> {
     ])
 }
 
-/// A config condition: `status reason`.
-fn condition(tb: &Testbed, type_: &str) -> anyhow::Result<String> {
-    tb.kubectl_ok(&[
-        "get",
-        "lbc",
-        "ferrolb",
-        "-o",
-        &format!("jsonpath={{.status.conditions[?(@.type==\"{type_}\")].status}} {{.status.conditions[?(@.type==\"{type_}\")].reason}}"),
-    ])
+/// A condition of the config `ferrolb`: (status, reason, message).
+fn condition(tb: &Testbed, type_: &str) -> anyhow::Result<(String, String, String)> {
+    config_condition(tb, "ferrolb", type_)
 }
 
 /// The config's operand version (`status.version.operand`).
@@ -441,8 +439,8 @@ async fn olm_upgrades_without_a_gap_and_holds_while_degraded() -> anyhow::Result
     wait_csv_succeeded(&tb, &second.csv_name()).await?;
     let operand = wait_for("the operands on the second release", T, || async {
         let version = operand_version(&tb)?;
-        let settled = condition(&tb, "Available")?.starts_with("True")
-            && condition(&tb, "Progressing")?.starts_with("False");
+        let settled =
+            condition(&tb, "Available")?.0 == "True" && condition(&tb, "Progressing")?.0 == "False";
         Ok((version == second.settings.version && settled).then_some(version))
     })
     .await?;
@@ -481,7 +479,8 @@ async fn olm_upgrades_without_a_gap_and_holds_while_degraded() -> anyhow::Result
         "--wait=true",
     ])?;
     wait_for("Degraded (PodSecurityRefusesSpeaker)", T, || async {
-        Ok((condition(&tb, "Degraded")? == "True PodSecurityRefusesSpeaker").then_some(()))
+        let (status, reason, _) = condition(&tb, "Degraded")?;
+        Ok((status == "True" && reason == "PodSecurityRefusesSpeaker").then_some(()))
     })
     .await?;
     wait_for(
@@ -536,7 +535,7 @@ async fn olm_upgrades_without_a_gap_and_holds_while_degraded() -> anyhow::Result
     wait_for("the operands on the third release", T, || async {
         let version = operand_version(&tb)?;
         Ok(
-            (version == third.settings.version && condition(&tb, "Available")?.starts_with("True"))
+            (version == third.settings.version && condition(&tb, "Available")?.0 == "True")
                 .then_some(()),
         )
     })
@@ -546,4 +545,61 @@ async fn olm_upgrades_without_a_gap_and_holds_while_degraded() -> anyhow::Result
         .await?;
 
     uninstall_through_olm(&tb, &client, &third.csv_name()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn scorecard_basic_and_olm_suites_pass() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    let env = Testbed::env_path();
+    let out =
+        PathBuf::from(tb.var("TESTBED_RUN_DIR").context("TESTBED_RUN_DIR")?).join("scorecard.json");
+    let _ = std::fs::remove_file(&out);
+    let started = Instant::now();
+    let st = Command::new("bash")
+        .arg(repo_root().join("tests/testbed/olm-check.sh"))
+        .arg("scorecard")
+        .arg(&out)
+        .env("TESTBED_STATE_DIR", env.parent().unwrap_or(Path::new(".")))
+        .status()
+        .context("running olm-check.sh scorecard")?;
+    eprintln!("scorecard ran in {:?} ({st})", started.elapsed());
+    // Read the results whatever the exit: they say which test failed and why.
+    let results: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?,
+    )?;
+    let mut states = BTreeMap::new();
+    for item in results["items"]
+        .as_array()
+        .context("no items in the results")?
+    {
+        for r in item["status"]["results"].as_array().into_iter().flatten() {
+            let name = r["name"].as_str().unwrap_or("?").to_owned();
+            let state = r["state"].as_str().unwrap_or("?").to_owned();
+            if state != "pass" {
+                eprintln!("{name}: {state}: {}", r["errors"]);
+            }
+            states.insert(name, state);
+        }
+    }
+    // Every test of the committed config ran (one result each) and passed.
+    let expected = [
+        "basic-check-spec",
+        "olm-bundle-validation",
+        "olm-crds-have-resources",
+        "olm-crds-have-validation",
+        "olm-spec-descriptors",
+        "olm-status-descriptors",
+    ];
+    ensure!(
+        states.keys().map(String::as_str).eq(expected),
+        "the scorecard ran {:?}, not the basic and OLM suites {expected:?}",
+        states.keys().collect::<Vec<_>>()
+    );
+    ensure!(
+        states.values().all(|s| s == "pass"),
+        "scorecard results: {states:?}"
+    );
+    ensure!(st.success(), "olm-check.sh scorecard failed ({st})");
+    Ok(())
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use ferrolb_testbed::ferrolb::{
-    SPEAKER_PODS, SYSTEM, committed_image, install_operator, install_with, roll_out_image,
-    roll_out_under_probes, wait_available, without_webhook,
+    SPEAKER_PODS, SYSTEM, committed_image, config_condition, install_operator, install_with,
+    roll_out_image, roll_out_under_probes, wait_available, without_webhook,
 };
 use ferrolb_testbed::harness::{Testbed, ingress_ips, modify_lb_config, wait_for};
 use ferrolb_testbed::workloads::echo_behind_load_balancer;
@@ -61,25 +61,7 @@ async fn everything_managed(client: &Client) -> anyhow::Result<Vec<String>> {
 
 /// A condition of the config `ferrolb`: (status, reason, message).
 fn condition(tb: &Testbed, type_: &str) -> anyhow::Result<(String, String, String)> {
-    condition_of(tb, "ferrolb", type_)
-}
-
-fn condition_of(
-    tb: &Testbed,
-    config: &str,
-    type_: &str,
-) -> anyhow::Result<(String, String, String)> {
-    let out = tb.kubectl(&[
-        "get", "lbc", config, "-o",
-        &format!("jsonpath={{.status.conditions[?(@.type==\"{type_}\")].status}}|{{.status.conditions[?(@.type==\"{type_}\")].reason}}|{{.status.conditions[?(@.type==\"{type_}\")].message}}"),
-    ])?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut parts = text.splitn(3, '|');
-    Ok((
-        parts.next().unwrap_or_default().to_owned(),
-        parts.next().unwrap_or_default().to_owned(),
-        parts.next().unwrap_or_default().to_owned(),
-    ))
+    config_condition(tb, "ferrolb", type_)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +144,7 @@ async fn one_config_deploys_everything_repairs_drift_and_uninstalls_cleanly() ->
     let unchecked = without_webhook(&tb, &client).await?;
     configs.create(&PostParams::default(), &second).await?;
     let (_, message) = wait_for("the second config Degraded", T, || async {
-        let (status, reason, message) = condition_of(&tb, "second", "Degraded")?;
+        let (status, reason, message) = config_condition(&tb, "second", "Degraded")?;
         Ok((status == "True" && reason == "AnotherConfigInForce").then_some((reason, message)))
     })
     .await?;
