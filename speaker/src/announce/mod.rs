@@ -6,9 +6,13 @@
 //! `hash(node, ip)` and the highest score leads. Adding a node moves only the IPs it now scores
 //! highest on (about 1/n of them); removing a node that leads nothing moves nothing.
 //!
+//! [`bgp`] decides, from the same inputs and with the same node rules, which routes this node sends
+//! to which BGP peer; a pool may be announced both ways at once.
+//!
 //! [`condition`] decides, as purely, the `ferrolb.io/Announced` condition each Service gets and
 //! which speaker writes it.
 
+pub mod bgp;
 pub mod condition;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,15 +97,46 @@ pub fn leader<'a>(ip: IpAddr, candidates: impl IntoIterator<Item = &'a str>) -> 
         .max_by(|a, b| score(a, ip).cmp(&score(b, ip)).then_with(|| b.cmp(a)))
 }
 
-/// The L2 advertisements that cover `ip` (by the pool that holds it).
-fn advertisements_for(config: &LoadBalancerConfigSpec, ip: IpAddr) -> Vec<&L2Advertisement> {
-    let pool = config.address_pools.iter().find(|p| {
-        p.addresses
+/// The pools' address entries, parsed once, so that finding the pool of each of 10,000 IPs parses
+/// nothing. Shared by Layer 2 and BGP.
+#[derive(Debug)]
+struct PoolIndex {
+    /// Every entry that parses, with the position of its pool, in configuration order.
+    entries: Vec<(AddressRange, usize)>,
+}
+
+impl PoolIndex {
+    fn new(config: &LoadBalancerConfigSpec) -> Self {
+        let entries = config
+            .address_pools
             .iter()
-            .filter_map(|a| AddressRange::parse(a).ok())
-            .any(|r| r.contains(ip))
-    });
-    let Some(pool) = pool else {
+            .enumerate()
+            .flat_map(|(i, pool)| {
+                pool.addresses
+                    .iter()
+                    .filter_map(move |a| Some((AddressRange::parse(a).ok()?, i)))
+            })
+            .collect();
+        Self { entries }
+    }
+
+    /// The position in `spec.addressPools` of the first pool that holds `ip` (validation keeps
+    /// pools from overlapping, so there is at most one).
+    fn pool_of(&self, ip: IpAddr) -> Option<usize> {
+        self.entries
+            .iter()
+            .find(|(range, _)| range.contains(ip))
+            .map(|&(_, i)| i)
+    }
+}
+
+/// The L2 advertisements that cover `ip` (by the pool that holds it).
+fn advertisements_for<'a>(
+    config: &'a LoadBalancerConfigSpec,
+    pools: &PoolIndex,
+    ip: IpAddr,
+) -> Vec<&'a L2Advertisement> {
+    let Some(pool) = pools.pool_of(ip).and_then(|i| config.address_pools.get(i)) else {
         return Vec::new();
     };
     config
@@ -109,6 +144,17 @@ fn advertisements_for(config: &LoadBalancerConfigSpec, ip: IpAddr) -> Vec<&L2Adv
         .iter()
         .filter(|ad| ad.address_pools.is_empty() || ad.address_pools.contains(&pool.name))
         .collect()
+}
+
+/// The Services using each address.
+fn users_by_ip(services: &[ServiceView]) -> BTreeMap<IpAddr, Vec<&ServiceView>> {
+    let mut by_ip: BTreeMap<IpAddr, Vec<&ServiceView>> = BTreeMap::new();
+    for svc in services {
+        for &ip in &svc.ips {
+            by_ip.entry(ip).or_default().push(svc);
+        }
+    }
+    by_ip
 }
 
 /// One address with an L2 advertisement, and who leads it.
@@ -128,15 +174,11 @@ fn decide<'a>(
     members: &BTreeSet<String>,
 ) -> Vec<Decision<'a>> {
     // Services by IP, so a shared IP gets one leader.
-    let mut by_ip: BTreeMap<IpAddr, Vec<&ServiceView>> = BTreeMap::new();
-    for svc in services {
-        for &ip in &svc.ips {
-            by_ip.entry(ip).or_default().push(svc);
-        }
-    }
+    let by_ip = users_by_ip(services);
+    let pools = PoolIndex::new(config);
     let mut out = Vec::new();
     for (ip, users) in by_ip {
-        let ads = advertisements_for(config, ip);
+        let ads = advertisements_for(config, &pools, ip);
         if ads.is_empty() {
             continue;
         }
