@@ -5,9 +5,11 @@
 //! - `membership`: authenticated liveness between speakers, so a dead one is noticed in well
 //!   under a second;
 //! - `l2`: the ARP and NDP responders;
+//! - `bgp`: BGP-4 sessions to the routers (sans-I/O FSM and wire codec);
 //! - `run`: the event loop that ties them to the API server, and what it reports back.
 
 pub mod announce;
+pub mod bgp;
 pub mod l2;
 pub mod membership;
 pub mod metrics;

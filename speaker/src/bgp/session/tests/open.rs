@@ -1,0 +1,272 @@
+//! The OPEN exchange: what we offer, each refusal with its exact code, and what is negotiated.
+
+use super::*;
+
+/// The NOTIFICATION a session sends on the OPEN `peer`, from OpenSent.
+pub(super) fn open_refusal(config: SessionConfig, peer: &PeerOpen) -> (Session, Vec<Action>) {
+    let now = t0();
+    let mut s = Session::new(config, 1);
+    let (id, _) = dial(&mut s, now);
+    let out = s.receive(now, id, &peer.bytes());
+    (s, out)
+}
+
+#[test]
+fn connected_sends_our_open_with_our_capabilities() {
+    let mut s = session();
+    let (_, out) = dial(&mut s, t0());
+    assert_eq!(s.state(), State::OpenSent);
+    let [Message::Open(open)] = one(messages(&out)) else {
+        panic!("not one OPEN");
+    };
+    assert_eq!(open.my_as, 65000);
+    assert_eq!(open.hold_time, 90);
+    assert_eq!(open.bgp_id, ROUTER_ID);
+    assert_eq!(open.families(), Family::ALL.to_vec());
+    assert!(open.has_route_refresh());
+    assert_eq!(open.peer_as(), LOCAL_ASN);
+}
+
+#[test]
+fn a_four_octet_local_asn_sends_as_trans_in_the_two_octet_field() {
+    let mut s = Session::new(
+        SessionConfig {
+            local_asn: 4_200_000_000,
+            ..config()
+        },
+        1,
+    );
+    let (_, out) = dial(&mut s, t0());
+    let [Message::Open(open)] = one(messages(&out)) else {
+        panic!("not one OPEN");
+    };
+    assert_eq!(open.my_as, wire::AS_TRANS);
+    assert_eq!(open.peer_as(), 4_200_000_000);
+}
+
+#[test]
+fn open_errors_send_the_exact_notification() {
+    let cases: Vec<(&str, PeerOpen, SessionConfig, (u8, u8))> = vec![
+        (
+            "bad peer AS",
+            PeerOpen {
+                asn: 65099,
+                ..PeerOpen::new()
+            },
+            config(),
+            (2, 2),
+        ),
+        (
+            "hold time 1 s",
+            PeerOpen {
+                hold: 1,
+                ..PeerOpen::new()
+            },
+            config(),
+            (2, 6),
+        ),
+        (
+            "hold time 2 s",
+            PeerOpen {
+                hold: 2,
+                ..PeerOpen::new()
+            },
+            config(),
+            (2, 6),
+        ),
+        (
+            "zero BGP identifier",
+            PeerOpen {
+                id: Ipv4Addr::UNSPECIFIED,
+                ..PeerOpen::new()
+            },
+            config(),
+            (2, 3),
+        ),
+        (
+            "iBGP peer with our BGP identifier",
+            PeerOpen {
+                asn: LOCAL_ASN,
+                id: ROUTER_ID,
+                ..PeerOpen::new()
+            },
+            SessionConfig {
+                peer_asn: LOCAL_ASN,
+                ..config()
+            },
+            (2, 3),
+        ),
+        (
+            "4-octet local ASN and a peer without the capability",
+            PeerOpen {
+                four_octet: false,
+                ..PeerOpen::new()
+            },
+            SessionConfig {
+                local_asn: 4_200_000_000,
+                ..config()
+            },
+            (2, 7),
+        ),
+        (
+            "unsupported version",
+            PeerOpen {
+                version: 3,
+                ..PeerOpen::new()
+            },
+            config(),
+            (2, 1),
+        ),
+    ];
+    for (rule, peer, config, expected) in cases {
+        let (s, out) = open_refusal(config, &peer);
+        assert_eq!(notifications(&out), vec![expected], "{rule}");
+        assert!(
+            out.iter().any(|a| matches!(a, Action::Close(_))),
+            "{rule}: closes"
+        );
+        assert_eq!(s.state(), State::Idle, "{rule}: Idle after an OPEN error");
+        let error = s.counters().last_error.clone().unwrap();
+        assert!(
+            error.to_string().starts_with("sent OPEN Message Error"),
+            "{rule}: {error}"
+        );
+    }
+}
+
+#[test]
+fn unsupported_version_names_version_4_in_the_data() {
+    let (_, out) = open_refusal(
+        config(),
+        &PeerOpen {
+            version: 5,
+            ..PeerOpen::new()
+        },
+    );
+    let [Message::Notification(n)] = one(messages(&out)) else {
+        panic!("not one NOTIFICATION");
+    };
+    assert_eq!(n.data, vec![0, 4]);
+}
+
+#[test]
+fn an_ebgp_peer_may_share_our_bgp_identifier() {
+    let (s, out) = open_refusal(
+        config(),
+        &PeerOpen {
+            id: ROUTER_ID,
+            ..PeerOpen::new()
+        },
+    );
+    assert!(notifications(&out).is_empty());
+    assert_eq!(s.state(), State::OpenConfirm);
+}
+
+#[test]
+fn unsupported_optional_parameter_is_2_4() {
+    let now = t0();
+    let mut s = session();
+    let (id, _) = dial(&mut s, now);
+    let mut open = PeerOpen::new().bytes();
+    // Append an optional parameter of type 1, and fix the lengths.
+    open.extend_from_slice(&[1, 0]);
+    open[28] += 2;
+    let len = u16::try_from(open.len()).unwrap().to_be_bytes();
+    open[16..18].copy_from_slice(&len);
+    let out = s.receive(now, id, &open);
+    assert_eq!(notifications(&out), vec![(2, 4)]);
+}
+
+#[test]
+fn unknown_capabilities_are_ignored() {
+    let peer = PeerOpen {
+        extra: vec![Capability::Unknown {
+            code: 200,
+            value: vec![1, 2, 3],
+        }],
+        ..PeerOpen::new()
+    };
+    let mut s = session();
+    establish(&mut s, t0(), &peer);
+}
+
+#[test]
+fn the_peers_graceful_restart_capability_is_kept_for_later() {
+    let gr = Capability::GracefulRestart {
+        flags: 0,
+        restart_time: 120,
+        families: vec![],
+    };
+    let peer = PeerOpen {
+        extra: vec![gr.clone()],
+        ..PeerOpen::new()
+    };
+    let mut s = session();
+    establish(&mut s, t0(), &peer);
+    assert_eq!(s.negotiated().unwrap().peer_graceful_restart, Some(gr));
+}
+
+#[test]
+fn hold_time_is_the_smaller_of_both_and_keepalive_a_third_of_it() {
+    for (ours, theirs, hold, keepalive) in [(90, 30, 30, 10), (9, 90, 9, 3), (90, 0, 0, 0)] {
+        let mut s = Session::new(
+            SessionConfig {
+                hold_time: secs(ours),
+                ..config()
+            },
+            1,
+        );
+        let peer = PeerOpen {
+            hold: u16::try_from(theirs).unwrap(),
+            ..PeerOpen::new()
+        };
+        establish(&mut s, t0(), &peer);
+        let n = s.negotiated().unwrap();
+        assert_eq!(
+            (n.hold_time, n.keepalive),
+            (secs(hold), secs(keepalive)),
+            "ours {ours}, theirs {theirs}"
+        );
+    }
+}
+
+#[test]
+fn a_configured_keepalive_is_kept_below_a_third_of_the_negotiated_hold_time() {
+    let mut s = Session::new(
+        SessionConfig {
+            keepalive: Some(secs(5)),
+            ..config()
+        },
+        1,
+    );
+    establish(&mut s, t0(), &PeerOpen::new());
+    assert_eq!(s.negotiated().unwrap().keepalive, secs(5));
+    let mut s = Session::new(
+        SessionConfig {
+            keepalive: Some(secs(20)),
+            ..config()
+        },
+        1,
+    );
+    let peer = PeerOpen {
+        hold: 30,
+        ..PeerOpen::new()
+    };
+    establish(&mut s, t0(), &peer);
+    assert_eq!(s.negotiated().unwrap().keepalive, secs(10));
+}
+
+#[test]
+fn a_peer_without_multiprotocol_capabilities_gets_ipv4_only() {
+    let now = t0();
+    let mut s = session();
+    let peer = PeerOpen {
+        families: vec![],
+        ..PeerOpen::new()
+    };
+    establish(&mut s, now, &peer);
+    assert_eq!(
+        s.negotiated().unwrap().families,
+        [Family::Ipv4Unicast].into()
+    );
+}
