@@ -61,9 +61,9 @@ unit-test:
 
 ## netns-test: the tests that need root, network namespaces, arping and ndisc6 (deps installs
 ## them) but no cluster: they are #[ignore = "needs root and network namespaces: ..."] in
-## speaker/tests/l2_netns.rs
+## speaker/tests/l2_netns.rs and speaker/tests/bgp_netns.rs (which also needs FRR)
 netns-test: deps
-	$(CARGO) test --workspace --locked --test l2_netns -- --ignored
+	$(CARGO) test --workspace --locked --test l2_netns --test bgp_netns -- --ignored
 
 # The test lanes select their test targets from the whole workspace (`--workspace --test NAME`)
 # rather than one package (`-p`): cargo unifies features over the packages it builds, so a `-p`

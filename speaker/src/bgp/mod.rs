@@ -64,6 +64,8 @@ pub mod config;
 pub mod counters;
 pub mod rib;
 pub mod session;
+pub mod shell;
+mod sys;
 pub mod wire;
 
 #[cfg(test)]
