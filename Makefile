@@ -101,6 +101,22 @@ demo: testbed-up
 demo-olm: testbed-up
 	bash tests/testbed/demo.sh olm
 
+## fuzz: every fuzz target of fuzz/ (cargo-fuzz, nightly toolchain: the BGP codec and session,
+## the liveness datagrams, ARP/NDP frames, configs) for FUZZ_TIME seconds each (default 60; the
+## BGP issue asks for 600); corpus and any crash in /var/cache/ferrolb/fuzz-corpus/TARGET.
+## Not part of `make test`.
+FUZZ_TIME ?= 60
+FUZZ_TARGETS := bgp_wire bgp_session membership_wire l2_packet config
+FUZZ_DIR := /var/cache/ferrolb/fuzz-corpus
+.PHONY: fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/$$t && \
+	  CARGO_TARGET_DIR=/var/cache/ferrolb/fuzz-target cargo +nightly fuzz run -O $$t $(FUZZ_DIR)/$$t -- \
+	    -max_total_time=$(FUZZ_TIME) -artifact_prefix=$(FUZZ_DIR)/$$t-crash- || exit 1; \
+	done
+
 ## scorecard: operator-sdk scorecard (the basic and OLM suites) on the testbed; testbed-test
 ## runs it too (tests/tests/olm.rs)
 .PHONY: scorecard
