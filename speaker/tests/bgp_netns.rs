@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,9 @@ use ferrolb_speaker::bgp::shell::{Listener, Password, Peer, PeerConfig, PeerStat
 use ferrolb_speaker::bgp::{SessionConfig, State};
 use ipnet::IpNet;
 use serde_json::Value;
+
+mod common;
+use common::must;
 
 const SPEAKER4: &str = "198.51.100.161";
 const ROUTER4: &str = "198.51.100.162";
@@ -43,54 +46,18 @@ const V4_ROUTES: [&str; 3] = ["203.0.113.10/32", "203.0.113.11/32", "203.0.113.1
 const V6_ROUTE: &str = "2001:db8:fb:1::10/128";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Runs a command given as one string of whitespace-separated words (no word has a space).
-fn run(command: &str) -> Output {
-    let words: Vec<&str> = command.split_whitespace().collect();
-    Command::new(words[0])
-        .args(&words[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
-}
-
-fn must(command: &str) -> String {
-    let out = run(command);
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// These tests need root and the tools; without them they fail loudly rather than pass.
 fn require_root_and_tools() {
-    assert_eq!(
-        must("id -u").trim(),
-        "0",
-        "bgp_netns tests need root (network namespaces); run them as root"
+    common::require_root_and_tools(
+        "bgp_netns",
+        "network namespaces",
+        &["ip", "/usr/lib/frr/bgpd", "vtysh"],
     );
-    for tool in ["ip", "/usr/lib/frr/bgpd", "vtysh"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success()),
-            "bgp_netns tests need `{tool}`: run tests/testbed/install-deps.sh"
-        );
-    }
 }
 
 /// Polls `probe` until it returns `Some`, for up to `within`.
-fn eventually<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn eventually<T>(what: &str, within: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    eventually_or(within, probe).unwrap_or_else(|| panic!("timed out waiting for {what}"))
 }
 
 /// The speaker and router namespaces, one veth pair between them; deleted on drop.

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 
 use ferrolb_speaker::l2::{Config, L2Metrics, Responder};
 
+mod common;
+use common::{must, run};
+
 /// Set in the re-executed child: it then runs the responder and obeys commands on stdin.
 const CHILD_ENV: &str = "FERROLB_L2_NETNS_CHILD";
 /// Extra exclusion pattern for the child's responder.
@@ -38,26 +41,6 @@ const NOT_LED6: &str = "2001:db8:fe::251";
 /// The solicited-node group of `LED6`, which A joins only while it leads it.
 const SOLICITED_NODE6: &str = "ff02::1:ff00:250";
 const WRONG_MAC: &str = "02:00:00:00:00:99";
-
-/// Runs a command given as one string of whitespace-separated words (no word has a space).
-fn run(command: &str) -> Output {
-    let words: Vec<&str> = command.split_whitespace().collect();
-    Command::new(words[0])
-        .args(&words[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
-}
-
-fn must(command: &str) -> String {
-    let out = run(command);
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The MAC a resolver tool printed, `None` if it exited with `no_answer`. Any other failure means
 /// the question was never asked and fails the test (a silent "no answer" would pass wrongly).
@@ -76,20 +59,11 @@ fn answered(out: &Output, no_answer: i32) -> Option<String> {
 
 /// These tests need root and the tools; without them they fail loudly rather than pass.
 fn require_root_and_tools() {
-    assert_eq!(
-        must("id -u").trim(),
-        "0",
-        "l2_netns tests need root (network namespaces, raw sockets); run them as root"
+    common::require_root_and_tools(
+        "l2_netns",
+        "network namespaces, raw sockets",
+        &["ip", "arping", "ndisc6", "ping"],
     );
-    for tool in ["ip", "arping", "ndisc6", "ping"] {
-        assert!(
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success()),
-            "l2_netns tests need `{tool}`: run tests/testbed/install-deps.sh"
-        );
-    }
 }
 
 /// Two namespaces, `a` and `b`, each with an `eth0` of one veth pair; deleted on drop.
