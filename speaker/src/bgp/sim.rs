@@ -56,14 +56,8 @@ impl PeerOpen {
     }
 
     pub(crate) fn open(&self) -> Open {
-        let mut capabilities: Vec<Capability> = self
-            .families
-            .iter()
-            .map(|f| {
-                let (afi, safi) = f.afi_safi();
-                Capability::Multiprotocol { afi, safi }
-            })
-            .collect();
+        let mut capabilities: Vec<Capability> =
+            self.families.iter().map(|&f| Capability::from(f)).collect();
         if self.route_refresh {
             capabilities.push(Capability::RouteRefresh);
         }

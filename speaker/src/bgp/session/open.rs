@@ -13,10 +13,7 @@ impl Session {
             .config
             .families
             .iter()
-            .map(|f| {
-                let (afi, safi) = f.afi_safi();
-                Capability::Multiprotocol { afi, safi }
-            })
+            .map(|&f| Capability::from(f))
             .collect();
         capabilities.push(Capability::RouteRefresh);
         capabilities.push(Capability::FourOctetAs(self.config.local_asn));

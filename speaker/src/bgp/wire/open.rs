@@ -50,6 +50,14 @@ pub struct Open {
     pub unsupported_params: Vec<u8>,
 }
 
+impl From<Family> for Capability {
+    /// The multiprotocol capability that offers `family`.
+    fn from(family: Family) -> Self {
+        let (afi, safi) = family.afi_safi();
+        Capability::Multiprotocol { afi, safi }
+    }
+}
+
 impl Open {
     /// The sender's AS: the 4-octet capability if present, else the 2-octet field.
     pub fn peer_as(&self) -> u32 {
