@@ -84,7 +84,8 @@ pub struct Detector {
     peers: BTreeMap<String, Peer>,
     /// Self and every Alive peer, ordered by (ring hash, name).
     ring: BTreeSet<(u64, String)>,
-    /// Unknown peers to greet again (Alive asking for theirs), by when: (when, node).
+    /// Silent (Unknown or Dead) peers to greet again (Alive asking for theirs), by when: (when,
+    /// node). At most one entry per node.
     greetings: BTreeSet<(Instant, String)>,
     /// The predecessors this node monitors, and since when.
     monitoring: BTreeMap<String, Instant>,
@@ -243,6 +244,17 @@ impl Detector {
         self.keys.set(now, keys);
         self.metrics.key_changes.inc();
         self.count_keys();
+        // Silent peers may have been silent only because our keys differed: greet them soon
+        // rather than at the end of their back-off.
+        let silent: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.state != PeerState::Alive)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in silent {
+            self.schedule_greeting(now, &name);
+        }
     }
 
     fn count_keys(&self) {
@@ -325,7 +337,7 @@ impl Detector {
                 self.push(&mut out, node, bytes.clone());
             }
         }
-        self.greet_unknown(now, &mut out);
+        self.greet_silent(now, &mut out);
         let suspects: Vec<String> = self.suspecting.iter().cloned().collect();
         for node in suspects {
             self.send_suspect(now, &node, &mut out);
@@ -540,6 +552,7 @@ impl Detector {
         self.suspecting.remove(node);
         if state == PeerState::Dead {
             self.watchers.remove(node);
+            self.schedule_greeting(now, node);
         }
         if (before == PeerState::Dead) != (state == PeerState::Dead) {
             self.digest ^= digest_of(node);

@@ -1,5 +1,5 @@
 //! Dissemination: how news about members travels. Dead notices and their repeats, refutation,
-//! greetings of peers still Unknown, and anti-entropy of the dead set (digest in every heartbeat,
+//! greetings of silent peers (Unknown or Dead), and anti-entropy of the dead set (digest in every heartbeat,
 //! Sync on a persistent mismatch). The failure detection itself is in the parent module.
 
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ pub(super) const DEAD_REPEATS: u32 = 2;
 const SYNC_AFTER_MISMATCHES: u8 = 3;
 /// At most one Sync per peer this often.
 const SYNC_MIN_GAP: Duration = Duration::from_secs(1);
-/// First retry of a greeting to a peer that stays Unknown; doubles up to [`GREETING_MAX`].
+/// First retry of a greeting to a peer that stays Unknown or Dead; doubles up to [`GREETING_MAX`].
 pub(super) const GREETING_RETRY: Duration = Duration::from_millis(500);
 /// Longest interval between greetings of a silent peer.
 const GREETING_MAX: Duration = Duration::from_secs(30);
@@ -126,8 +126,13 @@ impl Detector {
         }
     }
 
-    /// Greets again the peers still Unknown whose retry is due, backing off per peer.
-    pub(super) fn greet_unknown(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+    /// Greets again the silent peers whose retry is due, backing off per peer: the Unknown ones
+    /// (never heard from) and the Dead ones. A Dead peer that is in fact alive answers a greeting
+    /// either way: with its Alive if it sees us alive, with a Dead notice about us if it buried
+    /// us too; the notice makes us refute, and the refutation makes it see us again. Without
+    /// this, two speakers that buried each other (say, while their keys differed) would never
+    /// send each other anything again: neither pings a peer it sees dead.
+    pub(super) fn greet_silent(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
         let mut due = Vec::new();
         while let Some(first) = self.greetings.first() {
             if first.0 > now {
@@ -142,7 +147,7 @@ impl Detector {
             let Some(peer) = self.peers.get_mut(&name) else {
                 continue;
             };
-            if peer.state != PeerState::Unknown {
+            if peer.state == PeerState::Alive {
                 continue;
             }
             peer.greet_backoff = (peer.greet_backoff * 2).clamp(GREETING_RETRY, GREETING_MAX);
@@ -158,6 +163,18 @@ impl Detector {
                 self.push(out, name, bytes.clone());
             }
         }
+    }
+
+    /// Greets `node` again after [`GREETING_RETRY`], its back-off started over (it just became
+    /// silent to us: new, or dead).
+    pub(super) fn schedule_greeting(&mut self, now: Instant, node: &str) {
+        let Some(peer) = self.peers.get_mut(node) else {
+            return;
+        };
+        peer.greet_backoff = Duration::ZERO;
+        self.greetings.retain(|(_, name)| name != node);
+        self.greetings
+            .insert((now + GREETING_RETRY, node.to_owned()));
     }
 
     pub(super) fn repeat_due(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
