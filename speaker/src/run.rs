@@ -1,5 +1,6 @@
 //! The speaker's event loop: watches feed the [`World`], membership says who is alive, and every
-//! change recomputes what this node announces and hands it to the ARP/NDP responder at once.
+//! change recomputes what this node announces and hands it to the ARP/NDP responder at once, then
+//! to the BGP sessions (which send only what changed).
 //! Events (the shared bounded publisher) and the Service condition (a queue that keeps the latest
 //! condition per Service) are written by separate tasks, so a burst of API writes never delays a
 //! takeover.
@@ -28,7 +29,10 @@ use ferrolb_runtime::Probes;
 use ferrolb_runtime::events::Publisher;
 use ferrolb_runtime::latest::{LatestReceiver, LatestSender, latest};
 
+use crate::announce::bgp::{BgpPlan, BgpRoutes};
 use crate::announce::condition::{Write, announced_condition, condition_write};
+use crate::bgp::peers::{NodeAddresses, Sessions, password_for, peer_config};
+use crate::bgp::secrets::{SecretReader, SecretsRead};
 use crate::l2::Responder;
 use crate::membership::keys::{KeyFiles, REREAD};
 use crate::membership::{self, Keys, Membership, MembershipMetrics, View};
@@ -161,6 +165,8 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     // Recomputes now and then even when nothing changed, so a failed condition write is retried.
     let mut resync = tokio::time::interval(RESEND / 2);
     let mut peers = BTreeMap::new();
+    let mut sessions = Sessions::default();
+    let mut secrets = SecretReader::spawn(client.clone(), &ctx.namespace);
     // Recompute everything after the membership or the key changed and on every resync tick;
     // after watch events, only the addresses they changed (if any).
     let mut stale = true;
@@ -184,6 +190,11 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
                 view = membership.as_ref().map_or_else(|| no_view.clone(), Membership::subscribe);
                 if let Some(m) = &membership {
                     m.set_peers(peers.clone());
+                }
+            }
+            changed = secrets.read().changed() => {
+                if changed.is_ok() {
+                    stale = true;
                 }
             }
             changed = view.changed() => {
@@ -253,6 +264,8 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
             &mut announcing,
             &conditions,
         );
+        let read = secrets.read().borrow().clone();
+        secrets.set_wanted(update_bgp(&ctx.node, &world, &read, &mut sessions));
         ctx.probes.set_ready(true);
     };
 
@@ -260,6 +273,7 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     if let Some(m) = membership {
         m.shutdown().await;
     }
+    sessions.shutdown().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     ctx.responder.shutdown().await;
     drop(conditions);
@@ -447,6 +461,53 @@ fn recompute(
             }
         }
     }
+}
+
+/// Brings this node's BGP sessions to what the configuration wants and hands them their routes;
+/// returns the Secrets the sessions' passwords are in (to read from now on).
+fn update_bgp(
+    me: &str,
+    world: &World,
+    secrets: &SecretsRead,
+    sessions: &mut Sessions,
+) -> BTreeSet<String> {
+    let Some(config) = world.config() else {
+        return BTreeSet::new();
+    };
+    let plan = BgpPlan::new(config, world.nodes());
+    let peers = plan.peers_for(me);
+    if peers.is_empty() && sessions.is_empty() {
+        return BTreeSet::new();
+    }
+    let node = NodeAddresses::of(
+        world
+            .nodes()
+            .get(me)
+            .map_or(&[], |n| n.addresses.as_slice()),
+    );
+    let wanted = peers
+        .iter()
+        .map(|peer| {
+            let password = peer
+                .password_secret_ref
+                .as_ref()
+                .and_then(|r| password_for(secrets, r));
+            (
+                peer.name.clone(),
+                peer_config(peer, node, password.as_ref()),
+            )
+        })
+        .collect();
+    let routes = if peers.is_empty() {
+        BgpRoutes::new()
+    } else {
+        plan.routes(me, &world.service_views())
+    };
+    sessions.update(wanted, &routes);
+    peers
+        .iter()
+        .filter_map(|p| Some(p.password_secret_ref.as_ref()?.name.clone()))
+        .collect()
 }
 
 /// The interfaces an address is answered on, for people.

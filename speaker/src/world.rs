@@ -201,10 +201,20 @@ fn node_of(node: &Node) -> NodeView {
             .and_then(|cs| cs.iter().find(|c| c.type_ == t))
             .is_some_and(|c| c.status == "True")
     };
+    let addresses = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
     NodeView {
         labels: node.labels().clone(),
         ready: condition("Ready"),
         network_unavailable: condition("NetworkUnavailable"),
+        addresses,
     }
 }
 

@@ -2,6 +2,8 @@
 //! ship with the install, so OLM can install them and the operator needs no `escalate`: it only
 //! binds these names); the namespaced roles and every binding follow the operand namespace.
 
+use std::collections::BTreeSet;
+
 use ferrolb_api::LoadBalancerConfigSpec;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{
@@ -186,17 +188,30 @@ pub fn controller_bindings(
 }
 
 /// The speaker's cluster role binding, and the Role that lets it see the speaker pods of its
-/// namespace (which nodes run a speaker, and at which address its liveness messages arrive).
+/// namespace (which nodes run a speaker, and at which address its liveness messages arrive) and
+/// `get` the Secrets the config names as BGP passwords: those names only, none when it names
+/// none.
 pub fn speaker_bindings(
     spec: &LoadBalancerConfigSpec,
     settings: &Settings,
 ) -> (ClusterRoleBinding, Role, RoleBinding) {
+    let mut rules = vec![rule(&[""], &["pods"], &["list", "watch"])];
+    let passwords: BTreeSet<&str> = spec
+        .bgp_peers
+        .iter()
+        .filter_map(|p| Some(p.password_secret_ref.as_ref()?.name.as_str()))
+        .collect();
+    if !passwords.is_empty() {
+        let mut read = rule(&[""], &["secrets"], &["get"]);
+        read.resource_names = Some(passwords.into_iter().map(str::to_owned).collect());
+        rules.push(read);
+    }
     let (role, binding) = namespaced(
         spec,
         settings,
         Component::Speaker,
         "ferrolb-speaker-pods",
-        vec![rule(&[""], &["pods"], &["list", "watch"])],
+        rules,
     );
     (
         cluster_binding(spec, settings, Component::Speaker, SPEAKER_ROLE),

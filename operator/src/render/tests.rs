@@ -375,3 +375,39 @@ fn a_new_membership_secret_counts_the_configs_rotation_request_as_served() {
     let secret = membership_secret(&plain, "ferrolb-system", "00ff".to_owned());
     assert_eq!(secret.metadata.annotations, None);
 }
+
+#[test]
+fn the_speaker_may_get_only_the_secrets_the_config_names_as_bgp_passwords() {
+    let role = |spec: &LoadBalancerConfigSpec| speaker_bindings(spec, &settings()).1;
+    let secrets = |role: &k8s_openapi::api::rbac::v1::Role| -> Vec<PolicyRuleView> {
+        role.rules
+            .iter()
+            .flatten()
+            .filter(|r| r.resources.iter().flatten().any(|r| r == "secrets"))
+            .map(|r| (r.verbs.clone(), r.resource_names.clone()))
+            .collect()
+    };
+    assert!(secrets(&role(&LoadBalancerConfigSpec::default())).is_empty());
+    let spec: LoadBalancerConfigSpec = serde_json::from_value(json!({
+        "bgpPeers": [
+            {"name": "a", "myASN": 1, "peerASN": 2, "peerAddress": "192.0.2.1",
+             "passwordSecretRef": {"name": "tor-b"}},
+            {"name": "b", "myASN": 1, "peerASN": 2, "peerAddress": "192.0.2.2"},
+            {"name": "c", "myASN": 1, "peerASN": 2, "peerAddress": "192.0.2.3",
+             "passwordSecretRef": {"name": "tor-a", "key": "md5"}},
+            {"name": "d", "myASN": 1, "peerASN": 2, "peerAddress": "192.0.2.4",
+             "passwordSecretRef": {"name": "tor-b"}},
+        ],
+    }))
+    .unwrap();
+    assert_eq!(
+        secrets(&role(&spec)),
+        vec![(
+            vec!["get".to_owned()],
+            Some(vec!["tor-a".to_owned(), "tor-b".to_owned()])
+        )],
+        "get only, by name, each once"
+    );
+}
+
+type PolicyRuleView = (Vec<String>, Option<Vec<String>>);

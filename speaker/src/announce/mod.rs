@@ -35,6 +35,8 @@ pub struct NodeView {
     pub ready: bool,
     /// The NetworkUnavailable condition is True.
     pub network_unavailable: bool,
+    /// Its InternalIP addresses, in the order of its status (BGP router ID and next hops).
+    pub addresses: Vec<IpAddr>,
 }
 
 impl NodeView {

@@ -60,6 +60,7 @@ fn nodes(n: usize) -> BTreeMap<String, NodeView> {
                     .into(),
                     ready: true,
                     network_unavailable: false,
+                    addresses: Vec::new(),
                 },
             )
         })

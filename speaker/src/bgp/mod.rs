@@ -62,7 +62,9 @@
 
 pub mod config;
 pub mod counters;
+pub mod peers;
 pub mod rib;
+pub mod secrets;
 pub mod session;
 pub mod shell;
 mod sys;

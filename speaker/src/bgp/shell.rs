@@ -88,7 +88,7 @@ impl fmt::Debug for Password {
 }
 
 /// One peer: the session's configuration and how to reach the peer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
     pub session: SessionConfig,
     /// `peerAddress`.

@@ -117,6 +117,7 @@ fn nodes(n: usize) -> BTreeMap<String, NodeView> {
                 labels: [("zone".to_owned(), zone.to_owned())].into(),
                 ready: true,
                 network_unavailable: false,
+                addresses: Vec::new(),
             };
             (format!("node-{i}"), view)
         })

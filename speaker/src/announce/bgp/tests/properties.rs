@@ -95,6 +95,7 @@ fn arb_nodes() -> impl Strategy<Value = BTreeMap<String, NodeView>> {
                 labels,
                 ready,
                 network_unavailable,
+                addresses: Vec::new(),
             }
         });
     prop::collection::vec(node, 1..=NODE_NAMES.len()).prop_map(|views| {

@@ -1,0 +1,302 @@
+//! This node's BGP sessions as the configuration wants them: one [`Peer`] per `bgpPeers` entry
+//! that selects the node, started, restarted when its settings change and stopped when it goes,
+//! each fed the routes the announcer computes for it ([`crate::announce::bgp`]).
+//!
+//! [`peer_config`] turns an API peer into the shell's [`PeerConfig`] (pure, tested below):
+//! - the session is dialed from the node (active only: the speaker never listens, so it needs no
+//!   privileged port), TTL 255 ([`super::shell::TTL`]) whether or not `ebgpMultiHop` is set;
+//! - router ID: `routerID`, else the node's first IPv4 InternalIP;
+//! - next hops: `sourceAddress` for its family, else the node's first InternalIP of each family;
+//!   a family with neither is not announced (the session counts the routes it skips);
+//! - hold time and keepalive as [`BgpPeer::effective_hold_time`] derives them (MetalLB's rule);
+//! - TCP-MD5: the password the caller read from the referenced Secret.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ferrolb_api::duration::parse_duration;
+use ferrolb_api::v1alpha1::{BgpPeer, SecretKeyRef};
+
+use super::SessionConfig;
+use super::secrets::SecretsRead;
+use super::shell::{Password, Peer, PeerConfig, PeerStatus};
+use crate::announce::bgp::{BgpRoutes, PeerRoutes};
+
+/// The longest TCP-MD5 key the kernel takes (`TCP_MD5SIG_MAXKEYLEN`).
+pub const MAX_PASSWORD_LEN: usize = 80;
+
+/// The node's own addresses that sessions use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeAddresses {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+impl NodeAddresses {
+    /// The first address of each family among `addresses` (a Node's InternalIPs).
+    pub fn of(addresses: &[IpAddr]) -> NodeAddresses {
+        NodeAddresses {
+            v4: addresses.iter().find_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            }),
+            v6: addresses.iter().find_map(|a| match a {
+                IpAddr::V6(v6) => Some(*v6),
+                IpAddr::V4(_) => None,
+            }),
+        }
+    }
+}
+
+/// The password a peer's `passwordSecretRef` names, as the caller read it: `Err` says why it
+/// could not (missing Secret, missing key, not text, too long), never what it holds.
+pub type PasswordRead = Result<Password, String>;
+
+/// The session settings for `peer` on a node with `node` addresses, or why there can be none
+/// (naming the field and its value). `password` is what the caller read for the peer's
+/// `passwordSecretRef` (None when it has none).
+pub fn peer_config(
+    peer: &BgpPeer,
+    node: NodeAddresses,
+    password: Option<&PasswordRead>,
+) -> Result<PeerConfig, String> {
+    let field = |name: &str| format!("bgpPeers[{}].{name}", peer.name);
+    let address: IpAddr = peer.peer_address.parse().map_err(|_| {
+        format!(
+            "{}: {:?} is not an IP address",
+            field("peerAddress"),
+            peer.peer_address
+        )
+    })?;
+    let source: Option<IpAddr> =
+        match &peer.source_address {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                format!("{}: {text:?} is not an IP address", field("sourceAddress"))
+            })?),
+        };
+    let router_id = match &peer.router_id {
+        Some(text) => text
+            .parse()
+            .map_err(|_| format!("{}: {text:?} is not an IPv4 address", field("routerID")))?,
+        None => node.v4.ok_or_else(|| {
+            format!(
+                "{}: unset, and the node has no IPv4 InternalIP to use instead",
+                field("routerID")
+            )
+        })?,
+    };
+    let (Some(hold_time), Some(keepalive)) =
+        (peer.effective_hold_time(), peer.effective_keepalive_time())
+    else {
+        // Validation rejects both; say which one is not a duration.
+        let hold_ok = peer
+            .hold_time
+            .as_deref()
+            .is_none_or(|t| parse_duration(t).is_ok());
+        let (name, text) = if hold_ok {
+            ("keepaliveTime", &peer.keepalive_time)
+        } else {
+            ("holdTime", &peer.hold_time)
+        };
+        let text = text.as_deref().unwrap_or_default();
+        return Err(format!("{}: {text:?} is not a duration", field(name)));
+    };
+    let mut session = SessionConfig::new(peer.my_asn, peer.peer_asn, router_id);
+    session.hold_time = hold_time;
+    session.keepalive = Some(keepalive);
+    session.next_hop_v4 = match source {
+        Some(IpAddr::V4(v4)) => Some(v4),
+        _ => node.v4,
+    };
+    session.next_hop_v6 = match source {
+        Some(IpAddr::V6(v6)) => Some(v6),
+        _ => node.v6,
+    };
+    let mut config = PeerConfig::new(session, address);
+    config.port = peer.peer_port;
+    config.source = source;
+    config.password = match (&peer.password_secret_ref, password) {
+        (None, _) => None,
+        (Some(r), None) => {
+            return Err(format!(
+                "{}: the Secret {:?} was not read yet",
+                field("passwordSecretRef"),
+                r.name
+            ));
+        }
+        (Some(_), Some(Ok(password))) => Some(password.clone()),
+        (Some(_), Some(Err(why))) => {
+            return Err(format!("{}: {why}", field("passwordSecretRef")));
+        }
+    };
+    Ok(config)
+}
+
+/// The password in `data` (a Secret's data) under `key`, or why it is not usable. The error
+/// never includes the value.
+pub fn password_from(
+    secret: &str,
+    key: &str,
+    data: Option<&BTreeMap<String, Vec<u8>>>,
+) -> PasswordRead {
+    let Some(data) = data else {
+        return Err(format!("Secret {secret:?} not found"));
+    };
+    let Some(bytes) = data.get(key) else {
+        return Err(format!("Secret {secret:?} has no key {key:?}"));
+    };
+    if bytes.is_empty() {
+        return Err(format!("Secret {secret:?} key {key:?} is empty"));
+    }
+    if bytes.len() > MAX_PASSWORD_LEN {
+        return Err(format!(
+            "Secret {secret:?} key {key:?} is {} bytes long, more than the {MAX_PASSWORD_LEN} TCP-MD5 allows",
+            bytes.len()
+        ));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| format!("Secret {secret:?} key {key:?} is not UTF-8 text"))?;
+    Ok(Password::new(text))
+}
+
+/// The password for `reference` from what the Secret reader has read: None while its Secret has
+/// not been read yet.
+pub fn password_for(secrets: &SecretsRead, reference: &SecretKeyRef) -> Option<PasswordRead> {
+    let read = secrets.get(&reference.name)?;
+    Some(match read {
+        Ok(data) => password_from(&reference.name, &reference.key, data.as_ref()),
+        Err(why) => Err(why.clone()),
+    })
+}
+
+/// One running session.
+#[derive(Debug)]
+struct Running {
+    config: PeerConfig,
+    peer: Peer,
+    /// The routes last handed to it.
+    routes: PeerRoutes,
+}
+
+/// This node's sessions, by peer name.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    running: BTreeMap<String, Running>,
+    /// Peers the config names for this node that have no session, and why.
+    problems: BTreeMap<String, String>,
+    started: u64,
+}
+
+impl Sessions {
+    /// Brings the sessions to `wanted` (peer name → settings, or why there can be none) and hands
+    /// each its routes from `routes`. A session whose settings changed is restarted; one no longer
+    /// wanted is shut down (Cease) in the background. A peer whose settings cannot be had (say,
+    /// its Secret was deleted) keeps the session it has, on its last settings: bad input never
+    /// takes routes away. Must run inside a Tokio runtime.
+    pub fn update(
+        &mut self,
+        wanted: BTreeMap<String, Result<PeerConfig, String>>,
+        routes: &BgpRoutes,
+    ) {
+        let mut problems = BTreeMap::new();
+        let mut configs = BTreeMap::new();
+        for (name, config) in wanted {
+            match config {
+                Ok(config) => {
+                    configs.insert(name, config);
+                }
+                Err(why) => {
+                    problems.insert(name, why);
+                }
+            }
+        }
+        for (name, why) in &problems {
+            if self.problems.get(name) != Some(why) {
+                tracing::warn!(peer = %name, problem = %why, "no BGP session with this peer");
+            }
+        }
+        self.problems = problems;
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, r)| match configs.get(*name) {
+                Some(config) => *config != r.config,
+                None => !self.problems.contains_key(*name),
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(old) = self.running.remove(&name) {
+                tracing::info!(peer = %name, address = %old.config.address, "stopping BGP session");
+                tokio::spawn(old.peer.shutdown());
+            }
+        }
+        for (name, config) in configs {
+            if self.running.contains_key(&name) {
+                continue;
+            }
+            self.started += 1;
+            tracing::info!(peer = %name, address = %config.address,
+                local_asn = config.session.local_asn, peer_asn = config.session.peer_asn,
+                password = config.password.is_some(), "starting BGP session");
+            let peer = Peer::spawn(config.clone(), seed_of(&name, self.started));
+            let running = Running {
+                config,
+                peer,
+                routes: PeerRoutes::new(),
+            };
+            self.running.insert(name, running);
+        }
+        for (name, r) in &mut self.running {
+            let want = routes.get(name).cloned().unwrap_or_default();
+            if r.routes != want {
+                r.peer.set_routes(want.clone());
+                r.routes = want;
+            }
+        }
+    }
+
+    /// Every session: name, peer address, and its status now.
+    pub fn statuses(&self) -> Vec<(String, IpAddr, PeerStatus)> {
+        self.running
+            .iter()
+            .map(|(name, r)| {
+                (
+                    name.clone(),
+                    r.config.address,
+                    r.peer.status().borrow().clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Peers without a session, and why.
+    pub fn problems(&self) -> &BTreeMap<String, String> {
+        &self.problems
+    }
+
+    /// Whether any session runs.
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Ceases every session and waits (each at most the shell's flush timeout).
+    pub async fn shutdown(self) {
+        let stops = self.running.into_values().map(|r| r.peer.shutdown());
+        futures::future::join_all(stops).await;
+    }
+}
+
+/// A seed for the reconnect jitter that differs between peers, nodes and restarts.
+fn seed_of(name: &str, n: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    name.bytes().fold(nanos ^ n.rotate_left(32), |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests;
