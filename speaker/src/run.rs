@@ -29,7 +29,7 @@ use ferrolb_runtime::Probes;
 use ferrolb_runtime::events::Publisher;
 use ferrolb_runtime::latest::{LatestReceiver, LatestSender, latest};
 
-use crate::announce::bgp::{BgpPlan, BgpRoutes};
+use crate::announce::bgp::{BgpPlan, BgpRoutes, bgp_reports};
 use crate::announce::condition::{Write, announced_condition, condition_write};
 use crate::bgp::peers::{NodeAddresses, Sessions, password_for, peer_config};
 use crate::bgp::secrets::{SecretReader, SecretsRead};
@@ -352,9 +352,9 @@ fn recompute(
         .live_speakers
         .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
 
-    if world.config().is_none() {
+    let Some(config) = world.config() else {
         return;
-    }
+    };
     let views = world.update_plan(&ctx.node, &live, changed, &mut announcing.plan);
     if *changed == Changed::Everything {
         // conditions of Services that are gone will never come back through the watch
@@ -421,10 +421,20 @@ fn recompute(
 
     // The Service condition: decided by `announced_condition` (which speaker writes it, and
     // what), written when the Service's status does not show it yet.
+    let bgp = if config.bgp_advertisements.is_empty() {
+        BTreeMap::new()
+    } else {
+        bgp_reports(&BgpPlan::new(config, world.nodes()), config, &views)
+    };
     for svc in &views {
-        let Some(want) = announced_condition(&ctx.node, svc, leaders, &live, |ip| {
-            on_interfaces(&ctx.responder, ip)
-        }) else {
+        let Some(want) = announced_condition(
+            &ctx.node,
+            svc,
+            leaders,
+            &live,
+            |ip| on_interfaces(&ctx.responder, ip),
+            |ip| bgp.get(&ip).cloned(),
+        ) else {
             continue;
         };
         let current = world.announced_condition(&svc.key);

@@ -43,6 +43,7 @@ use ferrolb_api::selector::list_matches;
 use ferrolb_api::v1alpha1::{BgpAdvertisement, BgpPeer, LoadBalancerConfigSpec};
 use ipnet::IpNet;
 
+use super::condition::BgpAnnounced;
 use super::{NodeView, PoolIndex, ServiceView, users_by_ip};
 
 /// The path attributes FerroLB sets on a route; everything else (ORIGIN, AS_PATH, NEXT_HOP) the
@@ -122,6 +123,28 @@ pub fn bgp_announcers(
     users_by_ip(services)
         .into_iter()
         .filter_map(|(ip, users)| Some((ip, plan.announcers(ip, &users)?)))
+        .collect()
+}
+
+/// What the Service condition says of each address of `services` that a BGP advertisement
+/// covers (see [`BgpPlan::announcers`] and [`announcers_text`]).
+pub fn bgp_reports(
+    plan: &BgpPlan<'_>,
+    config: &LoadBalancerConfigSpec,
+    services: &[ServiceView],
+) -> BTreeMap<IpAddr, BgpAnnounced> {
+    users_by_ip(services)
+        .into_iter()
+        .filter_map(|(ip, users)| {
+            let announcers = plan.announcers(ip, &users)?;
+            Some((
+                ip,
+                BgpAnnounced {
+                    announced: announcers.values().any(|nodes| !nodes.is_empty()),
+                    text: announcers_text(ip, &announcers, config),
+                },
+            ))
+        })
         .collect()
 }
 

@@ -20,47 +20,73 @@ pub struct AnnouncedCondition {
     pub message: String,
 }
 
+/// What BGP does with one address: whether some node announces it to some peer, and the text
+/// [`super::bgp::announcers_text`] makes of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpAnnounced {
+    pub announced: bool,
+    pub text: String,
+}
+
 /// The condition `me` writes for `svc`, or None when another speaker writes it (or the Service
-/// has no address with an L2 advertisement).
+/// has no address with an advertisement).
 ///
-/// The writer is the leader of the Service's first advertised address, or, when nobody may
-/// announce it, the live speaker ranked first for it, so exactly one speaker writes. `leaders`
-/// holds the leader of every advertised address (None: nobody may announce it); `interfaces`
-/// says on which of this node's interfaces an address is answered.
+/// The writer is the leader of the Service's first address with an L2 advertisement, or, when
+/// nobody may announce it (or it has only BGP advertisements), the live speaker ranked first for
+/// it, so exactly one speaker writes. `leaders` holds the leader of every address with an L2
+/// advertisement (None: nobody may announce it); `interfaces` says on which of this node's
+/// interfaces an address is answered; `bgp` says what BGP does with an address (None: no BGP
+/// advertisement covers it).
 pub fn announced_condition(
     me: &str,
     svc: &ServiceView,
     leaders: &BTreeMap<IpAddr, Option<String>>,
     live: &BTreeSet<String>,
     interfaces: impl Fn(IpAddr) -> String,
+    bgp: impl Fn(IpAddr) -> Option<BgpAnnounced>,
 ) -> Option<AnnouncedCondition> {
     let advertised: Vec<(IpAddr, Option<&String>)> = svc
         .ips
         .iter()
         .filter_map(|ip| Some((*ip, leaders.get(ip)?.as_ref())))
         .collect();
-    let &(first, first_leader) = advertised.first()?;
-    let writer = first_leader
-        .map(String::as_str)
-        .or_else(|| leader(first, live.iter().map(String::as_str)));
+    let routed: Vec<BgpAnnounced> = svc.ips.iter().filter_map(|ip| bgp(*ip)).collect();
+    let writer = match advertised.first() {
+        Some(&(_, Some(leader))) => Some(leader.as_str()),
+        Some(&(first, None)) => leader(first, live.iter().map(String::as_str)),
+        None => {
+            let first = svc.ips.iter().find(|ip| bgp(**ip).is_some())?;
+            leader(*first, live.iter().map(String::as_str))
+        }
+    };
     if writer != Some(me) {
         return None;
     }
-    Some(if advertised.iter().any(|(_, l)| l.is_some()) {
-        let parts: Vec<String> = advertised
-            .iter()
-            .map(|(ip, l)| match l {
-                Some(node) if *node == me => {
-                    format!("{ip} from node {node} on {}", interfaces(*ip))
-                }
-                Some(node) => format!("{ip} from node {node}"),
-                None => format!("{ip} not announced"),
-            })
-            .collect();
+    let by_l2 = advertised.iter().any(|(_, l)| l.is_some());
+    let by_bgp = routed.iter().any(|b| b.announced);
+    Some(if by_l2 || by_bgp {
+        let mut parts = Vec::new();
+        if !advertised.is_empty() {
+            let l2: Vec<String> = advertised
+                .iter()
+                .map(|(ip, l)| match l {
+                    Some(node) if *node == me => {
+                        format!("{ip} from node {node} on {}", interfaces(*ip))
+                    }
+                    Some(node) => format!("{ip} from node {node}"),
+                    None => format!("{ip} not announced"),
+                })
+                .collect();
+            parts.push(format!("Layer 2: {}", l2.join("; ")));
+        }
+        if !routed.is_empty() {
+            let texts: Vec<&str> = routed.iter().map(|b| b.text.as_str()).collect();
+            parts.push(format!("BGP: {}", texts.join("; ")));
+        }
         AnnouncedCondition {
             status: "True",
             reason: reasons::ANNOUNCED,
-            message: format!("Layer 2: {}", parts.join("; ")),
+            message: parts.join(". "),
         }
     } else if svc.endpoint_nodes.is_empty() {
         AnnouncedCondition {
@@ -68,11 +94,17 @@ pub fn announced_condition(
             reason: reasons::NO_READY_ENDPOINTS,
             message: "not announced: the Service has no ready endpoint".to_owned(),
         }
+    } else if advertised.is_empty() {
+        AnnouncedCondition {
+            status: "False",
+            reason: reasons::NO_ELIGIBLE_NODE,
+            message: "not announced: no Ready node the BGP advertisements select has a session with a peer they name (with externalTrafficPolicy Local, one that hosts a ready endpoint)".to_owned(),
+        }
     } else {
         AnnouncedCondition {
             status: "False",
             reason: reasons::NO_ELIGIBLE_NODE,
-            message: "not announced: no live speaker on a node the L2 advertisements select (with externalTrafficPolicy Local, one that hosts a ready endpoint)".to_owned(),
+            message: "not announced: no live speaker on a node the advertisements select (with externalTrafficPolicy Local, one that hosts a ready endpoint)".to_owned(),
         }
     })
 }
@@ -184,10 +216,10 @@ mod tests {
              Some(("False", "NoReadyEndpoints", "not announced: the Service has no ready endpoint".to_owned()))),
             ("nobody may announce, endpoints exist: NoEligibleNode",
              nobody_writer.as_str(), svc(&[A], &["node-7"]), leaders(&[(A, None)]),
-             Some(("False", "NoEligibleNode", "not announced: no live speaker on a node the L2 advertisements select (with externalTrafficPolicy Local, one that hosts a ready endpoint)".to_owned()))),
+             Some(("False", "NoEligibleNode", "not announced: no live speaker on a node the advertisements select (with externalTrafficPolicy Local, one that hosts a ready endpoint)".to_owned()))),
         ];
         for (what, me, svc, leaders, want) in rows {
-            let got = announced_condition(me, &svc, &leaders, &live, on);
+            let got = announced_condition(me, &svc, &leaders, &live, on, |_| None);
             let got = got.map(|c| (c.status, c.reason, c.message));
             assert_eq!(got, want, "{what}");
         }
@@ -195,11 +227,81 @@ mod tests {
         let writers: Vec<&String> = live
             .iter()
             .filter(|me| {
-                announced_condition(me, &svc(&[A], &[]), &leaders(&[(A, None)]), &live, on)
-                    .is_some()
+                announced_condition(
+                    me,
+                    &svc(&[A], &[]),
+                    &leaders(&[(A, None)]),
+                    &live,
+                    on,
+                    |_| None,
+                )
+                .is_some()
             })
             .collect();
         assert_eq!(writers, [&nobody_writer]);
+    }
+
+    #[test]
+    fn bgp_addresses_are_reported_by_the_first_ranked_live_speaker_or_beside_layer_2() {
+        let live = set(&["node-1", "node-2", "node-3"]);
+        let writer = first_ranked(A, &live);
+        let other = live.iter().find(|n| **n != writer).unwrap().clone();
+        let text = format!("{A} to frr (198.51.100.1, AS 64512) from node-1, node-2");
+        let bgp = |announced: bool| {
+            let text = if announced {
+                text.clone()
+            } else {
+                format!("{A} not announced")
+            };
+            move |ip: IpAddr| {
+                (ip == self::ip(A)).then(|| BgpAnnounced {
+                    announced,
+                    text: text.clone(),
+                })
+            }
+        };
+        let none = BTreeMap::new();
+        let got = |me: &str, svc: &ServiceView, leaders: &Leaders, announced: bool| {
+            announced_condition(me, svc, leaders, &live, on, bgp(announced))
+                .map(|c| (c.status, c.reason, c.message))
+        };
+        assert_eq!(
+            got(&writer, &svc(&[A], &["node-1"]), &none, true),
+            Some(("True", "Announced", format!("BGP: {text}")))
+        );
+        assert_eq!(
+            got(&other, &svc(&[A], &["node-1"]), &none, true),
+            None,
+            "one writer"
+        );
+        assert_eq!(
+            got(&writer, &svc(&[A], &[]), &none, false),
+            Some((
+                "False",
+                "NoReadyEndpoints",
+                "not announced: the Service has no ready endpoint".to_owned()
+            ))
+        );
+        assert_eq!(
+            got(&writer, &svc(&[A], &["node-1"]), &none, false).map(|c| c.1),
+            Some("NoEligibleNode")
+        );
+        // Announced both ways: the Layer 2 leader writes both.
+        let l2: Leaders = [(ip(A), Some(other.clone()))].into();
+        assert_eq!(
+            got(&other, &svc(&[A], &["node-1"]), &l2, true),
+            Some((
+                "True",
+                "Announced",
+                format!("Layer 2: {A} from node {other} on eth0 ({A}). BGP: {text}")
+            ))
+        );
+        assert_eq!(got(&writer, &svc(&[A], &["node-1"]), &l2, true), None);
+        // An address of another family without an advertisement is left out.
+        assert_eq!(
+            got(&writer, &svc(&[A, V6], &["node-1"]), &none, true),
+            Some(("True", "Announced", format!("BGP: {text}")))
+        );
     }
 
     #[test]
