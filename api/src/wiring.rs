@@ -21,8 +21,12 @@ pub mod ports {
 
 /// Environment variables the binaries read (each also a flag).
 pub mod env {
-    /// This pod's name (downward API): the controller's election identity.
+    /// This pod's name (downward API): the controller's election identity, the owner the
+    /// speaker names on its BGPSessions.
     pub const POD_NAME: &str = "POD_NAME";
+    /// This pod's UID (downward API `metadata.uid`): with [`POD_NAME`], the speaker's
+    /// ownerReference on its BGPSessions, so they go with its pod.
+    pub const POD_UID: &str = "POD_UID";
     /// This pod's namespace (downward API): where the Lease and the speaker pods are.
     pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
     /// The node the pod runs on (downward API `spec.nodeName`): the speaker's identity.
@@ -42,6 +46,7 @@ pub mod env {
     /// Every variable above.
     pub const ALL: &[&str] = &[
         POD_NAME,
+        POD_UID,
         POD_NAMESPACE,
         NODE_NAME,
         HEALTH_ADDR,

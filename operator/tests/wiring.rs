@@ -145,7 +145,9 @@ fn the_speaker_daemonset_uses_the_wiring_names() {
         env_of(c),
         BTreeMap::from([
             (env::NODE_NAME.to_owned(), None),
+            (env::POD_NAME.to_owned(), None),
             (env::POD_NAMESPACE.to_owned(), None),
+            (env::POD_UID.to_owned(), None),
             (env::LOG_LEVEL.to_owned(), Some("info".to_owned())),
             (env::LOG_FORMAT.to_owned(), Some("json".to_owned())),
             (

@@ -222,12 +222,12 @@ async fn apply_config(client: &Client) -> anyhow::Result<()> {
 }
 
 /// What OLM v0.46 leaves of FerroLB after the config, the Subscription and the CSV are deleted,
-/// besides the CRD (measured here; operations.md tells the admin):
+/// besides the CRDs (measured here; operations.md tells the admin):
 /// - the bundle's two cluster-scoped objects, the operands' ClusterRoles: OLM labels them
 ///   `olm.owner` but collects only what it generated itself;
 /// - the RoleBinding OLM made in kube-system for the webhook's Service to read the API server's
 ///   authentication ConfigMap;
-/// - OLM's own aggregated roles for the CRD (owned by the CRD: they go with it) and for the
+/// - OLM's own aggregated roles for each CRD (owned by the CRD: they go with it) and for the
 ///   OperatorGroup (they go with it).
 fn left_by_olm(object: &str) -> bool {
     [
@@ -240,14 +240,17 @@ fn left_by_olm(object: &str) -> bool {
         || object.starts_with("clusterroles /olm.og.ferrolb.")
 }
 
+/// OLM's aggregated roles of each CRD the bundle owns (`CRD-VERSION-{admin,edit,view,crdview}`).
 fn owned_by_the_crd(object: &str) -> bool {
-    object.starts_with("clusterroles /loadbalancerconfigs.ferrolb.io-v1alpha1-")
+    ["loadbalancerconfigs.ferrolb.io", "bgpsessions.ferrolb.io"]
+        .iter()
+        .any(|crd| object.starts_with(&format!("clusterroles /{crd}-v1alpha1-")))
 }
 
 /// Uninstall through OLM, as OLM documents it: the config first (the operator removes the
-/// operands), then the Subscription and the CSV; nothing of FerroLB may be left but the CRD
+/// operands), then the Subscription and the CSV; nothing of FerroLB may be left but the CRDs
 /// and what [`left_by_olm`] lists. Then the admin's part: the OperatorGroup, the namespace and
-/// the objects OLM leaves (operations.md), after which only the CRD and its roles remain.
+/// the objects OLM leaves (operations.md), after which only the CRDs and their roles remain.
 async fn uninstall_through_olm(tb: &Testbed, client: &Client, csv: &str) -> anyhow::Result<()> {
     uninstall(tb);
     tb.kubectl_ok(&[

@@ -7,12 +7,14 @@ mod bgp;
 pub(crate) mod cel;
 mod l2;
 mod pools;
+mod session;
 mod status;
 mod workloads;
 
 pub use bgp::{BfdProfile, BgpAdvertisement, BgpPeer, DEFAULT_HOLD_TIME, SecretKeyRef};
 pub use l2::L2Advertisement;
 pub use pools::{AddressPool, AllocateTo};
+pub use session::{BGPSession, BgpSessionSpec, BgpSessionStatus};
 pub use status::{
     FamilyUsage, LoadBalancerConfigStatus, OperatorVersions, PoolUsage, RolloutStatus,
     condition_types,

@@ -1,6 +1,6 @@
 //! The OLM bundle (registry+v1) and a file-based catalog, rendered from the same functions as the
 //! plain manifests: the ClusterServiceVersion carries the operator Deployment, its permissions
-//! and its webhook; the CRD, the operands' cluster roles and the disruption budget travel beside
+//! and its webhook; the CRDs, the operands' cluster roles and the disruption budget travel beside
 //! it in `manifests/`.
 //!
 //! What differs from the plain install, and why:
@@ -11,6 +11,8 @@
 //! - The operand image is named by `RELATED_IMAGE_FERROLB` and listed in `relatedImages`, so a
 //!   disconnected mirror knows every image to copy.
 //! - OLM picks the namespace (the OperatorGroup's), so no object here names one.
+//! - The BGPSession is marked internal (`operators.operatorframework.io/internal-objects`): the
+//!   speakers write them, so the console offers no form to create one, and it has no example.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +20,7 @@ use base64::Engine as _;
 use ferrolb_api::wiring::env;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::PolicyRule;
-use kube::CustomResourceExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 
 use super::install::{OPERATOR, operator_deployment, operator_rbac};
@@ -36,6 +38,10 @@ pub const OLM_CERT_DIR: &str = "/tmp/k8s-webhook-server/serving-certs";
 /// The oldest Kubernetes FerroLB runs on: `matchConditions` on webhooks, CEL `messageExpression`
 /// and `fieldPath` in the CRD are GA in 1.30.
 pub const MIN_KUBE_VERSION: &str = "1.30.0";
+
+/// The CSV annotation listing the CRDs the console hides (their objects are not for people to
+/// create).
+pub const INTERNAL_OBJECTS: &str = "operators.operatorframework.io/internal-objects";
 
 /// The samples under `config/samples/`, which become the CSV's `alm-examples`.
 pub const SAMPLES: [&str; 2] = [
@@ -93,6 +99,33 @@ pub fn olm_deployment(settings: &Settings) -> Deployment {
         envs.push(value_env(env::RELATED_IMAGE, &settings.image));
     }
     deployment
+}
+
+/// An entry of the CSV's `customresourcedefinitions.owned`: how the console presents `crd`, the
+/// kinds of the objects behind it (`resources`: the scorecard's `olm-crds-have-resources` wants
+/// some for every owned CRD), and one descriptor per field of its `spec` and `status`.
+fn owned_crd(
+    crd: &CustomResourceDefinition,
+    display_name: &str,
+    description: &str,
+    resources: Value,
+) -> Result<Value, String> {
+    let crd_json = serde_json::to_value(crd).map_err(|e| e.to_string())?;
+    let version = &crd_json["spec"]["versions"][0];
+    let schema = &version["schema"]["openAPIV3Schema"]["properties"];
+    let (mut spec_descriptors, mut status_descriptors) = (Vec::new(), Vec::new());
+    descriptors(&schema["spec"], "", &mut spec_descriptors);
+    descriptors(&schema["status"], "", &mut status_descriptors);
+    Ok(json!({
+        "name": crd.metadata.name,
+        "version": version["name"],
+        "kind": crd.spec.names.kind,
+        "displayName": display_name,
+        "description": description,
+        "resources": resources,
+        "specDescriptors": spec_descriptors,
+        "statusDescriptors": status_descriptors,
+    }))
 }
 
 /// The CSV's owned-CRD descriptors: one per field of `spec` and of `status`, with the schema's
@@ -183,7 +216,8 @@ and makes them reachable from the network.
 * **Address pools**: IPv4 and IPv6 ranges, per-namespace and per-Service choices, shared IPs.
 * **Layer 2**: one node answers ARP and NDP for each IP; another takes over within a second when \
 it fails.
-* **BGP**: sessions with the network's routers, with BFD and graceful restart.
+* **BGP**: sessions with the network's routers, with BFD and graceful restart; every node's \
+sessions are listed as `BGPSession` objects in the operands' namespace.
 
 The operator owns the whole lifecycle from one cluster-wide `LoadBalancerConfig` named `ferrolb`: \
 it validates it with an admission webhook (an invalid config is refused with the field and the \
@@ -224,13 +258,31 @@ pub fn cluster_service_version(release: &Release) -> Result<Value, String> {
         .and_then(|w| w.into_iter().next())
         .ok_or("the webhook configuration has no webhook")?;
 
-    let crd = ferrolb_api::LoadBalancerConfig::crd();
-    let crd_json = serde_json::to_value(&crd).map_err(|e| e.to_string())?;
-    let version = &crd_json["spec"]["versions"][0];
-    let schema = &version["schema"]["openAPIV3Schema"]["properties"];
-    let (mut spec_descriptors, mut status_descriptors) = (Vec::new(), Vec::new());
-    descriptors(&schema["spec"], "", &mut spec_descriptors);
-    descriptors(&schema["status"], "", &mut status_descriptors);
+    let [(_, config_crd), (_, session_crd)] = ferrolb_api::crd::crds();
+    let owned = [
+        owned_crd(
+            &config_crd,
+            "Load Balancer Config",
+            "The one cluster-wide FerroLB configuration (named ferrolb): address pools, advertisements, BGP peers and how the controller and the speakers run.",
+            json!([
+                {"kind": "Namespace", "version": "v1"},
+                {"kind": "ServiceAccount", "version": "v1"},
+                {"kind": "Secret", "version": "v1"},
+                {"kind": "Deployment", "version": "v1"},
+                {"kind": "DaemonSet", "version": "v1"},
+                {"kind": "Role", "version": "v1"},
+                {"kind": "RoleBinding", "version": "v1"},
+                {"kind": "ClusterRoleBinding", "version": "v1"},
+            ]),
+        )?,
+        // Its resource: the speaker Pod that writes it and owns it.
+        owned_crd(
+            &session_crd,
+            "BGP Session",
+            "One BGP session of one node's speaker with one peer of the config's bgpPeers, as that speaker reports it: its state, since when it is up or down, the routes the peer holds from the node, the last error. Written by the speakers in the operands' namespace and owned by the speaker pod, so it goes with the pod; read-only for people.",
+            json!([{"kind": "Pod", "version": "v1"}]),
+        )?,
+    ];
 
     let examples = serde_json::to_string(&examples()?).map_err(|e| e.to_string())?;
     let labels = deployment.metadata.labels.clone().unwrap_or_default();
@@ -283,6 +335,10 @@ pub fn cluster_service_version(release: &Release) -> Result<Value, String> {
     ]);
     // Every earlier version may upgrade straight to this one.
     annotations.insert("olm.skipRange".to_owned(), format!("<{}", release.semver()));
+    annotations.insert(
+        INTERNAL_OBJECTS.to_owned(),
+        json!([session_crd.metadata.name]).to_string(),
+    );
 
     let mut spec = json!({
         "displayName": "FerroLB",
@@ -307,25 +363,7 @@ pub fn cluster_service_version(release: &Release) -> Result<Value, String> {
             {"type": "MultiNamespace", "supported": false},
             {"type": "AllNamespaces", "supported": true},
         ],
-        "customresourcedefinitions": {"owned": [{
-            "name": crd.metadata.name,
-            "version": version["name"],
-            "kind": crd.spec.names.kind,
-            "displayName": "Load Balancer Config",
-            "description": "The one cluster-wide FerroLB configuration (named ferrolb): address pools, advertisements, BGP peers and how the controller and the speakers run.",
-            "resources": [
-                {"kind": "Namespace", "version": "v1"},
-                {"kind": "ServiceAccount", "version": "v1"},
-                {"kind": "Secret", "version": "v1"},
-                {"kind": "Deployment", "version": "v1"},
-                {"kind": "DaemonSet", "version": "v1"},
-                {"kind": "Role", "version": "v1"},
-                {"kind": "RoleBinding", "version": "v1"},
-                {"kind": "ClusterRoleBinding", "version": "v1"},
-            ],
-            "specDescriptors": spec_descriptors,
-            "statusDescriptors": status_descriptors,
-        }]},
+        "customresourcedefinitions": {"owned": owned},
         "install": {"strategy": "deployment", "spec": {
             "clusterPermissions": [{"serviceAccountName": service_account, "rules": rules(&cluster_role.rules)}],
             "permissions": [{"serviceAccountName": service_account, "rules": rules(&role.rules)}],
@@ -439,16 +477,13 @@ pub fn scorecard_config(image: &str) -> Value {
 /// Every object of the bundle's `manifests/`, by file name.
 pub fn bundle_manifests(release: &Release) -> Result<Vec<(String, Value)>, String> {
     let settings = &release.settings;
-    let mut files = vec![
-        (
-            format!("{PACKAGE}.clusterserviceversion.yaml"),
-            cluster_service_version(release)?,
-        ),
-        (
-            ferrolb_api::crd::CRD_FILE_NAME.to_owned(),
-            json(&ferrolb_api::LoadBalancerConfig::crd())?,
-        ),
-    ];
+    let mut files = vec![(
+        format!("{PACKAGE}.clusterserviceversion.yaml"),
+        cluster_service_version(release)?,
+    )];
+    for (file, crd) in ferrolb_api::crd::crds() {
+        files.push((file.to_owned(), json(&crd)?));
+    }
     for role in cluster_roles(settings) {
         let name = role.metadata.name.clone().unwrap_or_default();
         files.push((
@@ -491,11 +526,12 @@ pub fn catalog(releases: &[Release]) -> Result<Vec<Value>, String> {
                }).collect::<Vec<_>>()}),
     ];
     for release in releases {
-        let crd = ferrolb_api::LoadBalancerConfig::crd();
-        let mut properties = vec![
-            json!({"type": "olm.gvk", "value": {"group": crd.spec.group, "kind": crd.spec.names.kind, "version": crd.spec.versions[0].name}}),
-            json!({"type": "olm.package", "value": {"packageName": PACKAGE, "version": release.semver()}}),
-        ];
+        // The APIs the bundle provides, as `opm render` lists them: one olm.gvk per owned CRD.
+        let mut properties: Vec<Value> = ferrolb_api::crd::crds()
+            .iter()
+            .map(|(_, crd)| json!({"type": "olm.gvk", "value": {"group": crd.spec.group, "kind": crd.spec.names.kind, "version": crd.spec.versions[0].name}}))
+            .collect();
+        properties.push(json!({"type": "olm.package", "value": {"packageName": PACKAGE, "version": release.semver()}}));
         for (_, object) in bundle_manifests(release)? {
             let data = serde_json::to_vec(&object).map_err(|e| e.to_string())?;
             properties.push(json!({"type": "olm.bundle.object", "value": {

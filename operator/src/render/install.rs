@@ -4,7 +4,8 @@
 //!
 //! The operator never holds `escalate` and no wildcard: it may `bind` only the two shipped
 //! operand cluster roles, and it holds itself the few permissions its namespaced Roles grant
-//! (Leases, reading pods), which the API server requires of whoever creates such a Role.
+//! (Leases, reading pods, the speakers' BGPSessions, the BGP password Secrets), which the API
+//! server requires of whoever creates such a Role.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +21,7 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ObjectMeta;
 
-use super::rbac::{CONTROLLER_ROLE, SPEAKER_ROLE, rule};
+use super::rbac::{CONTROLLER_ROLE, SPEAKER_ROLE, bgp_session_rules, rule};
 use super::workloads::{
     field_env, http_probe, resources_or, restricted_container, restricted_pod, value_env,
 };
@@ -81,6 +82,7 @@ pub fn operator_cluster_role(settings: &Settings) -> ClusterRole {
     );
     own_webhook.resource_names = Some(vec![webhook::WEBHOOK_CONFIGURATION.to_owned()]);
     bind.resource_names = Some(vec![CONTROLLER_ROLE.to_owned(), SPEAKER_ROLE.to_owned()]);
+    let [bgp_sessions, bgp_session_status] = bgp_session_rules();
     ClusterRole {
         metadata: meta(settings, false),
         rules: Some(vec![
@@ -115,6 +117,8 @@ pub fn operator_cluster_role(settings: &Settings) -> ClusterRole {
                 &["create", "get", "update"],
             ),
             rule(&[""], &["pods"], &["list", "watch"]),
+            bgp_sessions,
+            bgp_session_status,
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
             // The webhook: node labels for its warnings, and the caBundle it injects into its
             // own configuration only.

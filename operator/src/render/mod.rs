@@ -149,7 +149,8 @@ pub struct Operands {
     pub service_accounts: Vec<ServiceAccount>,
     /// Bindings of the shipped cluster roles to those ServiceAccounts.
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
-    /// The namespaced roles (leader election, speaker pods).
+    /// The namespaced roles (the controller's leader election; the speaker's pods, BGPSessions
+    /// and BGP password Secrets).
     pub roles: Vec<Role>,
     /// Their bindings.
     pub role_bindings: Vec<RoleBinding>,

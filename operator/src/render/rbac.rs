@@ -84,6 +84,18 @@ pub fn cluster_roles(settings: &Settings) -> Vec<ClusterRole> {
     ]
 }
 
+/// What the speaker may do with BGPSessions (in the operand namespace: granted by its Role).
+pub(super) fn bgp_session_rules() -> [PolicyRule; 2] {
+    [
+        rule(
+            &["ferrolb.io"],
+            &["bgpsessions"],
+            &["get", "list", "create", "patch", "delete"],
+        ),
+        rule(&["ferrolb.io"], &["bgpsessions/status"], &["patch"]),
+    ]
+}
+
 fn meta(
     spec: &LoadBalancerConfigSpec,
     settings: &Settings,
@@ -187,15 +199,17 @@ pub fn controller_bindings(
     )
 }
 
-/// The speaker's cluster role binding, and the Role that lets it see the speaker pods of its
-/// namespace (which nodes run a speaker, and at which address its liveness messages arrive) and
-/// `get` the Secrets the config names as BGP passwords: those names only, none when it names
-/// none.
+/// The speaker's cluster role binding, and the Role that lets it, in its namespace only: see
+/// the speaker pods (which nodes run a speaker, and at which address its liveness messages
+/// arrive); write the BGPSessions, one per node and peer, and their status (it creates its own
+/// and deletes those of peers that are gone); and `get` the Secrets the config names as BGP
+/// passwords: those names only, none when it names none.
 pub fn speaker_bindings(
     spec: &LoadBalancerConfigSpec,
     settings: &Settings,
 ) -> (ClusterRoleBinding, Role, RoleBinding) {
     let mut rules = vec![rule(&[""], &["pods"], &["list", "watch"])];
+    rules.extend(bgp_session_rules());
     let passwords: BTreeSet<&str> = spec
         .bgp_peers
         .iter()

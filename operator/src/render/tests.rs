@@ -411,3 +411,121 @@ fn the_speaker_may_get_only_the_secrets_the_config_names_as_bgp_passwords() {
 }
 
 type PolicyRuleView = (Vec<String>, Option<Vec<String>>);
+
+/// The speaker writes its BGPSessions in the operand namespace (its Role), nowhere else (not
+/// its cluster role).
+#[test]
+fn the_speaker_writes_bgp_sessions_in_the_operand_namespace_only() {
+    let (_, role, binding) = speaker_bindings(&custom(), &settings());
+    assert_eq!(role.metadata.namespace.as_deref(), Some("lb"));
+    assert_eq!(binding.metadata.namespace.as_deref(), Some("lb"));
+    let on = |resource: &str| -> Vec<Vec<String>> {
+        role.rules
+            .iter()
+            .flatten()
+            .filter(|r| r.resources.iter().flatten().any(|r| r == resource))
+            .inspect(|r| {
+                assert_eq!(
+                    r.api_groups.as_deref(),
+                    Some(&["ferrolb.io".to_owned()][..])
+                );
+                assert_eq!(
+                    r.resource_names, None,
+                    "{resource}: every session, by any name"
+                );
+            })
+            .map(|r| r.verbs.clone())
+            .collect()
+    };
+    assert_eq!(
+        on("bgpsessions"),
+        [["get", "list", "create", "patch", "delete"].map(str::to_owned)]
+    );
+    assert_eq!(on("bgpsessions/status"), [["patch"].map(str::to_owned)]);
+    for cluster_role in cluster_roles(&settings()) {
+        for rule in cluster_role.rules.iter().flatten() {
+            assert!(
+                !rule
+                    .resources
+                    .iter()
+                    .flatten()
+                    .any(|r| r.starts_with("bgpsessions")),
+                "{:?} grants BGPSessions cluster-wide",
+                cluster_role.metadata.name
+            );
+        }
+    }
+}
+
+/// The speaker's pod name and UID reach it, for the ownerReference on its BGPSessions.
+#[test]
+fn the_speaker_knows_its_pod_name_and_uid() {
+    let o = operands(&LoadBalancerConfigSpec::default(), &settings());
+    let container = &speaker_pod(&o).containers[0];
+    let field = |name: &str| -> Option<String> {
+        container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)?
+            .value_from
+            .as_ref()?
+            .field_ref
+            .as_ref()
+            .map(|f| f.field_path.clone())
+    };
+    assert_eq!(field("POD_NAME").as_deref(), Some("metadata.name"));
+    assert_eq!(field("POD_UID").as_deref(), Some("metadata.uid"));
+    assert_eq!(field("NODE_NAME").as_deref(), Some("spec.nodeName"));
+}
+
+/// The API server lets the operator create a Role only if the operator holds every permission
+/// the Role grants (RBAC escalation prevention: it has no `escalate`), so its cluster role
+/// covers each Role it renders, for any spec (BGP password Secrets included).
+#[test]
+fn the_operator_holds_every_permission_its_roles_grant() {
+    let held = install::operator_cluster_role(&settings()).rules.unwrap();
+    let covers = |group: &str, resource: &str, verb: &str, name: Option<&str>| {
+        held.iter().any(|h| {
+            let has =
+                |list: &Option<Vec<String>>, want: &str| list.iter().flatten().any(|x| x == want);
+            has(&h.api_groups, group)
+                && has(&h.resources, resource)
+                && h.verbs.iter().any(|v| v == verb)
+                && match (&h.resource_names, name) {
+                    (None, _) => true,
+                    (Some(names), Some(name)) => names.iter().any(|n| n == name),
+                    (Some(_), None) => false,
+                }
+        })
+    };
+    let with_password: LoadBalancerConfigSpec = serde_json::from_value(json!({
+        "bgpPeers": [{"name": "tor", "myASN": 1, "peerASN": 2, "peerAddress": "192.0.2.1",
+                      "passwordSecretRef": {"name": "tor"}}],
+    }))
+    .unwrap();
+    for spec in [LoadBalancerConfigSpec::default(), custom(), with_password] {
+        for role in operands(&spec, &settings()).roles {
+            for rule in role.rules.iter().flatten() {
+                let names: Vec<Option<&str>> = match &rule.resource_names {
+                    None => vec![None],
+                    Some(names) => names.iter().map(|n| Some(n.as_str())).collect(),
+                };
+                for group in rule.api_groups.iter().flatten() {
+                    for resource in rule.resources.iter().flatten() {
+                        for verb in &rule.verbs {
+                            for name in &names {
+                                assert!(
+                                    covers(group, resource, verb, *name),
+                                    "the operator lacks {verb} {group}/{resource} {name:?}, \
+                                     which the Role {:?} grants",
+                                    role.metadata.name
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -314,9 +314,12 @@ pub fn speaker_daemonset(spec: &LoadBalancerConfigSpec, settings: &Settings) -> 
             .iter()
             .map(|re| format!("--{}={re}", flags::EXCLUDE_INTERFACE)),
     );
+    // The pod's name and UID: the ownerReference on its BGPSessions, so they go with the pod.
     let mut env = vec![
         field_env(env::NODE_NAME, "spec.nodeName"),
+        field_env(env::POD_NAME, "metadata.name"),
         field_env(env::POD_NAMESPACE, "metadata.namespace"),
+        field_env(env::POD_UID, "metadata.uid"),
     ];
     env.extend(log_env(spec));
     env.push(value_env(

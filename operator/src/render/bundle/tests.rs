@@ -209,6 +209,65 @@ fn every_field_has_a_descriptor() {
     assert_eq!(sorted.len(), spec.len());
 }
 
+/// The BGPSession is owned too, described from its schema like the config, and hidden from the
+/// console's create forms: the speakers write them.
+#[test]
+fn the_bgp_session_is_owned_described_and_internal() {
+    let csv = csv();
+    let owned = csv["spec"]["customresourcedefinitions"]["owned"]
+        .as_array()
+        .unwrap();
+    let kinds: Vec<&str> = owned.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["LoadBalancerConfig", "BGPSession"]);
+    let session = &owned[1];
+    assert_eq!(session["name"], "bgpsessions.ferrolb.io");
+    assert_eq!(session["version"], "v1alpha1");
+    assert_eq!(session["displayName"], "BGP Session");
+    assert!(!session["description"].as_str().unwrap().is_empty());
+    assert!(
+        !session["resources"].as_array().unwrap().is_empty(),
+        "the scorecard's olm-crds-have-resources wants resources on every owned CRD"
+    );
+    let paths = |key: &str| -> Vec<String> {
+        session[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .inspect(|d| assert!(!d["description"].as_str().unwrap().is_empty(), "{d}"))
+            .map(|d| d["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        paths("specDescriptors"),
+        ["myASN", "node", "peer", "peerASN", "peerAddress"]
+    );
+    assert_eq!(
+        paths("statusDescriptors"),
+        [
+            "downSince",
+            "establishedSince",
+            "lastError",
+            "routesSent",
+            "state"
+        ]
+    );
+    let internal: Vec<String> = serde_json::from_str(
+        csv["metadata"]["annotations"][INTERNAL_OBJECTS]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(internal, ["bgpsessions.ferrolb.io"]);
+    // No example: nobody creates one by hand.
+    let examples: Vec<Value> = serde_json::from_str(
+        csv["metadata"]["annotations"]["alm-examples"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(examples.iter().all(|e| e["kind"] == "LoadBalancerConfig"));
+}
+
 #[test]
 fn display_names_split_words() {
     for (field, name) in [
@@ -242,6 +301,7 @@ fn the_manifests_hold_the_csv_the_crd_the_roles_and_the_budget() {
                 "ferrolb.io_loadbalancerconfigs.yaml",
                 "CustomResourceDefinition"
             ),
+            ("ferrolb.io_bgpsessions.yaml", "CustomResourceDefinition"),
             (
                 "ferrolb-controller_rbac.authorization.k8s.io_v1_clusterrole.yaml",
                 "ClusterRole"
@@ -324,6 +384,20 @@ fn the_catalog_chains_releases_and_carries_their_objects() {
             .find(|p| p["type"] == "olm.package")
             .unwrap();
         assert_eq!(package["value"]["version"], json!(release.semver()));
+        let provided: Vec<&Value> = bundle["properties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["type"] == "olm.gvk")
+            .map(|p| &p["value"])
+            .collect();
+        assert_eq!(
+            provided,
+            [
+                &json!({"group": "ferrolb.io", "kind": "LoadBalancerConfig", "version": "v1alpha1"}),
+                &json!({"group": "ferrolb.io", "kind": "BGPSession", "version": "v1alpha1"}),
+            ]
+        );
     }
     assert!(catalog(&[]).is_err());
 }
