@@ -10,10 +10,12 @@ use clap::Parser;
 use ferrolb_api::wiring::{env, labels, names, ports};
 use ferrolb_runtime::events::{EventMetrics, Publisher};
 use ferrolb_runtime::{CommonArgs, Process, serve, shutdown_signal};
+use ferrolb_speaker::bgp::report::BgpMetrics;
 use ferrolb_speaker::l2::{self, L2Metrics, Responder};
 use ferrolb_speaker::membership::{self, MembershipMetrics};
 use ferrolb_speaker::metrics::Metrics;
 use ferrolb_speaker::run::{self, Context, FIELD_MANAGER};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 use kube::runtime::events::Reporter;
 use regex::Regex;
@@ -38,6 +40,14 @@ struct Cli {
     /// This node's name (the pod's spec.nodeName).
     #[arg(long, env = env::NODE_NAME)]
     node: String,
+
+    /// This speaker's pod name and UID (downward API): its BGPSession objects are owned by the
+    /// pod, so they go with it.
+    #[arg(long, env = env::POD_NAME)]
+    pod_name: Option<String>,
+
+    #[arg(long, env = env::POD_UID, hide = true)]
+    pod_uid: Option<String>,
 
     /// Namespace of the speaker pods (the speaker's own).
     #[arg(long, env = env::POD_NAMESPACE, default_value = ferrolb_api::v1alpha1::DEFAULT_NAMESPACE)]
@@ -126,6 +136,8 @@ async fn start(cli: Cli, process: Process) -> ExitCode {
     l2_metrics.register(&mut registry);
     let membership_metrics = MembershipMetrics::default();
     membership_metrics.register(&mut registry);
+    let bgp_metrics = BgpMetrics::default();
+    bgp_metrics.register(&mut registry);
     let event_metrics = EventMetrics::default();
     event_metrics.register(&mut registry);
 
@@ -176,6 +188,22 @@ async fn start(cli: Cli, process: Process) -> ExitCode {
         metrics,
         probes,
         membership_metrics,
+        bgp_metrics,
+        pod: match (&cli.pod_name, &cli.pod_uid) {
+            (Some(name), Some(uid)) => Some(OwnerReference {
+                api_version: "v1".to_owned(),
+                kind: "Pod".to_owned(),
+                name: name.clone(),
+                uid: uid.clone(),
+                ..OwnerReference::default()
+            }),
+            _ => {
+                tracing::warn!(
+                    "POD_NAME or POD_UID unset: BGPSession objects will not be removed with the pod"
+                );
+                None
+            }
+        },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = serve(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
@@ -32,6 +32,7 @@ use ferrolb_runtime::latest::{LatestReceiver, LatestSender, latest};
 use crate::announce::bgp::{BgpPlan, BgpRoutes, bgp_reports};
 use crate::announce::condition::{Write, announced_condition, condition_write};
 use crate::bgp::peers::{NodeAddresses, Sessions, password_for, peer_config};
+use crate::bgp::report::{BgpMetrics, Reporter, write_sessions};
 use crate::bgp::secrets::{SecretReader, SecretsRead};
 use crate::l2::Responder;
 use crate::membership::keys::{KeyFiles, REREAD};
@@ -68,6 +69,10 @@ pub struct Context {
     pub probes: Probes,
     /// The membership metrics, registered once and shared by every start of the membership.
     pub membership_metrics: MembershipMetrics,
+    /// The BGP sessions' metrics.
+    pub bgp_metrics: BgpMetrics,
+    /// This speaker's pod, the owner of its BGPSession objects (None: they are not owned).
+    pub pod: Option<OwnerReference>,
 }
 
 impl std::fmt::Debug for Context {
@@ -167,6 +172,14 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     let mut peers = BTreeMap::new();
     let mut sessions = Sessions::default();
     let mut secrets = SecretReader::spawn(client.clone(), &ctx.namespace);
+    let (mut reporter, session_objects) = Reporter::new(&ctx.node, ctx.bgp_metrics.clone());
+    let session_writer = tokio::spawn(write_sessions(
+        client.clone(),
+        ctx.namespace.clone(),
+        ctx.node.clone(),
+        ctx.pod.clone(),
+        session_objects,
+    ));
     // Recompute everything after the membership or the key changed and on every resync tick;
     // after watch events, only the addresses they changed (if any).
     let mut stale = true;
@@ -266,6 +279,7 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
         );
         let read = secrets.read().borrow().clone();
         secrets.set_wanted(update_bgp(&ctx.node, &world, &read, &mut sessions));
+        reporter.report(&sessions.sessions());
         ctx.probes.set_ready(true);
     };
 
@@ -274,6 +288,7 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
         m.shutdown().await;
     }
     sessions.shutdown().await;
+    session_writer.abort();
     tokio::time::sleep(Duration::from_millis(100)).await;
     ctx.responder.shutdown().await;
     drop(conditions);

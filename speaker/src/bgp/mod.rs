@@ -63,6 +63,7 @@
 pub mod config;
 pub mod counters;
 pub mod peers;
+pub mod report;
 pub mod rib;
 pub mod secrets;
 pub mod session;

@@ -170,6 +170,17 @@ pub fn password_for(secrets: &SecretsRead, reference: &SecretKeyRef) -> Option<P
     })
 }
 
+/// A running session, as [`Sessions::sessions`] reports it.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    /// The peer's name in spec.bgpPeers.
+    pub name: String,
+    pub address: IpAddr,
+    pub my_asn: u32,
+    pub peer_asn: u32,
+    pub status: PeerStatus,
+}
+
 /// One running session.
 #[derive(Debug)]
 struct Running {
@@ -257,16 +268,16 @@ impl Sessions {
         }
     }
 
-    /// Every session: name, peer address, and its status now.
-    pub fn statuses(&self) -> Vec<(String, IpAddr, PeerStatus)> {
+    /// Every session and its status now.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
         self.running
             .iter()
-            .map(|(name, r)| {
-                (
-                    name.clone(),
-                    r.config.address,
-                    r.peer.status().borrow().clone(),
-                )
+            .map(|(name, r)| SessionInfo {
+                name: name.clone(),
+                address: r.config.address,
+                my_asn: r.config.session.local_asn,
+                peer_asn: r.config.session.peer_asn,
+                status: r.peer.status().borrow().clone(),
             })
             .collect()
     }
