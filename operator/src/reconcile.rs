@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrolb_api::v1alpha1::condition_types::UPGRADEABLE;
-use ferrolb_api::v1alpha1::{LoadBalancerConfigStatus, OperatorVersions};
-use ferrolb_api::{LoadBalancerConfig, validate};
+use ferrolb_api::v1alpha1::{BGPSession, LoadBalancerConfigStatus, OperatorVersions};
+use ferrolb_api::{LoadBalancerConfig, LoadBalancerConfigSpec, validate};
 use ferrolb_runtime::events::Publisher;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -149,6 +149,22 @@ async fn reconcile(config: Arc<LoadBalancerConfig>, ctx: Arc<Context>) -> Result
     result
 }
 
+/// The speakers' BGPSession objects when the spec has bgpPeers; None when it has none, or when
+/// they cannot be listed (the status then says nothing about BGP rather than something wrong).
+async fn bgp_sessions(client: &Client, spec: &LoadBalancerConfigSpec) -> Option<Vec<BGPSession>> {
+    if spec.bgp_peers.is_empty() {
+        return None;
+    }
+    let api: Api<BGPSession> = Api::namespaced(client.clone(), render::operand_namespace(spec));
+    match api.list(&ListParams::default()).await {
+        Ok(list) => Some(list.items),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the BGPSession objects");
+            None
+        }
+    }
+}
+
 async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Action, Error> {
     let all = ctx.configs.state();
     let standing = standing(config, &all);
@@ -198,6 +214,7 @@ async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Acti
     }
     if !matches!(standing, Standing::Shadowed(_)) {
         observed.pod_problems = pod_problems(&ctx.client, &config.spec).await?;
+        observed.bgp_sessions = bgp_sessions(&ctx.client, &config.spec).await;
     }
     let conditions = write_status(config, ctx, &observed).await?;
     let reported = report_upgradeable(ctx, &standing, &conditions).await;
@@ -210,8 +227,12 @@ async fn apply_config(config: &LoadBalancerConfig, ctx: &Context) -> Result<Acti
     // A key rotation comes back when its next phase is due (nothing watches the Secret), and
     // a namespace that refuses the speaker is looked at again soon (nothing watches it either),
     // and so is an OperatorCondition that could not be told.
+    // BGP sessions are looked at every 30 s while the spec has peers (nothing watches them:
+    // the speakers rewrite them as sessions change, which would wake the loop too often).
     let resync = if observed.pod_security.is_some() || !reported {
         Duration::from_secs(10)
+    } else if observed.bgp_sessions.is_some() {
+        Duration::from_secs(30)
     } else {
         Duration::from_secs(300)
     };

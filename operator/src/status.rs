@@ -4,9 +4,9 @@
 
 use ferrolb_api::condition::set_condition;
 use ferrolb_api::v1alpha1::condition_types::{
-    AVAILABLE, CONFIG_VALID, DEGRADED, PROGRESSING, UPGRADEABLE,
+    AVAILABLE, BGP_ESTABLISHED, CONFIG_VALID, DEGRADED, PROGRESSING, UPGRADEABLE,
 };
-use ferrolb_api::v1alpha1::{OperatorVersions, RolloutStatus};
+use ferrolb_api::v1alpha1::{BGPSession, OperatorVersions, RolloutStatus};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -45,6 +45,10 @@ pub mod reasons {
     pub const NOT_SAFE: &str = "RolloutOrDegraded";
     /// No LoadBalancerConfig exists, so an upgrade disrupts nothing (told to OLM only).
     pub const NO_CONFIG: &str = "NoConfig";
+    /// Every BGP session is Established (or down for less than [`super::BGP_DOWN_GRACE`]).
+    pub const SESSIONS_ESTABLISHED: &str = "SessionsEstablished";
+    /// Some BGP session has been down for longer than [`super::BGP_DOWN_GRACE`].
+    pub const SESSIONS_DOWN: &str = "SessionsDown";
     /// Every reason, for the tests that check their form.
     pub const ALL: &[&str] = &[
         ALL_READY,
@@ -62,6 +66,8 @@ pub mod reasons {
         READY_FOR_UPGRADE,
         NOT_SAFE,
         NO_CONFIG,
+        SESSIONS_ESTABLISHED,
+        SESSIONS_DOWN,
     ];
 }
 
@@ -97,6 +103,63 @@ pub struct Observed {
     pub versions: OperatorVersions,
     /// What a membership key rotation under way is doing (None: none is).
     pub key_rotation: Option<String>,
+    /// The speakers' BGPSession objects, when the spec has bgpPeers (None: it has none).
+    pub bgp_sessions: Option<Vec<BGPSession>>,
+}
+
+/// How long a BGP session may be down before `BGPEstablished` turns False: a router's restart or a
+/// node's reboot is not news.
+pub const BGP_DOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// At most this many sessions are named in `BGPEstablished`; the rest are counted.
+const MAX_SESSIONS_LISTED: usize = 5;
+
+/// `BGPEstablished` from the speakers' sessions at `now`: (ok, reason, message).
+fn bgp_established(sessions: &[BGPSession], now: &Time) -> (bool, &'static str, String) {
+    let grace = k8s_openapi::jiff::SignedDuration::try_from(BGP_DOWN_GRACE).unwrap_or_default();
+    let mut down: Vec<String> = sessions
+        .iter()
+        .filter_map(|s| {
+            let status = s.status.as_ref()?;
+            let since = status.down_since.as_ref()?;
+            if now.0.duration_since(since.0) < grace {
+                return None;
+            }
+            let name = s.metadata.name.as_deref().unwrap_or_default();
+            let mut line = format!(
+                "{name} (node {}, peer {} at {}) {} since {}",
+                s.spec.node, s.spec.peer, s.spec.peer_address, status.state, since.0
+            );
+            if let Some(error) = &status.last_error {
+                line.push_str(&format!(": {error}"));
+            }
+            Some(line)
+        })
+        .collect();
+    down.sort();
+    let total = sessions.len();
+    if down.is_empty() {
+        return (
+            true,
+            reasons::SESSIONS_ESTABLISHED,
+            format!(
+                "{total} BGP sessions, none down for more than {}s",
+                BGP_DOWN_GRACE.as_secs()
+            ),
+        );
+    }
+    let count = down.len();
+    let more = count.saturating_sub(MAX_SESSIONS_LISTED);
+    down.truncate(MAX_SESSIONS_LISTED);
+    let mut message = format!(
+        "{count} of {total} BGP sessions down for more than {}s: {}",
+        BGP_DOWN_GRACE.as_secs(),
+        down.join("; ")
+    );
+    if more > 0 {
+        message.push_str(&format!("; and {more} more (kubectl get bgpsessions)"));
+    }
+    (false, reasons::SESSIONS_DOWN, message)
 }
 
 /// Waiting reasons of a container that is only starting.
@@ -356,6 +419,13 @@ pub fn compute(observed: &Observed, previous: &[Condition], now: Time) -> Comput
             "wait until the rollout is over and nothing is degraded".to_owned()
         },
     );
+    match &observed.bgp_sessions {
+        Some(sessions) if !shadowed => {
+            let (ok, reason, message) = bgp_established(sessions, &now);
+            set(BGP_ESTABLISHED, ok, reason, message);
+        }
+        _ => conditions.retain(|c| c.type_ != BGP_ESTABLISHED),
+    }
     Computed {
         conditions,
         controller: controller.map(|(s, _)| s),

@@ -47,6 +47,9 @@ pub mod condition_types {
     pub const UPGRADEABLE: &str = "Upgradeable";
     /// The spec passed validation; when False, the last valid configuration stays in force.
     pub const CONFIG_VALID: &str = "ConfigValid";
+    /// Every BGP session of every speaker is Established, or none has been down for long (set
+    /// only while the spec has bgpPeers).
+    pub const BGP_ESTABLISHED: &str = "BGPEstablished";
 }
 
 /// Versions of the running software.

@@ -431,3 +431,92 @@ fn an_event_note_is_cut_to_one_kibibyte_on_a_char_boundary() {
     assert!(note.ends_with("..."));
     assert_eq!(truncate_note("short"), "short");
 }
+
+fn session(node: &str, state: &str, down_since: Option<i64>, error: Option<&str>) -> BGPSession {
+    let mut s = BGPSession::new(
+        &format!("{node}-frr"),
+        ferrolb_api::v1alpha1::BgpSessionSpec {
+            node: node.to_owned(),
+            peer: "frr".to_owned(),
+            peer_address: "198.51.100.1".to_owned(),
+            peer_asn: 64512,
+            my_asn: 64513,
+        },
+    );
+    s.status = Some(ferrolb_api::v1alpha1::BgpSessionStatus {
+        state: state.to_owned(),
+        established_since: None,
+        down_since: down_since.map(at),
+        routes_sent: 0,
+        last_error: error.map(str::to_owned),
+    });
+    s
+}
+
+#[test]
+fn bgp_established_turns_false_only_for_a_session_down_longer_than_the_grace() {
+    let grace = BGP_DOWN_GRACE.as_secs() as i64;
+    let with = |sessions: Vec<BGPSession>| Observed {
+        bgp_sessions: Some(sessions),
+        ..observed(deployment(2, 2, 2), daemonset(3, 3, 3))
+    };
+    let now = 10_000;
+    let fresh = with(vec![
+        session("node-1", "Established", None, None),
+        session(
+            "node-2",
+            "Active",
+            Some(now - grace + 1),
+            Some("connection attempt failed"),
+        ),
+    ]);
+    let c = compute(&fresh, &[], at(now));
+    let bgp = get(&c.conditions, BGP_ESTABLISHED);
+    assert_eq!(
+        (bgp.status.as_str(), bgp.reason.as_str()),
+        ("True", reasons::SESSIONS_ESTABLISHED)
+    );
+    assert_eq!(bgp.message, "2 BGP sessions, none down for more than 120s");
+
+    let long = with(vec![
+        session("node-1", "Established", None, None),
+        session(
+            "node-2",
+            "Active",
+            Some(now - grace),
+            Some("connection attempt failed"),
+        ),
+    ]);
+    let c = compute(&long, &c.conditions, at(now));
+    let bgp = get(&c.conditions, BGP_ESTABLISHED);
+    assert_eq!(
+        (bgp.status.as_str(), bgp.reason.as_str()),
+        ("False", reasons::SESSIONS_DOWN)
+    );
+    assert_eq!(
+        bgp.message,
+        format!(
+            "1 of 2 BGP sessions down for more than 120s: node-2-frr (node node-2, peer frr at 198.51.100.1) Active since {}: connection attempt failed",
+            at(now - grace).0
+        )
+    );
+    // A BGP problem is not a degradation and holds no upgrade.
+    assert_eq!(get(&c.conditions, DEGRADED).status, "False");
+    assert_eq!(get(&c.conditions, UPGRADEABLE).status, "True");
+
+    // Many down: five named, the rest counted.
+    let many: Vec<BGPSession> = (0..8)
+        .map(|i| session(&format!("node-{i}"), "Connect", Some(0), None))
+        .collect();
+    let c = compute(&with(many), &[], at(now));
+    assert!(
+        get(&c.conditions, BGP_ESTABLISHED)
+            .message
+            .ends_with("; and 3 more (kubectl get bgpsessions)")
+    );
+
+    // No peers any more: the condition goes.
+    let none = observed(deployment(2, 2, 2), daemonset(3, 3, 3));
+    let c = compute(&none, &c.conditions, at(now));
+    assert!(c.conditions.iter().all(|c| c.type_ != BGP_ESTABLISHED));
+}
