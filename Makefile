@@ -101,6 +101,12 @@ demo: testbed-up
 demo-olm: testbed-up
 	bash tests/testbed/demo.sh olm
 
+## demo-bgp: the same, with the Service's IP announced over BGP by every node to FRR, BIRD and
+## GoBGP, and curled from the client through FRR
+.PHONY: demo-bgp
+demo-bgp: testbed-up
+	bash tests/testbed/demo.sh bgp
+
 ## fuzz: every fuzz target of fuzz/ (cargo-fuzz, nightly toolchain: the BGP codec and session,
 ## the liveness datagrams, ARP/NDP frames, configs) for FUZZ_TIME seconds each (default 60; the
 ## BGP issue asks for 600); corpus and any crash in /var/cache/ferrolb/fuzz-corpus/TARGET.

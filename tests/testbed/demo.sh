@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# demo.sh [manifests|olm] — FerroLB on the testbed, end to end, as an admin installs it: the
+# demo.sh [manifests|olm|bgp] — FerroLB on the testbed, end to end, as an admin installs it: the
 # operator from config/default (`manifests`, `make demo`) or through OLM from the catalog
 # (`olm`, `make demo-olm`: OLM v0 on the testbed, a CatalogSource serving catalog/, an
 # OperatorGroup and a Subscription in ferrolb-system, as OperatorHub makes them); then the Layer 2
 # sample config, from which the operator deploys the controller, the speakers and their membership
 # key; waits until the config is Available, runs an echo Deployment behind a LoadBalancer Service
 # on port 80, waits until its IP answers from the client namespace, and prints the IP and the
-# command that curls it. The make targets bring the testbed up first; `make testbed-down` removes
-# everything.
+# command that curls it. `bgp` (`make demo-bgp`) installs from config/default too, with a BGP
+# config instead: a pool in 203.0.113.128/25 (which the client has no route to) announced by every
+# node to the testbed's routers FRR, BIRD and GoBGP; it waits until FRR routes the Service's IP
+# over every node, routes it in the client namespace via FRR, and prints the commands that curl it
+# that way. The make targets bring the testbed up first; `make testbed-down` removes everything.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,7 +29,10 @@ wait_until() { # wait_until SECONDS WHAT COMMAND...
 }
 
 METHOD=${1:-manifests}
-case $METHOD in
+# how FerroLB is installed, and how the Service's IP is announced
+INSTALL=$METHOD ANNOUNCE=l2
+[ "$METHOD" != bgp ] || { INSTALL=manifests ANNOUNCE=bgp; }
+case $INSTALL in
   manifests)
     log "installing the FerroLB operator (kubectl apply --server-side -k config/default)"
     k apply --server-side -k "$ROOT/config/default" >/dev/null
@@ -61,14 +67,45 @@ YAML
     wait_until 300 "the ClusterServiceVersion to succeed" succeeded
     log "$(csv): Succeeded"
     ;;
-  *) log "usage: demo.sh [manifests|olm]"; exit 2 ;;
+  *) log "usage: demo.sh [manifests|olm|bgp]"; exit 2 ;;
 esac
 k -n ferrolb-system rollout status deployment/ferrolb-operator --timeout=120s >/dev/null
-log "applying the Layer 2 sample (config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml)"
+# The BGP config: every router of the testbed a peer of every node (the GoBGP router accepts only
+# AS $TESTBED_GOBGP_PEER_ASN; FRR and BIRD take any external AS), one advertisement of the pool to
+# all of them.
+bgp_config() {
+  local asn=${TESTBED_GOBGP_PEER_ASN:-64513}
+  cat <<YAML
+apiVersion: ferrolb.io/v1alpha1
+kind: LoadBalancerConfig
+metadata: {name: ferrolb}
+spec:
+  addressPools:
+  - name: bgp
+    addresses: [203.0.113.160/27, "2001:db8:1b::/120"]
+  bgpPeers:
+  - {name: frr, myASN: $asn, peerASN: $TESTBED_ROUTER_ASN, peerAddress: "$TESTBED_ROUTER_IP", holdTime: 9s}
+  - {name: frr-v6, myASN: $asn, peerASN: $TESTBED_ROUTER_ASN, peerAddress: "$TESTBED_ROUTER_IPV6", holdTime: 9s}
+  - {name: bird, myASN: $asn, peerASN: $TESTBED_BIRD_ASN, peerAddress: "$TESTBED_BIRD_IP", holdTime: 9s}
+  - {name: gobgp, myASN: $asn, peerASN: $TESTBED_GOBGP_ASN, peerAddress: "$TESTBED_GOBGP_IP", holdTime: 9s}
+  bgpAdvertisements:
+  - name: all
+    communities: ["64512:100", "large:$asn:1:2"]
+YAML
+}
+SAMPLE=$ROOT/config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml
+apply_config() { # apply_config ARGS... : kubectl apply --server-side ARGS of the demo's config
+  if [ "$ANNOUNCE" = bgp ]; then bgp_config | k apply --server-side "$@" -f -
+  else k apply --server-side "$@" -f "$SAMPLE"; fi
+}
+if [ "$ANNOUNCE" = bgp ]; then
+  log "applying a BGP config: pool 203.0.113.160/27 announced by every node to FRR, BIRD and GoBGP"
+else
+  log "applying the Layer 2 sample (config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml)"
+fi
 # The webhook answers once a replica is ready and the API server has its CA (a second or so).
-wait_until 60 "the admission webhook to answer" \
-  k apply --server-side --dry-run=server -f "$ROOT/config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml"
-k apply --server-side -f "$ROOT/config/samples/ferrolb_v1alpha1_loadbalancerconfig_l2.yaml" >/dev/null
+wait_until 60 "the admission webhook to answer" apply_config --dry-run=server
+apply_config >/dev/null
 seen() { [ -n "$(k get lbc ferrolb -o jsonpath='{.status.observedGeneration}')" ]; }
 wait_until 30 "the config to be seen by the operator" seen
 k wait --for=condition=Available lbc/ferrolb --timeout=120s >/dev/null
@@ -111,13 +148,52 @@ spec:
   ports: [{name: http, port: 80, targetPort: http}]
 YAML
 ip_of() { k -n demo get service echo -o jsonpath='{.status.loadBalancer.ingress[0].ip}'; }
-has_ip() { [ -n "$(ip_of)" ]; }
+if [ "$ANNOUNCE" = bgp ]; then
+  # an address of the BGP pool (after an earlier `make demo`, the Service moves off its L2 one)
+  has_ip() { case $(ip_of) in 203.0.113.1[6-8][0-9] | 203.0.113.19[01]) ;; *) return 1 ;; esac; }
+else
+  has_ip() { [ -n "$(ip_of)" ]; }
+fi
 wait_until 120 "an IP for Service demo/echo" has_ip
 IP=$(ip_of)
-log "Service demo/echo has $IP; waiting until it answers from the client namespace"
-wait_until 120 "$IP to answer" ip netns exec "$TESTBED_CLIENT_NETNS" curl -sf -m 2 "http://$IP/"
-ANSWER=$(ip netns exec "$TESTBED_CLIENT_NETNS" curl -sS -m 2 "http://$IP/")
-cat <<MSG
+CLI=$TESTBED_CLIENT_NETNS
+if [ "$ANNOUNCE" = bgp ]; then
+  # FRR installs what it learns in its namespace's kernel: one route, a next hop per node.
+  frr_route() { ip -n "$TESTBED_ROUTER_NETNS" route show "$IP/32"; }
+  every_node() { local r n; r=$(frr_route); for n in $TESTBED_NODE_IPS; do grep -q "via $n " <<<"$r" || return 1; done; }
+  log "Service demo/echo has $IP; waiting until FRR routes it over every node"
+  wait_until 120 "FRR to route $IP over every node ($TESTBED_NODE_IPS)" every_node
+  # The client reaches 203.0.113.128/25 only through a host route via the router.
+  log "routing $IP via FRR ($TESTBED_ROUTER_IP) in the client namespace; waiting until it answers"
+  ip netns exec "$CLI" ip route replace "$IP/32" via "$TESTBED_ROUTER_IP"
+else
+  log "Service demo/echo has $IP; waiting until it answers from the client namespace"
+fi
+wait_until 120 "$IP to answer" ip netns exec "$CLI" curl -sf -m 2 "http://$IP/"
+ANSWER=$(ip netns exec "$CLI" curl -sS -m 2 "http://$IP/")
+if [ "$ANNOUNCE" = bgp ]; then
+  cat <<MSG
+
+FerroLB is up (installed from $INSTALL). Service demo/echo got $IP, announced over BGP by every
+node to FRR ($TESTBED_ROUTER_IP), BIRD ($TESTBED_BIRD_IP) and GoBGP ($TESTBED_GOBGP_IP); FRR routes it over all of them:
+$(frr_route | sed 's/^/  /')
+and the client, through FRR, gets:
+  $ANSWER
+
+Try it (the demo has added the host route already; it is the client's only way to $IP):
+  sudo ip netns exec $CLI ip route replace $IP/32 via $TESTBED_ROUTER_IP
+  sudo ip netns exec $CLI curl http://$IP/
+
+The routers' view:
+  sudo ip netns exec $TESTBED_ROUTER_NETNS vtysh --vty_socket $TESTBED_ROUTER_VTY -c 'show bgp ipv4 unicast $IP/32'
+  sudo ip netns exec $TESTBED_BIRD_NETNS birdc -s $TESTBED_BIRD_CTL show route for $IP/32 all
+  sudo ip netns exec $TESTBED_GOBGP_NETNS gobgp global rib -a ipv4
+
+More: set -a; . $STATE_DIR/env; set +a; \$TESTBED_KUBECTL -n demo describe service echo
+Remove it all: sudo make testbed-down
+MSG
+else
+  cat <<MSG
 
 FerroLB is up (installed from $METHOD). Service demo/echo got $IP, announced with ARP by
   $(k -n demo get service echo -o jsonpath='{.status.conditions[?(@.type=="ferrolb.io/Announced")].message}')
@@ -125,8 +201,9 @@ and answers from the client namespace:
   $ANSWER
 
 Try it:
-  sudo ip netns exec $TESTBED_CLIENT_NETNS curl http://$IP/
+  sudo ip netns exec $CLI curl http://$IP/
 
 More: set -a; . $STATE_DIR/env; set +a; \$TESTBED_KUBECTL -n demo describe service echo
 Remove it all: sudo make testbed-down
 MSG
+fi

@@ -1,0 +1,1087 @@
+//! The speaker's BGP on the testbed, judged from the routers and the client: FerroLB installed
+//! from `config/` with one peer per testbed router (FRR over IPv4 and IPv6, BIRD, GoBGP; each a
+//! passive peer of every node), one BGP advertisement with communities, and a pool that nothing
+//! else announces (203.0.113.160/27 and 2001:db8:1b::/120, outside the client's on-link
+//! 203.0.113.0/25: the client reaches a Service there only through a host route via FRR, which
+//! forwards along what it learned, ECMP over the nodes that announce).
+//!
+//! What the routers hold is read as each shows it: the paths of FRR's table (`show bgp ipv4|ipv6
+//! unicast json`: one path per announcing node, its next hop, its communities in the prefix's
+//! detail), the route zebra installed in the router's kernel (`ip route show`, multipath), BIRD's
+//! `show route for PREFIX all` (text: the `via` lines) and GoBGP's `global rib` JSON (the
+//! `nexthop` of each path's attributes); the client's view is `curl` through FRR. Covered: ECMP
+//! from every node and its attributes, the same routes at BIRD and GoBGP, a dual-stack Service's
+//! /128 over the IPv6 sessions, `externalTrafficPolicy: Local` announced only from the node with
+//! the endpoint (and following it), withdrawal when the Service goes, TCP-MD5 with FRR (the
+//! Secret's password establishes, a wrong one never does), FRR's bgpd restarted, and a node's
+//! link cut until the hold time (9 s) runs out and restored. Every wait is generous and nothing
+//! asserts a timing; the times are printed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use ferrolb_api::v1alpha1::BGPSession;
+use ferrolb_testbed::ferrolb::{Installed, SYSTEM, apply_default, install_with};
+use ferrolb_testbed::harness::{
+    TestNamespace, Testbed, ingress_ips, netns_exec, netns_sh, pod_ready, wait_for,
+};
+use ferrolb_testbed::workloads::{create_deployment, echo_container, on_node};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(90);
+/// The BGP pool: in 203.0.113.128/25, which the client does not reach on its LAN.
+const POOL_V4: &str = "203.0.113.160/27";
+const POOL_V6: &str = "2001:db8:1b::/120";
+/// Communities of the advertisement, as configured, and as FRR prints them in a path's
+/// `community.string` and `largeCommunity.string` (FRR names no-export `no-export` there and
+/// `noExport` in its lists; either is taken).
+const COMMUNITIES: [&str; 3] = ["64512:100", "no-export", "large:64513:1:2"];
+const FRR_COMMUNITIES: [&[&str]; 2] = [&["64512:100"], &["no-export", "noExport"]];
+const FRR_LARGE_COMMUNITY: &str = "64513:1:2";
+/// The Secret naming FRR's TCP-MD5 password, in the operand namespace.
+const MD5_SECRET: &str = "bgp-frr";
+const MD5_PASSWORD: &str = "s3cret";
+
+/// The testbed's routers, from its env file (defaults as tests/README.md gives them).
+#[derive(Debug, Clone)]
+struct Routers {
+    frr: String,
+    frr_v6: String,
+    frr_asn: u32,
+    bird: String,
+    bird_asn: u32,
+    gobgp: String,
+    gobgp_asn: u32,
+    /// The speakers' AS: the one the GoBGP router accepts (FRR and BIRD take any external AS).
+    my_asn: u32,
+}
+
+impl Routers {
+    fn of(tb: &Testbed) -> anyhow::Result<Routers> {
+        let text = |key: &str, default: &str| tb.var(key).unwrap_or(default).to_owned();
+        let asn = |key: &str, default: &str| -> anyhow::Result<u32> {
+            let v = text(key, default);
+            v.parse()
+                .with_context(|| format!("{key}={v} is not an AS number"))
+        };
+        Ok(Routers {
+            frr: text("TESTBED_ROUTER_IP", "198.51.100.1"),
+            frr_v6: text("TESTBED_ROUTER_IPV6", "2001:db8:100::1"),
+            frr_asn: asn("TESTBED_ROUTER_ASN", "64512")?,
+            bird: text("TESTBED_BIRD_IP", "198.51.100.2"),
+            bird_asn: asn("TESTBED_BIRD_ASN", "64520")?,
+            gobgp: text("TESTBED_GOBGP_IP", "198.51.100.3"),
+            gobgp_asn: asn("TESTBED_GOBGP_ASN", "64530")?,
+            my_asn: asn("TESTBED_GOBGP_PEER_ASN", "64513")?,
+        })
+    }
+
+    /// The config: every router a peer of every node (hold time 9 s, as the routers have), one
+    /// advertisement of every pool to every peer. With `frr_secret`, the IPv4 FRR peer's
+    /// TCP-MD5 password is that Secret's `password` (the key's default).
+    fn config(&self, frr_secret: Option<&str>) -> Value {
+        let peer = |name: &str, asn: u32, address: &str| {
+            json!({"name": name, "myASN": self.my_asn, "peerASN": asn, "peerAddress": address,
+                   "holdTime": "9s"})
+        };
+        let mut frr = peer("frr", self.frr_asn, &self.frr);
+        if let Some(name) = frr_secret {
+            frr["passwordSecretRef"] = json!({"name": name});
+        }
+        json!({
+            "addressPools": [{"name": "bgp", "addresses": [POOL_V4, POOL_V6]}],
+            "bgpPeers": [
+                frr,
+                peer("frr-v6", self.frr_asn, &self.frr_v6),
+                peer("bird", self.bird_asn, &self.bird),
+                peer("gobgp", self.gobgp_asn, &self.gobgp),
+            ],
+            "bgpAdvertisements": [{"name": "all", "communities": COMMUNITIES}],
+        })
+    }
+}
+
+/// FerroLB installed with [`Routers::config`], and a namespace for the test's workloads.
+struct Bgp {
+    tb: Testbed,
+    client: Client,
+    ns: TestNamespace,
+    routers: Routers,
+    _installed: Installed,
+}
+
+async fn bgp(prefix: &str, frr_secret: Option<&str>) -> anyhow::Result<Bgp> {
+    let tb = Testbed::start_or_reuse()?;
+    ensure!(tb.node_names.len() >= 3, "needs three nodes");
+    let client = tb.client().await?;
+    let routers = Routers::of(&tb)?;
+    let installed = install_with(&tb, &client, routers.config(frr_secret)).await?;
+    let ns = tb.namespace(&client, prefix).await?;
+    Ok(Bgp {
+        tb,
+        client,
+        ns,
+        routers,
+        _installed: installed,
+    })
+}
+
+/// Which router's view of a prefix.
+#[derive(Debug, Clone, Copy)]
+enum View {
+    /// FRR's BGP table.
+    Frr,
+    /// The route zebra installed in the router namespace's kernel.
+    FrrKernel,
+    Bird,
+    GoBgp,
+}
+
+/// What a router holds for a prefix: the next hops of its paths, how many paths (routes, or
+/// nexthops of one multipath route), and its answer, shown when a wait fails.
+#[derive(Debug)]
+struct Held {
+    hops: BTreeSet<String>,
+    paths: usize,
+    raw: String,
+}
+
+impl Bgp {
+    /// The nodes' IPv4 addresses (each node's next hop for IPv4 routes).
+    fn nodes_v4(&self) -> BTreeSet<String> {
+        self.tb.node_ips.iter().cloned().collect()
+    }
+
+    /// The nodes' IPv6 addresses: 2001:db8:100::<the IPv4 address's last number>.
+    fn nodes_v6(&self) -> BTreeSet<String> {
+        self.tb.node_ips.iter().map(|ip| v6_of(ip)).collect()
+    }
+
+    /// An echo Deployment (answers `pod=… node=…`), optionally pinned to one node; waits until
+    /// its pods are ready.
+    async fn echo(&self, name: &str, replicas: usize, node: Option<&str>) -> anyhow::Result<()> {
+        let spec = match node {
+            Some(node) => on_node(node, json!([echo_container()])),
+            None => json!({"containers": [echo_container()]}),
+        };
+        create_deployment(&self.client, &self.ns.name, name, replicas, spec).await?;
+        self.ready_pods(name, replicas, None).await
+    }
+
+    /// Waits until `app` has exactly `n` pods, all ready (and all on `node` when given).
+    async fn ready_pods(&self, app: &str, n: usize, node: Option<&str>) -> anyhow::Result<()> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let selector = format!("app={app}");
+        let place = node.map_or(String::new(), |n| format!(" on {n}"));
+        wait_for(&format!("{n} ready {app} pods{place}"), T, || async {
+            let list = pods.list(&ListParams::default().labels(&selector)).await?;
+            let ok = list.items.len() == n
+                && list.items.iter().all(|p| {
+                    pod_ready(p)
+                        && node.is_none_or(|node| {
+                            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node)
+                        })
+                });
+            Ok(ok.then_some(()))
+        })
+        .await
+    }
+
+    async fn patch_deployment(&self, name: &str, patch: Value) -> anyhow::Result<()> {
+        Api::<Deployment>::namespaced(self.client.clone(), &self.ns.name)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    /// A LoadBalancer Service `name` in front of the `app` pods, port 80 → 8080, with `extra`
+    /// fields in its spec.
+    async fn service(&self, name: &str, app: &str, extra: Value) -> anyhow::Result<()> {
+        let mut spec = json!({"type": "LoadBalancer", "selector": {"app": app},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}]});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let svc: Service = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec,
+        }))?;
+        self.services().create(&PostParams::default(), &svc).await?;
+        Ok(())
+    }
+
+    fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    /// Waits until the Service has an address of the family; it must be in the BGP pool.
+    async fn address(&self, name: &str, v6: bool) -> anyhow::Result<String> {
+        let services = self.services();
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let ip = wait_for(&format!("an {family} address for {name}"), T, || async {
+            let svc = services.get(name).await?;
+            Ok(ingress_ips(&svc)
+                .into_iter()
+                .find(|ip| ip.contains(':') == v6))
+        })
+        .await?;
+        ensure!(
+            in_bgp_pool(&ip),
+            "{name} got {ip}, outside the BGP pool {POOL_V4} {POOL_V6}"
+        );
+        Ok(ip)
+    }
+
+    /// What `view` holds for `prefix` (an `IP/LEN`) now.
+    fn holds(&self, view: View, prefix: &str) -> anyhow::Result<Held> {
+        let v6 = prefix.contains(':');
+        let afi = if v6 { "ipv6" } else { "ipv4" };
+        match view {
+            View::Frr => {
+                // The whole table rather than the prefix's detail: it is JSON also when the
+                // prefix is absent.
+                let table = self.tb.frr_json(&format!("show bgp {afi} unicast json"))?;
+                let paths = table["routes"][prefix]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                Ok(Held {
+                    hops: frr_next_hops(&paths),
+                    paths: paths.len(),
+                    raw: Value::from(paths).to_string(),
+                })
+            }
+            View::FrrKernel => {
+                let family = if v6 { "-6" } else { "-4" };
+                let out = netns_sh(
+                    &self.tb.router_netns,
+                    &["ip", family, "route", "show", prefix],
+                )?;
+                Ok(via_held(out))
+            }
+            View::Bird => Ok(via_held(self.bird_route(prefix)?)),
+            View::GoBgp => {
+                let rib = self.tb.gobgp_json(&["global", "rib", "-a", afi])?;
+                let paths = rib.get(prefix).cloned().unwrap_or(Value::Null);
+                let mut hops = Vec::new();
+                strings_under(&paths, "nexthop", &mut hops);
+                Ok(Held {
+                    hops: hops.into_iter().collect(),
+                    paths: paths.as_array().map_or(0, Vec::len),
+                    raw: paths.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Waits until `view` routes `prefix` over exactly the next hops `want`, one path each
+    /// (none: withdrawn); on time-out the error shows what the router had.
+    async fn until_holds(
+        &self,
+        view: View,
+        prefix: &str,
+        want: &BTreeSet<String>,
+    ) -> anyhow::Result<Held> {
+        wait_for(
+            &format!("{view:?} to route {prefix} via {want:?}"),
+            T,
+            || async {
+                let held = self.holds(view, prefix)?;
+                if held.hops == *want && held.paths == want.len() {
+                    Ok(Some(held))
+                } else {
+                    bail!(
+                        "{view:?} has {} paths via {:?}: {}",
+                        held.paths,
+                        held.hops,
+                        held.raw
+                    )
+                }
+            },
+        )
+        .await
+    }
+
+    /// The state of each of FRR's sessions, by neighbour address.
+    fn frr_sessions(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let neighbors = self.tb.frr_json("show bgp neighbors json")?;
+        Ok(neighbors
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(address, n)| {
+                let state = n["bgpState"].as_str().unwrap_or("?").to_owned();
+                (address.clone(), state)
+            })
+            .collect())
+    }
+
+    /// Waits until FRR's sessions with every one of `neighbors` are Established.
+    async fn until_established(&self, neighbors: &BTreeSet<String>) -> anyhow::Result<()> {
+        wait_for(
+            &format!("FRR's sessions with {neighbors:?} Established"),
+            T,
+            || async {
+                let states = self.frr_sessions()?;
+                let up = neighbors
+                    .iter()
+                    .all(|n| states.get(n).map(String::as_str) == Some("Established"));
+                if up {
+                    Ok(Some(()))
+                } else {
+                    bail!("FRR's sessions: {states:?}")
+                }
+            },
+        )
+        .await
+    }
+
+    /// A host route for `ip` via FRR in the client namespace, until dropped.
+    fn route_via_frr(&self, ip: &str) -> anyhow::Result<HostRoute> {
+        let via = if ip.contains(':') {
+            &self.routers.frr_v6
+        } else {
+            &self.routers.frr
+        };
+        HostRoute::add(&self.tb.client_netns, ip, via)
+    }
+
+    /// Waits until `curl http://IP/` from the client answers with the echo's `pod=…` line
+    /// (containing `expect`); the answer.
+    async fn answers(&self, ip: &str, expect: &str) -> anyhow::Result<String> {
+        let url = if ip.contains(':') {
+            format!("http://[{ip}]/")
+        } else {
+            format!("http://{ip}/")
+        };
+        wait_for(&format!("{url} answering {expect:?}"), T, || async {
+            let answer = netns_sh(&self.tb.client_netns, &["curl", "-sS", "-m", "3", &url])?;
+            if answer.contains("pod=") && answer.contains(expect) {
+                Ok(Some(answer))
+            } else {
+                bail!("answered {answer:?}")
+            }
+        })
+        .await
+    }
+}
+
+/// Each of FRR's paths' next hop: `nexthops[].ip`, leaving out the link-local address FRR lists
+/// beside an IPv6 route's global next hop.
+impl Bgp {
+    /// BIRD's routes for exactly `prefix` (`show route PREFIX all`; empty when it has none:
+    /// birdc then says "Network not found" and exits 1).
+    fn bird_route(&self, prefix: &str) -> anyhow::Result<String> {
+        let ns = self
+            .tb
+            .var("TESTBED_BIRD_NETNS")
+            .ok_or_else(|| anyhow!("TESTBED_BIRD_NETNS missing"))?;
+        let ctl = self
+            .tb
+            .var("TESTBED_BIRD_CTL")
+            .ok_or_else(|| anyhow!("TESTBED_BIRD_CTL missing"))?;
+        let out = netns_exec(ns, &["birdc", "-s", ctl, "show", "route", prefix, "all"])?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(text)
+        } else if text.contains("Network not found") {
+            Ok(String::new())
+        } else {
+            bail!(
+                "birdc show route {prefix} all: {}{}",
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }
+    }
+}
+
+fn frr_next_hops(paths: &[Value]) -> BTreeSet<String> {
+    paths
+        .iter()
+        .flat_map(|p| p["nexthops"].as_array().into_iter().flatten())
+        .filter(|n| n["scope"].as_str() != Some("link-local"))
+        .filter_map(|n| n["ip"].as_str())
+        .filter(|ip| !ip.starts_with("fe80:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What an `ip route` or BIRD text shows: one path per `via`.
+fn via_held(raw: String) -> Held {
+    let vias = vias(&raw);
+    Held {
+        paths: vias.len(),
+        hops: vias.into_iter().collect(),
+        raw,
+    }
+}
+
+/// The address after each `via` of `ip route` (`nexthop via X`, `via inet6 X`) or BIRD
+/// (`via X on eth0`) text, in order.
+fn vias(text: &str) -> Vec<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| **w == "via")
+        .filter_map(|(i, _)| {
+            let next = *words.get(i + 1)?;
+            let address = if matches!(next, "inet" | "inet6") {
+                *words.get(i + 2)?
+            } else {
+                next
+            };
+            Some(address.to_owned())
+        })
+        .collect()
+}
+
+/// Every string value of a field named `key`, at any depth.
+fn strings_under(v: &Value, key: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(fields) => {
+            for (k, x) in fields {
+                if k == key
+                    && let Some(s) = x.as_str()
+                {
+                    out.push(s.to_owned());
+                }
+                strings_under(x, key, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|x| strings_under(x, key, out)),
+        _ => {}
+    }
+}
+
+/// A node's IPv6 address from its IPv4 one (the testbed numbers both alike).
+fn v6_of(ip: &str) -> String {
+    format!(
+        "2001:db8:100::{}",
+        ip.rsplit('.').next().unwrap_or_default()
+    )
+}
+
+/// Whether `ip` is in [`POOL_V4`] or [`POOL_V6`].
+fn in_bgp_pool(ip: &str) -> bool {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => {
+            let [a, b, c, d] = v4.octets();
+            [a, b, c] == [203, 0, 113] && (160..192).contains(&d)
+        }
+        Ok(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            s[..7] == [0x2001, 0xdb8, 0x1b, 0, 0, 0, 0] && s[7] < 256
+        }
+        Err(_) => false,
+    }
+}
+
+fn host_prefix(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("{ip}/128")
+    } else {
+        format!("{ip}/32")
+    }
+}
+
+/// A host route for a load-balancer address in the client namespace (the only way the client
+/// reaches the BGP pool); removed when dropped, also when the test fails.
+#[derive(Debug)]
+struct HostRoute {
+    netns: String,
+    prefix: String,
+}
+
+impl HostRoute {
+    fn add(netns: &str, ip: &str, via: &str) -> anyhow::Result<HostRoute> {
+        let prefix = host_prefix(ip);
+        netns_sh(netns, &["ip", "route", "replace", &prefix, "via", via])?;
+        Ok(HostRoute {
+            netns: netns.to_owned(),
+            prefix,
+        })
+    }
+}
+
+impl Drop for HostRoute {
+    fn drop(&mut self) {
+        let _ = netns_exec(&self.netns, &["ip", "route", "del", &self.prefix]);
+    }
+}
+
+/// Runs configuration commands in FRR's bgpd (`configure terminal`, `router bgp ASN`, then
+/// `lines`).
+fn frr_configure(tb: &Testbed, asn: u32, lines: &[String]) -> anyhow::Result<()> {
+    let vty = tb
+        .var("TESTBED_ROUTER_VTY")
+        .context("TESTBED_ROUTER_VTY missing")?;
+    let router = format!("router bgp {asn}");
+    let mut argv = vec![
+        "vtysh",
+        "--vty_socket",
+        vty,
+        "-d",
+        "bgpd",
+        "-c",
+        "configure terminal",
+        "-c",
+        &router,
+    ];
+    for line in lines {
+        argv.extend(["-c", line.as_str()]);
+    }
+    let out = netns_exec(&tb.router_netns, &argv)?;
+    // A refused command is a `% …` line on standard output.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && !stdout.contains('%'),
+        "vtysh {lines:?} ({}): {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// FRR's IPv4 sessions with every node protected by a TCP-MD5 password until dropped (then
+/// `no neighbor … password`, also when the test fails).
+#[derive(Debug)]
+struct FrrPasswords {
+    tb: Testbed,
+    asn: u32,
+    neighbors: Vec<String>,
+}
+
+impl FrrPasswords {
+    fn set(tb: &Testbed, password: &str) -> anyhow::Result<FrrPasswords> {
+        let asn = Routers::of(tb)?.frr_asn;
+        let guard = FrrPasswords {
+            tb: tb.clone(),
+            asn,
+            neighbors: tb.node_ips.clone(),
+        };
+        let lines: Vec<String> = guard
+            .neighbors
+            .iter()
+            .map(|n| format!("neighbor {n} password {password}"))
+            .collect();
+        frr_configure(tb, asn, &lines)?;
+        Ok(guard)
+    }
+}
+
+impl Drop for FrrPasswords {
+    fn drop(&mut self) {
+        let lines: Vec<String> = self
+            .neighbors
+            .iter()
+            .map(|n| format!("no neighbor {n} password"))
+            .collect();
+        if let Err(e) = frr_configure(&self.tb, self.asn, &lines) {
+            eprintln!("removing FRR's TCP-MD5 passwords: {e:#}");
+        }
+    }
+}
+
+/// The Secret [`MD5_SECRET`] in the operand namespace, holding `password` under its default key;
+/// deleted when dropped.
+#[derive(Debug)]
+struct PasswordSecret {
+    tb: Testbed,
+}
+
+impl PasswordSecret {
+    async fn create(
+        tb: &Testbed,
+        client: &Client,
+        password: &str,
+    ) -> anyhow::Result<PasswordSecret> {
+        // config/default creates the namespace; the Secret must be there before the config
+        // names it.
+        apply_default(tb)?;
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": MD5_SECRET, "namespace": SYSTEM},
+            "data": {"password": ByteString(password.as_bytes().to_vec())},
+        }))?;
+        let guard = PasswordSecret { tb: tb.clone() };
+        Api::<Secret>::namespaced(client.clone(), SYSTEM)
+            .patch(
+                MD5_SECRET,
+                &PatchParams::apply("ferrolb-testbed-bgp").force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+        Ok(guard)
+    }
+}
+
+impl Drop for PasswordSecret {
+    fn drop(&mut self) {
+        let _ = self.tb.kubectl(&[
+            "delete",
+            "secret",
+            "-n",
+            SYSTEM,
+            MD5_SECRET,
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// FRR's bgpd as the testbed started it (`frr_up` in tests/testbed/testbed.sh): the PID it
+/// recorded, checked to be a bgpd of this testbed's run directory, and its command line.
+#[derive(Debug)]
+struct Bgpd {
+    pid: u32,
+    argv: Vec<String>,
+    run: String,
+}
+
+impl Bgpd {
+    fn of(tb: &Testbed) -> anyhow::Result<Bgpd> {
+        let run = tb
+            .var("TESTBED_RUN_DIR")
+            .context("TESTBED_RUN_DIR missing")?
+            .to_owned();
+        let pid = tb.process_pid("bgpd")?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        ensure!(
+            comm.trim() == "bgpd" && argv.iter().any(|a| a.starts_with(&run)),
+            "PID {pid}, recorded for bgpd, is not this testbed's bgpd: {comm:?} {argv:?}"
+        );
+        Ok(Bgpd { pid, argv, run })
+    }
+
+    /// The pid file bgpd writes (its `-i`).
+    fn pid_file(&self) -> anyhow::Result<&str> {
+        self.argv
+            .iter()
+            .position(|a| a == "-i")
+            .and_then(|i| self.argv.get(i + 1))
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("no -i PIDFILE in bgpd's command line {:?}", self.argv))
+    }
+
+    /// Stops this bgpd (SIGTERM, SIGKILL after 10 s) and starts it again in the router
+    /// namespace with the same command line (it daemonizes, as at bring-up), then records the
+    /// new process where testbed.sh does, so `testbed-down` stops it. The new PID.
+    async fn restart(self, tb: &Testbed) -> anyhow::Result<u32> {
+        use nix::sys::signal::{Signal, kill};
+        let pid_file = self.pid_file()?.to_owned();
+        let target = nix::unistd::Pid::from_raw(i32::try_from(self.pid)?);
+        kill(target, Signal::SIGTERM).with_context(|| format!("SIGTERM bgpd {}", self.pid))?;
+        let pid = self.pid;
+        let stopped = wait_for("bgpd to stop", Duration::from_secs(10), || async {
+            Ok(gone(pid).then_some(()))
+        })
+        .await;
+        if stopped.is_err() {
+            let _ = kill(target, Signal::SIGKILL);
+            wait_for("bgpd to die", Duration::from_secs(5), || async {
+                Ok(gone(pid).then_some(()))
+            })
+            .await?;
+        }
+        let log = std::fs::File::create(Path::new(&self.run).join("logs/bgpd-restart.log"))?;
+        let status = Command::new("ip")
+            .args(["netns", "exec", &tb.router_netns])
+            .args(&self.argv)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .context("starting bgpd again")?;
+        ensure!(
+            status.success(),
+            "bgpd did not start again ({status}): FRR is down until `make testbed-down testbed-up`; {}/logs/bgpd-restart.log",
+            self.run
+        );
+        let new = wait_for(
+            "the new bgpd's pid file",
+            Duration::from_secs(20),
+            || async {
+                let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+                Ok(text.trim().parse::<u32>().ok().filter(|p| {
+                    *p != pid
+                        && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                            .is_ok_and(|c| c.trim() == "bgpd")
+                }))
+            },
+        )
+        .await?;
+        let start = start_time(new).context("the new bgpd's start time")?;
+        std::fs::write(
+            Path::new(&self.run).join("pids/bgpd.pid"),
+            format!("{new} {start}\n"),
+        )?;
+        Ok(new)
+    }
+}
+
+/// Whether a process has exited (a zombie counts as exited).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).map_or(true, |s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|st| st.trim_start().starts_with('Z'))
+    })
+}
+
+/// A process's start time (field 22 of `/proc/PID/stat`), as testbed.sh records it.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ...`: fields after the comm start at 3
+    let (_, after) = stat.rsplit_once(')')?;
+    after.split_whitespace().nth(22 - 3).map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn every_node_announces_the_address_and_frr_spreads_the_client_over_them()
+-> anyhow::Result<()> {
+    let w = bgp("bgp-ecmp", None).await?;
+    w.echo("web", 3, None).await?;
+    w.service("web", "web", json!({})).await?;
+    let ip = w.address("web", false).await?;
+    let prefix = host_prefix(&ip);
+    let nodes = w.nodes_v4();
+    let started = Instant::now();
+    w.until_holds(View::Frr, &prefix, &nodes).await?;
+    eprintln!(
+        "{prefix} at FRR from every node after {:.1?}",
+        started.elapsed()
+    );
+
+    // Every path carries the advertisement's communities, and the speakers' AS alone.
+    let detail =
+        w.tb.frr_json(&format!("show bgp ipv4 unicast {prefix} json"))?;
+    let paths = detail["paths"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        paths.len() == nodes.len(),
+        "one detailed path per node: {detail}"
+    );
+    for path in &paths {
+        let communities: BTreeSet<&str> = path["community"]["string"]
+            .as_str()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        for names in FRR_COMMUNITIES {
+            ensure!(
+                names.iter().any(|n| communities.contains(n)),
+                "community {} on every path: {path}",
+                names[0]
+            );
+        }
+        let large = path["largeCommunity"]["string"]
+            .as_str()
+            .unwrap_or_default();
+        ensure!(
+            large.split_whitespace().any(|c| c == FRR_LARGE_COMMUNITY),
+            "large community {FRR_LARGE_COMMUNITY} on every path: {path}"
+        );
+        let as_path = path["aspath"]["string"].as_str().unwrap_or_default();
+        ensure!(
+            as_path == w.routers.my_asn.to_string(),
+            "AS path {}: {path}",
+            w.routers.my_asn
+        );
+    }
+
+    // zebra installs one multipath route, so the router forwards to all of them.
+    let kernel = w.until_holds(View::FrrKernel, &prefix, &nodes).await?;
+    ensure!(
+        kernel.raw.contains("proto bgp") && kernel.raw.contains("nexthop"),
+        "a multipath BGP route in the router's kernel: {}",
+        kernel.raw
+    );
+    let _route = w.route_via_frr(&ip)?;
+    let answer = w.answers(&ip, "").await?;
+    eprintln!("{ip} through FRR: {}", answer.trim());
+
+    // What people see: the Service's condition names the peers and the nodes, and one
+    // BGPSession per node and peer says Established with the routes it carries.
+    let every = w.tb.node_names.join(", ");
+    let want = format!(
+        "to frr ({}, AS {}) from {every}",
+        w.routers.frr, w.routers.frr_asn
+    );
+    wait_for(
+        "the Announced condition naming FRR and every node",
+        T,
+        || async {
+            let svc = w.services().get("web").await?;
+            let message = svc
+                .status
+                .and_then(|s| s.conditions)
+                .into_iter()
+                .flatten()
+                .find(|c| c.type_ == "ferrolb.io/Announced" && c.status == "True")
+                .map(|c| c.message)
+                .unwrap_or_default();
+            Ok(
+                (message.starts_with(&format!("BGP: {ip} ")) && message.contains(&want))
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let sessions: Api<BGPSession> = Api::namespaced(w.client.clone(), SYSTEM);
+    wait_for("a BGPSession per node and peer, Established", T, || async {
+        let list = sessions.list(&ListParams::default()).await?.items;
+        let established: BTreeSet<String> = list
+            .iter()
+            .filter(|s| {
+                s.status
+                    .as_ref()
+                    .is_some_and(|st| st.state == "Established")
+            })
+            .map(|s| format!("{}/{}", s.spec.node, s.spec.peer))
+            .collect();
+        let frr_routes = list
+            .iter()
+            .filter(|s| s.spec.peer == "frr")
+            .all(|s| s.status.as_ref().is_some_and(|st| st.routes_sent == 1));
+        let want: BTreeSet<String> =
+            w.tb.node_names
+                .iter()
+                .flat_map(|n| ["frr", "frr-v6", "bird", "gobgp"].map(|p| format!("{n}/{p}")))
+                .collect();
+        Ok((established == want && frr_routes).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn bird_and_gobgp_learn_the_address_from_every_node() -> anyhow::Result<()> {
+    let w = bgp("bgp-others", None).await?;
+    w.echo("web", 3, None).await?;
+    w.service("web", "web", json!({})).await?;
+    let ip = w.address("web", false).await?;
+    let prefix = host_prefix(&ip);
+    let nodes = w.nodes_v4();
+    let bird = w.until_holds(View::Bird, &prefix, &nodes).await?;
+    // BIRD prints communities as (64512,100) and large ones as (64513, 1, 2).
+    let compact: String = bird.raw.split_whitespace().collect();
+    ensure!(
+        compact.contains("(64512,100)") && compact.contains("(64513,1,2)"),
+        "the communities at BIRD:\n{}",
+        bird.raw
+    );
+    w.until_holds(View::GoBgp, &prefix, &nodes).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn a_dual_stack_service_is_announced_over_the_ipv6_sessions_too() -> anyhow::Result<()> {
+    let w = bgp("bgp-v6", None).await?;
+    w.echo("web", 3, None).await?;
+    w.service(
+        "web",
+        "web",
+        json!({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6"]}),
+    )
+    .await?;
+    let v4 = w.address("web", false).await?;
+    let v6 = w.address("web", true).await?;
+    // FRR's IPv4 neighbours carry IPv4 unicast only, its IPv6 ones IPv6 unicast only: the /128
+    // can only have come over the IPv6 sessions.
+    let prefix6 = host_prefix(&v6);
+    let held = w.until_holds(View::Frr, &prefix6, &w.nodes_v6()).await?;
+    eprintln!("{prefix6} at FRR: {}", held.raw);
+    w.until_holds(View::Frr, &host_prefix(&v4), &w.nodes_v4())
+        .await?;
+    // zebra may install the IPv6 route via the link-local next hops: only the count is checked.
+    wait_for("the /128 multipath in the router's kernel", T, || async {
+        let kernel = w.holds(View::FrrKernel, &prefix6)?;
+        if kernel.paths == w.tb.node_ips.len() {
+            Ok(Some(()))
+        } else {
+            bail!("the router's kernel: {}", kernel.raw)
+        }
+    })
+    .await?;
+    let _route = w.route_via_frr(&v6)?;
+    let answer = w.answers(&v6, "").await?;
+    eprintln!("{v6} through FRR: {}", answer.trim());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn local_policy_is_announced_only_from_the_node_with_the_endpoint() -> anyhow::Result<()> {
+    let w = bgp("bgp-local", None).await?;
+    let (first, second) = (w.tb.node_names[1].clone(), w.tb.node_names[2].clone());
+    let only = |i: usize| BTreeSet::from([w.tb.node_ips[i].clone()]);
+    w.echo("pinned", 1, Some(&first)).await?;
+    w.service("web", "pinned", json!({"externalTrafficPolicy": "Local"}))
+        .await?;
+    let ip = w.address("web", false).await?;
+    let prefix = host_prefix(&ip);
+    w.until_holds(View::Frr, &prefix, &only(1)).await?;
+    w.until_holds(View::FrrKernel, &prefix, &only(1)).await?;
+    let _route = w.route_via_frr(&ip)?;
+    w.answers(&ip, &format!("node={first} ")).await?;
+
+    // The endpoint moves: so does the route.
+    w.patch_deployment(
+        "pinned",
+        json!({"spec": {"template": {"spec": {"nodeSelector": {"kubernetes.io/hostname": second}}}}}),
+    )
+    .await?;
+    w.ready_pods("pinned", 1, Some(&second)).await?;
+    w.until_holds(View::Frr, &prefix, &only(2)).await?;
+    w.answers(&ip, &format!("node={second} ")).await?;
+
+    // No endpoint: no node serves it, none announces it.
+    w.patch_deployment("pinned", json!({"spec": {"replicas": 0}}))
+        .await?;
+    w.until_holds(View::Frr, &prefix, &BTreeSet::new()).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn deleting_the_service_withdraws_it_from_every_router() -> anyhow::Result<()> {
+    let w = bgp("bgp-delete", None).await?;
+    w.echo("web", 2, None).await?;
+    w.service("web", "web", json!({})).await?;
+    let ip = w.address("web", false).await?;
+    let prefix = host_prefix(&ip);
+    let nodes = w.nodes_v4();
+    for view in [View::Frr, View::FrrKernel, View::Bird, View::GoBgp] {
+        w.until_holds(view, &prefix, &nodes).await?;
+    }
+    w.services().delete("web", &DeleteParams::default()).await?;
+    let started = Instant::now();
+    for view in [View::Frr, View::FrrKernel, View::Bird, View::GoBgp] {
+        w.until_holds(view, &prefix, &BTreeSet::new()).await?;
+        eprintln!(
+            "{prefix} gone from {view:?} {:.1?} after the delete",
+            started.elapsed()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn tcp_md5_with_the_secrets_password_establishes_and_carries_routes() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    let _secret = PasswordSecret::create(&tb, &client, MD5_PASSWORD).await?;
+    let _passwords = FrrPasswords::set(&tb, MD5_PASSWORD)?;
+    let w = bgp("bgp-md5", Some(MD5_SECRET)).await?;
+    let nodes = w.nodes_v4();
+    w.until_established(&nodes).await?;
+    w.echo("web", 1, None).await?;
+    w.service("web", "web", json!({})).await?;
+    let ip = w.address("web", false).await?;
+    w.until_holds(View::Frr, &host_prefix(&ip), &nodes).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn tcp_md5_with_a_wrong_password_never_establishes() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    let _secret = PasswordSecret::create(&tb, &client, "not-the-password").await?;
+    let _passwords = FrrPasswords::set(&tb, MD5_PASSWORD)?;
+    let w = bgp("bgp-md5-wrong", Some(MD5_SECRET)).await?;
+    // The same speakers' IPv6 sessions with FRR, which have no password, come up: the config is
+    // in force and the speakers dial.
+    w.until_established(&w.nodes_v6()).await?;
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(20) {
+        let states = w.frr_sessions()?;
+        for node in &w.tb.node_ips {
+            ensure!(
+                states.get(node).map(String::as_str) != Some("Established"),
+                "{node} Established with a wrong TCP-MD5 password after {:.1?}: {states:?}",
+                watched.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn a_restarted_frr_gets_every_session_and_route_back() -> anyhow::Result<()> {
+    let w = bgp("bgp-frr-restart", None).await?;
+    w.echo("web", 3, None).await?;
+    w.service("web", "web", json!({})).await?;
+    let ip = w.address("web", false).await?;
+    let prefix = host_prefix(&ip);
+    let nodes = w.nodes_v4();
+    w.until_holds(View::FrrKernel, &prefix, &nodes).await?;
+    let bgpd = Bgpd::of(&w.tb)?;
+    let old = bgpd.pid;
+    let new = bgpd.restart(&w.tb).await?;
+    let started = Instant::now();
+    eprintln!("bgpd {old} restarted as {new}");
+    let sessions: BTreeSet<String> = nodes.union(&w.nodes_v6()).cloned().collect();
+    w.until_established(&sessions).await?;
+    eprintln!("every session back after {:.1?}", started.elapsed());
+    w.until_holds(View::Frr, &prefix, &nodes).await?;
+    w.until_holds(View::FrrKernel, &prefix, &nodes).await?;
+    eprintln!("{prefix} back after {:.1?}", started.elapsed());
+    let _route = w.route_via_frr(&ip)?;
+    w.answers(&ip, "").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn a_cut_link_drops_the_nodes_next_hop_after_the_hold_time_until_it_returns()
+-> anyhow::Result<()> {
+    let w = bgp("bgp-link", None).await?;
+    w.echo("web", 3, None).await?;
+    w.service("web", "web", json!({})).await?;
+    let ip = w.address("web", false).await?;
+    let prefix = host_prefix(&ip);
+    let nodes = w.nodes_v4();
+    w.until_holds(View::Frr, &prefix, &nodes).await?;
+    let mut rest = nodes.clone();
+    rest.remove(&w.tb.node_ips[0]);
+    let cut = w.tb.cut_node_link(0)?;
+    let started = Instant::now();
+    w.until_holds(View::Frr, &prefix, &rest).await?;
+    w.until_holds(View::FrrKernel, &prefix, &rest).await?;
+    eprintln!(
+        "{} dropped from {prefix} {:.1?} after its link went down (hold time 9 s)",
+        w.tb.node_ips[0],
+        started.elapsed()
+    );
+    drop(cut);
+    let restored = Instant::now();
+    w.until_holds(View::Frr, &prefix, &nodes).await?;
+    w.until_holds(View::FrrKernel, &prefix, &nodes).await?;
+    eprintln!(
+        "{} back in {prefix} {:.1?} after its link came up",
+        w.tb.node_ips[0],
+        restored.elapsed()
+    );
+    Ok(())
+}
