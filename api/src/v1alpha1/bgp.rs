@@ -60,13 +60,21 @@ pub struct BgpPeer {
     #[schemars(length(max = crate::validate::MAX_TIMER_TEXT))]
     pub keepalive_time: Option<String>,
 
+    /// Time between two attempts to open the session while it is down, as a duration in whole
+    /// seconds (1s-65535s), like FRR's `timers connect`. Absent: 1s, doubling after each failed
+    /// attempt up to 60s (with jitter), back to 1s once a session has stayed up for a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::validate::MAX_TIMER_TEXT))]
+    pub connect_time: Option<String>,
+
     /// Secret holding the TCP-MD5 password of the session, in the operand namespace. Passwords
     /// are never accepted inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
 
-    /// Allow an eBGP peer that is more than one hop away (sends with TTL 255). Not valid for iBGP,
-    /// which is never limited to one hop.
+    /// Allow an eBGP peer that is more than one hop away. Not valid for iBGP, which is never
+    /// limited to one hop. The speakers send with TTL 255 on every session either way, which
+    /// single-hop peers accept and GTSM (ttl-security) requires.
     #[serde(default, skip_serializing_if = "is_false")]
     pub ebgp_multi_hop: bool,
 
@@ -264,6 +272,7 @@ mod tests {
             router_id: None,
             hold_time: hold.map(str::to_owned),
             keepalive_time: keepalive.map(str::to_owned),
+            connect_time: None,
             password_secret_ref: None,
             ebgp_multi_hop: false,
             bfd_profile: None,

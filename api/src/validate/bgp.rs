@@ -203,6 +203,12 @@ fn check_timers(report: &mut Report, path: &str, peer: &BgpPeer) {
         }
         (text, hold)
     });
+    if let Some(text) = &peer.connect_time
+        && let Some(connect) = timer(report, format!("{path}.connectTime"), text)
+        && connect.is_zero()
+    {
+        report.add(format!("{path}.connectTime"), text, "must be at least 1s");
+    }
     let Some(text) = &peer.keepalive_time else {
         return;
     };

@@ -121,6 +121,7 @@ mod properties {
                 router_id: None,
                 hold_time: hold.map(|h| format!("{h}s")),
                 keepalive_time: None,
+                connect_time: None,
                 password_secret_ref: None,
                 ebgp_multi_hop: false,
                 bfd_profile: None,

@@ -9,6 +9,7 @@
 //! - next hops: `sourceAddress` for its family, else the node's first InternalIP of each family;
 //!   a family with neither is not announced (the session counts the routes it skips);
 //! - hold time and keepalive as [`BgpPeer::effective_hold_time`] derives them (MetalLB's rule);
+//! - `connectTime`: a fixed interval between connection attempts (else the session's back-off);
 //! - TCP-MD5: the password the caller read from the referenced Secret.
 
 use std::collections::BTreeMap;
@@ -105,6 +106,14 @@ pub fn peer_config(
     let mut session = SessionConfig::new(peer.my_asn, peer.peer_asn, router_id);
     session.hold_time = hold_time;
     session.keepalive = Some(keepalive);
+    if let Some(text) = &peer.connect_time {
+        // A fixed interval between attempts (with the session's jitter), as FRR's `timers
+        // connect` is; validation keeps it whole seconds, at least 1s.
+        let every = parse_duration(text)
+            .map_err(|_| format!("{}: {text:?} is not a duration", field("connectTime")))?;
+        session.connect_retry = every;
+        session.connect_retry_max = every;
+    }
     session.next_hop_v4 = match source {
         Some(IpAddr::V4(v4)) => Some(v4),
         _ => node.v4,
@@ -170,12 +179,13 @@ pub fn password_for(secrets: &SecretsRead, reference: &SecretKeyRef) -> Option<P
     })
 }
 
-/// A running session, as [`Sessions::sessions`] reports it.
+/// A configured peer's session, as [`Sessions::report`] reports it.
 #[derive(Clone, Debug)]
 pub struct SessionInfo {
     /// The peer's name in spec.bgpPeers.
     pub name: String,
-    pub address: IpAddr,
+    /// Its peerAddress.
+    pub address: String,
     pub my_asn: u32,
     pub peer_asn: u32,
     pub status: PeerStatus,
@@ -268,16 +278,28 @@ impl Sessions {
         }
     }
 
-    /// Every session and its status now.
-    pub fn sessions(&self) -> Vec<SessionInfo> {
-        self.running
+    /// What to report of each of `peers` (this node's, from the config): a running session's
+    /// status, or, for a peer without one, state Idle with the reason as its last error (a missing
+    /// Secret shows there, not only in the log).
+    pub fn report(&self, peers: &[&BgpPeer]) -> Vec<SessionInfo> {
+        peers
             .iter()
-            .map(|(name, r)| SessionInfo {
-                name: name.clone(),
-                address: r.config.address,
-                my_asn: r.config.session.local_asn,
-                peer_asn: r.config.session.peer_asn,
-                status: r.peer.status().borrow().clone(),
+            .filter_map(|peer| {
+                let status = match (self.running.get(&peer.name), self.problems.get(&peer.name)) {
+                    (Some(r), _) => r.peer.status().borrow().clone(),
+                    (None, Some(why)) => PeerStatus {
+                        last_error: Some(why.clone()),
+                        ..PeerStatus::initial()
+                    },
+                    (None, None) => return None,
+                };
+                Some(SessionInfo {
+                    name: peer.name.clone(),
+                    address: peer.peer_address.clone(),
+                    my_asn: peer.my_asn,
+                    peer_asn: peer.peer_asn,
+                    status,
+                })
             })
             .collect()
     }

@@ -50,6 +50,7 @@ fn peer(name: &str, address: &str, peer_asn: u32) -> BgpPeer {
         router_id: None,
         hold_time: None,
         keepalive_time: None,
+        connect_time: None,
         password_secret_ref: None,
         ebgp_multi_hop: false,
         bfd_profile: None,

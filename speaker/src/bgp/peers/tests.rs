@@ -51,6 +51,14 @@ fn defaults_come_from_the_node_and_metallb_timers() {
     assert_eq!(c.session.hold_time, Duration::from_secs(90));
     assert_eq!(c.session.keepalive, Some(Duration::from_secs(30)));
     assert!(!c.session.passive);
+    assert_eq!(
+        c.session.connect_retry,
+        crate::bgp::config::DEFAULT_CONNECT_RETRY
+    );
+    assert_eq!(
+        c.session.connect_retry_max,
+        crate::bgp::config::DEFAULT_CONNECT_RETRY_MAX
+    );
 }
 
 #[test]
@@ -60,7 +68,10 @@ fn settings_override_the_defaults() {
     p.router_id = Some("10.255.0.1".into());
     p.source_address = Some("2001:db8:100::99".into());
     p.hold_time = Some("9s".into());
+    p.connect_time = Some("5s".into());
     let c = peer_config(&p, node(), None).unwrap();
+    assert_eq!(c.session.connect_retry, Duration::from_secs(5));
+    assert_eq!(c.session.connect_retry_max, Duration::from_secs(5));
     assert_eq!(c.port, 1179);
     assert_eq!(c.session.router_id, Ipv4Addr::new(10, 255, 0, 1));
     assert_eq!(c.source, Some("2001:db8:100::99".parse().unwrap()));
@@ -188,4 +199,35 @@ fn passwords_are_read_exactly_and_never_shown() {
         password_from("s", "password", Some(&data(b"hunter2")))
     );
     assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn a_peer_without_a_session_is_reported_idle_with_the_reason() {
+    let mut sessions = Sessions::default();
+    let why = r#"bgpPeers[tor].passwordSecretRef: Secret "bgp-tor" not found"#.to_owned();
+    sessions.update(
+        BTreeMap::from([("tor".to_owned(), Err(why.clone()))]),
+        &BTreeMap::new(),
+    );
+    assert!(sessions.is_empty());
+    assert_eq!(sessions.problems().get("tor"), Some(&why));
+    let p = peer();
+    let other = BgpPeer {
+        name: "unknown".into(),
+        ..peer()
+    };
+    let report = sessions.report(&[&p, &other]);
+    assert_eq!(
+        report.len(),
+        1,
+        "a peer the sessions never heard of is not reported"
+    );
+    let r = &report[0];
+    assert_eq!(
+        (r.name.as_str(), r.address.as_str()),
+        ("tor", "198.51.100.1")
+    );
+    assert_eq!((r.my_asn, r.peer_asn), (64513, 64512));
+    assert_eq!(r.status.state, crate::bgp::State::Idle);
+    assert_eq!(r.status.last_error.as_deref(), Some(why.as_str()));
 }
