@@ -29,7 +29,7 @@ use ferrolb_runtime::Probes;
 use ferrolb_runtime::events::Publisher;
 use ferrolb_runtime::latest::{LatestReceiver, LatestSender, latest};
 
-use crate::announce::bgp::{BgpPlan, BgpRoutes, bgp_reports};
+use crate::announce::bgp::{BgpPlan, BgpRoutes, bgp_peers_for, bgp_reports};
 use crate::announce::condition::{Write, announced_condition, condition_write};
 use crate::bgp::peers::{NodeAddresses, Sessions, password_for, peer_config};
 use crate::bgp::report::{BgpMetrics, Reporter, write_sessions};
@@ -172,6 +172,7 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     let mut peers = BTreeMap::new();
     let mut sessions = Sessions::default();
     let mut secrets = SecretReader::spawn(client.clone(), &ctx.namespace);
+    let mut secrets_open = true;
     let (mut reporter, session_objects) = Reporter::new(&ctx.node, ctx.bgp_metrics.clone());
     let session_writer = tokio::spawn(write_sessions(
         client.clone(),
@@ -205,10 +206,13 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
                     m.set_peers(peers.clone());
                 }
             }
-            changed = secrets.read().changed() => {
-                if changed.is_ok() {
-                    stale = true;
+            changed = secrets.read().changed(), if secrets_open => {
+                if changed.is_err() {
+                    // The reader task died (it never returns on its own): keep what was read.
+                    tracing::error!("the BGP password Secrets are no longer read");
+                    secrets_open = false;
                 }
+                stale = true;
             }
             changed = view.changed() => {
                 stale = true;
@@ -279,7 +283,10 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
         );
         let read = secrets.read().borrow().clone();
         secrets.set_wanted(update_bgp(&ctx.node, &world, &read, &mut sessions));
-        reporter.report(&sessions.sessions());
+        let peers = world.config().map_or_else(Vec::new, |config| {
+            bgp_peers_for(&ctx.node, config, world.nodes())
+        });
+        reporter.report(&sessions.report(&peers));
         ctx.probes.set_ready(true);
     };
 

@@ -117,7 +117,7 @@ impl Reporter {
         for s in sessions {
             let labels = PeerLabels {
                 peer: s.name.clone(),
-                address: s.address.to_string(),
+                address: s.address.clone(),
             };
             let before = self.seen.remove(&s.name).filter(|b| b.labels == labels);
             let up = s.status.state == State::Established;
@@ -152,7 +152,7 @@ impl Reporter {
             let spec = BgpSessionSpec {
                 node: self.node.clone(),
                 peer: s.name.clone(),
-                peer_address: s.address.to_string(),
+                peer_address: s.address.clone(),
                 peer_asn: s.peer_asn,
                 my_asn: s.my_asn,
             };
@@ -280,7 +280,7 @@ mod tests {
     fn session(name: &str, state: State, updates: u64, prefixes: usize) -> SessionInfo {
         SessionInfo {
             name: name.to_owned(),
-            address: "198.51.100.1".parse().unwrap(),
+            address: "198.51.100.1".to_owned(),
             my_asn: 64513,
             peer_asn: 64512,
             status: PeerStatus {

@@ -130,7 +130,8 @@ pub struct PeerStatus {
 }
 
 impl PeerStatus {
-    fn initial() -> PeerStatus {
+    /// Before the session has done anything: Idle, nothing sent.
+    pub fn initial() -> PeerStatus {
         PeerStatus {
             state: State::Idle,
             established_since: None,
