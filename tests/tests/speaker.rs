@@ -432,7 +432,10 @@ where
     tokio::time::sleep(Duration::from_secs(1)).await;
     eprintln!("failure at about 1000 ms");
     fail().await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Three seconds after: the last second of them tells whether answers resumed, and the
+    // kube-proxy stand-in's own trouble after a node vanishes (below) has had 2 s to pass (CI saw
+    // it last 1.5 s once, so 1 s was too short a wait).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let report = probe.stop();
     eprintln!(
         "{} probes, {} failed over {:?}, longest gap between answers {:?}",
