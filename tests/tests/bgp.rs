@@ -1085,3 +1085,111 @@ async fn a_cut_link_drops_the_nodes_next_hop_after_the_hold_time_until_it_return
     );
     Ok(())
 }
+
+/// FRR's session with one node made iBGP (`remote-as internal`) until dropped, then external
+/// again (also when the test fails).
+#[derive(Debug)]
+struct FrrInternal {
+    tb: Testbed,
+    asn: u32,
+    neighbor: String,
+}
+
+impl FrrInternal {
+    fn set(tb: &Testbed, neighbor: &str) -> anyhow::Result<FrrInternal> {
+        let asn = Routers::of(tb)?.frr_asn;
+        frr_configure(
+            tb,
+            asn,
+            &[format!("neighbor {neighbor} remote-as internal")],
+        )?;
+        Ok(FrrInternal {
+            tb: tb.clone(),
+            asn,
+            neighbor: neighbor.to_owned(),
+        })
+    }
+}
+
+impl Drop for FrrInternal {
+    fn drop(&mut self) {
+        let line = format!("neighbor {} remote-as external", self.neighbor);
+        if let Err(e) = frr_configure(&self.tb, self.asn, &[line]) {
+            eprintln!(
+                "making FRR's session with {} external again: {e:#}",
+                self.neighbor
+            );
+        }
+    }
+}
+
+/// LOCAL_PREF goes to iBGP peers only: node-1 peers with FRR in FRR's own AS (a peer of its own,
+/// selected by node name), the other nodes over eBGP; one advertisement with localPref 150. FRR's
+/// path from node-1 carries it, and wins (LOCAL_PREF is compared first); the eBGP paths carry
+/// none (FRR shows its default, 100).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn local_pref_reaches_the_ibgp_peer_only() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    ensure!(tb.node_names.len() >= 3, "needs three nodes");
+    let client = tb.client().await?;
+    let routers = Routers::of(&tb)?;
+    let (first, first_ip) = (tb.node_names[0].clone(), tb.node_ips[0].clone());
+    let _internal = FrrInternal::set(&tb, &first_ip)?;
+    let hostname = "kubernetes.io/hostname";
+    let config = json!({
+        "addressPools": [{"name": "bgp", "addresses": [POOL_V4]}],
+        "bgpPeers": [
+            {"name": "frr-ibgp", "myASN": routers.frr_asn, "peerASN": routers.frr_asn,
+             "peerAddress": routers.frr, "holdTime": "9s",
+             "nodeSelectors": [{"matchLabels": {hostname: first}}]},
+            {"name": "frr", "myASN": routers.my_asn, "peerASN": routers.frr_asn,
+             "peerAddress": routers.frr, "holdTime": "9s",
+             "nodeSelectors": [{"matchExpressions": [{"key": hostname, "operator": "NotIn", "values": [first]}]}]},
+        ],
+        "bgpAdvertisements": [{"name": "all", "localPref": 150}],
+    });
+    let installed = install_with(&tb, &client, config).await?;
+    let ns = tb.namespace(&client, "bgp-localpref").await?;
+    let w = Bgp {
+        tb,
+        client,
+        ns,
+        routers,
+        _installed: installed,
+    };
+    w.echo("web", 3, None).await?;
+    w.service("web", "web", json!({})).await?;
+    let ip = w.address("web", false).await?;
+    let prefix = host_prefix(&ip);
+    w.until_holds(View::Frr, &prefix, &w.nodes_v4()).await?;
+    let detail =
+        w.tb.frr_json(&format!("show bgp ipv4 unicast {prefix} json"))?;
+    let paths = detail["paths"].as_array().cloned().unwrap_or_default();
+    let mut seen = BTreeMap::new();
+    for path in &paths {
+        let from = path["peer"]["peerId"]
+            .as_str()
+            .or_else(|| path["nexthops"][0]["ip"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let local_pref = path["locPrf"]
+            .as_u64()
+            .or_else(|| path["localpref"].as_u64());
+        let best = path["bestpath"]["overall"].as_bool().unwrap_or(false);
+        seen.insert(from, (local_pref, best));
+    }
+    let ibgp = seen.get(&first_ip).copied();
+    ensure!(
+        ibgp == Some((Some(150), true)),
+        "node-1's iBGP path carries LOCAL_PREF 150 and is the best: {seen:?} in {detail}"
+    );
+    for ip in w.tb.node_ips.iter().filter(|ip| **ip != first_ip) {
+        let (local_pref, best) = seen.get(ip).copied().unwrap_or_default();
+        ensure!(
+            !best && local_pref.is_none_or(|l| l == 100),
+            "the eBGP path from {ip} carries no LOCAL_PREF of ours: {seen:?} in {detail}"
+        );
+    }
+    Ok(())
+}
