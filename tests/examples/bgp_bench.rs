@@ -1,0 +1,255 @@
+//! BGP benchmark on the testbed: with COUNT (default 10,000) LoadBalancer Services announced over
+//! BGP by every node to FRR, BIRD and GoBGP, how long a restarted speaker takes to put all of
+//! them back in FRR's RIB, how many UPDATEs it sends for them, its memory, and the latency from a
+//! new Service's creation to its route at FRR from every node.
+//!
+//! Run (a testbed up; release binaries give the production figures):
+//!   TESTBED_PROFILE=release make testbed-up
+//!   cargo run --release -p ferrolb-testbed --example bgp_bench
+//! (`COUNT=1000` for fewer Services, `SAMPLES=50` for fewer latency samples.) Results go to
+//! docs/benchmarks.md by hand.
+//!
+//! The Services get addresses of their own from a /18 outside the testbed's LAN (so COUNT routes)
+//! and share one echo pod (a ready endpoint, so they are announced). node-1's speaker pod is then
+//! deleted; FRR's view of node-1 (`show bgp ipv4 unicast summary json`, polled every 50 ms) gives
+//! when its new session came up and when it held every route again. The UPDATE count is the new
+//! speaker's `ferrolb_bgp_updates_total{peer="frr"}`, its RSS the pod's main process `VmRSS`.
+//! Latency: a Service created after that, until FRR holds a path for its /32 from every node
+//! (polled every 10 ms; FRR's own processing included, as a user sees it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use ferrolb_testbed::ferrolb::{SPEAKER_PODS, SYSTEM, install_with};
+use ferrolb_testbed::harness::{Testbed, netns_sh, percentile, pod_pid, rss_kib, wait_for};
+use ferrolb_testbed::workloads::{create_deployment, echo_container};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+
+const POOL: &str = "10.200.0.0/18";
+const FRR_PEER: &str = "frr";
+
+fn service(name: &str) -> Service {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name},
+        // No node ports: 10,000 Services would exhaust the node-port range.
+        "spec": {"type": "LoadBalancer", "selector": {"app": "bench"},
+                 "allocateLoadBalancerNodePorts": false,
+                 "ports": [{"name": "p", "port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap()
+}
+
+fn ip_of(svc: &Service) -> Option<String> {
+    svc.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?
+        .ip
+        .clone()
+}
+
+fn env_usize(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// FRR's (state, prefixes received) for the neighbour `address`.
+fn frr_neighbour(tb: &Testbed, address: &str) -> (String, u64) {
+    let summary = tb
+        .frr_json("show bgp ipv4 unicast summary json")
+        .unwrap_or(Value::Null);
+    let peer = &summary["peers"][address];
+    (
+        peer["state"].as_str().unwrap_or_default().to_owned(),
+        peer["pfxRcd"].as_u64().unwrap_or(0),
+    )
+}
+
+/// How many paths FRR holds for `prefix`.
+fn frr_paths(tb: &Testbed, prefix: &str) -> usize {
+    tb.frr_json(&format!("show bgp ipv4 unicast {prefix} json"))
+        .ok()
+        .and_then(|v| v["paths"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let count = env_usize("COUNT", 10_000);
+    let samples = env_usize("SAMPLES", 100);
+    let tb = Testbed::start_or_reuse()?;
+    let client = tb.client().await?;
+    let router = |name: &str, asn: u32, address: &str| json!({"name": name, "myASN": 64513, "peerASN": asn, "peerAddress": address, "holdTime": "9s"});
+    let _installed = install_with(
+        &tb,
+        &client,
+        json!({
+            "addressPools": [{"name": "bench", "addresses": [POOL]}],
+            "bgpPeers": [
+                router(FRR_PEER, 64512, "198.51.100.1"),
+                router("bird", 64520, "198.51.100.2"),
+                router("gobgp", 64530, "198.51.100.3"),
+            ],
+            "bgpAdvertisements": [{"name": "all"}],
+        }),
+    )
+    .await?;
+    let ns = tb.namespace(&client, "bgp-bench").await?;
+    create_deployment(
+        &client,
+        &ns.name,
+        "bench",
+        1,
+        json!({"containers": [echo_container()]}),
+    )
+    .await?;
+    let api: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let filling = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &service(&format!("bg-{i:05}")))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let nodes: Vec<String> = (1..=tb.node_names.len())
+        .map(|i| format!("198.51.100.1{i}"))
+        .collect();
+    wait_for(
+        &format!("{count} routes at FRR from every node"),
+        Duration::from_secs(1200),
+        || async {
+            Ok(nodes
+                .iter()
+                .all(|n| frr_neighbour(&tb, n).1 >= count as u64)
+                .then_some(()))
+        },
+    )
+    .await?;
+    println!(
+        "{count} Services created and their routes at FRR from {} nodes after {:.1?}",
+        nodes.len(),
+        filling.elapsed()
+    );
+
+    // node-1's speaker restarts: its new session, then every route again.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    let on_node = |node: &str| {
+        let pods = pods.clone();
+        let node = node.to_owned();
+        async move {
+            let list = pods
+                .list(&ListParams::default().labels(SPEAKER_PODS))
+                .await?;
+            anyhow::Ok(list.items.into_iter().find(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str())
+            }))
+        }
+    };
+    let node = tb.node_names[0].clone();
+    let old = on_node(&node).await?.expect("a speaker on node-1");
+    let deleted = Instant::now();
+    pods.delete(&old.name_any(), &DeleteParams::default())
+        .await?;
+    let mut down_seen = false;
+    let mut up_at = None;
+    let full_at = loop {
+        let (state, received) = frr_neighbour(&tb, &nodes[0]);
+        if state != "Established" {
+            down_seen = true;
+        } else if down_seen && up_at.is_none() {
+            up_at = Some(deleted.elapsed());
+        }
+        if down_seen && state == "Established" && received >= count as u64 {
+            break deleted.elapsed();
+        }
+        anyhow::ensure!(
+            deleted.elapsed() < Duration::from_secs(600),
+            "node-1's routes did not come back: {state}, {received}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let up_at = up_at.unwrap_or(full_at);
+    let new = wait_for("the new speaker pod", Duration::from_secs(60), || async {
+        Ok(on_node(&node).await?.filter(|p| p.uid() != old.uid()))
+    })
+    .await?;
+    let metrics = netns_sh(
+        &tb.node_netns[0],
+        &["curl", "-sS", "-m", "5", "http://127.0.0.1:7473/metrics"],
+    )?;
+    let updates = metric(
+        &metrics,
+        &format!("ferrolb_bgp_updates_total{{peer=\"{FRR_PEER}\",address=\"198.51.100.1\"}}"),
+    );
+    let rss = pod_pid(&new)
+        .and_then(rss_kib)
+        .map_or("?".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    println!(
+        "| {count} | {:.2?} | {:.2?} | {:.2?} | {} | {rss} |",
+        up_at,
+        full_at,
+        full_at - up_at,
+        updates.map_or("?".to_owned(), |u| format!("{u}")),
+    );
+    println!(
+        "  (pod deleted → FRR's session with node-1 up again → all {count} routes from it; UPDATEs the new speaker sent FRR; its RSS with 3 sessions)"
+    );
+
+    // Created → route at FRR from every node.
+    let mut latencies = Vec::with_capacity(samples);
+    for n in 0..samples {
+        let name = format!("m-{n:03}");
+        let start = Instant::now();
+        api.create(&PostParams::default(), &service(&name)).await?;
+        let ip = wait_for("the sample's IP", Duration::from_secs(30), || async {
+            Ok(ip_of(&api.get(&name).await?))
+        })
+        .await?;
+        let prefix = format!("{ip}/32");
+        loop {
+            if frr_paths(&tb, &prefix) >= nodes.len() {
+                break;
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(30),
+                "{prefix} not at FRR from every node"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        latencies.push(start.elapsed());
+        api.delete(&name, &DeleteParams::default()).await?;
+    }
+    latencies.sort();
+    println!(
+        "created → route at FRR from every node, {samples} samples among {count}: p50 {:.1?} p99 {:.1?} max {:.1?}",
+        percentile(&latencies, 50),
+        percentile(&latencies, 99),
+        latencies[latencies.len() - 1]
+    );
+    ns.delete_and_wait(&client, Duration::from_secs(600))
+        .await?;
+    Ok(())
+}
