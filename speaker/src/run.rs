@@ -29,7 +29,7 @@ use ferrolb_runtime::Probes;
 use ferrolb_runtime::events::Publisher;
 use ferrolb_runtime::latest::{LatestReceiver, LatestSender, latest};
 
-use crate::announce::bgp::{BgpPlan, BgpRoutes, bgp_peers_for, bgp_reports};
+use crate::announce::bgp::{BgpPlan, BgpRoutes, bgp_reports};
 use crate::announce::condition::{Write, announced_condition, condition_write};
 use crate::bgp::peers::{NodeAddresses, Sessions, password_for, peer_config};
 use crate::bgp::report::{BgpMetrics, Reporter, write_sessions};
@@ -273,20 +273,27 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
             (false, changed) => changed,
         };
         let current = view.borrow().clone();
+        // The BGP view of the config and the Nodes, resolved once for this pass.
+        let plan = world
+            .config()
+            .map(|config| BgpPlan::new(config, world.nodes()));
         recompute(
             &mut ctx,
             &world,
+            plan.as_ref(),
             &current,
             &changed,
             &mut announcing,
             &conditions,
         );
-        let read = secrets.read().borrow().clone();
-        secrets.set_wanted(update_bgp(&ctx.node, &world, &read, &mut sessions));
-        let peers = world.config().map_or_else(Vec::new, |config| {
-            bgp_peers_for(&ctx.node, config, world.nodes())
-        });
-        reporter.report(&sessions.report(&peers));
+        if let Some(plan) = &plan {
+            let read = secrets.read().borrow().clone();
+            let bgp = Bgp {
+                sessions: &mut sessions,
+                reporter: &mut reporter,
+            };
+            secrets.set_wanted(update_bgp(&ctx.node, &world, plan, &read, bgp));
+        }
         ctx.probes.set_ready(true);
     };
 
@@ -360,6 +367,7 @@ async fn update_membership(
 fn recompute(
     ctx: &mut Context,
     world: &World,
+    plan: Option<&BgpPlan<'_>>,
     view: &View,
     changed: &Changed,
     announcing: &mut Announcing,
@@ -443,10 +451,9 @@ fn recompute(
 
     // The Service condition: decided by `announced_condition` (which speaker writes it, and
     // what), written when the Service's status does not show it yet.
-    let bgp = if config.bgp_advertisements.is_empty() {
-        BTreeMap::new()
-    } else {
-        bgp_reports(&BgpPlan::new(config, world.nodes()), config, &views)
+    let bgp = match plan {
+        Some(plan) if !config.bgp_advertisements.is_empty() => bgp_reports(plan, config, &views),
+        _ => BTreeMap::new(),
     };
     for svc in &views {
         let Some(want) = announced_condition(
@@ -495,20 +502,24 @@ fn recompute(
     }
 }
 
-/// Brings this node's BGP sessions to what the configuration wants and hands them their routes;
-/// returns the Secrets the sessions' passwords are in (to read from now on).
+/// This node's BGP sessions and what reports them.
+struct Bgp<'a> {
+    sessions: &'a mut Sessions,
+    reporter: &'a mut Reporter,
+}
+
+/// Brings this node's BGP sessions to what the configuration wants, hands them their routes and
+/// reports them; returns the Secrets the sessions' passwords are in (to read from now on).
 fn update_bgp(
     me: &str,
     world: &World,
+    plan: &BgpPlan<'_>,
     secrets: &SecretsRead,
-    sessions: &mut Sessions,
+    bgp: Bgp<'_>,
 ) -> BTreeSet<String> {
-    let Some(config) = world.config() else {
-        return BTreeSet::new();
-    };
-    let plan = BgpPlan::new(config, world.nodes());
+    let Bgp { sessions, reporter } = bgp;
     let peers = plan.peers_for(me);
-    if peers.is_empty() && sessions.is_empty() {
+    if peers.is_empty() && sessions.is_empty() && sessions.problems().is_empty() {
         return BTreeSet::new();
     }
     let node = NodeAddresses::of(
@@ -536,6 +547,7 @@ fn update_bgp(
         plan.routes(me, &world.service_views())
     };
     sessions.update(wanted, &routes);
+    reporter.report(&sessions.report(peers));
     peers
         .iter()
         .filter_map(|p| Some(p.password_secret_ref.as_ref()?.name.clone()))
