@@ -22,7 +22,9 @@
 use std::time::{Duration, Instant};
 
 use ferrolb_testbed::ferrolb::{SPEAKER_PODS, SYSTEM, install_with};
-use ferrolb_testbed::harness::{Testbed, netns_sh, percentile, pod_pid, rss_kib, wait_for};
+use ferrolb_testbed::harness::{
+    Testbed, ingress_ips, netns_sh, percentile, pod_pid, rss_kib, wait_for,
+};
 use ferrolb_testbed::workloads::{create_deployment, echo_container};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -43,18 +45,6 @@ fn service(name: &str) -> Service {
                  "ports": [{"name": "p", "port": 80, "targetPort": 8080}]},
     }))
     .unwrap()
-}
-
-fn ip_of(svc: &Service) -> Option<String> {
-    svc.status
-        .as_ref()?
-        .load_balancer
-        .as_ref()?
-        .ingress
-        .as_ref()?
-        .first()?
-        .ip
-        .clone()
 }
 
 fn env_usize(var: &str, default: usize) -> usize {
@@ -225,7 +215,7 @@ async fn main() -> anyhow::Result<()> {
         let start = Instant::now();
         api.create(&PostParams::default(), &service(&name)).await?;
         let ip = wait_for("the sample's IP", Duration::from_secs(30), || async {
-            Ok(ip_of(&api.get(&name).await?))
+            Ok(ingress_ips(&api.get(&name).await?).into_iter().next())
         })
         .await?;
         let prefix = format!("{ip}/32");
