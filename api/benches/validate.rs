@@ -55,7 +55,8 @@ fn large_config() -> LoadBalancerConfigSpec {
         .map(|i| BgpPeer {
             name: format!("tor-{i}"),
             my_asn: 4_200_000_000,
-            peer_asn: 64_512 + u32::try_from(i).unwrap(),
+            peer_asn: Some(64_512 + u32::try_from(i).unwrap()),
+            dynamic_asn: None,
             peer_address: format!("198.51.{}.{}", i / 128, 1 + i % 128),
             peer_port: 179,
             source_address: None,

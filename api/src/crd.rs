@@ -183,6 +183,12 @@ mod tests {
         let want = [
             (
                 "spec.bgpPeers[*]",
+                "exactly one of peerASN and dynamicASN must be set",
+                ".peerASN",
+                "peer ASN and dynamic ASN both unset",
+            ),
+            (
+                "spec.bgpPeers[*]",
                 "holdTime must be 0s (no keepalives) or at least 3s",
                 ".holdTime",
                 "hold time 2s",
@@ -195,7 +201,7 @@ mod tests {
             ),
             (
                 "spec.bgpPeers[*]",
-                "ebgpMultiHop applies to eBGP only; this peer is iBGP (myASN equals peerASN)",
+                "ebgpMultiHop applies to eBGP only; this peer is iBGP (myASN equals peerASN, or dynamicASN is internal)",
                 ".ebgpMultiHop",
                 "multihop iBGP",
             ),

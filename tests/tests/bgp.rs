@@ -86,12 +86,17 @@ impl Routers {
     }
 
     /// The config: every router a peer of every node (hold time 9 s, as the routers have), one
-    /// advertisement of every pool to every peer. With `frr_secret`, the IPv4 FRR peer's
+    /// advertisement of every pool to every peer. BIRD's AS is not configured (`dynamicASN:
+    /// external`): the speakers learn it from its OPEN. With `frr_secret`, the IPv4 FRR peer's
     /// TCP-MD5 password is that Secret's `password` (the key's default).
     fn config(&self, frr_secret: Option<&str>) -> Value {
         let peer = |name: &str, asn: u32, address: &str| {
             json!({"name": name, "myASN": self.my_asn, "peerASN": asn, "peerAddress": address,
                    "holdTime": "9s"})
+        };
+        let dynamic_external = |name: &str, address: &str| {
+            json!({"name": name, "myASN": self.my_asn, "dynamicASN": "external",
+                   "peerAddress": address, "holdTime": "9s"})
         };
         let mut frr = peer("frr", self.frr_asn, &self.frr);
         if let Some(name) = frr_secret {
@@ -102,7 +107,7 @@ impl Routers {
             "bgpPeers": [
                 frr,
                 peer("frr-v6", self.frr_asn, &self.frr_v6),
-                peer("bird", self.bird_asn, &self.bird),
+                dynamic_external("bird", &self.bird),
                 peer("gobgp", self.gobgp_asn, &self.gobgp),
             ],
             "bgpAdvertisements": [{"name": "all", "communities": COMMUNITIES}],
@@ -858,12 +863,17 @@ async fn every_node_announces_the_address_and_frr_spreads_the_client_over_them()
             .iter()
             .filter(|s| s.spec.peer == "frr")
             .all(|s| s.status.as_ref().is_some_and(|st| st.routes_sent == 1));
+        // BIRD's AS, learned from its OPEN (dynamicASN: external).
+        let bird_as_learned = list
+            .iter()
+            .filter(|s| s.spec.peer == "bird")
+            .all(|s| s.spec.peer_asn == Some(w.routers.bird_asn));
         let want: BTreeSet<String> =
             w.tb.node_names
                 .iter()
                 .flat_map(|n| ["frr", "frr-v6", "bird", "gobgp"].map(|p| format!("{n}/{p}")))
                 .collect();
-        Ok((established == want && frr_routes).then_some(()))
+        Ok((established == want && frr_routes && bird_as_learned).then_some(()))
     })
     .await?;
     Ok(())

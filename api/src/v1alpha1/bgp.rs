@@ -22,9 +22,21 @@ pub struct BgpPeer {
     pub my_asn: u32,
 
     /// Autonomous system number of the peer (1-4294967295). Equal to myASN: an iBGP session.
-    #[serde(rename = "peerASN")]
+    /// Exactly one of peerASN and dynamicASN is set.
+    #[serde(rename = "peerASN", default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub peer_asn: u32,
+    pub peer_asn: Option<u32>,
+
+    /// Accept the peer's AS number from its OPEN instead of configuring it: `internal` accepts only
+    /// myASN (iBGP), `external` any other AS (eBGP), as with FRR's `remote-as internal` and
+    /// `remote-as external`. For routers whose AS differs per rack while one peer entry serves all
+    /// racks. Exactly one of peerASN and dynamicASN is set.
+    #[serde(
+        rename = "dynamicASN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dynamic_asn: Option<DynamicAsn>,
 
     /// IPv4 or IPv6 address of the peer.
     pub peer_address: String,
@@ -94,10 +106,41 @@ pub struct BgpPeer {
     pub node_selectors: Vec<LabelSelector>,
 }
 
+/// Accept the peer's AS number from its OPEN instead of configuring it: `internal` accepts only
+/// myASN (iBGP), `external` any other AS (eBGP), as with FRR's `remote-as internal` and
+/// `remote-as external`. For routers whose AS differs per rack while one peer entry serves all
+/// racks. Exactly one of peerASN and dynamicASN is set.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DynamicAsn {
+    /// myASN only: an iBGP session.
+    Internal,
+    /// Any AS but myASN: an eBGP session.
+    External,
+}
+
 /// The hold time of a peer that sets neither holdTime nor keepaliveTime (RFC 4271 suggests 90 s).
 pub const DEFAULT_HOLD_TIME: Duration = Duration::from_secs(90);
 
 impl BgpPeer {
+    /// Whether the session is iBGP: peerASN equals myASN, or dynamicASN is `internal`.
+    pub fn is_ibgp(&self) -> bool {
+        match (self.peer_asn, self.dynamic_asn) {
+            (Some(asn), _) => asn == self.my_asn,
+            (None, dynamic) => dynamic == Some(DynamicAsn::Internal),
+        }
+    }
+
+    /// The peer's AS as people read it: `AS 64512`, or `iBGP` / `eBGP` for a dynamic AS.
+    pub fn peer_as_text(&self) -> String {
+        match (self.peer_asn, self.dynamic_asn) {
+            (Some(asn), _) => format!("AS {asn}"),
+            (None, Some(DynamicAsn::Internal)) => "iBGP".to_owned(),
+            (None, Some(DynamicAsn::External)) => "eBGP".to_owned(),
+            (None, None) => "AS unset".to_owned(),
+        }
+    }
+
     /// The hold time in force: holdTime; absent, three times keepaliveTime when that is set (as
     /// MetalLB derives it), otherwise [`DEFAULT_HOLD_TIME`]. `None` when a timer that is set is
     /// not a duration (which `validate` rejects).
@@ -265,7 +308,8 @@ mod tests {
         BgpPeer {
             name: "tor".to_owned(),
             my_asn: 64512,
-            peer_asn: 64513,
+            peer_asn: Some(64513),
+            dynamic_asn: None,
             peer_address: "198.51.100.1".to_owned(),
             peer_port: BGP_PORT,
             source_address: None,

@@ -20,8 +20,13 @@ const DURATION: &str = "^([0-9]{1,5}(ms|[hms]))+$";
 /// The rules, messages and field paths of each `spec.bgpPeers[*]`. They sit on the peer, not on
 /// its fields, because the API server estimates a rule's cost times the times it may run, and a
 /// string may occur far more often in a request than a peer.
-pub(crate) fn bgp_peer_rules() -> [(String, &'static str, &'static str); 3] {
+pub(crate) fn bgp_peer_rules() -> [(String, &'static str, &'static str); 4] {
     [
+        (
+            "has(self.peerASN) != has(self.dynamicASN)".to_owned(),
+            "exactly one of peerASN and dynamicASN must be set",
+            ".peerASN",
+        ),
         (
             format!(
                 "!has(self.holdTime) || !self.holdTime.matches('{DURATION}') || duration(self.holdTime) == duration('0s') || duration(self.holdTime) >= duration('3s')"
@@ -37,9 +42,9 @@ pub(crate) fn bgp_peer_rules() -> [(String, &'static str, &'static str); 3] {
             ".keepaliveTime",
         ),
         (
-            "!has(self.ebgpMultiHop) || !self.ebgpMultiHop || self.myASN != self.peerASN"
+            "!has(self.ebgpMultiHop) || !self.ebgpMultiHop || (has(self.peerASN) ? self.myASN != self.peerASN : !has(self.dynamicASN) || self.dynamicASN != 'internal')"
                 .to_owned(),
-            "ebgpMultiHop applies to eBGP only; this peer is iBGP (myASN equals peerASN)",
+            "ebgpMultiHop applies to eBGP only; this peer is iBGP (myASN equals peerASN, or dynamicASN is internal)",
             ".ebgpMultiHop",
         ),
     ]

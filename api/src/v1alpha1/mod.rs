@@ -11,7 +11,7 @@ mod session;
 mod status;
 mod workloads;
 
-pub use bgp::{BfdProfile, BgpAdvertisement, BgpPeer, DEFAULT_HOLD_TIME, SecretKeyRef};
+pub use bgp::{BfdProfile, BgpAdvertisement, BgpPeer, DEFAULT_HOLD_TIME, DynamicAsn, SecretKeyRef};
 pub use l2::L2Advertisement;
 pub use pools::{AddressPool, AllocateTo};
 pub use session::{BGPSession, BgpSessionSpec, BgpSessionStatus};

@@ -35,9 +35,10 @@ pub struct BgpSessionSpec {
     pub peer: String,
     /// Address of the peer.
     pub peer_address: String,
-    /// AS number of the peer.
-    #[serde(rename = "peerASN")]
-    pub peer_asn: u32,
+    /// AS number of the peer: the configured peerASN or, for a peer with dynamicASN, the one it
+    /// presented in its last OPEN (absent until it has sent one).
+    #[serde(rename = "peerASN", default, skip_serializing_if = "Option::is_none")]
+    pub peer_asn: Option<u32>,
     /// AS number the speaker presents.
     #[serde(rename = "myASN")]
     pub my_asn: u32,

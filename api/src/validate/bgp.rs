@@ -99,7 +99,21 @@ fn timer(report: &mut Report, path: String, text: &str) -> Option<Duration> {
 }
 
 fn check_peer(report: &mut Report, path: &str, peer: &BgpPeer, profiles: &HashMap<&str, usize>) {
-    for (field, asn) in [("myASN", peer.my_asn), ("peerASN", peer.peer_asn)] {
+    match (peer.peer_asn, peer.dynamic_asn) {
+        (None, None) => report.add(
+            format!("{path}.peerASN"),
+            (),
+            "one of peerASN and dynamicASN is required",
+        ),
+        (Some(_), Some(dynamic)) => report.add(
+            format!("{path}.dynamicASN"),
+            dynamic,
+            "cannot be set together with peerASN; set one of them",
+        ),
+        _ => {}
+    }
+    let asns = [("myASN", Some(peer.my_asn)), ("peerASN", peer.peer_asn)];
+    for (field, asn) in asns.into_iter().filter_map(|(f, a)| Some((f, a?))) {
         if asn == 0 {
             report.add(
                 format!("{path}.{field}"),
@@ -148,11 +162,11 @@ fn check_peer(report: &mut Report, path: &str, peer: &BgpPeer, profiles: &HashMa
         );
     }
     check_timers(report, path, peer);
-    if peer.ebgp_multi_hop && peer.my_asn == peer.peer_asn {
+    if peer.ebgp_multi_hop && peer.is_ibgp() {
         report.add(
             format!("{path}.ebgpMultiHop"),
             true,
-            "applies to eBGP only; this peer is iBGP (myASN equals peerASN)",
+            "applies to eBGP only; this peer is iBGP (myASN equals peerASN, or dynamicASN is internal)",
         );
     }
     if let Some(secret) = &peer.password_secret_ref {

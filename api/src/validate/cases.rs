@@ -20,7 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use super::names::{DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_VALUE, QUALIFIED_NAME};
 use crate::community::CommunityError;
 use crate::v1alpha1::{
-    AllocateTo, BfdProfile, BgpAdvertisement, BgpPeer, LoadBalancerConfigSpec, SecretKeyRef,
+    AllocateTo, BfdProfile, BgpAdvertisement, BgpPeer, DynamicAsn, LoadBalancerConfigSpec,
+    SecretKeyRef,
 };
 
 /// One rule of the validator, shown on a variant of [`base`].
@@ -323,9 +324,15 @@ fn rows() -> Vec<Row> {
         ("L2 node selectors that differ in one value", |s| s.l2_advertisements[0].node_selectors = vec![expression("zone", "In", &["a", "b"]), expression("zone", "In", &["c", "a"])], ok()),
         ("allocateTo matchLabels repeated as an expression", |s| s.address_pools[2].allocate_to = Some(AllocateTo { service_selectors: vec![selector(&[("tier", "web")]), expression("tier", "In", &["web"])], ..AllocateTo::default() }), one("spec.addressPools[2].allocateTo.serviceSelectors[1]", r#"{"matchExpressions":[{"key":"tier","operator":"In","values":["web"]}]}"#, "duplicates spec.addressPools[2].allocateTo.serviceSelectors[0]")),
         // --- BGP peers
-        ("4-byte ASNs", |s| { peer(s).my_asn = 4_200_000_000; peer(s).peer_asn = u32::MAX; }, ok()),
+        ("4-byte ASNs", |s| { peer(s).my_asn = 4_200_000_000; peer(s).peer_asn = Some(u32::MAX); }, ok()),
         ("my ASN zero", |s| peer(s).my_asn = 0, one("spec.bgpPeers[0].myASN", "0", "must be between 1 and 4294967295")),
-        ("peer ASN zero", |s| peer(s).peer_asn = 0, one("spec.bgpPeers[0].peerASN", "0", "must be between 1 and 4294967295")),
+        ("peer ASN zero", |s| peer(s).peer_asn = Some(0), one("spec.bgpPeers[0].peerASN", "0", "must be between 1 and 4294967295")),
+        ("dynamic ASN external", |s| { peer(s).peer_asn = None; peer(s).dynamic_asn = Some(DynamicAsn::External); }, ok()),
+        ("dynamic ASN internal", |s| { peer(s).peer_asn = None; peer(s).dynamic_asn = Some(DynamicAsn::Internal); }, ok()),
+        ("peer ASN and dynamic ASN both unset", |s| peer(s).peer_asn = None, one("spec.bgpPeers[0].peerASN", "null", "one of peerASN and dynamicASN is required")),
+        ("peer ASN and dynamic ASN both set", |s| peer(s).dynamic_asn = Some(DynamicAsn::External), one("spec.bgpPeers[0].dynamicASN", r#""external""#, "cannot be set together with peerASN; set one of them")),
+        ("multihop with dynamic ASN external", |s| { peer(s).peer_asn = None; peer(s).dynamic_asn = Some(DynamicAsn::External); peer(s).ebgp_multi_hop = true; }, ok()),
+        ("multihop with dynamic ASN internal", |s| { peer(s).peer_asn = None; peer(s).dynamic_asn = Some(DynamicAsn::Internal); peer(s).ebgp_multi_hop = true; }, one("spec.bgpPeers[0].ebgpMultiHop", "true", "applies to eBGP only; this peer is iBGP (myASN equals peerASN, or dynamicASN is internal)")),
         ("IPv6 peer", |s| peer(s).peer_address = "2001:db8::1".into(), ok()),
         ("peer address not an IP", |s| peer(s).peer_address = "tor-a.example".into(), one("spec.bgpPeers[0].peerAddress", r#""tor-a.example""#, "must be an IPv4 or IPv6 address")),
         ("peer port zero", |s| peer(s).peer_port = 0, one("spec.bgpPeers[0].peerPort", "0", "must be between 1 and 65535")),
@@ -353,7 +360,7 @@ fn rows() -> Vec<Row> {
         ("keepalive above a third of the longest hold time", |s| peer(s).keepalive_time = Some("21846s".into()), one("spec.bgpPeers[0].keepaliveTime", r#""21846s""#, "must be at most 21845s when holdTime is absent: the hold time is then three times keepaliveTime, at most 65535s")),
         ("keepalive text too long", |s| peer(s).keepalive_time = Some(format!("{}1s", "0".repeat(11))), one("spec.bgpPeers[0].keepaliveTime", r#""000000000001s""#, "must be at most 12 characters")),
         ("multihop eBGP", |s| peer(s).ebgp_multi_hop = true, ok()),
-        ("multihop iBGP", |s| s.bgp_peers[1].ebgp_multi_hop = true, one("spec.bgpPeers[1].ebgpMultiHop", "true", "applies to eBGP only; this peer is iBGP (myASN equals peerASN)")),
+        ("multihop iBGP", |s| s.bgp_peers[1].ebgp_multi_hop = true, one("spec.bgpPeers[1].ebgpMultiHop", "true", "applies to eBGP only; this peer is iBGP (myASN equals peerASN, or dynamicASN is internal)")),
         ("password from a Secret", |s| peer(s).password_secret_ref = Some(SecretKeyRef { name: "tor-a-md5".into(), key: "password".into() }), ok()),
         ("password Secret name invalid", |s| peer(s).password_secret_ref = Some(SecretKeyRef { name: "Tor".into(), key: "password".into() }), one("spec.bgpPeers[0].passwordSecretRef.name", r#""Tor""#, DNS1123_SUBDOMAIN)),
         ("password Secret key invalid", |s| peer(s).password_secret_ref = Some(SecretKeyRef { name: "tor".into(), key: "a/b".into() }), one("spec.bgpPeers[0].passwordSecretRef.key", r#""a/b""#, "must be a Secret key: letters, digits, '-', '_' or '.'")),

@@ -114,7 +114,8 @@ mod properties {
             .prop_map(|(name, my_asn, peer_asn, host, hold, gr)| BgpPeer {
                 name,
                 my_asn,
-                peer_asn,
+                peer_asn: Some(peer_asn),
+                dynamic_asn: None,
                 peer_address: format!("198.51.100.{host}"),
                 peer_port: 179,
                 source_address: None,

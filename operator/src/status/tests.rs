@@ -439,7 +439,7 @@ fn session(node: &str, state: &str, down_since: Option<i64>, error: Option<&str>
             node: node.to_owned(),
             peer: "frr".to_owned(),
             peer_address: "198.51.100.1".to_owned(),
-            peer_asn: 64512,
+            peer_asn: Some(64512),
             my_asn: 64513,
         },
     );

@@ -13,7 +13,7 @@
 //!   advertisement names (every one when it names none).
 //! - The route is the IP masked to the advertisement's aggregationLength (aggregationLengthV6 for
 //!   IPv6). Advertisements, or IPs, that give one prefix to one peer give one route: the attributes
-//!   are merged by [`RouteAttributes::merge`]. LOCAL_PREF goes to iBGP peers (peerASN = myASN)
+//!   are merged by [`RouteAttributes::merge`]. LOCAL_PREF goes to iBGP peers (peerASN = myASN, or dynamicASN internal)
 //!   only; communities go to every peer.
 //!
 //! Serving. A Service with `externalTrafficPolicy: Cluster` is served from every node once it has
@@ -164,7 +164,7 @@ pub fn announcers_text(
         .map(|(peer, nodes)| {
             let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
             let whom = match config.bgp_peers.iter().find(|p| p.name == *peer) {
-                Some(p) => format!("{peer} ({}, AS {})", p.peer_address, p.peer_asn),
+                Some(p) => format!("{peer} ({}, {})", p.peer_address, p.peer_as_text()),
                 None => peer.clone(),
             };
             format!("to {whom} from {}", nodes.join(", "))
@@ -328,7 +328,7 @@ impl<'a> ResolvedAd<'a> {
             .iter()
             .filter(|peer| spec.peers.is_empty() || spec.peers.contains(&peer.name))
             .map(|peer| {
-                let ibgp = peer.my_asn == peer.peer_asn;
+                let ibgp = peer.is_ibgp();
                 let local_pref = spec.local_pref.filter(|_| ibgp);
                 let attributes = RouteAttributes {
                     local_pref,

@@ -20,11 +20,59 @@ pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 /// Hold timer while waiting for the peer's OPEN (RFC 4271 §8.2.2 suggests 4 minutes).
 pub const OPEN_HOLD_TIME: Duration = Duration::from_secs(240);
 
+/// The AS numbers the peer may present in its OPEN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerAs {
+    /// This one only (`peerASN`).
+    Exactly(u32),
+    /// Ours only: iBGP (`dynamicASN: internal`).
+    Internal,
+    /// Any but ours: eBGP (`dynamicASN: external`).
+    External,
+}
+
+impl PeerAs {
+    /// Whether a peer presenting `asn` is the one configured, when we are `local`.
+    pub fn accepts(self, local: u32, asn: u32) -> bool {
+        match self {
+            PeerAs::Exactly(want) => asn == want,
+            PeerAs::Internal => asn == local,
+            PeerAs::External => asn != local,
+        }
+    }
+
+    /// Whether the session is iBGP, when we are `local`: known before the peer's OPEN, since a
+    /// dynamic AS is internal or external by configuration.
+    pub fn is_ibgp(self, local: u32) -> bool {
+        match self {
+            PeerAs::Exactly(asn) => asn == local,
+            PeerAs::Internal => true,
+            PeerAs::External => false,
+        }
+    }
+}
+
+impl From<u32> for PeerAs {
+    fn from(asn: u32) -> PeerAs {
+        PeerAs::Exactly(asn)
+    }
+}
+
+impl std::fmt::Display for PeerAs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAs::Exactly(asn) => write!(f, "AS {asn}"),
+            PeerAs::Internal => f.write_str("our AS (dynamicASN internal)"),
+            PeerAs::External => f.write_str("any AS but ours (dynamicASN external)"),
+        }
+    }
+}
+
 /// One BGP session's configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionConfig {
     pub local_asn: u32,
-    pub peer_asn: u32,
+    pub peer_as: PeerAs,
     pub router_id: Ipv4Addr,
     /// Proposed hold time, whole seconds: 0 (no keepalives) or at least 3 (the API rejects 1–2).
     pub hold_time: Duration,
@@ -47,10 +95,10 @@ pub struct SessionConfig {
 
 impl SessionConfig {
     /// A session with the defaults: both families, active, 90 s hold time.
-    pub fn new(local_asn: u32, peer_asn: u32, router_id: Ipv4Addr) -> SessionConfig {
+    pub fn new(local_asn: u32, peer_as: impl Into<PeerAs>, router_id: Ipv4Addr) -> SessionConfig {
         SessionConfig {
             local_asn,
-            peer_asn,
+            peer_as: peer_as.into(),
             router_id,
             hold_time: DEFAULT_HOLD_TIME,
             keepalive: None,
@@ -65,7 +113,7 @@ impl SessionConfig {
 
     /// iBGP: the peer is in our AS.
     pub fn is_ibgp(&self) -> bool {
-        self.local_asn == self.peer_asn
+        self.peer_as.is_ibgp(self.local_asn)
     }
 
     /// The hold time we propose, in seconds on the wire.

@@ -76,7 +76,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use config::SessionConfig;
+pub use config::{PeerAs, SessionConfig};
 pub use counters::{Counters, SessionError};
 pub use session::{Action, ConnId, Negotiated, Session, State, Stop};
 pub use wire::Family;

@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ferrolb_api::duration::parse_duration;
-use ferrolb_api::v1alpha1::{BgpPeer, SecretKeyRef};
+use ferrolb_api::v1alpha1::{BgpPeer, DynamicAsn, SecretKeyRef};
 
-use super::SessionConfig;
 use super::secrets::SecretsRead;
 use super::shell::{Password, Peer, PeerConfig, PeerStatus};
+use super::{PeerAs, SessionConfig};
 use crate::announce::bgp::{BgpRoutes, PeerRoutes};
 
 /// The longest TCP-MD5 key the kernel takes (`TCP_MD5SIG_MAXKEYLEN`).
@@ -103,7 +103,15 @@ pub fn peer_config(
         let text = text.as_deref().unwrap_or_default();
         return Err(format!("{}: {text:?} is not a duration", field(name)));
     };
-    let mut session = SessionConfig::new(peer.my_asn, peer.peer_asn, router_id);
+    let peer_as = match (peer.peer_asn, peer.dynamic_asn) {
+        (Some(asn), _) => PeerAs::Exactly(asn),
+        (None, Some(DynamicAsn::Internal)) => PeerAs::Internal,
+        (None, Some(DynamicAsn::External)) => PeerAs::External,
+        (None, None) => {
+            return Err(format!("{}: unset, and so is dynamicASN", field("peerASN")));
+        }
+    };
+    let mut session = SessionConfig::new(peer.my_asn, peer_as, router_id);
     session.hold_time = hold_time;
     session.keepalive = Some(keepalive);
     if let Some(text) = &peer.connect_time {
@@ -187,7 +195,8 @@ pub struct SessionInfo {
     /// Its peerAddress.
     pub address: String,
     pub my_asn: u32,
-    pub peer_asn: u32,
+    /// The configured peerASN, or the AS a dynamicASN peer presented (while established).
+    pub peer_asn: Option<u32>,
     pub status: PeerStatus,
 }
 
@@ -259,7 +268,7 @@ impl Sessions {
             }
             self.started += 1;
             tracing::info!(peer = %name, address = %config.address,
-                local_asn = config.session.local_asn, peer_asn = config.session.peer_asn,
+                local_asn = config.session.local_asn, peer_as = %config.session.peer_as,
                 password = config.password.is_some(), "starting BGP session");
             let peer = Peer::spawn(config.clone(), seed_of(&name, self.started));
             let running = Running {
@@ -297,7 +306,7 @@ impl Sessions {
                     name: peer.name.clone(),
                     address: peer.peer_address.clone(),
                     my_asn: peer.my_asn,
-                    peer_asn: peer.peer_asn,
+                    peer_asn: peer.peer_asn.or(status.peer_as),
                     status,
                 })
             })

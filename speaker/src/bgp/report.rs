@@ -282,13 +282,14 @@ mod tests {
             name: name.to_owned(),
             address: "198.51.100.1".to_owned(),
             my_asn: 64513,
-            peer_asn: 64512,
+            peer_asn: Some(64512),
             status: PeerStatus {
                 state,
                 established_since: (state == State::Established).then(SystemTime::now),
                 prefixes_announced: prefixes,
                 updates_sent: updates,
                 last_error: None,
+                peer_as: None,
             },
         }
     }

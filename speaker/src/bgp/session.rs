@@ -88,6 +88,8 @@ pub struct Negotiated {
     pub families: BTreeSet<Family>,
     pub four_octet: bool,
     pub route_refresh: bool,
+    /// The AS the peer presented (what a dynamicASN peer turned out to be).
+    pub peer_as: u32,
     pub peer_id: Ipv4Addr,
     /// The peer's Graceful Restart capability (RFC 4724), kept for the next step, which acts
     /// on it (we neither offer it nor act on it yet).

@@ -127,6 +127,8 @@ pub struct PeerStatus {
     pub updates_sent: u64,
     /// Why the session (or a connection attempt) last failed.
     pub last_error: Option<String>,
+    /// The AS the peer presented in the OPEN of the session, while it is established.
+    pub peer_as: Option<u32>,
 }
 
 impl PeerStatus {
@@ -138,6 +140,7 @@ impl PeerStatus {
             prefixes_announced: 0,
             updates_sent: 0,
             last_error: None,
+            peer_as: None,
         }
     }
 }
@@ -456,6 +459,7 @@ impl Shell {
             prefixes_announced: self.session.prefixes_announced(),
             updates_sent: self.session.counters().updates_sent,
             last_error: self.last_error.clone(),
+            peer_as: self.session.negotiated().map(|n| n.peer_as),
         };
         self.status.send_if_modified(|old| {
             if *old == status {

@@ -305,7 +305,7 @@ proptest! {
         ],
     ) {
         let peer_asn = if ibgp { LOCAL_ASN } else { 65001 };
-        let config = SessionConfig { peer_asn, ..config() };
+        let config = SessionConfig { peer_as: peer_asn.into(), ..config() };
         let peer = PeerOpen {
             asn: peer_asn,
             four_octet,

@@ -43,7 +43,8 @@ fn peer(name: &str, address: &str, peer_asn: u32) -> BgpPeer {
     BgpPeer {
         name: name.into(),
         my_asn: MY_ASN,
-        peer_asn,
+        peer_asn: Some(peer_asn),
+        dynamic_asn: None,
         peer_address: address.into(),
         peer_port: 179,
         source_address: None,

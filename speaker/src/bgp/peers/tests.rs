@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use ferrolb_api::v1alpha1::{BgpPeer, SecretKeyRef};
+use ferrolb_api::v1alpha1::{BgpPeer, DynamicAsn, SecretKeyRef};
 
 use super::*;
 use crate::bgp::shell::BGP_PORT;
@@ -44,7 +44,7 @@ fn defaults_come_from_the_node_and_metallb_timers() {
     assert_eq!(c.source, None);
     assert_eq!(c.password, None);
     assert_eq!(c.session.local_asn, 64513);
-    assert_eq!(c.session.peer_asn, 64512);
+    assert_eq!(c.session.peer_as, PeerAs::Exactly(64512));
     assert_eq!(c.session.router_id, V4);
     assert_eq!(c.session.next_hop_v4, Some(V4));
     assert_eq!(c.session.next_hop_v6, Some(V6));
@@ -227,7 +227,25 @@ fn a_peer_without_a_session_is_reported_idle_with_the_reason() {
         (r.name.as_str(), r.address.as_str()),
         ("tor", "198.51.100.1")
     );
-    assert_eq!((r.my_asn, r.peer_asn), (64513, 64512));
+    assert_eq!((r.my_asn, r.peer_asn), (64513, Some(64512)));
     assert_eq!(r.status.state, crate::bgp::State::Idle);
     assert_eq!(r.status.last_error.as_deref(), Some(why.as_str()));
+}
+
+#[test]
+fn dynamic_asn_accepts_the_peers_as_by_kind() {
+    for (dynamic, want) in [
+        (DynamicAsn::Internal, PeerAs::Internal),
+        (DynamicAsn::External, PeerAs::External),
+    ] {
+        let mut p = peer();
+        p.peer_asn = None;
+        p.dynamic_asn = Some(dynamic);
+        let c = peer_config(&p, node(), None).unwrap();
+        assert_eq!(c.session.peer_as, want);
+    }
+    let mut p = peer();
+    p.peer_asn = None;
+    let err = peer_config(&p, node(), None).unwrap_err();
+    assert_eq!(err, "bgpPeers[tor].peerASN: unset, and so is dynamicASN");
 }

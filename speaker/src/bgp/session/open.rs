@@ -30,13 +30,10 @@ impl Session {
     /// Judges the peer's OPEN (RFC 4271 §6.2, RFC 5492, RFC 6793) and settles the session.
     pub(super) fn check_open(&self, open: &Open) -> Result<Negotiated, (Notification, String)> {
         let peer_as = open.peer_as();
-        if peer_as != self.config.peer_asn {
+        if !self.config.peer_as.accepts(self.config.local_asn, peer_as) {
             return Err((
                 Notification::new(code::OPEN, code::BAD_PEER_AS),
-                format!(
-                    "peer is AS {peer_as}, configured AS {}",
-                    self.config.peer_asn
-                ),
+                format!("peer is AS {peer_as}, configured {}", self.config.peer_as),
             ));
         }
         if open.hold_time == 1 || open.hold_time == 2 {
@@ -97,6 +94,7 @@ impl Session {
                 .collect(),
             four_octet: open.has_four_octet_as(),
             route_refresh: open.has_route_refresh(),
+            peer_as,
             peer_id: id,
             peer_graceful_restart: open
                 .capabilities

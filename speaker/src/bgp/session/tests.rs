@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use super::*;
-use crate::bgp::config::{DEFAULT_CONNECT_RETRY_MAX, SessionConfig};
+use crate::bgp::config::{DEFAULT_CONNECT_RETRY_MAX, PeerAs, SessionConfig};
 use crate::bgp::sim::{
     LOCAL_ASN, PEER_ID, PeerOpen, PeerRib, ROUTER_ID, config, dial, establish, messages,
     notifications, sent_on,

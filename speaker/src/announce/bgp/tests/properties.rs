@@ -245,7 +245,7 @@ proptest! {
             for (peer, routes) in bgp_routes(me, &config, &services, &nodes) {
                 let spec = config.bgp_peers.iter().find(|p| p.name == peer).unwrap();
                 for attributes in routes.values() {
-                    if spec.peer_asn == spec.my_asn {
+                    if spec.is_ibgp() {
                         prop_assert!(attributes.local_pref.is_none_or(|p| prefs.contains(&p)));
                     } else {
                         prop_assert_eq!(attributes.local_pref, None, "to {}", peer);

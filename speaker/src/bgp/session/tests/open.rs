@@ -57,6 +57,27 @@ fn open_errors_send_the_exact_notification() {
             (2, 2),
         ),
         (
+            "dynamic internal peer presenting another AS",
+            PeerOpen::new(),
+            SessionConfig {
+                peer_as: PeerAs::Internal,
+                ..config()
+            },
+            (2, 2),
+        ),
+        (
+            "dynamic external peer presenting our AS",
+            PeerOpen {
+                asn: LOCAL_ASN,
+                ..PeerOpen::new()
+            },
+            SessionConfig {
+                peer_as: PeerAs::External,
+                ..config()
+            },
+            (2, 2),
+        ),
+        (
             "hold time 1 s",
             PeerOpen {
                 hold: 1,
@@ -91,7 +112,7 @@ fn open_errors_send_the_exact_notification() {
                 ..PeerOpen::new()
             },
             SessionConfig {
-                peer_asn: LOCAL_ASN,
+                peer_as: LOCAL_ASN.into(),
                 ..config()
             },
             (2, 3),
@@ -269,4 +290,40 @@ fn a_peer_without_multiprotocol_capabilities_gets_ipv4_only() {
         s.negotiated().unwrap().families,
         [Family::Ipv4Unicast].into()
     );
+}
+
+/// A dynamicASN peer is accepted with whatever AS its kind allows; the AS it presented is what
+/// the session reports, and whether it is iBGP comes from the configuration.
+#[test]
+fn a_dynamic_peer_as_is_learned_from_the_open() {
+    for (peer_as, asn, ibgp) in [
+        (PeerAs::External, 65001, false),
+        (PeerAs::External, 4_200_000_000, false),
+        (PeerAs::Internal, LOCAL_ASN, true),
+    ] {
+        let now = t0();
+        let mut s = Session::new(
+            SessionConfig {
+                peer_as,
+                ..config()
+            },
+            1,
+        );
+        s.set_routes(now, routes(&["192.0.2.1/32"]));
+        let peer = PeerOpen {
+            asn,
+            ..PeerOpen::new()
+        };
+        let (id, out) = establish(&mut s, now, &peer);
+        assert_eq!(s.state(), State::Established, "{peer_as} presenting {asn}");
+        assert_eq!(s.negotiated().map(|n| n.peer_as), Some(asn));
+        let mut rib = PeerRib::new(true);
+        for m in sent_on(&out, id) {
+            rib.apply(&m);
+        }
+        let attributes = rib.attributes();
+        let route = attributes.values().next().unwrap();
+        // LOCAL_PREF goes to iBGP peers only.
+        assert_eq!(route.local_pref.is_some(), ibgp, "{peer_as}");
+    }
 }
