@@ -64,6 +64,7 @@ fn large_config() -> LoadBalancerConfigSpec {
             hold_time: Some("9s".to_owned()),
             keepalive_time: Some("3s".to_owned()),
             connect_time: None,
+            vrf: None,
             password_secret_ref: None,
             ebgp_multi_hop: false,
             bfd_profile: Some(format!("bfd-{}", i % 4)),

@@ -544,3 +544,66 @@ fn tcp_md5_with_a_wrong_password_never_establishes() {
     assert!(status.last_error.is_some(), "no error reported: {status:?}");
     shutdown(&world, peer);
 }
+
+/// The `vrf` of a peer binds the session's socket to that device (SO_BINDTODEVICE), so the
+/// session follows the device's routes, not the namespace's main table. This kernel has no VRF
+/// devices, so the test binds to a plain interface, which the option treats the same way for
+/// routing: a host route sends the router's address into a dead-end veth, and only the bound
+/// session reaches FRR, through eth0. The next hop FRR sees is the session's local address,
+/// whatever next hop the configuration held, since that is where the router reached us.
+#[test]
+#[ignore = "needs root and network namespaces: make netns-test"]
+fn a_session_bound_to_a_device_follows_it_and_sends_its_local_address_as_next_hop() {
+    let world = World::new(RouterSetup {
+        passive: true,
+        ..RouterSetup::default()
+    });
+    let ns = &world._net.speaker;
+    must(&format!(
+        "ip -n {ns} link add dead0 type veth peer name dead1"
+    ));
+    must(&format!("ip -n {ns} link set dead0 up"));
+    must(&format!("ip -n {ns} link set dead1 up"));
+    must(&format!("ip -n {ns} route add {ROUTER4}/32 dev dead0"));
+
+    let spawn = |vrf: Option<&str>| {
+        let mut config = peer_config(None);
+        config.source = None;
+        config.vrf = vrf.map(str::to_owned);
+        config.dial_timeout = Duration::from_secs(2);
+        // Not this node's address on the router's link: the local address must win.
+        config.session.next_hop_v4 = Some("192.0.2.99".parse().unwrap());
+        world.speaker.run(async move { Peer::spawn(config, 7) })
+    };
+
+    // Unbound, the session follows the host route into the dead end.
+    let unbound = spawn(None);
+    world
+        .speaker
+        .wait_status(&unbound, "a failed attempt", |s| s.last_error.is_some());
+    assert_ne!(world.speaker.status(&unbound).state, State::Established);
+    shutdown(&world, unbound);
+
+    // A device that does not exist is named in the error.
+    let missing = spawn(Some("vrf-blue"));
+    world
+        .speaker
+        .wait_status(&missing, "a failed attempt", |s| s.last_error.is_some());
+    let error = world.speaker.status(&missing).last_error.unwrap();
+    assert!(
+        error.contains(r#"binding to VRF "vrf-blue": no such device on this node"#),
+        "{error}"
+    );
+    shutdown(&world, missing);
+
+    let bound = spawn(Some("eth0"));
+    world.frr.wait_established();
+    world
+        .speaker
+        .wait_status(&bound, "Established", |s| s.state == State::Established);
+    bound.set_routes(routes(&V4_ROUTES[..1], &[]));
+    world.frr.wait_prefixes("ipv4", &V4_ROUTES[..1]);
+    let (next_hops, _) = world.frr.path("ipv4", V4_ROUTES[0]);
+    assert_eq!(next_hops, [SPEAKER4]);
+    shutdown(&world, bound);
+}

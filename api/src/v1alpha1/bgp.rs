@@ -79,6 +79,13 @@ pub struct BgpPeer {
     #[schemars(length(max = crate::validate::MAX_TIMER_TEXT))]
     pub connect_time: Option<String>,
 
+    /// Linux VRF device on the nodes that the session runs in (the socket is bound to it with
+    /// SO_BINDTODEVICE), as MetalLB's `vrf`: the peer is reached through the VRF's routing table
+    /// and the routes go to the router on the VRF's side. Absent: the default VRF. A node without
+    /// the device has no session with this peer, and its BGPSession says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vrf: Option<String>,
+
     /// Secret holding the TCP-MD5 password of the session, in the operand namespace. Passwords
     /// are never accepted inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -317,6 +324,7 @@ mod tests {
             hold_time: hold.map(str::to_owned),
             keepalive_time: keepalive.map(str::to_owned),
             connect_time: None,
+            vrf: None,
             password_secret_ref: None,
             ebgp_multi_hop: false,
             bfd_profile: None,

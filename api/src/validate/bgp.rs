@@ -10,7 +10,7 @@ use crate::duration::parse_duration;
 use crate::v1alpha1::{BfdProfile, BgpAdvertisement, BgpPeer, LoadBalancerConfigSpec};
 
 use super::Report;
-use super::names::{DNS1123_SUBDOMAIN, is_dns1123_subdomain, is_secret_key};
+use super::names::{DNS1123_SUBDOMAIN, is_dns1123_subdomain, is_interface_name, is_secret_key};
 use super::pools::PoolIndex;
 use super::selectors::check_list;
 use crate::selector::selector_lists_overlap;
@@ -162,6 +162,15 @@ fn check_peer(report: &mut Report, path: &str, peer: &BgpPeer, profiles: &HashMa
         );
     }
     check_timers(report, path, peer);
+    if let Some(vrf) = &peer.vrf
+        && !is_interface_name(vrf)
+    {
+        report.add(
+            format!("{path}.vrf"),
+            vrf,
+            "must be a VRF device name: 1 to 15 characters, no '/', ':' or whitespace",
+        );
+    }
     if peer.ebgp_multi_hop && peer.is_ibgp() {
         report.add(
             format!("{path}.ebgpMultiHop"),

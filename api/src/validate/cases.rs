@@ -339,6 +339,8 @@ fn rows() -> Vec<Row> {
         ("source address", |s| peer(s).source_address = Some("198.51.100.10".into()), ok()),
         ("source address not an IP", |s| peer(s).source_address = Some("eth0".into()), one("spec.bgpPeers[0].sourceAddress", r#""eth0""#, "must be an IPv4 or IPv6 address")),
         ("source address of the other family", |s| peer(s).source_address = Some("2001:db8::10".into()), one("spec.bgpPeers[0].sourceAddress", r#""2001:db8::10""#, "must be of the same IP family as peerAddress (198.51.100.1)")),
+        ("VRF", |s| peer(s).vrf = Some("vrf-red".into()), ok()),
+        ("VRF name too long", |s| peer(s).vrf = Some("vrf-of-the-red-rack".into()), one("spec.bgpPeers[0].vrf", r#""vrf-of-the-red-rack""#, "must be a VRF device name: 1 to 15 characters, no '/', ':' or whitespace")),
         ("router ID", |s| peer(s).router_id = Some("10.0.0.1".into()), ok()),
         ("router ID IPv6", |s| peer(s).router_id = Some("2001:db8::1".into()), one("spec.bgpPeers[0].routerID", r#""2001:db8::1""#, "must be an IPv4 address (a BGP router ID is 32 bits)")),
         ("hold time 0 disables keepalives", |s| peer(s).hold_time = Some("0s".into()), ok()),

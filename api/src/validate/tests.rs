@@ -123,6 +123,7 @@ mod properties {
                 hold_time: hold.map(|h| format!("{h}s")),
                 keepalive_time: None,
                 connect_time: None,
+                vrf: None,
                 password_secret_ref: None,
                 ebgp_multi_hop: false,
                 bfd_profile: None,

@@ -6,8 +6,12 @@
 //! - the session is dialed from the node (active only: the speaker never listens, so it needs no
 //!   privileged port), TTL 255 ([`super::shell::TTL`]) whether or not `ebgpMultiHop` is set;
 //! - router ID: `routerID`, else the node's first IPv4 InternalIP;
-//! - next hops: `sourceAddress` for its family, else the node's first InternalIP of each family;
-//!   a family with neither is not announced (the session counts the routes it skips);
+//! - next hops: for the session's own family, the local address of its connection (where the
+//!   router reached us: `sourceAddress` when set); for the other family, `sourceAddress` if of
+//!   that family, else the node's first InternalIP of it; a family with none is not announced
+//!   (the session counts the routes it skips);
+//! - `vrf`: the socket is bound to that device (SO_BINDTODEVICE) before it binds and dials, so
+//!   the VRF's table routes the session; a node without the device gets a clear last error;
 //! - hold time and keepalive as [`BgpPeer::effective_hold_time`] derives them (MetalLB's rule);
 //! - `connectTime`: a fixed interval between connection attempts (else the session's back-off);
 //! - TCP-MD5: the password the caller read from the referenced Secret.
@@ -133,6 +137,7 @@ pub fn peer_config(
     let mut config = PeerConfig::new(session, address);
     config.port = peer.peer_port;
     config.source = source;
+    config.vrf = peer.vrf.clone();
     config.password = match (&peer.password_secret_ref, password) {
         (None, _) => None,
         (Some(r), None) => {

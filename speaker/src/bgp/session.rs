@@ -12,7 +12,7 @@
 //! (Idle) like the RFC's IdleHoldTimer.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -248,6 +248,20 @@ impl Session {
             out.extend(self.start(now));
         }
         out
+    }
+
+    /// The local address of a connection to the peer: the next hop of routes of its family from
+    /// now on, since the peer reached us there (the node's other addresses, or those of the
+    /// default VRF when the session runs in another, may not be reachable from the router).
+    /// Routes of the other family keep the next hop they were configured with.
+    pub fn set_local_address(&mut self, address: IpAddr) {
+        match address {
+            IpAddr::V4(v4) => self.config.next_hop_v4 = Some(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => self.config.next_hop_v4 = Some(v4),
+                None => self.config.next_hop_v6 = Some(v6),
+            },
+        }
     }
 
     /// The shell's dial for `id` succeeded: send our OPEN.

@@ -97,6 +97,8 @@ pub struct PeerConfig {
     pub port: u16,
     /// Bind dialing sockets to this local address.
     pub source: Option<IpAddr>,
+    /// Bind dialing sockets to this VRF device (SO_BINDTODEVICE).
+    pub vrf: Option<String>,
     pub password: Option<Password>,
     pub dial_timeout: Duration,
 }
@@ -109,6 +111,7 @@ impl PeerConfig {
             address,
             port: BGP_PORT,
             source: None,
+            vrf: None,
             password: None,
             dial_timeout: DIAL_TIMEOUT,
         }
@@ -332,6 +335,9 @@ impl Shell {
                 }
                 match result {
                     Ok(stream) => {
+                        if let Ok(local) = stream.local_addr() {
+                            self.session.set_local_address(local.ip());
+                        }
                         self.install(id, stream);
                         self.session.connected(now, id)
                     }
@@ -361,6 +367,9 @@ impl Shell {
     fn accept(&mut self, stream: TcpStream) -> Vec<Action> {
         if let Err(e) = set_ttl(SockRef::from(&stream)) {
             tracing::debug!(peer = %self.config.address, error = %e, "cannot set the TTL");
+        }
+        if let Ok(local) = stream.local_addr() {
+            self.session.set_local_address(local.ip());
         }
         let (id, actions) = self.session.accept(Instant::now());
         self.install(id, stream);
@@ -395,16 +404,18 @@ impl Shell {
         let events = self.events_tx.clone();
         let target = SocketAddr::new(self.config.address, self.config.port);
         let source = self.config.source;
+        let vrf = self.config.vrf.clone();
         let password = self.config.password.clone();
         let timeout = self.config.dial_timeout;
         let task = tokio::spawn(async move {
-            let result = match tokio::time::timeout(timeout, dial(target, source, password)).await {
-                Ok(result) => result,
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no answer within {timeout:?}"),
-                )),
-            };
+            let result =
+                match tokio::time::timeout(timeout, dial(target, source, vrf, password)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer within {timeout:?}"),
+                    )),
+                };
             let _ = events.send(Event::Dialed(id, result)).await;
         });
         self.dials.insert(id, task);
@@ -471,10 +482,11 @@ impl Shell {
     }
 }
 
-/// Opens a connection to `target` with our socket options (TTL, TCP-MD5, source address).
+/// Opens a connection to `target` with our socket options (TTL, TCP-MD5, VRF, source address).
 async fn dial(
     target: SocketAddr,
     source: Option<IpAddr>,
+    vrf: Option<String>,
     password: Option<Password>,
 ) -> io::Result<TcpStream> {
     let socket = Socket::new(
@@ -492,6 +504,17 @@ async fn dial(
             target.ip(),
             password.as_bytes(),
         )?;
+    }
+    if let Some(vrf) = &vrf {
+        // Before bind and connect: the VRF's table then routes both.
+        socket.bind_device(Some(vrf.as_bytes())).map_err(|e| {
+            let why = if e.raw_os_error() == Some(libc::ENODEV) {
+                "no such device on this node".to_owned()
+            } else {
+                e.to_string()
+            };
+            io::Error::new(e.kind(), format!("binding to VRF {vrf:?}: {why}"))
+        })?;
     }
     if let Some(source) = source {
         socket.bind(&SocketAddr::new(source, 0).into())?;

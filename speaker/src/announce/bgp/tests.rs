@@ -52,6 +52,7 @@ fn peer(name: &str, address: &str, peer_asn: u32) -> BgpPeer {
         hold_time: None,
         keepalive_time: None,
         connect_time: None,
+        vrf: None,
         password_secret_ref: None,
         ebgp_multi_hop: false,
         bfd_profile: None,
