@@ -546,7 +546,7 @@ fn update_bgp(
     } else {
         plan.routes(me, &world.service_views())
     };
-    sessions.update(wanted, &routes);
+    sessions.update(wanted, routes);
     reporter.report(&sessions.report(peers));
     peers
         .iter()

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ferrolb_api::duration::parse_duration;
 use ferrolb_api::v1alpha1::{BgpPeer, DynamicAsn, SecretKeyRef};
@@ -210,8 +211,9 @@ pub struct SessionInfo {
 struct Running {
     config: PeerConfig,
     peer: Peer,
-    /// The routes last handed to it.
-    routes: PeerRoutes,
+    /// The routes last handed to it, shared with its session (and with every other peer that is
+    /// sent the same routes).
+    routes: Arc<PeerRoutes>,
 }
 
 /// This node's sessions, by peer name.
@@ -225,14 +227,16 @@ pub struct Sessions {
 
 impl Sessions {
     /// Brings the sessions to `wanted` (peer name → settings, or why there can be none) and hands
-    /// each its routes from `routes`. A session whose settings changed is restarted; one no longer
+    /// each its routes from `routes`. Peers sent equal routes share one copy of them, which their
+    /// sessions hold too: with the usual one advertisement to every peer, 10,000 routes are kept
+    /// once for all peers, not once per peer and stage. A session whose settings changed is restarted; one no longer
     /// wanted is shut down (Cease) in the background. A peer whose settings cannot be had (say,
     /// its Secret was deleted) keeps the session it has, on its last settings: bad input never
     /// takes routes away. Must run inside a Tokio runtime.
     pub fn update(
         &mut self,
         wanted: BTreeMap<String, Result<PeerConfig, String>>,
-        routes: &BgpRoutes,
+        mut routes: BgpRoutes,
     ) {
         let mut problems = BTreeMap::new();
         let mut configs = BTreeMap::new();
@@ -279,16 +283,23 @@ impl Sessions {
             let running = Running {
                 config,
                 peer,
-                routes: PeerRoutes::new(),
+                routes: Arc::default(),
             };
             self.running.insert(name, running);
         }
+        // The copies held so far: a peer whose routes become those of another shares its copy.
+        let mut shared = SharedRoutes::default();
+        for r in self.running.values() {
+            shared.hold(&r.routes);
+        }
         for (name, r) in &mut self.running {
-            let want = routes.get(name).cloned().unwrap_or_default();
-            if r.routes != want {
-                r.peer.set_routes(want.clone());
-                r.routes = want;
+            let want = routes.remove(name).unwrap_or_default();
+            if *r.routes == want {
+                continue;
             }
+            let want = shared.share(want);
+            r.peer.set_routes(Arc::clone(&want));
+            r.routes = want;
         }
     }
 
@@ -332,6 +343,30 @@ impl Sessions {
     pub async fn shutdown(self) {
         let stops = self.running.into_values().map(|r| r.peer.shutdown());
         futures::future::join_all(stops).await;
+    }
+}
+
+/// Sets of routes, each kept once: equal sets handed to several peers share one copy.
+#[derive(Debug, Default)]
+struct SharedRoutes(Vec<Arc<PeerRoutes>>);
+
+impl SharedRoutes {
+    /// Offers `routes`, already held, for sharing.
+    fn hold(&mut self, routes: &Arc<PeerRoutes>) {
+        if !self.0.iter().any(|s| Arc::ptr_eq(s, routes)) {
+            self.0.push(Arc::clone(routes));
+        }
+    }
+
+    /// The copy of `routes` to hand out: one already held if equal, else `routes` itself. Peers
+    /// are few, so a comparison with each copy (which stops at the first difference) is cheap.
+    fn share(&mut self, routes: PeerRoutes) -> Arc<PeerRoutes> {
+        if let Some(same) = self.0.iter().find(|s| ***s == routes) {
+            return Arc::clone(same);
+        }
+        let new = Arc::new(routes);
+        self.0.push(Arc::clone(&new));
+        new
     }
 }
 

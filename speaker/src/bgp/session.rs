@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -129,7 +130,7 @@ pub struct Session {
     conns: Vec<Conn>,
     next_id: u64,
     established_since: Option<Instant>,
-    desired: BTreeMap<IpNet, RouteAttributes>,
+    desired: Arc<BTreeMap<IpNet, RouteAttributes>>,
     rib: AdjRibOut,
     counters: Counters,
 }
@@ -147,7 +148,7 @@ impl Session {
             conns: Vec::new(),
             next_id: 0,
             established_since: None,
-            desired: BTreeMap::new(),
+            desired: Arc::default(),
             rib: AdjRibOut::default(),
             counters: Counters::default(),
         }
@@ -401,9 +402,9 @@ impl Session {
     pub fn set_routes(
         &mut self,
         now: Instant,
-        routes: BTreeMap<IpNet, RouteAttributes>,
+        routes: impl Into<Arc<BTreeMap<IpNet, RouteAttributes>>>,
     ) -> Vec<Action> {
-        self.desired = routes;
+        self.desired = routes.into();
         let mut out = Vec::new();
         self.sync(now, &mut out);
         out

@@ -153,7 +153,7 @@ impl PeerStatus {
 pub struct Peer {
     address: IpAddr,
     password: Option<Password>,
-    routes: watch::Sender<PeerRoutes>,
+    routes: watch::Sender<Arc<PeerRoutes>>,
     status: watch::Receiver<PeerStatus>,
     inbound: mpsc::Sender<TcpStream>,
     stop: Option<oneshot::Sender<()>>,
@@ -164,7 +164,7 @@ impl Peer {
     /// Starts the session (it dials at once unless passive). Must be called inside a Tokio
     /// runtime. `seed` drives the reconnect jitter.
     pub fn spawn(config: PeerConfig, seed: u64) -> Peer {
-        let (routes, routes_rx) = watch::channel(PeerRoutes::new());
+        let (routes, routes_rx) = watch::channel(Arc::new(PeerRoutes::new()));
         let (status_tx, status) = watch::channel(PeerStatus::initial());
         let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (stop, stop_rx) = oneshot::channel();
@@ -200,9 +200,10 @@ impl Peer {
         self.address
     }
 
-    /// The routes the peer should hold from us from now on.
-    pub fn set_routes(&self, routes: PeerRoutes) {
-        self.routes.send_replace(routes);
+    /// The routes the peer should hold from us from now on (shared: the caller, the session and
+    /// other peers with the same routes hold one copy).
+    pub fn set_routes(&self, routes: impl Into<Arc<PeerRoutes>>) {
+        self.routes.send_replace(routes.into());
     }
 
     /// The session's state, updated after every event.
@@ -265,7 +266,7 @@ struct Shell {
 impl Shell {
     async fn run(
         mut self,
-        mut routes: watch::Receiver<PeerRoutes>,
+        mut routes: watch::Receiver<Arc<PeerRoutes>>,
         mut inbound: mpsc::Receiver<TcpStream>,
         mut events: mpsc::Receiver<Event>,
         mut stop: oneshot::Receiver<()>,
