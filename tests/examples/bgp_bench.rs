@@ -74,6 +74,25 @@ fn frr_paths(tb: &Testbed, prefix: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// Seconds since boot, now (`/proc/uptime`).
+fn uptime() -> Option<f64> {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// When process `pid` started, in seconds since boot (field 22 of `/proc/PID/stat`, in clock
+/// ticks of 1/100 s, Linux's USER_HZ on every architecture we run).
+fn started_since_boot(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let ticks: f64 = after_comm.split_whitespace().nth(19)?.parse().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
@@ -142,9 +161,25 @@ async fn main() -> anyhow::Result<()> {
         nodes.len(),
         filling.elapsed()
     );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    let speakers = pods
+        .list(&ListParams::default().labels(SPEAKER_PODS))
+        .await?;
+    let through_fill: Vec<String> = speakers
+        .items
+        .iter()
+        .map(|p| {
+            pod_pid(p)
+                .and_then(rss_kib)
+                .map_or("?".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0))
+        })
+        .collect();
+    println!(
+        "speaker RSS after running through the fill: {} MiB",
+        through_fill.join(", ")
+    );
 
     // node-1's speaker restarts: its new session, then every route again.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
     let on_node = |node: &str| {
         let pods = pods.clone();
         let node = node.to_owned();
@@ -165,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let mut down_seen = false;
     let mut up_at = None;
-    let full_at = loop {
+    let (full_at, full_uptime) = loop {
         let (state, received) = frr_neighbour(&tb, &nodes[0]);
         if state != "Established" {
             down_seen = true;
@@ -173,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
             up_at = Some(deleted.elapsed());
         }
         if down_seen && state == "Established" && received >= count as u64 {
-            break deleted.elapsed();
+            break (deleted.elapsed(), uptime());
         }
         anyhow::ensure!(
             deleted.elapsed() < Duration::from_secs(600),
@@ -194,18 +229,25 @@ async fn main() -> anyhow::Result<()> {
         &metrics,
         &format!("ferrolb_bgp_updates_total{{peer=\"{FRR_PEER}\",address=\"198.51.100.1\"}}"),
     );
-    let rss = pod_pid(&new)
+    let pid = pod_pid(&new);
+    let rss = pid
         .and_then(rss_kib)
         .map_or("?".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    // From the new speaker process's start (10 ms resolution) to all routes at FRR: the
+    // speaker's own part, without the pod's deletion and the node agent's restart.
+    let from_start = match (pid.and_then(started_since_boot), full_uptime) {
+        (Some(started), Some(full)) => format!("{:.2} s", full - started),
+        _ => "?".to_owned(),
+    };
     println!(
-        "| {count} | {:.2?} | {:.2?} | {:.2?} | {} | {rss} |",
+        "| {count} | {:.2?} | {:.2?} | {:.2?} | {from_start} | {} | {rss} |",
         up_at,
         full_at,
         full_at - up_at,
         updates.map_or("?".to_owned(), |u| format!("{u}")),
     );
     println!(
-        "  (pod deleted → FRR's session with node-1 up again → all {count} routes from it; UPDATEs the new speaker sent FRR; its RSS with 3 sessions)"
+        "  (pod deleted → FRR's session with node-1 up again → all {count} routes from it; session up → all routes; speaker process start → all routes; UPDATEs the new speaker sent FRR; its RSS with 3 sessions)"
     );
 
     // Created → route at FRR from every node.

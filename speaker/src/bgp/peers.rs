@@ -229,10 +229,10 @@ impl Sessions {
     /// Brings the sessions to `wanted` (peer name → settings, or why there can be none) and hands
     /// each its routes from `routes`. Peers sent equal routes share one copy of them, which their
     /// sessions hold too: with the usual one advertisement to every peer, 10,000 routes are kept
-    /// once for all peers, not once per peer and stage. A session whose settings changed is restarted; one no longer
-    /// wanted is shut down (Cease) in the background. A peer whose settings cannot be had (say,
-    /// its Secret was deleted) keeps the session it has, on its last settings: bad input never
-    /// takes routes away. Must run inside a Tokio runtime.
+    /// once for all peers, not once per peer and stage. A session whose settings changed is
+    /// restarted; one no longer wanted is shut down (Cease) in the background. A peer whose
+    /// settings cannot be had (say, its Secret was deleted) keeps the session it has, on its last
+    /// settings: bad input never takes routes away. Must run inside a Tokio runtime.
     pub fn update(
         &mut self,
         wanted: BTreeMap<String, Result<PeerConfig, String>>,
