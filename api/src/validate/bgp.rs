@@ -105,10 +105,11 @@ fn check_peer(report: &mut Report, path: &str, peer: &BgpPeer, profiles: &HashMa
             (),
             "one of peerASN and dynamicASN is required",
         ),
-        (Some(_), Some(dynamic)) => report.add(
-            format!("{path}.dynamicASN"),
-            dynamic,
-            "cannot be set together with peerASN; set one of them",
+        // At peerASN, where the CRD's rule for both cases reports too.
+        (Some(asn), Some(_)) => report.add(
+            format!("{path}.peerASN"),
+            asn,
+            "cannot be set together with dynamicASN; set one of them",
         ),
         _ => {}
     }

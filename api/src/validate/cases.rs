@@ -330,7 +330,7 @@ fn rows() -> Vec<Row> {
         ("dynamic ASN external", |s| { peer(s).peer_asn = None; peer(s).dynamic_asn = Some(DynamicAsn::External); }, ok()),
         ("dynamic ASN internal", |s| { peer(s).peer_asn = None; peer(s).dynamic_asn = Some(DynamicAsn::Internal); }, ok()),
         ("peer ASN and dynamic ASN both unset", |s| peer(s).peer_asn = None, one("spec.bgpPeers[0].peerASN", "null", "one of peerASN and dynamicASN is required")),
-        ("peer ASN and dynamic ASN both set", |s| peer(s).dynamic_asn = Some(DynamicAsn::External), one("spec.bgpPeers[0].dynamicASN", r#""external""#, "cannot be set together with peerASN; set one of them")),
+        ("peer ASN and dynamic ASN both set", |s| peer(s).dynamic_asn = Some(DynamicAsn::External), one("spec.bgpPeers[0].peerASN", "64513", "cannot be set together with dynamicASN; set one of them")),
         ("multihop with dynamic ASN external", |s| { peer(s).peer_asn = None; peer(s).dynamic_asn = Some(DynamicAsn::External); peer(s).ebgp_multi_hop = true; }, ok()),
         ("multihop with dynamic ASN internal", |s| { peer(s).peer_asn = None; peer(s).dynamic_asn = Some(DynamicAsn::Internal); peer(s).ebgp_multi_hop = true; }, one("spec.bgpPeers[0].ebgpMultiHop", "true", "applies to eBGP only; this peer is iBGP (myASN equals peerASN, or dynamicASN is internal)")),
         ("IPv6 peer", |s| peer(s).peer_address = "2001:db8::1".into(), ok()),
