@@ -61,9 +61,10 @@ unit-test:
 
 ## netns-test: the tests that need root, network namespaces, arping and ndisc6 (deps installs
 ## them) but no cluster: they are #[ignore = "needs root and network namespaces: ..."] in
-## speaker/tests/l2_netns.rs and speaker/tests/bgp_netns.rs (which also needs FRR)
+## speaker/tests/l2_netns.rs, speaker/tests/bgp_netns.rs and speaker/tests/bfd_netns.rs (these
+## two also need FRR)
 netns-test: deps
-	$(CARGO) test --workspace --locked --test l2_netns --test bgp_netns -- --ignored
+	$(CARGO) test --workspace --locked --test l2_netns --test bgp_netns --test bfd_netns -- --ignored
 
 # The test lanes select their test targets from the whole workspace (`--workspace --test NAME`)
 # rather than one package (`-p`): cargo unifies features over the packages it builds, so a `-p`
@@ -112,7 +113,7 @@ demo-bgp: testbed-up
 ## BGP issue asks for 600); corpus and any crash in /var/cache/ferrolb/fuzz-corpus/TARGET.
 ## Not part of `make test`.
 FUZZ_TIME ?= 60
-FUZZ_TARGETS := bgp_wire bgp_session membership_wire l2_packet config
+FUZZ_TARGETS := bgp_wire bgp_session membership_wire l2_packet config bfd_packet
 FUZZ_DIR := /var/cache/ferrolb/fuzz-corpus
 .PHONY: fuzz
 fuzz:

@@ -9,6 +9,7 @@
 //! - `run`: the event loop that ties them to the API server, and what it reports back.
 
 pub mod announce;
+pub mod bfd;
 pub mod bgp;
 pub mod l2;
 pub mod membership;
