@@ -12,11 +12,10 @@
 
 // Test code: the harness helpers outside `#[test]` functions may panic like the tests do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-// `setns(2)` has no safe wrapper among our dependencies; it is the only unsafe call here.
+// `setns(2)` has no safe wrapper among our dependencies; it is the only unsafe call here (in
+// common/in_netns.rs).
 #![allow(unsafe_code)]
 
-use std::future::Future;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +25,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 mod common;
+#[path = "common/in_netns.rs"]
+mod in_netns;
 use common::must;
+use in_netns::InNetns as Speaker;
 
 const SPEAKER4: &str = "198.51.100.171";
 const ROUTER4: &str = "198.51.100.172";
@@ -209,46 +211,8 @@ impl Drop for Frr {
     }
 }
 
-/// A Tokio runtime on a thread that entered the speaker namespace, so the shell's sockets
-/// belong to it. The thread ends on drop.
-struct Speaker {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
+/// The speaker namespace's runtime, with what these tests ask of it.
 impl Speaker {
-    fn start(net: &Netns) -> Speaker {
-        let path = format!("/var/run/netns/{}", net.speaker);
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns(2) on a descriptor we own, for this thread only (a network
-            // namespace is per thread); it touches no memory of ours.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            handle_tx.send(runtime.handle().clone()).unwrap();
-            runtime.block_on(async {
-                let _ = stop_rx.await;
-            });
-        });
-        let handle = handle_rx.recv().unwrap();
-        Speaker {
-            handle,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn run<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> T {
-        self.handle.block_on(self.handle.spawn(work)).unwrap()
-    }
-
     /// Waits for our session to satisfy `check`; how long it took.
     fn wait(
         &self,
@@ -272,17 +236,6 @@ impl Speaker {
     }
 }
 
-impl Drop for Speaker {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Everything one test creates, torn down in order: the speaker's runtime (and our shell in
 /// it), bfdd, the namespaces.
 struct World {
@@ -299,7 +252,7 @@ impl World {
         let base = format!("ftb-bfdh-{}-{n}", std::process::id());
         let net = Netns::new(&base);
         let frr = Frr::start(&base, &net);
-        let speaker = Speaker::start(&net);
+        let speaker = Speaker::start(&net.speaker);
         World { speaker, frr, net }
     }
 }

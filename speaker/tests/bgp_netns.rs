@@ -13,13 +13,12 @@
 
 // Test code: the harness helpers outside `#[test]` functions may panic like the tests do.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-// `setns(2)` has no safe wrapper among our dependencies; it is the only unsafe call here.
+// `setns(2)` has no safe wrapper among our dependencies; it is the only unsafe call here (in
+// common/in_netns.rs).
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,7 +30,10 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 mod common;
+#[path = "common/in_netns.rs"]
+mod in_netns;
 use common::must;
+use in_netns::InNetns as Speaker;
 
 const SPEAKER4: &str = "198.51.100.161";
 const ROUTER4: &str = "198.51.100.162";
@@ -279,48 +281,8 @@ impl Drop for Frr {
     }
 }
 
-/// A Tokio runtime on a thread that entered the speaker namespace: every socket the shell opens
-/// there (dials, the listener) belongs to that namespace. The thread ends on drop.
-struct Speaker {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
+/// The speaker namespace's runtime, with what these tests ask of it.
 impl Speaker {
-    fn start(net: &Netns) -> Speaker {
-        let path = format!("/var/run/netns/{}", net.speaker);
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns(2) on a descriptor we own, for this thread only (a network
-            // namespace is per thread); it touches no memory of ours.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            handle_tx.send(runtime.handle().clone()).unwrap();
-            // The runtime runs every task spawned through the handle, on this thread.
-            runtime.block_on(async {
-                let _ = stop_rx.await;
-            });
-        });
-        let handle = handle_rx.recv().unwrap();
-        Speaker {
-            handle,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    /// Runs `work` on the speaker's thread, inside its namespace.
-    fn run<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> T {
-        self.handle.block_on(self.handle.spawn(work)).unwrap()
-    }
-
     fn status(&self, peer: &Peer) -> PeerStatus {
         peer.status().borrow().clone()
     }
@@ -340,17 +302,6 @@ impl Speaker {
     }
 }
 
-impl Drop for Speaker {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Everything one test creates, torn down in order: the speaker's runtime, bgpd, namespaces.
 struct World {
     speaker: Speaker,
@@ -366,7 +317,7 @@ impl World {
         let base = format!("fbgp-{}-{n}", std::process::id());
         let net = Netns::new(&base);
         let frr = Frr::start(&base, &net, setup);
-        let speaker = Speaker::start(&net);
+        let speaker = Speaker::start(&net.speaker);
         World {
             speaker,
             frr,

@@ -1,5 +1,5 @@
-//! What the root-only network namespace tests (l2_netns, bgp_netns) share: running the tools, and
-//! the check that they can run at all.
+//! What the root-only network namespace tests (l2_netns, bgp_netns, bfd_netns) share: running the
+//! tools, and the check that they can run at all.
 
 use std::process::{Command, Output};
 
