@@ -171,6 +171,9 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     let mut resync = tokio::time::interval(RESEND / 2);
     let mut peers = BTreeMap::new();
     let mut sessions = Sessions::default();
+    // What this node sends to each of its peers, kept up to date address by address; None until
+    // first computed.
+    let mut routes: Option<BgpRoutes> = None;
     let mut secrets = SecretReader::spawn(client.clone(), &ctx.namespace);
     let mut secrets_open = true;
     let (mut reporter, session_objects) = Reporter::new(&ctx.node, ctx.bgp_metrics.clone());
@@ -267,10 +270,13 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
         if !world.synced() {
             continue;
         }
-        let changed = match (std::mem::take(&mut stale), world.take_changed()) {
+        // The world's own changes drive the BGP routes; the membership and the resync tick
+        // matter only to Layer 2 and the conditions.
+        let from_world = world.take_changed();
+        let changed = match (std::mem::take(&mut stale), &from_world) {
             (true, _) => Changed::Everything,
             (false, Changed::Nothing) => continue,
-            (false, changed) => changed,
+            (false, changed) => changed.clone(),
         };
         let current = view.borrow().clone();
         // The BGP view of the config and the Nodes, resolved once for this pass.
@@ -291,8 +297,9 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
             let bgp = Bgp {
                 sessions: &mut sessions,
                 reporter: &mut reporter,
+                routes: &mut routes,
             };
-            secrets.set_wanted(update_bgp(&ctx.node, &world, plan, &read, bgp));
+            secrets.set_wanted(update_bgp(&ctx.node, &world, plan, &from_world, &read, bgp));
         }
         ctx.probes.set_ready(true);
     };
@@ -502,24 +509,32 @@ fn recompute(
     }
 }
 
-/// This node's BGP sessions and what reports them.
+/// This node's BGP sessions, what reports them, and the routes they are sent.
 struct Bgp<'a> {
     sessions: &'a mut Sessions,
     reporter: &'a mut Reporter,
+    routes: &'a mut Option<BgpRoutes>,
 }
 
-/// Brings this node's BGP sessions to what the configuration wants, hands them their routes and
-/// reports them; returns the Secrets the sessions' passwords are in (to read from now on).
+/// Brings this node's BGP sessions to what the configuration wants, hands them their routes
+/// (recomputing only those of the addresses the world `changed`, unless it changed everything)
+/// and reports them; returns the Secrets the sessions' passwords are in (to read from now on).
 fn update_bgp(
     me: &str,
     world: &World,
     plan: &BgpPlan<'_>,
+    changed: &Changed,
     secrets: &SecretsRead,
     bgp: Bgp<'_>,
 ) -> BTreeSet<String> {
-    let Bgp { sessions, reporter } = bgp;
+    let Bgp {
+        sessions,
+        reporter,
+        routes,
+    } = bgp;
     let peers = plan.peers_for(me);
     if peers.is_empty() && sessions.is_empty() && sessions.problems().is_empty() {
+        *routes = None;
         return BTreeSet::new();
     }
     let node = NodeAddresses::of(
@@ -541,10 +556,15 @@ fn update_bgp(
             )
         })
         .collect();
-    let routes = if peers.is_empty() {
-        BgpRoutes::new()
-    } else {
-        plan.routes(me, &world.service_views())
+    let routes = match (routes.as_mut(), changed) {
+        (Some(routes), Changed::Nothing) => routes,
+        (Some(routes), Changed::Addresses(ips)) => {
+            plan.update_routes(me, routes, ips, |prefixes| world.service_views_in(prefixes));
+            routes
+        }
+        (_, Changed::Everything) | (None, _) => {
+            routes.insert(plan.routes(me, &world.service_views()))
+        }
     };
     sessions.update(wanted, routes);
     reporter.report(&sessions.report(peers));

@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use ferrolb_api::in_force::{Change as ConfigChange, ConfigInForce};
 use ferrolb_api::v1alpha1::{LoadBalancerConfig, LoadBalancerConfigSpec};
 use ferrolb_api::wiring;
@@ -470,6 +472,18 @@ impl World {
             .iter()
             .filter_map(|ip| self.by_ip.get(ip))
             .flatten()
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| self.view_of(key, self.services.get(key)?))
+            .collect()
+    }
+
+    /// [`World::service_views`] of the Services holding an address inside any of `prefixes`.
+    pub fn service_views_in(&self, prefixes: &BTreeSet<IpNet>) -> Vec<ServiceView> {
+        let keys: BTreeSet<&String> = prefixes
+            .iter()
+            .flat_map(|net| self.by_ip.range(net.network()..=net.broadcast()))
+            .flat_map(|(_, users)| users)
             .collect();
         keys.into_iter()
             .filter_map(|key| self.view_of(key, self.services.get(key)?))

@@ -272,6 +272,49 @@ impl<'a> BgpPlan<'a> {
         out
     }
 
+    /// Brings `routes`, what `me` sends as [`BgpPlan::routes`] computed it, up to date after the
+    /// Services holding the `changed` addresses changed (appeared, went, or their endpoints did),
+    /// touching only the routes those addresses go into. `views_in(prefixes)` must give every
+    /// Service holding an address inside any of `prefixes`: an aggregate's attributes and its
+    /// existence depend on every address under it, so those are recomputed together. The
+    /// configuration and the Nodes must be those `routes` was computed with (any change to them
+    /// means a full [`BgpPlan::routes`]).
+    pub fn update_routes(
+        &self,
+        me: &str,
+        routes: &mut BgpRoutes,
+        changed: &BTreeSet<IpAddr>,
+        views_in: impl FnOnce(&BTreeSet<IpNet>) -> Vec<ServiceView>,
+    ) {
+        // Which prefix an address goes under depends on its pool and the advertisements only,
+        // so it is the same before and after the change.
+        let touched: BTreeSet<IpNet> = changed
+            .iter()
+            .flat_map(|&ip| {
+                self.ads_for(ip)
+                    .iter()
+                    .filter_map(move |&a| route_prefix(ip, self.ads.get(a)?.spec))
+            })
+            .collect();
+        if touched.is_empty() {
+            return;
+        }
+        let mut fresh = self.routes(me, &views_in(&touched));
+        for (peer, sent) in routes.iter_mut() {
+            let mut now = fresh.remove(peer).unwrap_or_default();
+            for prefix in &touched {
+                match now.remove(prefix) {
+                    Some(attributes) => {
+                        sent.insert(*prefix, attributes);
+                    }
+                    None => {
+                        sent.remove(prefix);
+                    }
+                }
+            }
+        }
+    }
+
     /// Who announces `ip`, used by `users`, to which peer; None when no BGP advertisement covers
     /// it. Costs a look at each node each advertisement of the IP's pool selects.
     pub fn announcers(&self, ip: IpAddr, users: &[&ServiceView]) -> Option<Announcers> {

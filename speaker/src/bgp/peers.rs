@@ -236,7 +236,7 @@ impl Sessions {
     pub fn update(
         &mut self,
         wanted: BTreeMap<String, Result<PeerConfig, String>>,
-        mut routes: BgpRoutes,
+        routes: &BgpRoutes,
     ) {
         let mut problems = BTreeMap::new();
         let mut configs = BTreeMap::new();
@@ -292,9 +292,10 @@ impl Sessions {
         for r in self.running.values() {
             shared.hold(&r.routes);
         }
+        let none = PeerRoutes::new();
         for (name, r) in &mut self.running {
-            let want = routes.remove(name).unwrap_or_default();
-            if *r.routes == want {
+            let want = routes.get(name).unwrap_or(&none);
+            if *r.routes == *want {
                 continue;
             }
             let want = shared.share(want);
@@ -358,13 +359,13 @@ impl SharedRoutes {
         }
     }
 
-    /// The copy of `routes` to hand out: one already held if equal, else `routes` itself. Peers
-    /// are few, so a comparison with each copy (which stops at the first difference) is cheap.
-    fn share(&mut self, routes: PeerRoutes) -> Arc<PeerRoutes> {
-        if let Some(same) = self.0.iter().find(|s| ***s == routes) {
+    /// The copy of `routes` to hand out: one already held if equal, else a new one. Peers are
+    /// few, so a comparison with each copy (which stops at the first difference) is cheap.
+    fn share(&mut self, routes: &PeerRoutes) -> Arc<PeerRoutes> {
+        if let Some(same) = self.0.iter().find(|s| ***s == *routes) {
             return Arc::clone(same);
         }
-        let new = Arc::new(routes);
+        let new = Arc::new(routes.clone());
         self.0.push(Arc::clone(&new));
         new
     }

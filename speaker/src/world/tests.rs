@@ -101,6 +101,31 @@ fn only_load_balancers_of_the_configured_class_holding_addresses_count() {
 }
 
 #[test]
+fn the_services_inside_prefixes_are_those_holding_an_address_in_any_of_them() {
+    let mut w = world();
+    w.set_service(&lb("a", &["203.0.113.1"]));
+    w.set_service(&lb("b", &["203.0.113.130", "2001:db8::1"]));
+    w.set_service(&lb("c", &["203.0.113.200"]));
+    w.set_service(&lb("v6", &["2001:db8::1:1"]));
+    let inside = |nets: &[&str]| -> Vec<String> {
+        let nets = nets.iter().map(|n| n.parse().unwrap()).collect();
+        w.service_views_in(&nets)
+            .into_iter()
+            .map(|s| s.key)
+            .collect()
+    };
+    assert_eq!(inside(&["203.0.113.1/32"]), ["ns/a"]);
+    assert_eq!(inside(&["203.0.113.128/25"]), ["ns/b", "ns/c"]);
+    assert_eq!(inside(&["203.0.113.0/24"]), ["ns/a", "ns/b", "ns/c"]);
+    assert_eq!(inside(&["2001:db8::/112"]), ["ns/b"]);
+    assert_eq!(
+        inside(&["2001:db8::/64", "203.0.113.1/32"]),
+        ["ns/a", "ns/b", "ns/v6"]
+    );
+    assert!(inside(&["192.0.2.0/24"]).is_empty());
+}
+
+#[test]
 fn a_relist_shows_the_old_world_until_it_completes_and_marks_only_what_it_changed() {
     let mut w = world();
     for (name, ip) in [

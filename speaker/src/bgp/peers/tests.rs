@@ -208,7 +208,7 @@ fn a_peer_without_a_session_is_reported_idle_with_the_reason() {
     let why = r#"bgpPeers[tor].passwordSecretRef: Secret "bgp-tor" not found"#.to_owned();
     sessions.update(
         BTreeMap::from([("tor".to_owned(), Err(why.clone()))]),
-        BTreeMap::new(),
+        &BTreeMap::new(),
     );
     assert!(sessions.is_empty());
     assert_eq!(sessions.problems().get("tor"), Some(&why));
@@ -266,12 +266,12 @@ fn equal_routes_are_kept_once_for_all_peers() {
     assert_eq!(shared.0.len(), 1, "a copy is held once");
     // Equal to a held copy: that copy.
     assert!(Arc::ptr_eq(
-        &shared.share(routes(&["203.0.113.1/32"])),
+        &shared.share(&routes(&["203.0.113.1/32"])),
         &held
     ));
     // New: kept, and shared with the next equal set.
-    let first = shared.share(routes(&["203.0.113.2/32"]));
-    let second = shared.share(routes(&["203.0.113.2/32"]));
+    let first = shared.share(&routes(&["203.0.113.2/32"]));
+    let second = shared.share(&routes(&["203.0.113.2/32"]));
     assert!(Arc::ptr_eq(&first, &second));
     assert!(!Arc::ptr_eq(&first, &held));
     assert_eq!(shared.0.len(), 2);

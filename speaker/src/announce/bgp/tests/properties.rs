@@ -372,4 +372,49 @@ proptest! {
             );
         }
     }
+
+    #[test]
+    fn updating_the_routes_of_changed_addresses_gives_what_a_full_recompute_gives(
+        config in arb_config(),
+        nodes in arb_nodes(),
+        before in arb_services(),
+        after in arb_services(),
+        keep in prop::collection::vec(any::<bool>(), 10),
+    ) {
+        // Services that stay as they were, Services that change (endpoints, policy, addresses),
+        // appear or go: `before` and `after` share keys, and `keep` says which stay unchanged.
+        let mut now: BTreeMap<String, ServiceView> =
+            before.iter().map(|s| (s.key.clone(), s.clone())).collect();
+        for (i, svc) in after.iter().enumerate() {
+            if !keep.get(i).copied().unwrap_or(false) {
+                now.insert(svc.key.clone(), svc.clone());
+            }
+        }
+        for (i, svc) in before.iter().enumerate() {
+            if keep.get(i) == Some(&false) && !after.iter().any(|a| a.key == svc.key) {
+                now.remove(&svc.key);
+            }
+        }
+        let now: Vec<ServiceView> = now.into_values().collect();
+        // What the world reports: the addresses of every Service that changed, old and new.
+        let mut changed = BTreeSet::new();
+        for svc in before.iter().chain(&now) {
+            let old = before.iter().find(|b| b.key == svc.key);
+            let new = now.iter().find(|n| n.key == svc.key);
+            if old != new {
+                changed.extend(&svc.ips);
+            }
+        }
+        let plan = BgpPlan::new(&config, &nodes);
+        for me in nodes.keys() {
+            let mut routes = plan.routes(me, &before);
+            plan.update_routes(me, &mut routes, &changed, |prefixes| {
+                now.iter()
+                    .filter(|s| s.ips.iter().any(|ip| prefixes.iter().any(|p| p.contains(ip))))
+                    .cloned()
+                    .collect()
+            });
+            prop_assert_eq!(&routes, &plan.routes(me, &now), "on {}", me);
+        }
+    }
 }
