@@ -5,6 +5,7 @@
 //! an upgrade may proceed (`olm`).
 
 pub mod apply;
+pub mod convert;
 pub mod manifests;
 pub mod metrics;
 pub mod olm;

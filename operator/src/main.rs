@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ferrolb_api::wiring::{env, ports};
+use ferrolb_operator::convert;
 use ferrolb_operator::metrics::Metrics;
 use ferrolb_operator::olm::{self, OperatorCondition};
 use ferrolb_operator::reconcile;
@@ -29,7 +30,8 @@ use kube::runtime::events::Reporter;
 /// `run` reconciles the cluster's LoadBalancerConfig: it deploys, configures and removes the
 /// controller and the speakers, and reports their state in the config's status. `validate`
 /// checks a LoadBalancerConfig manifest offline, with the same rules the operator applies;
-/// `render` prints what the operator would deploy for it.
+/// `render` prints what the operator would deploy for it; `convert --from-metallb` turns a
+/// MetalLB configuration into a LoadBalancerConfig.
 #[derive(Parser, Debug)]
 #[command(name = "ferrolb-operator", version)]
 struct Cli {
@@ -72,6 +74,44 @@ enum Command {
         /// The manifest (YAML); `-` reads standard input.
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
+    },
+    /// Convert a MetalLB configuration into one LoadBalancerConfig, printed as YAML on standard
+    /// output.
+    ///
+    /// Reads MetalLB's objects (IPAddressPool, L2Advertisement, BGPAdvertisement, BGPPeer
+    /// v1beta1 and v1beta2, BFDProfile, Community, and the MetalLB operator's MetalLB) as
+    /// `kubectl get ipaddresspools,l2advertisements,bgpadvertisements,bgppeers,bfdprofiles,communities,metallbs -A -o yaml`
+    /// prints them, or as several YAML documents. The result passes `validate`; it is checked
+    /// before it is printed.
+    ///
+    /// Whatever cannot be carried over is listed on standard error, one line each, and in
+    /// comments at the top of the output: `essential: KIND NAMESPACE/NAME: FIELD: VALUE: WHAT`
+    /// when FerroLB would assign or announce addresses differently (a pool entry it refuses, a
+    /// serviceSelector or preferredNodeSelector it has no field for, a peer by interface, an
+    /// inline password: never printed, move it to a Secret), `warning: ...` for what changes
+    /// neither (FRR-only knobs, log levels FerroLB lacks), `note: ...` for what to know or do
+    /// (a Secret to copy, a renamed object, selectors resolved to pool names).
+    ///
+    /// Exit codes: 0 converted, nothing essential lost; 3 converted and printed, but something
+    /// essential was lost (read every `essential:` line before applying); 1 nothing printed:
+    /// the input cannot be read, is not YAML, holds no MetalLB configuration, or converts into
+    /// a config that does not validate (each problem is named with the MetalLB object it came
+    /// from); 2 the command line is wrong.
+    Convert {
+        /// Read MetalLB's configuration (the only source there is; required so that the command
+        /// says what it converts).
+        #[arg(long = "from-metallb", required = true)]
+        from_metallb: bool,
+
+        /// The MetalLB objects (YAML); `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+
+        /// The namespace MetalLB runs in, whose objects are converted (MetalLB ignores the
+        /// others). Default: the MetalLB resource's namespace, else the one namespace of the
+        /// objects, else metallb-system if they are in several.
+        #[arg(long)]
+        metallb_namespace: Option<String>,
     },
 }
 
@@ -126,6 +166,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { file } => offline::validate_file(&file),
         Command::Render { file } => offline::render_file(&file, &settings()),
+        Command::Convert {
+            from_metallb: _,
+            file,
+            metallb_namespace,
+        } => ExitCode::from(convert::cli::convert_file(
+            &file,
+            &convert::Options { metallb_namespace },
+        )),
         Command::Run {
             health_addr,
             key_rotation_step_seconds,

@@ -1,0 +1,78 @@
+//! L2Advertisement (`metallb.io/v1beta1`) → `spec.l2Advertisements[]`.
+//!
+//! | MetalLB | FerroLB |
+//! |---|---|
+//! | `metadata.name` | `name` |
+//! | `spec.ipAddressPools`, `spec.ipAddressPoolSelectors` | `addressPools` (selectors resolved to names; neither: every pool) |
+//! | `spec.nodeSelectors` | `nodeSelectors` |
+//! | `spec.interfaces` | `interfaces` |
+//! | `spec.serviceSelectors` | none yet: essential, kept without them |
+//! | `spec.preferredNodeSelectors` | none yet: essential, dropped |
+
+use ferrolb_api::v1alpha1::L2Advertisement;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::Converter;
+use super::findings::json;
+use super::input::Object;
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Spec {
+    #[serde(default)]
+    ip_address_pools: Vec<String>,
+    #[serde(default)]
+    ip_address_pool_selectors: Vec<LabelSelector>,
+    #[serde(default)]
+    node_selectors: Vec<LabelSelector>,
+    #[serde(default)]
+    interfaces: Vec<String>,
+    #[serde(default)]
+    service_selectors: Vec<LabelSelector>,
+    /// `[{weight, preference}]`, shown as written since nothing of it is carried over.
+    #[serde(default)]
+    preferred_node_selectors: Vec<Value>,
+}
+
+pub(super) fn convert(c: &mut Converter, object: &Object) {
+    let source = &object.source;
+    let Some((spec, unknown)) = c.read::<Spec>(object) else {
+        return;
+    };
+    c.unknown_fields(source, &unknown);
+    let Some(address_pools) = c.select_pools(
+        source,
+        &spec.ip_address_pools,
+        &spec.ip_address_pool_selectors,
+    ) else {
+        return;
+    };
+    if !spec.service_selectors.is_empty() {
+        c.essential(
+            source,
+            "spec.serviceSelectors",
+            json(&spec.service_selectors),
+            "FerroLB's L2 advertisements have no serviceSelectors yet: kept without them, so this advertisement announces every Service of its pools, not only the matching ones",
+        );
+    }
+    if !spec.preferred_node_selectors.is_empty() {
+        c.essential(
+            source,
+            "spec.preferredNodeSelectors",
+            json(&spec.preferred_node_selectors),
+            "FerroLB has no preferredNodeSelectors yet: dropped, so the Layer 2 leader of each address is chosen among every node nodeSelectors allow, without preferring these",
+        );
+    }
+    let name = c.l2_names.assign(&source.name);
+    c.renamed(source, &name);
+    let path = format!("spec.l2Advertisements[{}]", c.spec.l2_advertisements.len());
+    c.came_from(path, source);
+    c.spec.l2_advertisements.push(L2Advertisement {
+        name,
+        address_pools,
+        node_selectors: spec.node_selectors,
+        interfaces: spec.interfaces,
+    });
+}
