@@ -137,8 +137,9 @@ fn json_path(path: &serde_ignored::Path<'_>) -> String {
     json_path_str(&path.to_string())
 }
 
-/// `spec.addressPools.1.name` → `spec.addressPools[1].name`.
-fn json_path_str(dotted: &str) -> String {
+/// `spec.addressPools.1.name` → `spec.addressPools[1].name`: a path as serde_ignored and
+/// serde_path_to_error print it, written the way the validator names fields.
+pub fn json_path_str(dotted: &str) -> String {
     let mut out = String::with_capacity(dotted.len());
     for part in dotted.split('.').filter(|p| !p.is_empty() && *p != "?") {
         if part.bytes().all(|b| b.is_ascii_digit()) {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use ferrolb_api::manifest::json_path_str;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -113,18 +114,7 @@ pub(super) fn spec<T: DeserializeOwned>(object: &Object) -> Result<(T, Vec<Strin
 
 /// `serviceAllocation.namespaces.1` → `spec.serviceAllocation.namespaces[1]`.
 fn json_path(dotted: &str) -> String {
-    let mut out = String::from("spec");
-    for part in dotted.split('.').filter(|p| !p.is_empty() && *p != "?") {
-        if part.bytes().all(|b| b.is_ascii_digit()) {
-            out.push('[');
-            out.push_str(part);
-            out.push(']');
-        } else {
-            out.push('.');
-            out.push_str(part);
-        }
-    }
-    out
+    json_path_str(&format!("spec.{dotted}"))
 }
 
 #[cfg(test)]
