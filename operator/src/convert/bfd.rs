@@ -35,10 +35,9 @@ struct Spec {
 
 pub(super) fn convert(c: &mut Converter, object: &Object) {
     let source = &object.source;
-    let Some((spec, unknown)) = c.read::<Spec>(object) else {
+    let Some(spec) = c.read_known::<Spec>(object) else {
         return;
     };
-    c.unknown_fields(source, &unknown);
     let name = c.bfd_names.assign(&source.name);
     c.renamed(source, &name);
     c.bfd_profiles.insert(source.name.clone(), name.clone());

@@ -43,10 +43,9 @@ struct Spec {
 
 pub(super) fn convert(c: &mut Converter, object: &Object) {
     let source = &object.source;
-    let Some((spec, unknown)) = c.read::<Spec>(object) else {
+    let Some(spec) = c.read_known::<Spec>(object) else {
         return;
     };
-    c.unknown_fields(source, &unknown);
     let lengths = [
         ("spec.aggregationLength", spec.aggregation_length, 32),
         ("spec.aggregationLengthV6", spec.aggregation_length_v6, 128),

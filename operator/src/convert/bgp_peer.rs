@@ -249,9 +249,7 @@ pub(super) fn convert(c: &mut Converter, object: &Object, v1beta1: bool) {
 fn read(c: &mut Converter, object: &Object, v1beta1: bool) -> Option<Spec> {
     let source = &object.source;
     if !v1beta1 {
-        let (spec, unknown) = c.read::<Spec>(object)?;
-        c.unknown_fields(source, &unknown);
-        return Some(spec);
+        return c.read_known::<Spec>(object);
     }
     let (spec, unknown) = c.read::<V1beta1>(object)?;
     let (pruned, unknown): (Vec<String>, Vec<String>) = unknown.into_iter().partition(|path| {

@@ -29,10 +29,9 @@ struct Alias {
 
 pub(super) fn convert(c: &mut Converter, object: &Object) {
     let source = &object.source;
-    let Some((spec, unknown)) = c.read::<Spec>(object) else {
+    let Some(spec) = c.read_known::<Spec>(object) else {
         return;
     };
-    c.unknown_fields(source, &unknown);
     let mut names = Vec::new();
     for (i, alias) in spec.communities.iter().enumerate() {
         let field = format!("spec.communities[{i}]");

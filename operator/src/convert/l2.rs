@@ -38,10 +38,9 @@ struct Spec {
 
 pub(super) fn convert(c: &mut Converter, object: &Object) {
     let source = &object.source;
-    let Some((spec, unknown)) = c.read::<Spec>(object) else {
+    let Some(spec) = c.read_known::<Spec>(object) else {
         return;
     };
-    c.unknown_fields(source, &unknown);
     let Some(address_pools) = c.select_pools(
         source,
         &spec.ip_address_pools,

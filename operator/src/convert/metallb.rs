@@ -84,10 +84,9 @@ pub(super) fn convert_all<'a>(c: &mut Converter, objects: impl Iterator<Item = &
 
 fn convert(c: &mut Converter, object: &Object) {
     let source = &object.source;
-    let Some((spec, unknown)) = c.read::<Spec>(object) else {
+    let Some(spec) = c.read_known::<Spec>(object) else {
         return;
     };
-    c.unknown_fields(source, &unknown);
     if source.name != NAME {
         c.note(
             source,

@@ -377,6 +377,14 @@ impl Converter {
         }
     }
 
+    /// The object's spec as `T`, every field this converter does not know reported
+    /// ([`Converter::unknown_fields`]); `None` (an essential loss) when it cannot be read.
+    fn read_known<T: serde::de::DeserializeOwned>(&mut self, object: &Object) -> Option<T> {
+        let (spec, unknown) = self.read::<T>(object)?;
+        self.unknown_fields(&object.source, &unknown);
+        Some(spec)
+    }
+
     /// Reports fields this converter does not know. Essential: the API server prunes fields its
     /// schema lacks, so a field that is there meant something to MetalLB.
     fn unknown_fields(&mut self, source: &Source, paths: &[String]) {

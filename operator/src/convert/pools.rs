@@ -46,11 +46,10 @@ struct ServiceAllocation {
 
 pub(super) fn convert(c: &mut Converter, object: &Object) {
     let source = &object.source;
-    let Some((spec, unknown)) = c.read::<Spec>(object) else {
+    let Some(spec) = c.read_known::<Spec>(object) else {
         c.dropped_pools.insert(source.name.clone());
         return;
     };
-    c.unknown_fields(source, &unknown);
     let mut addresses = Vec::new();
     let mut families = BTreeSet::new();
     for (i, entry) in spec.addresses.iter().enumerate() {
