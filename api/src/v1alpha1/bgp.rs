@@ -249,12 +249,14 @@ pub struct BfdProfile {
     #[schemars(range(min = 2, max = 255))]
     pub detect_multiplier: u32,
 
-    /// Minimum interval between echo packets, in milliseconds (10-60000), when echoMode is on.
+    /// Minimum interval between echo packets, in milliseconds (10-60000). Unused: echo mode is
+    /// not supported (see echoMode); kept so profiles written for MetalLB still read.
     #[serde(default = "default_echo_interval")]
     #[schemars(range(min = 10, max = 60000))]
     pub echo_interval: u32,
 
-    /// Use BFD echo packets (IPv4 single-hop only).
+    /// Use BFD echo packets. Not supported: validation refuses true, because the speaker runs
+    /// BFD in asynchronous mode only; lower the intervals for faster detection instead.
     #[serde(default, skip_serializing_if = "is_false")]
     pub echo_mode: bool,
 

@@ -43,7 +43,6 @@ pub(super) fn check(report: &mut Report, spec: &LoadBalancerConfigSpec, pools: &
         check_advertisement(report, &path, ad, pools, &peers, &selected[i], spec);
     }
     check_local_pref_conflicts(report, spec, pools, &selected);
-    check_echo_mode(report, spec, pools, &peers, &profiles, &selected);
 }
 
 fn check_bfd_profile(report: &mut Report, path: &str, profile: &BfdProfile) {
@@ -75,7 +74,17 @@ fn check_bfd_profile(report: &mut Report, path: &str, profile: &BfdProfile) {
             "must be between 1 and 254",
         );
     }
+    if profile.echo_mode {
+        report.add(
+            format!("{path}.echoMode"),
+            profile.echo_mode,
+            ECHO_MODE_UNSUPPORTED,
+        );
+    }
 }
+
+/// Why `echoMode` is refused (docs/operations.md, "BFD", says more).
+pub const ECHO_MODE_UNSUPPORTED: &str = "is not supported: the speaker runs BFD in asynchronous mode only (echo works for IPv4 single hop only and needs the router to loop packets back); lower receiveInterval and transmitInterval for faster detection instead";
 
 /// Longest text of a BGP timer: the CRD's maxLength, which keeps its CEL rules cheap. No sensible
 /// timer needs more (18h12m15s is the longest hold time).
@@ -418,50 +427,4 @@ fn check_local_pref_conflicts(
 /// Whether two name lists (empty meaning all) share a member.
 fn lists_overlap(a: &[String], b: &[String]) -> bool {
     a.is_empty() || b.is_empty() || a.iter().any(|x| b.contains(x))
-}
-
-/// BFD echo mode is IPv4-only, so a peer running it must not be sent IPv6 pools.
-fn check_echo_mode(
-    report: &mut Report,
-    spec: &LoadBalancerConfigSpec,
-    pools: &PoolIndex<'_>,
-    peers: &HashMap<&str, usize>,
-    profiles: &HashMap<&str, usize>,
-    selected: &[Vec<usize>],
-) {
-    let echo_peer = |peer: &BgpPeer| {
-        peer.bfd_profile
-            .as_deref()
-            .and_then(|name| profiles.get(name))
-            .is_some_and(|&p| spec.bfd_profiles[p].echo_mode)
-    };
-    let mut reported = vec![false; spec.bgp_peers.len()];
-    for (i, ad) in spec.bgp_advertisements.iter().enumerate() {
-        let Some(&v6_pool) = selected[i].iter().find(|&&p| pools.has_v6(p)) else {
-            continue;
-        };
-        let targets: Vec<usize> = if ad.peers.is_empty() {
-            (0..spec.bgp_peers.len()).collect()
-        } else {
-            ad.peers
-                .iter()
-                .filter_map(|n| peers.get(n.as_str()).copied())
-                .collect()
-        };
-        for k in targets {
-            let peer = &spec.bgp_peers[k];
-            if reported[k] || !echo_peer(peer) {
-                continue;
-            }
-            reported[k] = true;
-            report.add(
-                format!("spec.bgpPeers[{k}].bfdProfile"),
-                &peer.bfd_profile,
-                format!(
-                    "uses BFD echo mode, which is IPv4-only, but spec.bgpAdvertisements[{i}] announces IPv6 pool {:?} to this peer",
-                    spec.address_pools[v6_pool].name
-                ),
-            );
-        }
-    }
 }

@@ -5,7 +5,8 @@
 //! | `metadata.name` | `name` (peers' `bfdProfile` follow a rename) |
 //! | `spec.receiveInterval`, `spec.transmitInterval`, `spec.echoInterval` (ms) | the same |
 //! | `spec.detectMultiplier`, `spec.minimumTtl` | the same |
-//! | `spec.echoMode`, `spec.passiveMode` | the same |
+//! | `spec.passiveMode` | the same |
+//! | `spec.echoMode: true` | dropped, with a warning: FerroLB runs asynchronous BFD only, which detects a failure within the same timers |
 //!
 //! An absent field takes FRR's default, which is FerroLB's too.
 
@@ -43,13 +44,21 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
     c.bfd_profiles.insert(source.name.clone(), name.clone());
     let path = format!("spec.bfdProfiles[{}]", c.spec.bfd_profiles.len());
     c.came_from(path, source);
+    if spec.echo_mode == Some(true) {
+        c.cosmetic(
+            source,
+            "spec.echoMode",
+            Some("true".to_owned()),
+            "dropped: FerroLB runs BFD in asynchronous mode only, which detects a failure within receiveInterval x detectMultiplier all the same",
+        );
+    }
     c.spec.bfd_profiles.push(BfdProfile {
         name,
         receive_interval: spec.receive_interval.unwrap_or(INTERVAL),
         transmit_interval: spec.transmit_interval.unwrap_or(INTERVAL),
         detect_multiplier: spec.detect_multiplier.unwrap_or(DETECT_MULTIPLIER),
         echo_interval: spec.echo_interval.unwrap_or(ECHO_INTERVAL),
-        echo_mode: spec.echo_mode.unwrap_or(false),
+        echo_mode: false,
         passive_mode: spec.passive_mode.unwrap_or(false),
         minimum_ttl: spec.minimum_ttl.unwrap_or(MINIMUM_TTL),
     });

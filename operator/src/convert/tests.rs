@@ -62,7 +62,11 @@ const CASES: &[Row] = &[
             "spec.communities",
         )],
     ),
-    ("bfd", CONVERTED, &[]),
+    (
+        "bfd",
+        CONVERTED,
+        &[(Cosmetic, "BFDProfile metallb-system/full", "spec.echoMode")],
+    ),
     (
         "v1beta1-password",
         ESSENTIAL_LOSS,
@@ -330,7 +334,7 @@ fn community_aliases_become_their_values() {
 }
 
 #[test]
-fn bfd_profiles_keep_every_timer_and_peers_keep_their_profile() {
+fn bfd_profiles_keep_every_timer_but_echo_mode_and_peers_keep_their_profile() {
     let spec = converted(&input("bfd")).config.spec;
     let p = &spec.bfd_profiles;
     assert_eq!(
@@ -349,7 +353,7 @@ fn bfd_profiles_keep_every_timer_and_peers_keep_their_profile() {
             p[1].passive_mode,
             p[1].minimum_ttl
         ),
-        (37, true, 62, true, 10)
+        (37, false, 62, true, 10)
     );
     let profiles: Vec<Option<&str>> = spec
         .bgp_peers
