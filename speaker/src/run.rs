@@ -31,7 +31,8 @@ use ferrolb_runtime::latest::{LatestReceiver, LatestSender, latest};
 
 use crate::announce::bgp::{BgpPlan, BgpRoutes, bgp_reports};
 use crate::announce::condition::{Write, announced_condition, condition_write};
-use crate::bgp::peers::{NodeAddresses, Sessions, password_for, peer_config};
+use crate::bgp::peers::bfd::bfd_config;
+use crate::bgp::peers::{NodeAddresses, Sessions, Wanted, password_for, peer_config};
 use crate::bgp::report::{BgpMetrics, Reporter, write_sessions};
 use crate::bgp::secrets::{SecretReader, SecretsRead};
 use crate::l2::Responder;
@@ -533,6 +534,9 @@ fn update_bgp(
         routes,
     } = bgp;
     let peers = plan.peers_for(me);
+    let profiles = world
+        .config()
+        .map_or(&[][..], |c| c.bfd_profiles.as_slice());
     if peers.is_empty() && sessions.is_empty() && sessions.problems().is_empty() {
         *routes = None;
         return BTreeSet::new();
@@ -550,10 +554,16 @@ fn update_bgp(
                 .password_secret_ref
                 .as_ref()
                 .and_then(|r| password_for(secrets, r));
-            (
-                peer.name.clone(),
-                peer_config(peer, node, password.as_ref()),
-            )
+            let wanted = peer_config(peer, node, password.as_ref()).map(|session| Wanted {
+                session,
+                bfd: peer.bfd_profile.as_ref().map(|name| {
+                    let profile = profiles.iter().find(|p| p.name == *name).ok_or_else(|| {
+                        format!("bgpPeers[{}].bfdProfile: no profile {name:?}", peer.name)
+                    })?;
+                    bfd_config(peer, node, profile)
+                }),
+            });
+            (peer.name.clone(), wanted)
         })
         .collect();
     let routes = match (routes.as_mut(), changed) {
@@ -568,6 +578,9 @@ fn update_bgp(
     };
     sessions.update(wanted, routes);
     reporter.report(&sessions.report(peers));
+    if let Some(counters) = sessions.bfd_counters() {
+        reporter.count_bfd(&counters);
+    }
     peers
         .iter()
         .filter_map(|p| Some(p.password_secret_ref.as_ref()?.name.clone()))

@@ -14,7 +14,7 @@ mod workloads;
 pub use bgp::{BfdProfile, BgpAdvertisement, BgpPeer, DEFAULT_HOLD_TIME, DynamicAsn, SecretKeyRef};
 pub use l2::L2Advertisement;
 pub use pools::{AddressPool, AllocateTo};
-pub use session::{BGPSession, BgpSessionSpec, BgpSessionStatus};
+pub use session::{BGPSession, BfdSessionStatus, BgpSessionSpec, BgpSessionStatus};
 pub use status::{
     FamilyUsage, LoadBalancerConfigStatus, OperatorVersions, PoolUsage, RolloutStatus,
     condition_types,

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Up","type":"date","jsonPath":".status.establishedSince"}"#,
     printcolumn = r#"{"name":"Routes","type":"integer","jsonPath":".status.routesSent"}"#,
+    printcolumn = r#"{"name":"BFD","type":"string","jsonPath":".status.bfd.state"}"#,
     printcolumn = r#"{"name":"Last error","type":"string","jsonPath":".status.lastError","priority":0}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -62,6 +63,30 @@ pub struct BgpSessionStatus {
     #[serde(default)]
     pub routes_sent: u64,
     /// Why the session, or the last attempt to open it, failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The BFD session with the peer, when the peer names a bfdProfile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdSessionStatus>,
+}
+
+/// A BFD session (RFC 5880) alongside a BGP session.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BfdSessionStatus {
+    /// AdminDown, Down, Init or Up; absent while the session cannot run (see lastError).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+    /// The negotiated interval between the speaker's control packets, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transmit_interval: Option<u64>,
+    /// How long the peer may stay silent before the session goes down, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection_time: Option<u64>,
+    /// How often the session went from Up to Down, taking the BGP session down with it.
+    #[serde(default)]
+    pub down_events: u64,
+    /// Why the BFD session cannot run (the BGP session then runs without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

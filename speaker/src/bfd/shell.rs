@@ -224,35 +224,38 @@ impl Bfd {
     /// Starts a session towards `key` and returns its state; fails if its sockets cannot be
     /// opened. For an existing session, the new profile's timers are negotiated (a Poll
     /// Sequence if Up) and its minimum TTL applies at once; `passive` only matters before the
-    /// peer is first heard, so it is not changed on a running session.
-    pub async fn add_peer(
+    /// peer is first heard, so it is not changed on a running session. The command is queued at
+    /// once, so commands given one after another are carried out in that order whenever their
+    /// futures are awaited.
+    pub fn add_peer(
         &self,
         key: PeerKey,
         profile: Profile,
-    ) -> io::Result<watch::Receiver<BfdState>> {
+    ) -> impl Future<Output = io::Result<watch::Receiver<BfdState>>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Add {
-                key,
-                profile,
-                reply,
-            })
-            .map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        let sent = self.commands.send(Command::Add {
+            key,
+            profile,
+            reply,
+        });
+        async move {
+            sent.map_err(|_| stopped())?;
+            rx.await.map_err(|_| stopped())?
+        }
     }
 
-    /// Tells the peer AdminDown and ends the session; returns once the packets are sent.
-    pub async fn remove_peer(&self, key: &PeerKey) {
+    /// Tells the peer AdminDown and ends the session; the future completes once the packets are
+    /// sent. Queued at once, like [`Bfd::add_peer`].
+    pub fn remove_peer(&self, key: &PeerKey) -> impl Future<Output = ()> + Send + 'static {
         let (done, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Remove {
-                key: key.clone(),
-                done,
-            })
-            .is_ok()
-        {
-            let _ = rx.await;
+        let sent = self.commands.send(Command::Remove {
+            key: key.clone(),
+            done,
+        });
+        async move {
+            if sent.is_ok() {
+                let _ = rx.await;
+            }
         }
     }
 

@@ -57,8 +57,9 @@
 //!
 //! Graceful restart: the peer's capability is decoded into [`Negotiated::peer_graceful_restart`]
 //! and we already send End-of-RIB after the initial table; offering the capability and keeping
-//! routes across a restart is not done. BFD: [`Session::bfd_down`] already tears the session
-//! down at once (Cease, subcode 10 of RFC 9384); running BFD is not done.
+//! routes across a restart is not done. BFD runs alongside the peers that name a profile
+//! ([`peers::bfd`]) and calls [`Session::bfd_down`], which tears the session down at once (Cease,
+//! subcode 10 of RFC 9384).
 
 pub mod config;
 pub mod counters;

@@ -14,7 +14,9 @@
 //!   the VRF's table routes the session; a node without the device gets a clear last error;
 //! - hold time and keepalive as [`BgpPeer::effective_hold_time`] derives them (MetalLB's rule);
 //! - `connectTime`: a fixed interval between connection attempts (else the session's back-off);
-//! - TCP-MD5: the password the caller read from the referenced Secret.
+//! - TCP-MD5: the password the caller read from the referenced Secret;
+//! - `bfdProfile`: a BFD session alongside ([`bfd`]), whose failure takes the BGP session down at
+//!   once; its timers change without restarting the BGP session.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -23,10 +25,14 @@ use std::sync::Arc;
 use ferrolb_api::duration::parse_duration;
 use ferrolb_api::v1alpha1::{BgpPeer, DynamicAsn, SecretKeyRef};
 
+use self::bfd::{BfdSeen, BfdWanted, Link};
 use super::secrets::SecretsRead;
 use super::shell::{Password, Peer, PeerConfig, PeerStatus};
 use super::{PeerAs, SessionConfig};
 use crate::announce::bgp::{BgpRoutes, PeerRoutes};
+use crate::bfd::{Bfd, Counters as BfdCounters};
+
+pub mod bfd;
 
 /// The longest TCP-MD5 key the kernel takes (`TCP_MD5SIG_MAXKEYLEN`).
 pub const MAX_PASSWORD_LEN: usize = 80;
@@ -57,6 +63,14 @@ impl NodeAddresses {
 /// The password a peer's `passwordSecretRef` names, as the caller read it: `Err` says why it
 /// could not (missing Secret, missing key, not text, too long), never what it holds.
 pub type PasswordRead = Result<Password, String>;
+
+/// What the configuration wants for one peer: the BGP session's settings and, when the peer names
+/// a `bfdProfile`, its BFD session (or why it cannot have one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wanted {
+    pub session: PeerConfig,
+    pub bfd: Option<Result<BfdWanted, String>>,
+}
 
 /// The session settings for `peer` on a node with `node` addresses, or why there can be none
 /// (naming the field and its value). `password` is what the caller read for the peer's
@@ -204,6 +218,8 @@ pub struct SessionInfo {
     /// The configured peerASN, or the AS a dynamicASN peer presented (while established).
     pub peer_asn: Option<u32>,
     pub status: PeerStatus,
+    /// Its BFD session, when the peer names a profile.
+    pub bfd: Option<BfdSeen>,
 }
 
 /// One running session.
@@ -214,6 +230,8 @@ struct Running {
     /// The routes last handed to it, shared with its session (and with every other peer that is
     /// sent the same routes).
     routes: Arc<PeerRoutes>,
+    /// Its BFD session, or why the configuration's cannot run.
+    bfd: Option<Result<Link, String>>,
 }
 
 /// This node's sessions, by peer name.
@@ -223,6 +241,8 @@ pub struct Sessions {
     /// Peers the config names for this node that have no session, and why.
     problems: BTreeMap<String, String>,
     started: u64,
+    /// The BFD task, from the first peer that names a profile on.
+    bfd: Option<Bfd>,
 }
 
 impl Sessions {
@@ -233,11 +253,7 @@ impl Sessions {
     /// restarted; one no longer wanted is shut down (Cease) in the background. A peer whose
     /// settings cannot be had (say, its Secret was deleted) keeps the session it has, on its last
     /// settings: bad input never takes routes away. Must run inside a Tokio runtime.
-    pub fn update(
-        &mut self,
-        wanted: BTreeMap<String, Result<PeerConfig, String>>,
-        routes: &BgpRoutes,
-    ) {
+    pub fn update(&mut self, wanted: BTreeMap<String, Result<Wanted, String>>, routes: &BgpRoutes) {
         let mut problems = BTreeMap::new();
         let mut configs = BTreeMap::new();
         for (name, config) in wanted {
@@ -260,7 +276,7 @@ impl Sessions {
             .running
             .iter()
             .filter(|(name, r)| match configs.get(*name) {
-                Some(config) => *config != r.config,
+                Some(wanted) => wanted.session != r.config,
                 None => !self.problems.contains_key(*name),
             })
             .map(|(name, _)| name.clone())
@@ -268,24 +284,34 @@ impl Sessions {
         for name in stale {
             if let Some(old) = self.running.remove(&name) {
                 tracing::info!(peer = %name, address = %old.config.address, "stopping BGP session");
+                if let (Some(Ok(link)), Some(bfd)) = (old.bfd, &self.bfd) {
+                    link.stop(bfd);
+                }
                 tokio::spawn(old.peer.shutdown());
             }
         }
-        for (name, config) in configs {
-            if self.running.contains_key(&name) {
-                continue;
-            }
-            self.started += 1;
-            tracing::info!(peer = %name, address = %config.address,
-                local_asn = config.session.local_asn, peer_as = %config.session.peer_as,
-                password = config.password.is_some(), "starting BGP session");
-            let peer = Peer::spawn(config.clone(), seed_of(&name, self.started));
-            let running = Running {
-                config,
-                peer,
-                routes: Arc::default(),
+        for (name, wanted) in configs {
+            let Wanted {
+                session: config,
+                bfd,
+            } = wanted;
+            let running = match self.running.entry(name.clone()) {
+                std::collections::btree_map::Entry::Occupied(running) => running.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    self.started += 1;
+                    tracing::info!(peer = %name, address = %config.address,
+                        local_asn = config.session.local_asn, peer_as = %config.session.peer_as,
+                        password = config.password.is_some(), "starting BGP session");
+                    let peer = Peer::spawn(config.clone(), seed_of(&name, self.started));
+                    slot.insert(Running {
+                        config,
+                        peer,
+                        routes: Arc::default(),
+                        bfd: None,
+                    })
+                }
             };
-            self.running.insert(name, running);
+            update_bfd(&mut self.bfd, &name, running, bfd, self.started);
         }
         // The copies held so far: a peer whose routes become those of another shares its copy.
         let mut shared = SharedRoutes::default();
@@ -319,12 +345,21 @@ impl Sessions {
                     },
                     (None, None) => return None,
                 };
+                let bfd = match self.running.get(&peer.name).and_then(|r| r.bfd.as_ref()) {
+                    Some(Ok(link)) => Some(link.seen()),
+                    Some(Err(why)) => Some(BfdSeen {
+                        error: Some(why.clone()),
+                        ..BfdSeen::default()
+                    }),
+                    None => None,
+                };
                 Some(SessionInfo {
                     name: peer.name.clone(),
                     address: peer.peer_address.clone(),
                     my_asn: peer.my_asn,
                     peer_asn: peer.peer_asn.or(status.peer_as),
                     status,
+                    bfd,
                 })
             })
             .collect()
@@ -340,11 +375,62 @@ impl Sessions {
         self.running.is_empty()
     }
 
-    /// Ceases every session and waits (each at most the shell's flush timeout).
+    /// What the BFD task counts, once it runs.
+    pub fn bfd_counters(&self) -> Option<Arc<BfdCounters>> {
+        self.bfd.as_ref().map(Bfd::counters)
+    }
+
+    /// Ceases every session and waits (each at most the shell's flush timeout), then tells every
+    /// BFD peer AdminDown.
     pub async fn shutdown(self) {
         let stops = self.running.into_values().map(|r| r.peer.shutdown());
         futures::future::join_all(stops).await;
+        if let Some(bfd) = self.bfd {
+            bfd.shutdown().await;
+        }
     }
+}
+
+/// Brings `running`'s BFD session to `wanted`: started, re-timed (without touching the BGP
+/// session), moved to a new key, or stopped. `bfd` is the BFD task, started on first use.
+fn update_bfd(
+    bfd: &mut Option<Bfd>,
+    name: &str,
+    running: &mut Running,
+    wanted: Option<Result<BfdWanted, String>>,
+    started: u64,
+) {
+    let current = match &running.bfd {
+        Some(Ok(link)) => Some(Ok(&link.wanted)),
+        Some(Err(why)) => Some(Err(why)),
+        None => None,
+    };
+    if current == wanted.as_ref().map(|w| w.as_ref()) {
+        return;
+    }
+    let mut down_events = 0;
+    if let Some(Ok(link)) = running.bfd.take() {
+        down_events = link.seen().down_events;
+        let same_key = matches!(&wanted, Some(Ok(w)) if w.key == link.wanted.key);
+        match bfd {
+            // Re-timing a session keeps it: the new link's add re-negotiates its timers.
+            Some(_) if same_key => drop(link),
+            Some(bfd) => link.stop(bfd),
+            None => {}
+        }
+    }
+    running.bfd = match wanted {
+        None => None,
+        Some(Err(why)) => {
+            tracing::warn!(peer = %name, problem = %why, "no BFD session with this peer");
+            Some(Err(why))
+        }
+        Some(Ok(wanted)) => {
+            let bfd = bfd.get_or_insert_with(|| Bfd::spawn(seed_of("bfd", started)));
+            let signal = running.peer.bfd_signal();
+            Some(Ok(Link::start(bfd, name, wanted, signal, down_events)))
+        }
+    };
 }
 
 /// Sets of routes, each kept once: equal sets handed to several peers share one copy.

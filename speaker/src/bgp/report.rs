@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use ferrolb_api::v1alpha1::{BGPSession, BgpSessionSpec, BgpSessionStatus};
+use ferrolb_api::v1alpha1::{BGPSession, BfdSessionStatus, BgpSessionSpec, BgpSessionStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
@@ -25,6 +25,8 @@ use tokio::sync::watch;
 
 use super::State;
 use super::peers::SessionInfo;
+use super::peers::bfd::BfdSeen;
+use crate::bfd;
 
 /// The label that says which node's speaker wrote a BGPSession.
 pub const NODE_LABEL: &str = "ferrolb.io/node";
@@ -47,6 +49,25 @@ pub struct BgpMetrics {
     pub announced_prefixes: Family<PeerLabels, Gauge>,
     /// UPDATE messages sent.
     pub updates: Family<PeerLabels, Counter>,
+    pub bfd: BfdMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub reason: String,
+}
+
+/// The BFD metrics: per session, and the task's packet counts (one task serves every session).
+#[derive(Clone, Debug, Default)]
+pub struct BfdMetrics {
+    /// 1 while the BFD session is Up.
+    pub session_up: Family<PeerLabels, Gauge>,
+    /// Up → Down transitions (each took the BGP session down).
+    pub session_down_events: Family<PeerLabels, Counter>,
+    pub control_packets_received: Counter,
+    pub control_packets_sent: Counter,
+    /// Received packets dropped, by reason.
+    pub packets_dropped: Family<DropLabels, Counter>,
 }
 
 impl BgpMetrics {
@@ -65,6 +86,32 @@ impl BgpMetrics {
             "bgp_updates",
             "BGP UPDATE messages sent to the peer",
             self.updates.clone(),
+        );
+        let bfd = &self.bfd;
+        registry.register(
+            "bfd_session_up",
+            "1 while the BFD session with the peer is Up",
+            bfd.session_up.clone(),
+        );
+        registry.register(
+            "bfd_session_down_events",
+            "BFD sessions that went from Up to Down, taking their BGP session down",
+            bfd.session_down_events.clone(),
+        );
+        registry.register(
+            "bfd_control_packets_received",
+            "BFD control packets received, on every session",
+            bfd.control_packets_received.clone(),
+        );
+        registry.register(
+            "bfd_control_packets_sent",
+            "BFD control packets sent, on every session",
+            bfd.control_packets_sent.clone(),
+        );
+        registry.register(
+            "bfd_packets_dropped",
+            "BFD packets received and dropped, by reason (bad_ttl, unknown_session, queue_full, or what the decoder refused)",
+            bfd.packets_dropped.clone(),
         );
     }
 }
@@ -137,6 +184,21 @@ impl Reporter {
                 .announced_prefixes
                 .get_or_create(&labels)
                 .set(i64::try_from(s.status.prefixes_announced).unwrap_or(i64::MAX));
+            let bfd = &self.metrics.bfd;
+            match &s.bfd {
+                Some(seen) => {
+                    let bfd_up = seen.state.is_some_and(|b| b.state == bfd::State::Up);
+                    bfd.session_up.get_or_create(&labels).set(i64::from(bfd_up));
+                    catch_up(
+                        &bfd.session_down_events.get_or_create(&labels),
+                        seen.down_events,
+                    );
+                }
+                None => {
+                    bfd.session_up.remove(&labels);
+                    bfd.session_down_events.remove(&labels);
+                }
+            }
             let down_since = if up {
                 None
             } else {
@@ -148,6 +210,7 @@ impl Reporter {
                 down_since: down_since.and_then(time),
                 routes_sent: s.status.prefixes_announced as u64,
                 last_error: s.status.last_error.clone(),
+                bfd: s.bfd.as_ref().map(bfd_status),
             };
             let spec = BgpSessionSpec {
                 node: self.node.clone(),
@@ -171,6 +234,8 @@ impl Reporter {
             self.metrics.session_up.remove(&gone.labels);
             self.metrics.announced_prefixes.remove(&gone.labels);
             self.metrics.updates.remove(&gone.labels);
+            self.metrics.bfd.session_up.remove(&gone.labels);
+            self.metrics.bfd.session_down_events.remove(&gone.labels);
         }
         self.seen = seen;
         self.wanted.send_if_modified(|w| {
@@ -178,6 +243,49 @@ impl Reporter {
             *w = wanted;
             changed
         });
+    }
+
+    /// Takes the BFD task's packet counts now.
+    pub fn count_bfd(&self, counters: &bfd::Counters) {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let m = &self.metrics.bfd;
+        catch_up(
+            &m.control_packets_received,
+            load(&counters.packets_received),
+        );
+        catch_up(&m.control_packets_sent, load(&counters.packets_sent));
+        let mut drops = vec![
+            ("bad_ttl", load(&counters.bad_ttl)),
+            ("unknown_session", load(&counters.unknown_session)),
+            ("queue_full", load(&counters.queue_full)),
+        ];
+        drops.extend(counters.decode_errors());
+        for (reason, n) in drops {
+            let labels = DropLabels {
+                reason: reason.to_owned(),
+            };
+            catch_up(&m.packets_dropped.get_or_create(&labels), n);
+        }
+    }
+}
+
+/// Raises `counter` to `total`, a count kept elsewhere that only grows.
+fn catch_up(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+/// A BFD session as its BGPSession shows it.
+fn bfd_status(seen: &BfdSeen) -> BfdSessionStatus {
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    BfdSessionStatus {
+        state: seen
+            .state
+            .map(|b| format!("{:?}", b.state))
+            .unwrap_or_default(),
+        transmit_interval: seen.state.map(|b| millis(b.tx_interval)),
+        detection_time: seen.state.and_then(|b| b.detection_time).map(millis),
+        down_events: seen.down_events,
+        last_error: seen.error.clone(),
     }
 }
 
@@ -283,6 +391,7 @@ mod tests {
             address: "198.51.100.1".to_owned(),
             my_asn: 64513,
             peer_asn: Some(64512),
+            bfd: None,
             status: PeerStatus {
                 state,
                 established_since: (state == State::Established).then(SystemTime::now),

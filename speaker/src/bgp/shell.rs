@@ -156,8 +156,21 @@ pub struct Peer {
     routes: watch::Sender<Arc<PeerRoutes>>,
     status: watch::Receiver<PeerStatus>,
     inbound: mpsc::Sender<TcpStream>,
+    bfd_down: mpsc::Sender<()>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+}
+
+/// Tells a peer's session that BFD declared the path down ([`Peer::bfd_signal`]).
+#[derive(Clone, Debug)]
+pub struct BfdDownSignal(mpsc::Sender<()>);
+
+impl BfdDownSignal {
+    /// The session tears down at once (Cease, BFD Down); a signal while one is pending is the
+    /// same signal.
+    pub fn send(&self) {
+        let _ = self.0.try_send(());
+    }
 }
 
 impl Peer {
@@ -168,6 +181,7 @@ impl Peer {
         let (status_tx, status) = watch::channel(PeerStatus::initial());
         let (inbound, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let (stop, stop_rx) = oneshot::channel();
+        let (bfd_down, bfd_down_rx) = mpsc::channel(1);
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let address = config.address;
         let password = config.password.clone();
@@ -184,13 +198,14 @@ impl Peer {
             last_error: None,
             seen_error: None,
         };
-        let task = tokio::spawn(shell.run(routes_rx, inbound_rx, events, stop_rx));
+        let task = tokio::spawn(shell.run(routes_rx, inbound_rx, events, bfd_down_rx, stop_rx));
         Peer {
             address,
             password,
             routes,
             status,
             inbound,
+            bfd_down,
             stop: Some(stop),
             task: Some(task),
         }
@@ -204,6 +219,11 @@ impl Peer {
     /// other peers with the same routes hold one copy).
     pub fn set_routes(&self, routes: impl Into<Arc<PeerRoutes>>) {
         self.routes.send_replace(routes.into());
+    }
+
+    /// What BFD uses to take the session down when the path fails.
+    pub fn bfd_signal(&self) -> BfdDownSignal {
+        BfdDownSignal(self.bfd_down.clone())
     }
 
     /// The session's state, updated after every event.
@@ -269,6 +289,7 @@ impl Shell {
         mut routes: watch::Receiver<Arc<PeerRoutes>>,
         mut inbound: mpsc::Receiver<TcpStream>,
         mut events: mpsc::Receiver<Event>,
+        mut bfd_down: mpsc::Receiver<()>,
         mut stop: oneshot::Receiver<()>,
     ) {
         let peer = self.config.address;
@@ -295,6 +316,7 @@ impl Shell {
                     None => Vec::new(),
                 },
                 Some(stream) = inbound.recv() => self.accept(stream),
+                Some(()) = bfd_down.recv() => self.session.bfd_down(Instant::now()),
                 changed = routes.changed(), if routes_open => match changed {
                     Ok(()) => {
                         let desired = routes.borrow_and_update().clone();

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use ferrolb_api::v1alpha1::{BgpPeer, DynamicAsn, SecretKeyRef};
 
+use super::bfd::bfd_config;
 use super::*;
 use crate::announce::bgp::RouteAttributes;
 use crate::bgp::shell::BGP_PORT;
@@ -275,4 +276,294 @@ fn equal_routes_are_kept_once_for_all_peers() {
     assert!(Arc::ptr_eq(&first, &second));
     assert!(!Arc::ptr_eq(&first, &held));
     assert_eq!(shared.0.len(), 2);
+}
+
+fn bfd_profile() -> ferrolb_api::v1alpha1::BfdProfile {
+    serde_json::from_value(serde_json::json!({
+        "name": "fast", "receiveInterval": 100, "transmitInterval": 50, "detectMultiplier": 4,
+        "passiveMode": true, "minimumTtl": 200,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn bfd_runs_from_the_sessions_source_with_the_profiles_timers() {
+    use crate::bfd::Hop;
+    let w = bfd_config(&peer(), node(), &bfd_profile()).unwrap();
+    assert_eq!(w.key.peer, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)));
+    assert_eq!(
+        w.key.local,
+        IpAddr::V4(V4),
+        "the node's address of the peer's family"
+    );
+    assert_eq!((w.key.hop, w.key.interface.as_deref()), (Hop::Single, None));
+    let t = w.profile.timers;
+    assert_eq!(
+        (t.desired_min_tx, t.required_min_rx, t.detect_mult),
+        (Duration::from_millis(50), Duration::from_millis(100), 4)
+    );
+    assert!(w.profile.passive);
+    assert_eq!(w.profile.minimum_ttl, 200);
+
+    // sourceAddress of the peer's family wins; multihop and the VRF follow the peer.
+    let mut p = peer();
+    p.source_address = Some("198.51.100.99".into());
+    p.ebgp_multi_hop = true;
+    p.vrf = Some("red".into());
+    let w = bfd_config(&p, node(), &bfd_profile()).unwrap();
+    assert_eq!(w.key.local, "198.51.100.99".parse::<IpAddr>().unwrap());
+    assert_eq!(
+        (w.key.hop, w.key.interface.as_deref()),
+        (Hop::Multi, Some("red"))
+    );
+
+    // An IPv6 peer runs from the node's IPv6 address, or says why it cannot.
+    let mut p = peer();
+    p.peer_address = "2001:db8:100::1".into();
+    p.source_address = Some("198.51.100.99".into());
+    let w = bfd_config(&p, node(), &bfd_profile()).unwrap();
+    assert_eq!(
+        w.key.local,
+        IpAddr::V6(V6),
+        "a source of the other family is not used"
+    );
+    let v4_only = NodeAddresses {
+        v4: Some(V4),
+        v6: None,
+    };
+    assert_eq!(
+        bfd_config(&p, v4_only, &bfd_profile()).unwrap_err(),
+        "bgpPeers[tor].bfdProfile: the node has no IPv6 InternalIP to run BFD from"
+    );
+}
+
+#[test]
+fn only_a_failure_of_an_up_session_takes_bgp_down() {
+    use crate::bfd::{BfdState, Diag, State};
+    let state = |state, remote_state| BfdState {
+        state,
+        diag: Diag::None,
+        remote_state,
+        local_discriminator: 1,
+        remote_discriminator: 2,
+        tx_interval: Duration::from_millis(300),
+        detection_time: None,
+        source_port: 49152,
+    };
+    let (up, down, init, admin) = (State::Up, State::Down, State::Init, State::AdminDown);
+    // (last seen, now, the peer's state now) → what BGP is told.
+    let cases = [
+        (Some(up), down, down, Some(true)),
+        (Some(up), down, init, Some(true)),
+        (Some(up), init, down, Some(true)),
+        (Some(up), down, admin, Some(false)),
+        (Some(up), up, up, None),
+        (None, up, up, None),
+        (Some(init), up, up, None),
+        (None, down, down, None),
+        (Some(down), down, admin, None),
+        (Some(init), down, down, None),
+    ];
+    for (last, now, remote, want) in cases {
+        assert_eq!(
+            bfd::takes_bgp_down(last, &state(now, remote)),
+            want,
+            "{last:?} -> {now:?} (peer {remote:?})"
+        );
+    }
+    // Whatever the states: a session that was not Up never takes BGP down.
+    let all = [admin, down, init, up];
+    for last in all
+        .iter()
+        .copied()
+        .filter(|s| *s != up)
+        .map(Some)
+        .chain([None])
+    {
+        for now in all {
+            for remote in all {
+                assert_eq!(bfd::takes_bgp_down(last, &state(now, remote)), None);
+            }
+        }
+    }
+}
+
+/// Sessions against a scripted router on loopback (127.0.0.4) whose BFD is a second BFD task:
+/// the BGP session survives the router's AdminDown, and goes down (Cease, BFD Down) when the
+/// router's BFD falls silent, long before any hold time.
+#[tokio::test]
+async fn a_silent_bfd_peer_takes_the_bgp_session_down_and_admin_down_does_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::timeout;
+
+    use crate::bfd::{self as bfd_task, PeerKey, State};
+    use crate::bgp::sim::{PeerOpen, config};
+    use crate::bgp::wire::{self, Message};
+
+    const WAIT: Duration = Duration::from_secs(10);
+    async fn read_message(conn: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut message = vec![0u8; wire::HEADER_LEN];
+        conn.read_exact(&mut message).await.ok()?;
+        let len = usize::from(u16::from_be_bytes([message[16], message[17]]));
+        message.resize(len, 0);
+        conn.read_exact(&mut message[wire::HEADER_LEN..])
+            .await
+            .ok()?;
+        Some(message)
+    }
+    /// The NOTIFICATION the router is sent before EOF, if any.
+    async fn notification(conn: &mut TcpStream) -> Option<(u8, u8)> {
+        let mut seen = None;
+        while let Some(m) = timeout(WAIT, read_message(conn))
+            .await
+            .expect("EOF in time")
+        {
+            if let Ok(Message::Notification(n)) = wire::decode(&m) {
+                seen = Some((n.code, n.subcode));
+            }
+        }
+        seen
+    }
+
+    let (us, router): (IpAddr, IpAddr) =
+        ("127.0.0.3".parse().unwrap(), "127.0.0.4".parse().unwrap());
+    let listener = TcpListener::bind((router, 0)).await.unwrap();
+    let mut session = PeerConfig::new(config(), router);
+    session.port = listener.local_addr().unwrap().port();
+    session.source = Some(us);
+    let ours = bfd_config(
+        &BgpPeer {
+            peer_address: router.to_string(),
+            source_address: Some(us.to_string()),
+            ..peer()
+        },
+        node(),
+        &serde_json::from_value(serde_json::json!({
+            "name": "fast", "receiveInterval": 20, "transmitInterval": 20, "detectMultiplier": 3,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let theirs = PeerKey {
+        peer: us,
+        local: router,
+        ..ours.key.clone()
+    };
+    let wanted = || {
+        BTreeMap::from([(
+            "tor".to_owned(),
+            Ok(Wanted {
+                session: session.clone(),
+                bfd: Some(Ok(ours.clone())),
+            }),
+        )])
+    };
+    let tor = BgpPeer {
+        peer_address: router.to_string(),
+        ..peer()
+    };
+    let bfd_state = |sessions: &Sessions| {
+        let report = sessions.report(&[&tor]);
+        report[0].bfd.clone().unwrap()
+    };
+    let wait_bfd = async |sessions: &Sessions, want: State| {
+        timeout(WAIT, async {
+            while bfd_state(sessions).state.map(|s| s.state) != Some(want) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("BFD never {want}: {:?}", bfd_state(sessions)));
+    };
+    let establish = async || {
+        let (mut conn, _) = timeout(WAIT, listener.accept()).await.unwrap().unwrap();
+        read_message(&mut conn).await.unwrap();
+        conn.write_all(&PeerOpen::new().bytes()).await.unwrap();
+        conn.write_all(&wire::encode_keepalive()).await.unwrap();
+        conn
+    };
+
+    let mut sessions = Sessions::default();
+    sessions.update(wanted(), &BTreeMap::new());
+    let mut conn = establish().await;
+    let router_bfd = bfd_task::Bfd::spawn(7);
+    router_bfd
+        .add_peer(theirs.clone(), ours.profile)
+        .await
+        .unwrap();
+    wait_bfd(&sessions, State::Up).await;
+
+    // The router's operator removes BFD: AdminDown, and the BGP session stays.
+    router_bfd.remove_peer(&theirs).await;
+    wait_bfd(&sessions, State::Down).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = sessions.report(&[&tor]);
+    assert_eq!(report[0].status.state, crate::bgp::State::Established);
+    assert_eq!(report[0].bfd.as_ref().unwrap().down_events, 0);
+
+    // BFD back, then the router goes silent (its task ends without a word).
+    router_bfd
+        .add_peer(theirs.clone(), ours.profile)
+        .await
+        .unwrap();
+    wait_bfd(&sessions, State::Up).await;
+    drop(router_bfd);
+    assert_eq!(
+        notification(&mut conn).await,
+        Some((6, 10)),
+        "Cease, BFD Down"
+    );
+    let report = sessions.report(&[&tor]);
+    assert_eq!(report[0].bfd.as_ref().unwrap().down_events, 1);
+    assert!(
+        report[0]
+            .status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("BFD")),
+        "{:?}",
+        report[0].status.last_error
+    );
+
+    // New timers re-time the BFD session and leave the BGP session alone.
+    let mut conn = establish().await;
+    let router_bfd = bfd_task::Bfd::spawn(8);
+    router_bfd
+        .add_peer(theirs.clone(), ours.profile)
+        .await
+        .unwrap();
+    wait_bfd(&sessions, State::Up).await;
+    let mut slower = ours.clone();
+    slower.profile.timers.desired_min_tx = Duration::from_millis(40);
+    sessions.update(
+        BTreeMap::from([(
+            "tor".to_owned(),
+            Ok(Wanted {
+                session: session.clone(),
+                bfd: Some(Ok(slower)),
+            }),
+        )]),
+        &BTreeMap::new(),
+    );
+    timeout(WAIT, async {
+        while bfd_state(&sessions).state.map(|s| s.tx_interval) != Some(Duration::from_millis(40)) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the new interval negotiated");
+    assert_eq!(
+        sessions.report(&[&tor])[0].status.state,
+        crate::bgp::State::Established
+    );
+    assert_eq!(
+        bfd_state(&sessions).down_events,
+        1,
+        "the count carries over"
+    );
+
+    sessions.shutdown().await;
+    assert_eq!(notification(&mut conn).await, Some((6, 2)));
+    router_bfd.shutdown().await;
 }
