@@ -13,7 +13,7 @@
 #
 #   ftb-<run>-br   bridge "br0"; every other namespace has a veth "eth0" plugged into it
 #   ftb-<run>-cp   198.51.100.126  etcd, kube-apiserver (:6443), kube-controller-manager, kube-scheduler
-#   ftb-<run>-rtr  198.51.100.1    FRR zebra+bgpd (AS 64512), passive peer of every node (v4 and v6), forwards
+#   ftb-<run>-rtr  198.51.100.1    FRR zebra+bgpd+bfdd (AS 64512), passive peer of every node (v4 and v6), forwards
 #   ftb-<run>-bird 198.51.100.2    BIRD 2 (AS 64520), passive peer of every node (any peer AS)
 #   ftb-<run>-gobgp 198.51.100.3   gobgpd (AS 64530), passive peer of every node (peer AS 64513)
 #   ftb-<run>-cli  198.51.100.100  a client namespace for curl
@@ -224,6 +224,10 @@ frr_up() {
     echo " exit-address-family"
     echo "!"
   } >"$F/frr.conf"
+  # BFD (bfdd): a profile for the tests that turn it on per neighbour (`neighbor X bfd profile
+  # fast`); no neighbour runs BFD by default.
+  printf '%s\n' "frr defaults traditional" "log file $F/bfdd.log" "bfd" " profile fast" \
+    "  receive-interval 100" "  transmit-interval 100" "  detect-multiplier 3" " exit" "exit" >"$F/bfdd.conf"
   chown -R frr:frr "$F"
   # zebra installs the BGP routes in the router namespace's kernel, so the router really forwards:
   # a client that routes 203.0.113.0/24 via the router follows what the speakers announce (ECMP).
@@ -237,6 +241,10 @@ frr_up() {
     --vty_socket "$F" -z "$F/zserv.api" -i "$F/bgpd.pid" -A 127.0.0.1 -P 0
   wait_for 20 "bgpd pid file" test -s "$F/bgpd.pid"
   record_pid bgpd "$(cat "$F/bgpd.pid")"
+  ip netns exec "ftb-$SFX-rtr" /usr/lib/frr/bfdd -d -u frr -g frr -f "$F/bfdd.conf" \
+    --vty_socket "$F" -z "$F/zserv.api" -i "$F/bfdd.pid" -A 127.0.0.1 -P 0
+  wait_for 20 "bfdd pid file" test -s "$F/bfdd.pid"
+  record_pid bfdd "$(cat "$F/bfdd.pid")"
 }
 
 # The alternative routers: BIRD (any peer AS) and GoBGP (peer AS $GOBGP_PEER_ASN), both passive
@@ -573,7 +581,7 @@ up() {
     return 0
   fi
   down_all || die "could not remove the previous testbed of this checkout (see above)"
-  for c in etcd openssl curl nft nsenter unshare /usr/lib/frr/bgpd vtysh bird birdc gobgpd gobgp containerd ctr runc buildah /usr/lib/cni/ptp; do
+  for c in etcd openssl curl nft nsenter unshare /usr/lib/frr/bgpd /usr/lib/frr/bfdd vtysh bird birdc gobgpd gobgp containerd ctr runc buildah /usr/lib/cni/ptp; do
     command -v "$c" >/dev/null || die "missing $c: run 'bash tests/testbed/install-deps.sh'"
   done
   [ "$NODES" -ge 1 ] && [ "$NODES" -le 4 ] || die "TESTBED_NODES must be 1..4 (pod CIDRs are /27s of 198.51.100.128/25)"

@@ -13,8 +13,9 @@
 //! from every node and its attributes, the same routes at BIRD and GoBGP, a dual-stack Service's
 //! /128 over the IPv6 sessions, `externalTrafficPolicy: Local` announced only from the node with
 //! the endpoint (and following it), withdrawal when the Service goes, TCP-MD5 with FRR (the
-//! Secret's password establishes, a wrong one never does), FRR's bgpd restarted, and a node's
-//! link cut until the hold time (9 s) runs out and restored. Every wait is generous and nothing
+//! Secret's password establishes, a wrong one never does), FRR's bgpd restarted, a node's
+//! link cut until the hold time (9 s) runs out and restored, and the same cut with BFD (FRR's
+//! bfdd, 100 ms x 3), which drops the node within the detection time. Every wait is generous and nothing
 //! asserts a timing; the times are printed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1201,5 +1202,193 @@ async fn local_pref_reaches_the_ibgp_peer_only() -> anyhow::Result<()> {
             "the eBGP path from {ip} carries no LOCAL_PREF of ours: {seen:?} in {detail}"
         );
     }
+    Ok(())
+}
+
+/// FRR runs BFD (profile `fast` of the testbed's bfdd: 100 ms x 3) with every node's IPv4
+/// session until dropped, then `no neighbor … bfd` (also when the test fails).
+#[derive(Debug)]
+struct FrrBfd {
+    tb: Testbed,
+    asn: u32,
+    neighbors: Vec<String>,
+}
+
+impl FrrBfd {
+    fn set(tb: &Testbed) -> anyhow::Result<FrrBfd> {
+        let asn = Routers::of(tb)?.frr_asn;
+        let guard = FrrBfd {
+            tb: tb.clone(),
+            asn,
+            neighbors: tb.node_ips.clone(),
+        };
+        let lines: Vec<String> = guard
+            .neighbors
+            .iter()
+            .map(|n| format!("neighbor {n} bfd profile fast"))
+            .collect();
+        frr_configure(tb, asn, &lines)?;
+        Ok(guard)
+    }
+}
+
+impl Drop for FrrBfd {
+    fn drop(&mut self) {
+        let lines: Vec<String> = self
+            .neighbors
+            .iter()
+            .map(|n| format!("no neighbor {n} bfd"))
+            .collect();
+        if let Err(e) = frr_configure(&self.tb, self.asn, &lines) {
+            eprintln!("turning FRR's BFD off: {e:#}");
+        }
+    }
+}
+
+/// FRR's BFD sessions (`show bfd peers json`, from bfdd), by peer address.
+fn frr_bfd_peers(tb: &Testbed) -> anyhow::Result<BTreeMap<String, Value>> {
+    let vty = tb
+        .var("TESTBED_ROUTER_VTY")
+        .context("TESTBED_ROUTER_VTY missing")?;
+    let out = netns_exec(
+        &tb.router_netns,
+        &[
+            "vtysh",
+            "--vty_socket",
+            vty,
+            "-d",
+            "bfdd",
+            "-c",
+            "show bfd peers json",
+        ],
+    )?;
+    ensure!(
+        out.status.success(),
+        "show bfd peers json: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peers: Vec<Value> = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "show bfd peers json: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
+    Ok(peers
+        .into_iter()
+        .filter_map(|p| Some((p["peer"].as_str()?.to_owned(), p)))
+        .collect())
+}
+
+/// BFD with FRR (profile 100 ms x 3 on both sides): FRR's bfdd brings a session up with every
+/// node and shows the speakers' timers as the remote's; each BGPSession shows BFD Up; cutting a
+/// node's link drops its next hop at the router within BFD's detection time, long before the
+/// 9 s hold time; the link back, the next hop comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn bfd_with_frr_drops_a_cut_nodes_next_hop_within_the_detection_time() -> anyhow::Result<()> {
+    let tb = Testbed::start_or_reuse()?;
+    ensure!(tb.node_names.len() >= 3, "needs three nodes");
+    let client = tb.client().await?;
+    let routers = Routers::of(&tb)?;
+    let mut config = routers.config(None);
+    config["bfdProfiles"] = json!([{"name": "fast", "receiveInterval": 100,
+        "transmitInterval": 100, "detectMultiplier": 3}]);
+    config["bgpPeers"][0]["bfdProfile"] = json!("fast");
+    let _bfd = FrrBfd::set(&tb)?;
+    let _installed = install_with(&tb, &client, config).await?;
+    let ns = tb.namespace(&client, "bgp-bfd").await?;
+    let w = Bgp {
+        tb: tb.clone(),
+        client: client.clone(),
+        ns,
+        routers,
+        _installed,
+    };
+    w.echo("web", 3, None).await?;
+    w.service("web", "web", json!({})).await?;
+    let ip = w.address("web", false).await?;
+    let prefix = host_prefix(&ip);
+    let nodes = w.nodes_v4();
+    w.until_holds(View::Frr, &prefix, &nodes).await?;
+
+    // FRR's view: every node's session up, with the speakers' timers as the remote's (FRR's JSON
+    // gives milliseconds).
+    let seen = wait_for("FRR's BFD sessions with every node Up", T, || async {
+        let peers = frr_bfd_peers(&tb)?;
+        let up = nodes
+            .iter()
+            .all(|n| peers.get(n).is_some_and(|p| p["status"] == "up"));
+        if up {
+            Ok(Some(peers))
+        } else {
+            bail!("FRR's BFD peers: {peers:?}")
+        }
+    })
+    .await?;
+    for n in &nodes {
+        let p = &seen[n];
+        for (field, want) in [
+            ("remote-receive-interval", 100),
+            ("remote-transmit-interval", 100),
+            ("remote-detect-multiplier", 3),
+        ] {
+            ensure!(
+                p[field] == want,
+                "FRR's BFD session with {n}: {field} is {}, not {want}: {p}",
+                p[field]
+            );
+        }
+    }
+    // Ours: every node's BGPSession with FRR says BFD Up.
+    let sessions: Api<BGPSession> = Api::namespaced(client.clone(), SYSTEM);
+    wait_for(
+        "every node's BGPSession with FRR to show BFD Up",
+        T,
+        || async {
+            let list = sessions.list(&ListParams::default()).await?;
+            let states: Vec<(String, Option<String>)> = list
+                .items
+                .iter()
+                .filter(|s| s.spec.peer == "frr")
+                .map(|s| {
+                    let bfd = s.status.as_ref().and_then(|st| st.bfd.as_ref());
+                    (s.spec.node.clone(), bfd.map(|b| b.state.clone()))
+                })
+                .collect();
+            let up = states.len() == nodes.len()
+                && states.iter().all(|(_, s)| s.as_deref() == Some("Up"));
+            if up {
+                Ok(Some(()))
+            } else {
+                bail!("BGPSessions with FRR: {states:?}")
+            }
+        },
+    )
+    .await?;
+
+    let mut rest = nodes.clone();
+    rest.remove(&w.tb.node_ips[0]);
+    let cut = w.tb.cut_node_link(0)?;
+    let started = Instant::now();
+    w.until_holds(View::Frr, &prefix, &rest).await?;
+    let gone = started.elapsed();
+    w.until_holds(View::FrrKernel, &prefix, &rest).await?;
+    eprintln!(
+        "{} dropped from FRR's {prefix} {gone:.2?} after its link went down (BFD 100 ms x 3; hold time 9 s)",
+        w.tb.node_ips[0]
+    );
+    // Not a timing test: only "BFD, not the hold time, did it".
+    ensure!(
+        gone < Duration::from_secs(5),
+        "the next hop went after {gone:?}: the hold time (9 s), not BFD (0.3 s), removed it"
+    );
+    drop(cut);
+    let restored = Instant::now();
+    w.until_holds(View::Frr, &prefix, &nodes).await?;
+    eprintln!(
+        "{} back in {prefix} {:.1?} after its link came up",
+        w.tb.node_ips[0],
+        restored.elapsed()
+    );
     Ok(())
 }
