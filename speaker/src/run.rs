@@ -309,7 +309,7 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     if let Some(m) = membership {
         m.shutdown().await;
     }
-    sessions.shutdown().await;
+    sessions.leave_for_restart().await;
     session_writer.abort();
     tokio::time::sleep(Duration::from_millis(100)).await;
     ctx.responder.shutdown().await;

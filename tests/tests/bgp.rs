@@ -1215,7 +1215,10 @@ struct FrrBfd {
 }
 
 impl FrrBfd {
-    fn set(tb: &Testbed) -> anyhow::Result<FrrBfd> {
+    /// With `check_control_plane`, also `neighbor … bfd check-control-plane-failure`: FRR then
+    /// ignores a BFD failure of a peer whose BGP session is already in Graceful Restart and that
+    /// clears the C bit (as FerroLB does: its BFD shares the speaker's fate).
+    fn set(tb: &Testbed, check_control_plane: bool) -> anyhow::Result<FrrBfd> {
         let asn = Routers::of(tb)?.frr_asn;
         let guard = FrrBfd {
             tb: tb.clone(),
@@ -1225,7 +1228,13 @@ impl FrrBfd {
         let lines: Vec<String> = guard
             .neighbors
             .iter()
-            .map(|n| format!("neighbor {n} bfd profile fast"))
+            .flat_map(|n| {
+                let mut lines = vec![format!("neighbor {n} bfd profile fast")];
+                if check_control_plane {
+                    lines.push(format!("neighbor {n} bfd check-control-plane-failure"));
+                }
+                lines
+            })
             .collect();
         frr_configure(tb, asn, &lines)?;
         Ok(guard)
@@ -1294,7 +1303,7 @@ async fn bfd_with_frr_drops_a_cut_nodes_next_hop_within_the_detection_time() -> 
     config["bfdProfiles"] = json!([{"name": "fast", "receiveInterval": 100,
         "transmitInterval": 100, "detectMultiplier": 3}]);
     config["bgpPeers"][0]["bfdProfile"] = json!("fast");
-    let _bfd = FrrBfd::set(&tb)?;
+    let _bfd = FrrBfd::set(&tb, false)?;
     let _installed = install_with(&tb, &client, config).await?;
     let ns = tb.namespace(&client, "bgp-bfd").await?;
     let w = Bgp {
@@ -1390,5 +1399,124 @@ async fn bfd_with_frr_drops_a_cut_nodes_next_hop_within_the_detection_time() -> 
         w.tb.node_ips[0],
         restored.elapsed()
     );
+    Ok(())
+}
+
+/// Graceful Restart and BFD together, as docs/operations.md recommends: FRR's IPv4 sessions with
+/// `gracefulRestart: true` (FRR is a helper by default) and BFD 100 ms x 3 with
+/// `check-control-plane-failure`. node-1's speaker is killed (SIGKILL), then stopped (SIGTERM,
+/// as in an upgrade); each time the kubelet starts it again. Polled every 50 ms from the signal
+/// until node-1's new session is Established and its path no longer stale: FRR's table and the
+/// router's kernel keep node-1's next hop throughout (no withdrawal seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn a_restarting_speaker_keeps_its_routes_at_frr_with_graceful_restart_and_bfd()
+-> anyhow::Result<()> {
+    use ferrolb_testbed::ferrolb::SPEAKER_PODS;
+    use ferrolb_testbed::harness::pod_pid;
+    use kube::ResourceExt as _;
+
+    let tb = Testbed::start_or_reuse()?;
+    ensure!(tb.node_names.len() >= 3, "needs three nodes");
+    let client = tb.client().await?;
+    let routers = Routers::of(&tb)?;
+    let mut config = routers.config(None);
+    config["bfdProfiles"] = json!([{"name": "fast", "receiveInterval": 100,
+        "transmitInterval": 100, "detectMultiplier": 3}]);
+    config["bgpPeers"][0]["bfdProfile"] = json!("fast");
+    config["bgpPeers"][0]["gracefulRestart"] = json!(true);
+    let _bfd = FrrBfd::set(&tb, true)?;
+    let _installed = install_with(&tb, &client, config).await?;
+    let ns = tb.namespace(&client, "bgp-gr").await?;
+    let w = Bgp {
+        tb: tb.clone(),
+        client: client.clone(),
+        ns,
+        routers,
+        _installed,
+    };
+    w.echo("web", 3, None).await?;
+    w.service("web", "web", json!({})).await?;
+    let ip = w.address("web", false).await?;
+    let prefix = host_prefix(&ip);
+    let nodes = w.nodes_v4();
+    w.until_holds(View::Frr, &prefix, &nodes).await?;
+    w.until_holds(View::FrrKernel, &prefix, &nodes).await?;
+    let node = tb.node_names[0].clone();
+    let node_ip = tb.node_ips[0].clone();
+    wait_for("FRR's BFD session with node-1 Up", T, || async {
+        let peers = frr_bfd_peers(&tb)?;
+        Ok(peers
+            .get(&node_ip)
+            .is_some_and(|p| p["status"] == "up")
+            .then_some(()))
+    })
+    .await?;
+    let neighbor =
+        w.tb.frr_json(&format!("show bgp neighbors {node_ip} json"))?;
+    let gr = &neighbor[&node_ip]["gracefulRestartInfo"];
+    eprintln!("FRR's graceful restart view of {node_ip}: {gr}");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    for signal in ["KILL", "TERM"] {
+        let pod = pods
+            .list(&ListParams::default().labels(SPEAKER_PODS))
+            .await?
+            .items
+            .into_iter()
+            .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
+            .ok_or_else(|| anyhow!("no speaker on {node}"))?;
+        let pid = pod_pid(&pod).ok_or_else(|| anyhow!("the speaker on {node} has no pid"))?;
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -{signal} {pid} failed");
+        let started = Instant::now();
+        let mut fewest = (usize::MAX, usize::MAX);
+        let mut left = None;
+        loop {
+            let table = w.holds(View::Frr, &prefix)?;
+            let kernel = w.holds(View::FrrKernel, &prefix)?;
+            fewest = (fewest.0.min(table.paths), fewest.1.min(kernel.paths));
+            if (table.paths, kernel.paths) != (nodes.len(), nodes.len()) && left.is_none() {
+                left = Some(format!(
+                    "after {:.2?}: FRR {} paths via {:?}, kernel {} via {:?}",
+                    started.elapsed(),
+                    table.paths,
+                    table.hops,
+                    kernel.paths,
+                    kernel.hops
+                ));
+            }
+            let established =
+                w.frr_sessions()?.get(&node_ip).map(String::as_str) == Some("Established");
+            let stale = table.raw.contains("\"stale\":true");
+            let restarted = pods
+                .get(&pod.name_any())
+                .await
+                .ok()
+                .and_then(|p| pod_pid(&p))
+                .is_some_and(|new| new != pid);
+            if restarted && established && !stale && started.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(100),
+                "node-1's speaker did not come back within 100 s after SIG{signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "SIG{signal}: node-1's session back and fresh after {:.1?}; fewest paths seen: FRR {}, kernel {}",
+            started.elapsed(),
+            fewest.0,
+            fewest.1
+        );
+        ensure!(
+            left.is_none(),
+            "SIG{signal}: a next hop went while node-1's speaker restarted: {}",
+            left.unwrap_or_default()
+        );
+    }
     Ok(())
 }

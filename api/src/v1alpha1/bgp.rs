@@ -102,8 +102,10 @@ pub struct BgpPeer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd_profile: Option<String>,
 
-    /// Advertise the graceful restart capability (RFC 4724), so the peer keeps our routes while a
-    /// speaker restarts.
+    /// Advertise the graceful restart capability (RFC 4724, restart time 120s): a speaker that
+    /// restarts (an upgrade, a crash) closes the session without a NOTIFICATION, and the peer
+    /// keeps its routes until the new process has sent them again. The router must be a
+    /// graceful-restart helper (FRR and BIRD are by default).
     #[serde(default, skip_serializing_if = "is_false")]
     pub graceful_restart: bool,
 

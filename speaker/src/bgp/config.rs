@@ -91,7 +91,14 @@ pub struct SessionConfig {
     /// announced (and counted as skipped).
     pub next_hop_v4: Option<Ipv4Addr>,
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// Offer Graceful Restart (RFC 4724) with this restart time: the peer keeps our routes
+    /// that long when the connection closes without a NOTIFICATION (the speaker restarting).
+    pub graceful_restart: Option<Duration>,
 }
+
+/// The restart time offered with Graceful Restart: how long the router keeps a restarting
+/// speaker's routes (FRR's and BIRD's default too). A speaker pod restarts in seconds.
+pub const RESTART_TIME: Duration = Duration::from_secs(120);
 
 impl SessionConfig {
     /// A session with the defaults: both families, active, 90 s hold time.
@@ -108,6 +115,7 @@ impl SessionConfig {
             families: Family::ALL.into_iter().collect(),
             next_hop_v4: None,
             next_hop_v6: None,
+            graceful_restart: None,
         }
     }
 

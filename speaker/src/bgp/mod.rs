@@ -53,13 +53,18 @@
 //! [`Session::set_routes`] whenever the announcer computes new routes. TCP-MD5, the source
 //! address and the TTL are socket options, the shell's business.
 //!
-//! # Not yet (the next issue)
+//! # Graceful restart and BFD
 //!
-//! Graceful restart: the peer's capability is decoded into [`Negotiated::peer_graceful_restart`]
-//! and we already send End-of-RIB after the initial table; offering the capability and keeping
-//! routes across a restart is not done. BFD runs alongside the peers that name a profile
-//! ([`peers::bfd`]) and calls [`Session::bfd_down`], which tears the session down at once (Cease,
-//! subcode 10 of RFC 9384).
+//! A peer with `gracefulRestart` is offered the capability (RFC 4724: restart time
+//! [`config::RESTART_TIME`], Restart State on a session's first OPEN, Forwarding State for both
+//! families). When the speaker exits ([`peers::Sessions::leave_for_restart`]) a session that
+//! negotiated it closes without a NOTIFICATION ([`Stop::Restart`]), so the router keeps our
+//! routes until the next process sends them again and End-of-RIB; every other way down (a peer
+//! removed, BFD Down, an error) sends a NOTIFICATION, which ends the router's promise. RFC 8538
+//! (the N bit) is not offered: without it every NOTIFICATION withdraws at once, which is what we
+//! want from each of those. BFD runs alongside the peers that name a profile ([`peers::bfd`])
+//! and calls [`Session::bfd_down`], which tears the session down at once (Cease, subcode 10 of
+//! RFC 9384).
 
 pub mod config;
 pub mod counters;

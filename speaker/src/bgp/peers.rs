@@ -15,6 +15,7 @@
 //! - hold time and keepalive as [`BgpPeer::effective_hold_time`] derives them (MetalLB's rule);
 //! - `connectTime`: a fixed interval between connection attempts (else the session's back-off);
 //! - TCP-MD5: the password the caller read from the referenced Secret;
+//! - `gracefulRestart`: the capability with [`RESTART_TIME`]; see [`Sessions::leave_for_restart`];
 //! - `bfdProfile`: a BFD session alongside ([`bfd`]), whose failure takes the BGP session down at
 //!   once; its timers change without restarting the BGP session.
 
@@ -28,6 +29,7 @@ use ferrolb_api::v1alpha1::{BgpPeer, DynamicAsn, SecretKeyRef};
 use self::bfd::{BfdSeen, BfdWanted, Link};
 use super::secrets::SecretsRead;
 use super::shell::{Password, Peer, PeerConfig, PeerStatus};
+use super::config::RESTART_TIME;
 use super::{PeerAs, SessionConfig};
 use crate::announce::bgp::{BgpRoutes, PeerRoutes};
 use crate::bfd::{Bfd, Counters as BfdCounters};
@@ -145,6 +147,7 @@ pub fn peer_config(
         Some(IpAddr::V4(v4)) => Some(v4),
         _ => node.v4,
     };
+    session.graceful_restart = peer.graceful_restart.then_some(RESTART_TIME);
     session.next_hop_v6 = match source {
         Some(IpAddr::V6(v6)) => Some(v6),
         _ => node.v6,
@@ -378,6 +381,29 @@ impl Sessions {
     /// What the BFD task counts, once it runs.
     pub fn bfd_counters(&self) -> Option<Arc<BfdCounters>> {
         self.bfd.as_ref().map(Bfd::counters)
+    }
+
+    /// The speaker is exiting (SIGTERM, an upgrade) and will be back: sessions that negotiated
+    /// Graceful Restart close without a NOTIFICATION and their BFD goes silent, so the router
+    /// keeps their routes until the next process sends them again (to the router this looks
+    /// exactly like a crash, which it must survive anyway); the others cease, and their BFD
+    /// says AdminDown. Waits as [`Sessions::shutdown`] does.
+    pub async fn leave_for_restart(self) {
+        let mut silent = Vec::new();
+        let mut stops = Vec::new();
+        for r in self.running.into_values() {
+            let keeps_routes = r.peer.status().borrow().graceful_restart;
+            match (r.bfd, &self.bfd) {
+                (Some(Ok(link)), Some(bfd)) if !keeps_routes => link.stop(bfd),
+                (Some(Ok(link)), _) => silent.push(link),
+                _ => {}
+            }
+            stops.push(r.peer.leave_for_restart());
+        }
+        futures::future::join_all(stops).await;
+        // Dropping the task ends every BFD session left without a word.
+        drop(self.bfd);
+        drop(silent);
     }
 
     /// Ceases every session and waits (each at most the shell's flush timeout), then tells every

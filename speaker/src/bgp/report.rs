@@ -397,8 +397,7 @@ mod tests {
                 established_since: (state == State::Established).then(SystemTime::now),
                 prefixes_announced: prefixes,
                 updates_sent: updates,
-                last_error: None,
-                peer_as: None,
+                ..PeerStatus::initial()
             },
         }
     }

@@ -62,6 +62,10 @@ pub enum Stop {
     Shutdown,
     /// Its configuration changed: Cease / Administrative Reset (6/4), then start again.
     Reset,
+    /// The speaker is restarting (SIGTERM, an upgrade): where Graceful Restart was negotiated,
+    /// close the connection without a NOTIFICATION, so the peer keeps our routes until the next
+    /// process sends them again; elsewhere as [`Stop::Shutdown`].
+    Restart,
 }
 
 /// What the shell must do, in order.
@@ -92,9 +96,11 @@ pub struct Negotiated {
     /// The AS the peer presented (what a dynamicASN peer turned out to be).
     pub peer_as: u32,
     pub peer_id: Ipv4Addr,
-    /// The peer's Graceful Restart capability (RFC 4724), kept for the next step, which acts
-    /// on it (we neither offer it nor act on it yet).
+    /// The peer's Graceful Restart capability (RFC 4724), as it sent it.
     pub peer_graceful_restart: Option<Capability>,
+    /// Both sides offered Graceful Restart: the peer keeps our routes when the connection
+    /// closes without a NOTIFICATION, until we send them again (and End-of-RIB).
+    pub graceful_restart: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -227,20 +233,29 @@ impl Session {
         out
     }
 
-    /// ManualStop: Cease on every open connection; [`Stop::Reset`] starts again at once.
+    /// ManualStop: Cease on every open connection (none on an Established one that keeps our
+    /// routes, for [`Stop::Restart`]); [`Stop::Reset`] starts again at once.
     pub fn stop(&mut self, now: Instant, how: Stop) -> Vec<Action> {
         let mut out = Vec::new();
         let subcode = match how {
-            Stop::Shutdown => code::ADMINISTRATIVE_SHUTDOWN,
+            Stop::Shutdown | Stop::Restart => code::ADMINISTRATIVE_SHUTDOWN,
             Stop::Reset => code::ADMINISTRATIVE_RESET,
         };
         let error = SessionError::Stopped {
             reset: how == Stop::Reset,
         };
-        let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
-        for id in ids {
-            let notification = Notification::new(code::CEASE, subcode);
-            self.drop_conn(now, id, Some(notification), error.clone(), &mut out);
+        let conns: Vec<(ConnId, bool)> = self
+            .conns
+            .iter()
+            .map(|c| {
+                let keeps_routes = c.negotiated.as_ref().is_some_and(|n| n.graceful_restart);
+                (c.id, c.state == ConnState::Established && keeps_routes)
+            })
+            .collect();
+        for (id, keeps_routes) in conns {
+            let notification = (how != Stop::Restart || !keeps_routes)
+                .then(|| Notification::new(code::CEASE, subcode));
+            self.drop_conn(now, id, notification, error.clone(), &mut out);
         }
         self.retry_at = None;
         self.idle = false;

@@ -132,6 +132,8 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// The AS the peer presented in the OPEN of the session, while it is established.
     pub peer_as: Option<u32>,
+    /// Both sides offered Graceful Restart on the session, while it is established.
+    pub graceful_restart: bool,
 }
 
 impl PeerStatus {
@@ -144,6 +146,7 @@ impl PeerStatus {
             updates_sent: 0,
             last_error: None,
             peer_as: None,
+            graceful_restart: false,
         }
     }
 }
@@ -157,7 +160,7 @@ pub struct Peer {
     status: watch::Receiver<PeerStatus>,
     inbound: mpsc::Sender<TcpStream>,
     bfd_down: mpsc::Sender<()>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<oneshot::Sender<Stop>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -232,9 +235,19 @@ impl Peer {
     }
 
     /// Cease / Administrative Shutdown on the open connection, then the task ends.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.stop(Stop::Shutdown).await;
+    }
+
+    /// The speaker is restarting: where Graceful Restart was negotiated the connection closes
+    /// without a NOTIFICATION, so the peer keeps our routes; elsewhere as [`Peer::shutdown`].
+    pub async fn leave_for_restart(self) {
+        self.stop(Stop::Restart).await;
+    }
+
+    async fn stop(mut self, how: Stop) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(how);
         }
         if let Some(task) = self.task.take()
             && let Err(e) = task.await
@@ -290,7 +303,7 @@ impl Shell {
         mut inbound: mpsc::Receiver<TcpStream>,
         mut events: mpsc::Receiver<Event>,
         mut bfd_down: mpsc::Receiver<()>,
-        mut stop: oneshot::Receiver<()>,
+        mut stop: oneshot::Receiver<Stop>,
     ) {
         let peer = self.config.address;
         let now = Instant::now();
@@ -300,7 +313,7 @@ impl Shell {
         self.execute(actions);
         self.publish();
         let mut routes_open = true;
-        loop {
+        let how = loop {
             let deadline = self.session.next_deadline();
             let timer = async move {
                 match deadline {
@@ -309,7 +322,8 @@ impl Shell {
                 }
             };
             let actions = tokio::select! {
-                _ = &mut stop => break,
+                // A dropped handle shuts the session down.
+                how = &mut stop => break how.unwrap_or(Stop::Shutdown),
                 () = timer => self.session.on_timer(Instant::now()),
                 event = events.recv() => match event {
                     Some(event) => self.handle(event),
@@ -330,8 +344,8 @@ impl Shell {
             };
             self.execute(actions);
             self.publish();
-        }
-        let actions = self.session.stop(Instant::now(), Stop::Shutdown);
+        };
+        let actions = self.session.stop(Instant::now(), how);
         self.execute(actions);
         self.publish();
         for (_, dial) in std::mem::take(&mut self.dials) {
@@ -494,6 +508,7 @@ impl Shell {
             updates_sent: self.session.counters().updates_sent,
             last_error: self.last_error.clone(),
             peer_as: self.session.negotiated().map(|n| n.peer_as),
+            graceful_restart: self.session.negotiated().is_some_and(|n| n.graceful_restart),
         };
         self.status.send_if_modified(|old| {
             if *old == status {

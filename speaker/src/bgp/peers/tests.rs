@@ -567,3 +567,23 @@ async fn a_silent_bfd_peer_takes_the_bgp_session_down_and_admin_down_does_not() 
     assert_eq!(notification(&mut conn).await, Some((6, 2)));
     router_bfd.shutdown().await;
 }
+
+#[test]
+fn graceful_restart_offers_the_restart_time_only_when_the_peer_asks_for_it() {
+    assert_eq!(
+        peer_config(&peer(), node(), None)
+            .unwrap()
+            .session
+            .graceful_restart,
+        None
+    );
+    let mut p = peer();
+    p.graceful_restart = true;
+    assert_eq!(
+        peer_config(&p, node(), None)
+            .unwrap()
+            .session
+            .graceful_restart,
+        Some(RESTART_TIME)
+    );
+}

@@ -5,7 +5,16 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::{Action, ConnId, ConnState, Direction, Negotiated, Session};
-use crate::bgp::wire::{self, AS_TRANS, Capability, Family, Notification, Open, VERSION, code};
+use crate::bgp::wire::{
+    self, AS_TRANS, Capability, Family, GracefulRestartFamily, Notification, Open, VERSION, code,
+};
+
+/// Graceful Restart flags (RFC 4724 §3): Restart State (the high bit of the 4 flag bits) and,
+/// per family, Forwarding State.
+const RESTART_STATE: u8 = 0x8;
+const FORWARDING_STATE: u8 = 0x80;
+/// The restart time is 12 bits.
+const MAX_RESTART_TIME: u16 = 0x0fff;
 
 impl Session {
     pub(super) fn open_message(&self) -> Vec<u8> {
@@ -17,6 +26,9 @@ impl Session {
             .collect();
         capabilities.push(Capability::RouteRefresh);
         capabilities.push(Capability::FourOctetAs(self.config.local_asn));
+        if let Some(restart_time) = self.config.graceful_restart {
+            capabilities.push(self.graceful_restart_capability(restart_time));
+        }
         wire::encode_open(&Open {
             version: VERSION,
             my_as: u16::try_from(self.config.local_asn).unwrap_or(AS_TRANS),
@@ -25,6 +37,38 @@ impl Session {
             capabilities,
             unsupported_params: Vec::new(),
         })
+    }
+
+    /// RFC 4724 §3 as a speaker that only announces: Restart State set on this session's first
+    /// OPEN (a new session is a new process, or new settings: either way the peer must not wait
+    /// for routes from us before sending its own), and Forwarding State preserved for every
+    /// family, since the node forwards to its Services whether or not the speaker runs. No
+    /// Notification bit (RFC 8538): every NOTIFICATION we send ends the peer's promise.
+    fn graceful_restart_capability(&self, restart_time: Duration) -> Capability {
+        let restart_state = if self.counters.established == 0 {
+            RESTART_STATE
+        } else {
+            0
+        };
+        Capability::GracefulRestart {
+            flags: restart_state,
+            restart_time: u16::try_from(restart_time.as_secs())
+                .unwrap_or(MAX_RESTART_TIME)
+                .min(MAX_RESTART_TIME),
+            families: self
+                .config
+                .families
+                .iter()
+                .map(|f| {
+                    let (afi, safi) = f.afi_safi();
+                    GracefulRestartFamily {
+                        afi,
+                        safi,
+                        flags: FORWARDING_STATE,
+                    }
+                })
+                .collect(),
+        }
     }
 
     /// Judges the peer's OPEN (RFC 4271 §6.2, RFC 5492, RFC 6793) and settles the session.
@@ -101,6 +145,11 @@ impl Session {
                 .iter()
                 .find(|c| matches!(c, Capability::GracefulRestart { .. }))
                 .cloned(),
+            graceful_restart: self.config.graceful_restart.is_some()
+                && open
+                    .capabilities
+                    .iter()
+                    .any(|c| matches!(c, Capability::GracefulRestart { .. })),
         })
     }
 

@@ -212,7 +212,7 @@ fn unknown_capabilities_are_ignored() {
 }
 
 #[test]
-fn the_peers_graceful_restart_capability_is_kept_for_later() {
+fn the_peers_graceful_restart_capability_is_kept() {
     let gr = Capability::GracefulRestart {
         flags: 0,
         restart_time: 120,
@@ -326,4 +326,127 @@ fn a_dynamic_peer_as_is_learned_from_the_open() {
         // LOCAL_PREF goes to iBGP peers only.
         assert_eq!(route.local_pref.is_some(), ibgp, "{peer_as}");
     }
+}
+
+fn graceful() -> SessionConfig {
+    SessionConfig {
+        graceful_restart: Some(secs(120)),
+        ..config()
+    }
+}
+
+fn peer_graceful() -> PeerOpen {
+    PeerOpen {
+        extra: vec![Capability::GracefulRestart {
+            flags: 0,
+            restart_time: 90,
+            families: vec![],
+        }],
+        ..PeerOpen::new()
+    }
+}
+
+/// Our OPEN's Graceful Restart capability, if it has one.
+fn our_graceful_restart(out: &[Action]) -> Option<Capability> {
+    messages(out).into_iter().find_map(|m| match m {
+        Message::Open(open) => open
+            .capabilities
+            .into_iter()
+            .find(|c| matches!(c, Capability::GracefulRestart { .. })),
+        _ => None,
+    })
+}
+
+#[test]
+fn graceful_restart_is_offered_with_restart_state_on_the_first_open_and_forwarding_kept() {
+    let now = t0();
+    let mut s = Session::new(graceful(), 1);
+    let (_, out) = dial(&mut s, now);
+    let families: Vec<wire::GracefulRestartFamily> = Family::ALL
+        .iter()
+        .map(|f| {
+            let (afi, safi) = f.afi_safi();
+            wire::GracefulRestartFamily {
+                afi,
+                safi,
+                flags: 0x80,
+            }
+        })
+        .collect();
+    assert_eq!(
+        our_graceful_restart(&out),
+        Some(Capability::GracefulRestart {
+            flags: 0x8,
+            restart_time: 120,
+            families: families.clone(),
+        }),
+        "Restart State on a new session's OPEN; Forwarding State for both families"
+    );
+    // Once established, a reconnect is no restart.
+    let mut s = Session::new(graceful(), 1);
+    establish(&mut s, now, &peer_graceful());
+    let out = s.stop(now, Stop::Reset);
+    let id = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Connect(id) => Some(*id),
+            _ => None,
+        })
+        .unwrap();
+    let out = s.connected(now, id);
+    assert_eq!(
+        our_graceful_restart(&out),
+        Some(Capability::GracefulRestart {
+            flags: 0,
+            restart_time: 120,
+            families,
+        })
+    );
+    // Not configured: not offered.
+    let (_, out) = dial(&mut session(), now);
+    assert_eq!(our_graceful_restart(&out), None);
+}
+
+#[test]
+fn graceful_restart_is_negotiated_only_when_both_offer_it() {
+    for (config, peer, want) in [
+        (graceful(), peer_graceful(), true),
+        (graceful(), PeerOpen::new(), false),
+        (super::config(), peer_graceful(), false),
+    ] {
+        let mut s = Session::new(config.clone(), 1);
+        establish(&mut s, t0(), &peer);
+        assert_eq!(
+            s.negotiated().unwrap().graceful_restart,
+            want,
+            "{:?} / {:?}",
+            config.graceful_restart,
+            peer.extra
+        );
+    }
+}
+
+#[test]
+fn a_restart_closes_without_notification_only_where_graceful_restart_keeps_the_routes() {
+    let now = t0();
+    // Negotiated: a silent close, so the peer keeps our routes.
+    let mut s = Session::new(graceful(), 1);
+    let (id, _) = establish(&mut s, now, &peer_graceful());
+    let out = s.stop(now, Stop::Restart);
+    assert_eq!(notifications(&out), Vec::<(u8, u8)>::new());
+    assert!(out.contains(&Action::Close(id)));
+    assert_eq!(s.state(), State::Idle);
+    // Not negotiated (the peer did not offer it): Cease, the routes go at once.
+    let mut s = Session::new(graceful(), 1);
+    establish(&mut s, now, &PeerOpen::new());
+    assert_eq!(notifications(&s.stop(now, Stop::Restart)), vec![(6, 2)]);
+    // A peer removed from the configuration always ceases, negotiated or not.
+    let mut s = Session::new(graceful(), 1);
+    establish(&mut s, now, &peer_graceful());
+    assert_eq!(notifications(&s.stop(now, Stop::Shutdown)), vec![(6, 2)]);
+    // A connection still opening is ceased: there is no promise yet.
+    let mut s = Session::new(graceful(), 1);
+    let (id, _) = dial(&mut s, now);
+    s.receive(now, id, &peer_graceful().bytes());
+    assert_eq!(notifications(&s.stop(now, Stop::Restart)), vec![(6, 2)]);
 }
