@@ -1215,10 +1215,9 @@ struct FrrBfd {
 }
 
 impl FrrBfd {
-    /// With `check_control_plane`, also `neighbor … bfd check-control-plane-failure`: FRR then
-    /// ignores a BFD failure of a peer whose BGP session is already in Graceful Restart and that
-    /// clears the C bit (as FerroLB does: its BFD shares the speaker's fate).
-    fn set(tb: &Testbed, check_control_plane: bool) -> anyhow::Result<FrrBfd> {
+    /// (Not `check-control-plane-failure`: with it, FRR 8.4 ignored the BFD failure of a cut
+    /// link on a graceful-restart peer and kept the next hop until the hold time ran out.)
+    fn set(tb: &Testbed) -> anyhow::Result<FrrBfd> {
         let asn = Routers::of(tb)?.frr_asn;
         let guard = FrrBfd {
             tb: tb.clone(),
@@ -1228,13 +1227,7 @@ impl FrrBfd {
         let lines: Vec<String> = guard
             .neighbors
             .iter()
-            .flat_map(|n| {
-                let mut lines = vec![format!("neighbor {n} bfd profile fast")];
-                if check_control_plane {
-                    lines.push(format!("neighbor {n} bfd check-control-plane-failure"));
-                }
-                lines
-            })
+            .map(|n| format!("neighbor {n} bfd profile fast"))
             .collect();
         frr_configure(tb, asn, &lines)?;
         Ok(guard)
@@ -1303,7 +1296,7 @@ async fn bfd_with_frr_drops_a_cut_nodes_next_hop_within_the_detection_time() -> 
     config["bfdProfiles"] = json!([{"name": "fast", "receiveInterval": 100,
         "transmitInterval": 100, "detectMultiplier": 3}]);
     config["bgpPeers"][0]["bfdProfile"] = json!("fast");
-    let _bfd = FrrBfd::set(&tb, false)?;
+    let _bfd = FrrBfd::set(&tb)?;
     let _installed = install_with(&tb, &client, config).await?;
     let ns = tb.namespace(&client, "bgp-bfd").await?;
     let w = Bgp {
@@ -1403,11 +1396,11 @@ async fn bfd_with_frr_drops_a_cut_nodes_next_hop_within_the_detection_time() -> 
 }
 
 /// Graceful Restart and BFD together, as docs/operations.md recommends: FRR's IPv4 sessions with
-/// `gracefulRestart: true` (FRR is a helper by default) and BFD 100 ms x 3 with
-/// `check-control-plane-failure`. node-1's speaker is killed (SIGKILL), then stopped (SIGTERM,
+/// `gracefulRestart: true` (FRR is a helper by default) and BFD 100 ms x 3. node-1's speaker is killed (SIGKILL), then stopped (SIGTERM,
 /// as in an upgrade); each time the kubelet starts it again. Polled every 50 ms from the signal
 /// until node-1's new session is Established and its path no longer stale: FRR's table and the
-/// router's kernel keep node-1's next hop throughout (no withdrawal seen).
+/// router's kernel keep node-1's next hop throughout (no withdrawal seen). Then node-1's link is
+/// cut: BFD, not the restart time, decides, and the next hop goes within the detection time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
 async fn a_restarting_speaker_keeps_its_routes_at_frr_with_graceful_restart_and_bfd()
@@ -1425,7 +1418,7 @@ async fn a_restarting_speaker_keeps_its_routes_at_frr_with_graceful_restart_and_
         "transmitInterval": 100, "detectMultiplier": 3}]);
     config["bgpPeers"][0]["bfdProfile"] = json!("fast");
     config["bgpPeers"][0]["gracefulRestart"] = json!(true);
-    let _bfd = FrrBfd::set(&tb, true)?;
+    let _bfd = FrrBfd::set(&tb)?;
     let _installed = install_with(&tb, &client, config).await?;
     let ns = tb.namespace(&client, "bgp-gr").await?;
     let w = Bgp {
@@ -1518,5 +1511,24 @@ async fn a_restarting_speaker_keeps_its_routes_at_frr_with_graceful_restart_and_
             left.unwrap_or_default()
         );
     }
+
+    // The same configuration tells a dead path from a restart: a cut link is BFD down while the
+    // session is up, so FRR drops node-1 at once instead of keeping its routes for 120 s. (A
+    // restart closes the TCP connection first; the BFD failure that follows finds the session
+    // already in graceful restart and changes nothing.)
+    let mut rest = nodes.clone();
+    rest.remove(&node_ip);
+    let cut = w.tb.cut_node_link(0)?;
+    let started = Instant::now();
+    w.until_holds(View::Frr, &prefix, &rest).await?;
+    let gone = started.elapsed();
+    w.until_holds(View::FrrKernel, &prefix, &rest).await?;
+    eprintln!("with graceful restart too, a cut link dropped node-1's next hop after {gone:.2?}");
+    ensure!(
+        gone < Duration::from_secs(5),
+        "with graceful restart, node-1's next hop went only after {gone:?}: kept as stale, not dropped by BFD"
+    );
+    drop(cut);
+    w.until_holds(View::Frr, &prefix, &nodes).await?;
     Ok(())
 }
