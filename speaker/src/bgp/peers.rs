@@ -384,26 +384,17 @@ impl Sessions {
     }
 
     /// The speaker is exiting (SIGTERM, an upgrade) and will be back: sessions that negotiated
-    /// Graceful Restart close without a NOTIFICATION and their BFD goes silent, so the router
-    /// keeps their routes until the next process sends them again (to the router this looks
-    /// exactly like a crash, which it must survive anyway); the others cease, and their BFD
-    /// says AdminDown. Waits as [`Sessions::shutdown`] does.
+    /// Graceful Restart close without a NOTIFICATION, so the router keeps their routes until the
+    /// next process sends them again; the others cease. Only then does every BFD session say
+    /// AdminDown, which RFC 5882 forbids the router to take for a failure (BIRD flushes the
+    /// routes of a graceful-restart peer whose BFD fails, AdminDown or not: see
+    /// docs/operations.md). Waits as [`Sessions::shutdown`] does.
     pub async fn leave_for_restart(self) {
-        let mut silent = Vec::new();
-        let mut stops = Vec::new();
-        for r in self.running.into_values() {
-            let keeps_routes = r.peer.status().borrow().graceful_restart;
-            match (r.bfd, &self.bfd) {
-                (Some(Ok(link)), Some(bfd)) if !keeps_routes => link.stop(bfd),
-                (Some(Ok(link)), _) => silent.push(link),
-                _ => {}
-            }
-            stops.push(r.peer.leave_for_restart());
-        }
+        let stops = self.running.into_values().map(|r| r.peer.leave_for_restart());
         futures::future::join_all(stops).await;
-        // Dropping the task ends every BFD session left without a word.
-        drop(self.bfd);
-        drop(silent);
+        if let Some(bfd) = self.bfd {
+            bfd.shutdown().await;
+        }
     }
 
     /// Ceases every session and waits (each at most the shell's flush timeout), then tells every

@@ -132,8 +132,6 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// The AS the peer presented in the OPEN of the session, while it is established.
     pub peer_as: Option<u32>,
-    /// Both sides offered Graceful Restart on the session, while it is established.
-    pub graceful_restart: bool,
 }
 
 impl PeerStatus {
@@ -146,7 +144,6 @@ impl PeerStatus {
             updates_sent: 0,
             last_error: None,
             peer_as: None,
-            graceful_restart: false,
         }
     }
 }
@@ -508,7 +505,6 @@ impl Shell {
             updates_sent: self.session.counters().updates_sent,
             last_error: self.last_error.clone(),
             peer_as: self.session.negotiated().map(|n| n.peer_as),
-            graceful_restart: self.session.negotiated().is_some_and(|n| n.graceful_restart),
         };
         self.status.send_if_modified(|old| {
             if *old == status {
