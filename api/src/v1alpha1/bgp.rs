@@ -213,7 +213,8 @@ pub struct BgpAdvertisement {
     pub local_pref: Option<u32>,
 
     /// Communities attached to the announced routes: standard (65000:100), large
-    /// (large:65000:1:2) or well-known names (no-export, no-advertise, no-peer, blackhole, ...).
+    /// (large:65000:1:2), well-known names (no-export, no-advertise, no-peer, blackhole, ...) or
+    /// names of spec.communities entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub communities: Vec<String>,
 

@@ -123,6 +123,9 @@ bgpAdvertisements:
   addressPools: [block]
   aggregationLength: 26
   peers: [tor-a]
+communities:
+- name: vpn-only
+  value: "64512:300"
 bfdProfiles:
 - name: fast
   receiveInterval: 100
@@ -130,7 +133,7 @@ bfdProfiles:
 "#;
 
 /// The valid config every case starts from: pools of both families, L2 and BGP advertisements,
-/// two peers and a BFD profile.
+/// two peers, a named community and a BFD profile.
 pub fn base() -> LoadBalancerConfigSpec {
     serde_saphyr::from_str(BASE).unwrap()
 }
@@ -380,6 +383,17 @@ fn rows() -> Vec<Row> {
         ("aggregation v6 shorter than pools", |s| ad(s).aggregation_length_v6 = 64, one("spec.bgpAdvertisements[0].aggregationLengthV6", "64", "is shorter than /112 of spec.addressPools[2].addresses[1] (2001:db8:2::/112): the aggregate would announce addresses outside the pool")),
         ("community not parseable", |s| ad(s).communities.push("65536:1".into()), one("spec.bgpAdvertisements[0].communities[3]", r#""65536:1""#, &community)),
         ("community repeated by another name", |s| ad(s).communities.push("65535:65281".into()), one("spec.bgpAdvertisements[0].communities[3]", r#""65535:65281""#, "listed twice")),
+        ("community by name", |s| ad(s).communities.push("vpn-only".into()), ok()),
+        ("community name undefined", |s| ad(s).communities.push("vpn".into()), one("spec.bgpAdvertisements[0].communities[3]", r#""vpn""#, super::bgp::UNKNOWN_COMMUNITY)),
+        ("community by name and by value", |s| ad(s).communities.extend(["vpn-only".into(), "64512:300".into()]), one("spec.bgpAdvertisements[0].communities[4]", r#""64512:300""#, "listed twice")),
+        ("community by value and by name", |s| ad(s).communities.extend(["64512:300".into(), "vpn-only".into()]), one("spec.bgpAdvertisements[0].communities[4]", r#""vpn-only""#, "listed twice")),
+        ("named community large", |s| s.communities[0].value = "large:64512:3:0".into(), ok()),
+        ("named community well-known value", |s| s.communities[0].value = "no-advertise".into(), ok()),
+        ("named community name invalid", |s| s.communities[0].name = "VPN".into(), one("spec.communities[0].name", r#""VPN""#, DNS1123_LABEL)),
+        ("named community name duplicate", |s| { let c = s.communities[0].clone(); s.communities.push(c); }, one("spec.communities[1].name", r#""vpn-only""#, "duplicate name: also used by spec.communities[0]")),
+        ("named community with a well-known name", |s| s.communities[0].name = "no-export".into(), one("spec.communities[0].name", r#""no-export""#, "is the name of a well-known community; choose another")),
+        ("named community value invalid", |s| s.communities[0].value = "64512".into(), one("spec.communities[0].value", r#""64512""#, &community)),
+        ("named community value invalid, used by an advertisement", |s| { s.communities[0].value = "64512:65536".into(); ad(s).communities.push("vpn-only".into()); }, one("spec.communities[0].value", r#""64512:65536""#, &community)),
         ("advertisement unknown peer", |s| s.bgp_advertisements[1].peers.push("tor-c".into()), one("spec.bgpAdvertisements[1].peers[1]", r#""tor-c""#, "no BGP peer with this name")),
         ("advertisement unknown pool", |s| s.bgp_advertisements[1].address_pools.push("nope".into()), one("spec.bgpAdvertisements[1].addressPools[1]", r#""nope""#, "no address pool with this name")),
         ("advertisement name duplicate", |s| s.bgp_advertisements[1].name = "all".into(), one("spec.bgpAdvertisements[1].name", r#""all""#, "duplicate name: also used by spec.bgpAdvertisements[0]")),

@@ -283,8 +283,10 @@ struct Converter {
     /// MetalLB BFD profile name → FerroLB name.
     bfd_profiles: HashMap<String, String>,
     bfd_names: Names,
-    /// Community alias → value, from Community objects.
+    /// Community alias → its FerroLB name (of a `spec.communities` entry, or well-known).
     communities: HashMap<String, String>,
+    /// Names of `spec.communities` entries; well-known names are taken from the start.
+    community_names: Names,
     l2_names: Names,
     bgp_advertisement_names: Names,
 }
@@ -305,6 +307,11 @@ impl Converter {
             bfd_profiles: HashMap::new(),
             bfd_names: Names::default(),
             communities: HashMap::new(),
+            community_names: Names::reserving(
+                ferrolb_api::community::WELL_KNOWN
+                    .iter()
+                    .map(|(name, _)| *name),
+            ),
             l2_names: Names::default(),
             bgp_advertisement_names: Names::default(),
         }

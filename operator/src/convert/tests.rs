@@ -57,9 +57,9 @@ const CASES: &[Row] = &[
         "bgp-communities",
         CONVERTED,
         &[(
-            Cosmetic,
+            Note,
             "Community metallb-system/communities",
-            "spec.communities",
+            "spec.communities[1].name",
         )],
     ),
     (
@@ -303,8 +303,52 @@ fn a_layer2_pool_converts_field_for_field() {
 }
 
 #[test]
-fn community_aliases_become_their_values() {
+fn community_aliases_that_are_no_ferrolb_name_are_renamed_and_followed() {
+    let text = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [192.0.2.0/28]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r}\nspec: {myASN: 1, peerASN: 2, peerAddress: 198.51.100.1}\n---\napiVersion: metallb.io/v1beta1\nkind: Community\nmetadata: {name: c}\nspec: {communities: [{name: VPN_Only, value: \"1:1\"}, {name: no-export, value: \"1:2\"}]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a}\nspec: {communities: [VPN_Only, no-export, \"1:1\"]}\n";
+    let c = converted(text);
+    let spec = &c.config.spec;
+    let named: Vec<(&str, &str)> = spec
+        .communities
+        .iter()
+        .map(|n| (n.name.as_str(), n.value.as_str()))
+        .collect();
+    assert_eq!(named, [("vpn-only", "1:1"), ("no-export-2", "1:2")]);
+    assert_eq!(
+        spec.bgp_advertisements[0].communities,
+        ["vpn-only", "no-export-2"]
+    );
+    assert_eq!(
+        findings(&c),
+        [
+            (
+                Note,
+                "Community c".to_owned(),
+                "spec.communities[0].name".to_owned()
+            ),
+            (
+                Note,
+                "Community c".to_owned(),
+                "spec.communities[1].name".to_owned()
+            ),
+            (
+                Note,
+                "BGPAdvertisement a".to_owned(),
+                "spec.communities[2]".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn community_aliases_stay_names_and_well_known_values_get_their_name() {
     let spec = converted(&input("bgp-communities")).config.spec;
+    assert_eq!(
+        spec.communities,
+        [ferrolb_api::v1alpha1::NamedCommunity {
+            name: "vpn-only".into(),
+            value: "1234:1".into(),
+        }]
+    );
     let ads: Vec<(&str, u8, Option<u32>, Vec<&str>)> = spec
         .bgp_advertisements
         .iter()
@@ -320,12 +364,12 @@ fn community_aliases_become_their_values() {
     assert_eq!(
         ads,
         [
-            ("local", 32, Some(100), vec!["1234:1"]),
+            ("local", 32, Some(100), vec!["vpn-only"]),
             (
                 "external",
                 24,
                 None,
-                vec!["65535:65282", "64500:200", "large:64500:1:2"]
+                vec!["no-advertise", "64500:200", "large:64500:1:2"]
             ),
         ]
     );

@@ -14,7 +14,7 @@
 //! - The route is the IP masked to the advertisement's aggregationLength (aggregationLengthV6 for
 //!   IPv6). Advertisements, or IPs, that give one prefix to one peer give one route: the attributes
 //!   are merged by [`RouteAttributes::merge`]. LOCAL_PREF goes to iBGP peers (peerASN = myASN, or dynamicASN internal)
-//!   only; communities go to every peer.
+//!   only; communities go to every peer, a name standing for the value `spec.communities` gives it.
 //!
 //! Serving. A Service with `externalTrafficPolicy: Cluster` is served from every node once it has
 //! a ready endpoint anywhere (kube-proxy forwards); with `Local`, only from the nodes that host
@@ -38,7 +38,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ferrolb_api::community::Community;
+use ferrolb_api::community::{self, Community};
 use ferrolb_api::selector::list_matches;
 use ferrolb_api::v1alpha1::{BgpAdvertisement, BgpPeer, LoadBalancerConfigSpec};
 use ipnet::IpNet;
@@ -357,8 +357,13 @@ impl<'a> ResolvedAd<'a> {
         nodes: &'a BTreeMap<String, NodeView>,
     ) -> Self {
         let mut common = RouteAttributes::default();
-        // Validation rejects a community that does not parse; should one get here, it is left out.
-        for community in spec.communities.iter().filter_map(|c| c.parse().ok()) {
+        // Names resolve to their spec.communities value. Validation rejects an entry that is
+        // neither a community nor a defined name; should one get here, it is left out.
+        let resolved = spec
+            .communities
+            .iter()
+            .filter_map(|c| community::resolve(c, &config.communities));
+        for community in resolved {
             match community {
                 Community::Standard(..) => common.communities.extend(community.standard_value()),
                 Community::Large(a, b, c) => {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ferrolb_api::v1alpha1::{
-    AddressPool, BgpAdvertisement, BgpPeer, L2Advertisement, LoadBalancerConfigSpec,
+    AddressPool, BgpAdvertisement, BgpPeer, L2Advertisement, LoadBalancerConfigSpec, NamedCommunity,
 };
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -436,6 +436,39 @@ fn communities_standard_large_and_well_known_are_attached() {
         RouteAttributes {
             communities: [65000 << 16 | 100, 0xFFFF_FF01].into(),
             large_communities: [(64512, 1, 2)].into(),
+            local_pref: None,
+        }
+    );
+}
+
+#[test]
+fn named_communities_are_sent_as_their_values() {
+    let n = nodes(1);
+    let named = |name: &str, value: &str| NamedCommunity {
+        name: name.into(),
+        value: value.into(),
+    };
+    let cfg = LoadBalancerConfigSpec {
+        communities: vec![
+            named("vpn-only", "64512:300"),
+            named("region", "large:64512:7:1"),
+            named("broken", "64512"),
+        ],
+        ..world(
+            vec![ebgp("isp", "198.51.100.1")],
+            vec![BgpAdvertisement {
+                communities: strings(&["vpn-only", "region", "broken", "undefined", "65000:1"]),
+                ..ad(&[])
+            }],
+        )
+    };
+    let services = [svc("ns/web", "203.0.113.10", &["node-1"])];
+    let routes = bgp_routes("node-1", &cfg, &services, &n);
+    assert_eq!(
+        routes["isp"][&net("203.0.113.10/32")],
+        RouteAttributes {
+            communities: [64512 << 16 | 300, 65000 << 16 | 1].into(),
+            large_communities: [(64512, 7, 1)].into(),
             local_pref: None,
         }
     );
