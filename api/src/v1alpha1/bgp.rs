@@ -226,6 +226,13 @@ pub struct BgpAdvertisement {
     /// node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_selectors: Vec<LabelSelector>,
+
+    /// Services announced, as label selectors on Service objects (a Service matching any of them
+    /// qualifies). Empty: every Service of the pools. An address Services share is announced
+    /// only if every one of them that has a ready endpoint qualifies. Requires aggregationLength 32 and
+    /// aggregationLengthV6 128 (the defaults), as an aggregate would carry other Services too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_selectors: Vec<LabelSelector>,
 }
 
 /// Timers of a BFD session (RFC 5880), shared by the peers that name the profile.

@@ -19,6 +19,12 @@ pub struct L2Advertisement {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_selectors: Vec<LabelSelector>,
 
+    /// Services announced, as label selectors on Service objects (a Service matching any of them
+    /// qualifies). Empty: every Service of the pools. An address Services share is announced
+    /// only if every one of them that has a ready endpoint qualifies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_selectors: Vec<LabelSelector>,
+
     /// Network interfaces to announce on (names as on the nodes, e.g. eth0). Empty: every
     /// eligible interface that spec.speaker.excludeInterfaces does not exclude.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -343,6 +343,17 @@ fn check_advertisement(
             );
             continue;
         }
+        if !ad.service_selectors.is_empty() && length != family.bits() {
+            report.add(
+                format!("{path}.{field}"),
+                length,
+                format!(
+                    "must be {} when serviceSelectors is set: an aggregate would also announce the addresses of Services the selectors leave out",
+                    family.bits()
+                ),
+            );
+            continue;
+        }
         // Pools whose most specific entry is narrower than the aggregate.
         let mut too_wide = selected.iter().filter_map(|&p| {
             pools
@@ -387,6 +398,11 @@ fn check_advertisement(
     }
     report.references(&format!("{path}.peers"), &ad.peers, peers, "BGP peer");
     check_list(report, &format!("{path}.nodeSelectors"), &ad.node_selectors);
+    check_list(
+        report,
+        &format!("{path}.serviceSelectors"),
+        &ad.service_selectors,
+    );
 }
 
 /// Why an advertisement's community entry that is no community and no defined name is refused.
@@ -415,7 +431,8 @@ fn check_named_communities(report: &mut Report, named: &[NamedCommunity]) {
 }
 
 /// Two advertisements that would send the same route to the same peer from the same node must
-/// agree on LOCAL_PREF: a router cannot hold one route with two preferences.
+/// agree on LOCAL_PREF: a router cannot hold one route with two preferences. Advertisements for
+/// Services no label set could match in both never send the same route.
 fn check_local_pref_conflicts(
     report: &mut Report,
     spec: &LoadBalancerConfigSpec,
@@ -429,6 +446,7 @@ fn check_local_pref_conflicts(
             if a.local_pref == b.local_pref
                 || !lists_overlap(&a.peers, &b.peers)
                 || !selector_lists_overlap(&a.node_selectors, &b.node_selectors)
+                || !selector_lists_overlap(&a.service_selectors, &b.service_selectors)
             {
                 continue;
             }

@@ -18,6 +18,11 @@ pub(super) fn check(report: &mut Report, ads: &[L2Advertisement], pools: &PoolIn
             "address pool",
         );
         check_list(report, &format!("{path}.nodeSelectors"), &ad.node_selectors);
+        check_list(
+            report,
+            &format!("{path}.serviceSelectors"),
+            &ad.service_selectors,
+        );
         for (k, name) in ad.interfaces.iter().enumerate() {
             let here = format!("{path}.interfaces[{k}]");
             if !is_interface_name(name) {

@@ -9,7 +9,7 @@
 //! | `spec.communities` | `communities` (aliases by the name their Community entry got) |
 //! | `spec.peers` | `peers` (BGPPeer names, renamed as the peers are) |
 //! | `spec.nodeSelectors` | `nodeSelectors` |
-//! | `spec.serviceSelectors` | none yet: essential, kept without them |
+//! | `spec.serviceSelectors` | `serviceSelectors` |
 
 use ferrolb_api::community::{self, Community, CommunityError};
 use ferrolb_api::v1alpha1::BgpAdvertisement;
@@ -77,14 +77,6 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
         return;
     };
     let communities = communities(c, source, &spec.communities);
-    if !spec.service_selectors.is_empty() {
-        c.essential(
-            source,
-            "spec.serviceSelectors",
-            json(&spec.service_selectors),
-            "FerroLB's BGP advertisements have no serviceSelectors yet: kept without them, so this advertisement announces every Service of its pools, not only the matching ones",
-        );
-    }
     let name = c.bgp_advertisement_names.assign(&source.name);
     c.renamed(source, &name);
     let path = format!(
@@ -101,6 +93,7 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
         communities,
         peers,
         node_selectors: spec.node_selectors,
+        service_selectors: spec.service_selectors,
     });
 }
 

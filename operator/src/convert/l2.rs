@@ -6,7 +6,7 @@
 //! | `spec.ipAddressPools`, `spec.ipAddressPoolSelectors` | `addressPools` (selectors resolved to names; neither: every pool) |
 //! | `spec.nodeSelectors` | `nodeSelectors` |
 //! | `spec.interfaces` | `interfaces` |
-//! | `spec.serviceSelectors` | none yet: essential, kept without them |
+//! | `spec.serviceSelectors` | `serviceSelectors` |
 //! | `spec.preferredNodeSelectors` | none yet: essential, dropped |
 
 use ferrolb_api::v1alpha1::L2Advertisement;
@@ -48,14 +48,6 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
     ) else {
         return;
     };
-    if !spec.service_selectors.is_empty() {
-        c.essential(
-            source,
-            "spec.serviceSelectors",
-            json(&spec.service_selectors),
-            "FerroLB's L2 advertisements have no serviceSelectors yet: kept without them, so this advertisement announces every Service of its pools, not only the matching ones",
-        );
-    }
     if !spec.preferred_node_selectors.is_empty() {
         c.essential(
             source,
@@ -72,6 +64,7 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
         name,
         address_pools,
         node_selectors: spec.node_selectors,
+        service_selectors: spec.service_selectors,
         interfaces: spec.interfaces,
     });
 }

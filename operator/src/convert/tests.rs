@@ -109,18 +109,13 @@ const CASES: &[Row] = &[
     ),
     (
         "kubectl-list",
-        ESSENTIAL_LOSS,
+        CONVERTED,
         &[
             (Note, "IPAddressPool default/forgotten", ""),
             (
                 Note,
                 "L2Advertisement metallb-system/l2-east",
                 "spec.ipAddressPoolSelectors",
-            ),
-            (
-                Essential,
-                "L2Advertisement metallb-system/l2-east",
-                "spec.serviceSelectors",
             ),
             (
                 Note,
@@ -675,11 +670,15 @@ fn an_advertisement_whose_pools_are_all_gone_is_dropped_not_widened() {
 }
 
 #[test]
-fn service_selectors_on_bgp_advertisements_are_essential() {
+fn service_selectors_carry_over_and_repeated_communities_are_written_once() {
     let text = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [192.0.2.0/28]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r}\nspec: {myASN: 1, peerASN: 2, peerAddress: 198.51.100.1}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a}\nspec: {serviceSelectors: [{matchLabels: {app: web}}], communities: [\"1:1\", \"large:1:2:3\", \"1:1\", \"99999:1\"]}\n";
     let c = converted(text);
     let ad = &c.config.spec.bgp_advertisements[0];
     assert_eq!(ad.communities, ["1:1", "large:1:2:3"]);
+    assert_eq!(
+        serde_json::to_string(&ad.service_selectors).unwrap(),
+        r#"[{"matchLabels":{"app":"web"}}]"#
+    );
     assert_eq!(
         findings(&c),
         [
@@ -692,11 +691,6 @@ fn service_selectors_on_bgp_advertisements_are_essential() {
                 Essential,
                 "BGPAdvertisement a".to_owned(),
                 "spec.communities[3]".to_owned()
-            ),
-            (
-                Essential,
-                "BGPAdvertisement a".to_owned(),
-                "spec.serviceSelectors".to_owned()
             ),
         ]
     );

@@ -7,7 +7,8 @@
 //!   ([`bgp_peers_for`]). Whether the node is usable does not count: a NotReady node keeps its
 //!   sessions and announces nothing on them, so it is back the moment it is Ready.
 //! - An IP is announced over BGP when its pool is selected by a BGP advertisement (an empty
-//!   addressPools selects every pool). A node sends it through an advertisement when the node is
+//!   addressPools selects every pool) whose serviceSelectors select every Service using it (an
+//!   empty list selects every Service). A node sends it through an advertisement when the node is
 //!   usable (Ready, network available, not excluded: the Layer 2 rule), matches the
 //!   advertisement's nodeSelectors and serves the IP (below), to each of its peers the
 //!   advertisement names (every one when it names none).
@@ -44,7 +45,7 @@ use ferrolb_api::v1alpha1::{BgpAdvertisement, BgpPeer, LoadBalancerConfigSpec};
 use ipnet::IpNet;
 
 use super::condition::BgpAnnounced;
-use super::{NodeView, PoolIndex, ServiceView, users_by_ip};
+use super::{NodeView, PoolIndex, ServiceView, selects_all, users_by_ip};
 
 /// The path attributes FerroLB sets on a route; everything else (ORIGIN, AS_PATH, NEXT_HOP) the
 /// session derives from the peer. Ordered, so routes with equal attributes group into one UPDATE.
@@ -256,7 +257,7 @@ impl<'a> BgpPlan<'a> {
                 let (Some(ad), Some(sends)) = (self.ads.get(a), sends.get(a)) else {
                     continue;
                 };
-                if sends.is_empty() {
+                if sends.is_empty() || !ad.selects_all(&users) {
                     continue;
                 }
                 let Some(prefix) = route_prefix(ip, ad.spec) else {
@@ -316,14 +317,18 @@ impl<'a> BgpPlan<'a> {
     }
 
     /// Who announces `ip`, used by `users`, to which peer; None when no BGP advertisement covers
-    /// it. Costs a look at each node each advertisement of the IP's pool selects.
+    /// it (for its pool and, by serviceSelectors, for every one of `users`). Costs a look at each node each advertisement of the IP's pool selects.
     pub fn announcers(&self, ip: IpAddr, users: &[&ServiceView]) -> Option<Announcers> {
-        let ads = self.ads_for(ip);
+        let ads: Vec<&ResolvedAd<'_>> = self
+            .ads_for(ip)
+            .iter()
+            .filter_map(|&a| self.ads.get(a).filter(|ad| ad.selects_all(users)))
+            .collect();
         if ads.is_empty() {
             return None;
         }
         let mut out = Announcers::new();
-        for ad in ads.iter().filter_map(|&a| self.ads.get(a)) {
+        for ad in ads {
             if route_prefix(ip, ad.spec).is_none() {
                 continue;
             }
@@ -403,6 +408,12 @@ impl<'a> ResolvedAd<'a> {
             peers,
             announcers,
         }
+    }
+
+    /// Whether this advertisement selects every one of `users` by its serviceSelectors.
+    fn selects_all(&self, users: &[&ServiceView]) -> bool {
+        let spec = self.spec;
+        selects_all(&spec.name, &spec.service_selectors, users, |s| &s.bgp)
     }
 
     /// The peers this advertisement sends to from `me`, with their attributes; none when it does

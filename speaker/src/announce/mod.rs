@@ -19,8 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ferrolb_api::address::AddressRange;
-use ferrolb_api::selector::list_matches;
+use ferrolb_api::selector::{Labels, list_matches};
 use ferrolb_api::v1alpha1::{L2Advertisement, LoadBalancerConfigSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// The node label that keeps a node out of external load balancing (as the Kubernetes service
 /// controller defines it).
@@ -57,6 +58,71 @@ pub struct ServiceView {
     pub local: bool,
     /// Nodes hosting a ready (or serving) endpoint of the Service.
     pub endpoint_nodes: BTreeSet<String>,
+    /// The advertisements whose serviceSelectors select it.
+    pub selected_by: SelectedBy,
+}
+
+/// The advertisements whose `serviceSelectors` select a Service, by name (unique per kind).
+/// Advertisements without serviceSelectors select every Service and are not listed, so while
+/// none has any (the usual case) both lists are empty: a view carries no labels, and no
+/// allocation for them.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SelectedBy {
+    /// Names of L2 advertisements, sorted.
+    pub l2: Vec<String>,
+    /// Names of BGP advertisements, sorted.
+    pub bgp: Vec<String>,
+}
+
+impl SelectedBy {
+    /// What selects a Service with `labels` in `config`.
+    pub fn of(config: &LoadBalancerConfigSpec, labels: &(impl Labels + ?Sized)) -> Self {
+        fn names<'a>(
+            ads: impl Iterator<Item = (&'a str, &'a [LabelSelector])>,
+            labels: &(impl Labels + ?Sized),
+        ) -> Vec<String> {
+            let mut names: Vec<String> = ads
+                .filter(|(_, s)| !s.is_empty() && list_matches(s, labels))
+                .map(|(name, _)| name.to_owned())
+                .collect();
+            names.sort_unstable();
+            names
+        }
+        let l2 = config.l2_advertisements.iter();
+        let bgp = config.bgp_advertisements.iter();
+        Self {
+            l2: names(
+                l2.map(|ad| (ad.name.as_str(), ad.service_selectors.as_slice())),
+                labels,
+            ),
+            bgp: names(
+                bgp.map(|ad| (ad.name.as_str(), ad.service_selectors.as_slice())),
+                labels,
+            ),
+        }
+    }
+}
+
+/// Whether the advertisement `name`, with `selectors`, announces an address all of `users`
+/// share: it selects every one of them (a shared address carries the traffic of all). As for
+/// serving (see [`bgp`]), a Service without a ready endpoint imposes nothing while another on
+/// the address has one. `selected_by` picks the list of the advertisement's kind.
+fn selects_all(
+    name: &str,
+    selectors: &[LabelSelector],
+    users: &[&ServiceView],
+    selected_by: impl Fn(&SelectedBy) -> &[String],
+) -> bool {
+    let some_live = users.iter().any(|u| !u.endpoint_nodes.is_empty());
+    selectors.is_empty()
+        || users
+            .iter()
+            .filter(|u| !some_live || !u.endpoint_nodes.is_empty())
+            .all(|u| {
+                selected_by(&u.selected_by)
+                    .binary_search_by(|n| n.as_str().cmp(name))
+                    .is_ok()
+            })
 }
 
 /// One IP this node must answer for.
@@ -132,11 +198,13 @@ impl PoolIndex {
     }
 }
 
-/// The L2 advertisements that cover `ip` (by the pool that holds it).
+/// The L2 advertisements that cover `ip` (by the pool that holds it) for `users`, the Services
+/// using it (by their serviceSelectors).
 fn advertisements_for<'a>(
     config: &'a LoadBalancerConfigSpec,
     pools: &PoolIndex,
     ip: IpAddr,
+    users: &[&ServiceView],
 ) -> Vec<&'a L2Advertisement> {
     let Some(pool) = pools.pool_of(ip).and_then(|i| config.address_pools.get(i)) else {
         return Vec::new();
@@ -144,7 +212,10 @@ fn advertisements_for<'a>(
     config
         .l2_advertisements
         .iter()
-        .filter(|ad| ad.address_pools.is_empty() || ad.address_pools.contains(&pool.name))
+        .filter(|ad| {
+            (ad.address_pools.is_empty() || ad.address_pools.contains(&pool.name))
+                && selects_all(&ad.name, &ad.service_selectors, users, |s| &s.l2)
+        })
         .collect()
 }
 
@@ -180,7 +251,7 @@ fn decide<'a>(
     let pools = PoolIndex::new(config);
     let mut out = Vec::new();
     for (ip, users) in by_ip {
-        let ads = advertisements_for(config, &pools, ip);
+        let ads = advertisements_for(config, &pools, ip, &users);
         if ads.is_empty() {
             continue;
         }
@@ -227,7 +298,8 @@ pub fn l2_leaders(
 ///
 /// `members` are the nodes whose speakers are alive (from the liveness protocol, or from Node
 /// readiness when it is blocked). An IP is announced only if at least one Service using it has a
-/// ready endpoint; with `externalTrafficPolicy: Local` only nodes hosting one may lead.
+/// ready endpoint; with `externalTrafficPolicy: Local` only nodes hosting one may lead. Only the
+/// advertisements that select every Service using the IP (by serviceSelectors) count.
 pub fn l2_announcements(
     me: &str,
     config: &LoadBalancerConfigSpec,

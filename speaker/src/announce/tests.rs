@@ -43,7 +43,29 @@ fn ad(pools: &[&str], selector: Option<(&str, &str)>, interfaces: &[&str]) -> L2
             })
             .into_iter()
             .collect(),
+        service_selectors: Vec::new(),
         interfaces: interfaces.iter().map(|i| (*i).to_owned()).collect(),
+    }
+}
+
+/// `ad` named `name`, for the Services labelled `tier: {tier}` only.
+fn for_tier(name: &str, tier: &str, ad: L2Advertisement) -> L2Advertisement {
+    L2Advertisement {
+        name: name.into(),
+        service_selectors: vec![LabelSelector {
+            match_labels: Some([("tier".to_owned(), tier.to_owned())].into()),
+            match_expressions: None,
+        }],
+        ..ad
+    }
+}
+
+/// `svc` with the labels `tier: {tier}`, as `config`'s advertisements select it.
+fn labelled(config: &LoadBalancerConfigSpec, tier: &str, svc: ServiceView) -> ServiceView {
+    let labels: BTreeMap<String, String> = [("tier".to_owned(), tier.to_owned())].into();
+    ServiceView {
+        selected_by: SelectedBy::of(config, &labels),
+        ..svc
     }
 }
 
@@ -77,6 +99,7 @@ fn svc(key: &str, ip: &str, endpoints: &[&str]) -> ServiceView {
         ips: vec![ip.parse().unwrap()],
         local: false,
         endpoint_nodes: endpoints.iter().map(|n| (*n).to_owned()).collect(),
+        selected_by: SelectedBy::default(),
     }
 }
 
@@ -217,6 +240,49 @@ fn a_shared_ip_has_one_leader_for_all_its_services() {
 }
 
 #[test]
+fn service_selectors_limit_an_advertisement_to_the_services_they_select() {
+    let n = nodes(4);
+    // Web Services from zone a's nodes on eth1; every Service of pool lan from zone b's on eth2.
+    let cfg = config(vec![
+        for_tier("web", "web", ad(&["lan"], Some(("zone", "a")), &["eth1"])),
+        ad(&["lan"], Some(("zone", "b")), &["eth2"]),
+    ]);
+    let web = labelled(&cfg, "web", svc("ns/web", "203.0.113.10", &["node-1"]));
+    let dns = labelled(&cfg, "dns", svc("ns/dns", "203.0.113.53", &["node-1"]));
+    assert_eq!(web.selected_by.l2, ["web"]);
+    assert!(dns.selected_by.l2.is_empty());
+    for me in n.keys() {
+        for a in l2_announcements(me, &cfg, &[web.clone(), dns.clone()], &n, &all(&n)) {
+            if a.ip == dns.ips[0] {
+                assert!(me == "node-2" || me == "node-4", "{me} leads dns");
+                assert_eq!(a.interfaces, BTreeSet::from(["eth2".to_owned()]));
+            }
+        }
+    }
+    // With only the selective advertisement, the unselected Service is not announced at all.
+    let only_web = config(vec![for_tier(
+        "web",
+        "web",
+        ad(&["lan"], Some(("zone", "a")), &["eth1"]),
+    )]);
+    let web = labelled(&only_web, "web", svc("ns/web", "203.0.113.10", &["node-1"]));
+    let dns = labelled(&only_web, "dns", svc("ns/dns", "203.0.113.53", &["node-1"]));
+    let got = l2_leaders(&only_web, &[web.clone(), dns.clone()], &n, &all(&n));
+    assert_eq!(got.keys().copied().collect::<Vec<_>>(), web.ips);
+    // A shared address is announced only when the advertisement selects every Service on it.
+    let shared = ServiceView {
+        ips: web.ips.clone(),
+        ..dns.clone()
+    };
+    assert!(l2_leaders(&only_web, &[web.clone(), shared], &n, &all(&n)).is_empty());
+    let both = ServiceView {
+        key: "ns/web-udp".into(),
+        ..web.clone()
+    };
+    assert_eq!(l2_leaders(&only_web, &[web, both], &n, &all(&n)).len(), 1);
+}
+
+#[test]
 fn ipv6_addresses_are_ranked_too() {
     let n = nodes(3);
     let got = leaders(
@@ -229,6 +295,55 @@ fn ipv6_addresses_are_ranked_too() {
 }
 
 proptest! {
+    /// For a Service alone, an advertisement whose serviceSelectors leave it out is as if it did
+    /// not exist, and one that selects it as if it selected every Service.
+    #[test]
+    fn an_advertisement_that_does_not_select_a_service_is_as_if_it_did_not_exist(
+        tiers in prop::collection::vec(prop::option::of(prop::sample::select(vec!["web", "dns"])), 1..4),
+        zones in prop::collection::vec(prop::option::of(prop::sample::select(vec!["a", "b"])), 4),
+        tier in prop::sample::select(vec!["web", "dns", "db"]),
+        host in 0u8..=255,
+        dead in prop::option::of(1usize..=5),
+    ) {
+        let n = nodes(5);
+        let ads: Vec<L2Advertisement> = tiers
+            .iter()
+            .zip(&zones)
+            .enumerate()
+            .map(|(i, (t, z))| {
+                let plain = L2Advertisement { name: format!("ad-{i}"), ..ad(&[], z.map(|z| ("zone", z)), &[]) };
+                match t {
+                    Some(t) => for_tier(&format!("ad-{i}"), t, plain),
+                    None => plain,
+                }
+            })
+            .collect();
+        let cfg = config(ads);
+        let svc = labelled(&cfg, tier, svc("ns/a", &format!("203.0.113.{host}"), &["node-1"]));
+        let mut without = cfg.clone();
+        without.l2_advertisements.retain(|ad| {
+            ad.service_selectors.is_empty() || svc.selected_by.l2.contains(&ad.name)
+        });
+        for ad in &mut without.l2_advertisements {
+            ad.service_selectors.clear();
+        }
+        let plain = ServiceView { selected_by: SelectedBy::default(), ..svc.clone() };
+        let mut members = all(&n);
+        if let Some(d) = dead {
+            members.remove(&format!("node-{d}"));
+        }
+        prop_assert_eq!(
+            l2_leaders(&cfg, std::slice::from_ref(&svc), &n, &members),
+            l2_leaders(&without, std::slice::from_ref(&plain), &n, &members)
+        );
+        for me in n.keys() {
+            prop_assert_eq!(
+                l2_announcements(me, &cfg, std::slice::from_ref(&svc), &n, &members),
+                l2_announcements(me, &without, std::slice::from_ref(&plain), &n, &members)
+            );
+        }
+    }
+
     /// Adding a node only moves IPs to that node, and about 1/n of them.
     #[test]
     fn adding_a_node_moves_few_ips_and_only_to_it(count in 2usize..12) {
