@@ -277,6 +277,7 @@ fn rows() -> Vec<Row> {
         ("priority class", |s| s.speaker.placement.priority_class_name = "system-node-critical".into(), ok()),
         ("priority class with underscore", |s| s.speaker.placement.priority_class_name = "high_prio".into(), one("spec.speaker.priorityClassName", r#""high_prio""#, DNS1123_SUBDOMAIN)),
         ("interface exclusion regex", |s| s.speaker.exclude_interfaces = vec!["^eno[0-9]+$".into()], ok()),
+        ("speaker ignores the exclude-from-external-load-balancers label", |s| s.speaker.ignore_exclude_lb_label = true, ok()),
         ("interface exclusion not a regex", |s| s.speaker.exclude_interfaces = vec!["^eth(".into()], one("spec.speaker.excludeInterfaces[0]", r#""^eth(""#, "is not a valid regular expression: error: unclosed group")),
         // --- pools
         ("pool name invalid", |s| s.address_pools[1].name = "Public_V6".into(), one("spec.addressPools[1].name", r#""Public_V6""#, DNS1123_LABEL)),

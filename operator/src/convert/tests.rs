@@ -298,6 +298,27 @@ fn a_layer2_pool_converts_field_for_field() {
 }
 
 #[test]
+fn the_speakers_ignore_exclude_lb_flag_is_asked_for_and_carried_over() {
+    let text = input("l2-simple");
+    let plain = converted(&text).config.spec;
+    assert!(!plain.speaker.ignore_exclude_lb_label);
+    let options = Options {
+        ignore_exclude_lb: true,
+        ..Options::default()
+    };
+    let spec = convert(&text, &options).unwrap().config.spec;
+    assert!(spec.speaker.ignore_exclude_lb_label);
+    assert_eq!(
+        ferrolb_api::v1alpha1::SpeakerSpec {
+            ignore_exclude_lb_label: false,
+            ..spec.speaker
+        },
+        plain.speaker,
+        "nothing else changes"
+    );
+}
+
+#[test]
 fn community_aliases_that_are_no_ferrolb_name_are_renamed_and_followed() {
     let text = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [192.0.2.0/28]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r}\nspec: {myASN: 1, peerASN: 2, peerAddress: 198.51.100.1}\n---\napiVersion: metallb.io/v1beta1\nkind: Community\nmetadata: {name: c}\nspec: {communities: [{name: VPN_Only, value: \"1:1\"}, {name: no-export, value: \"1:2\"}]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a}\nspec: {communities: [VPN_Only, no-export, \"1:1\"]}\n";
     let c = converted(text);
@@ -746,6 +767,7 @@ fn the_metallb_namespace_is_chosen_or_asked_for() {
         &two,
         &Options {
             metallb_namespace: Some("lb-b".to_owned()),
+            ..Options::default()
         },
     )
     .unwrap();
@@ -772,7 +794,8 @@ fn the_metallb_namespace_is_chosen_or_asked_for() {
         convert(
             &pool("lb-a", "192.0.2.0/28"),
             &Options {
-                metallb_namespace: Some("metallb-system".to_owned())
+                metallb_namespace: Some("metallb-system".to_owned()),
+                ..Options::default()
             }
         )
         .unwrap_err(),

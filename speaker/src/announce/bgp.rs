@@ -9,7 +9,8 @@
 //! - An IP is announced over BGP when its pool is selected by a BGP advertisement (an empty
 //!   addressPools selects every pool) whose serviceSelectors select every Service using it (an
 //!   empty list selects every Service). A node sends it through an advertisement when the node is
-//!   usable (Ready, network available, not excluded: the Layer 2 rule), matches the
+//!   usable (Ready, network available, not excluded unless `ignoreExcludeLBLabel`: the Layer 2
+//!   rule), matches the
 //!   advertisement's nodeSelectors and serves the IP (below), to each of its peers the
 //!   advertisement names (every one when it names none).
 //! - The route is the IP masked to the advertisement's aggregationLength (aggregationLengthV6 for
@@ -392,7 +393,9 @@ impl<'a> ResolvedAd<'a> {
             .collect();
         let announcers = nodes
             .iter()
-            .filter(|(_, view)| view.usable() && list_matches(&spec.node_selectors, &view.labels))
+            .filter(|(_, view)| {
+                view.usable(config) && list_matches(&spec.node_selectors, &view.labels)
+            })
             .map(|(name, view)| {
                 let with: Vec<usize> = peers
                     .iter()

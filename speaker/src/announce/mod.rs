@@ -41,9 +41,12 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    /// Whether the node may announce anything at all.
-    fn usable(&self) -> bool {
-        self.ready && !self.network_unavailable && !self.labels.contains_key(EXCLUDE_LABEL)
+    /// Whether the node may announce anything at all: Ready, its network available, and not
+    /// labelled [`EXCLUDE_LABEL`] unless `spec.speaker.ignoreExcludeLBLabel` says to ignore it.
+    fn usable(&self, config: &LoadBalancerConfigSpec) -> bool {
+        self.ready
+            && !self.network_unavailable
+            && (config.speaker.ignore_exclude_lb_label || !self.labels.contains_key(EXCLUDE_LABEL))
     }
 }
 
@@ -259,7 +262,7 @@ fn decide<'a>(
             None
         } else {
             let eligible = |node: &str, view: &NodeView| {
-                view.usable()
+                view.usable(config)
                     && members.contains(node)
                     && ads
                         .iter()

@@ -198,6 +198,27 @@ fn unusable_nodes_never_lead() {
 }
 
 #[test]
+fn the_exclude_label_is_ignored_when_the_speaker_settings_say_so() {
+    let mut n = nodes(3);
+    for view in n.values_mut() {
+        view.labels.insert(EXCLUDE_LABEL.into(), String::new());
+    }
+    let services: Vec<ServiceView> = (0..20)
+        .map(|i| svc("ns/a", &format!("203.0.113.{i}"), &["node-1"]))
+        .collect();
+    let mut cfg = config(vec![ad(&[], None, &[])]);
+    assert!(leaders(&cfg, &services, &n, &all(&n)).is_empty());
+    cfg.speaker.ignore_exclude_lb_label = true;
+    let got = leaders(&cfg, &services, &n, &all(&n));
+    assert_eq!(got.len(), 20, "every address has its one leader again");
+    assert!(got.values().all(|l| l.len() == 1));
+    // It lifts the label only: a node that is not Ready still never leads.
+    n.get_mut("node-1").unwrap().ready = false;
+    let got = leaders(&cfg, &services, &n, &all(&n));
+    assert!(got.values().flatten().all(|l| l != "node-1"));
+}
+
+#[test]
 fn dead_speakers_never_lead() {
     let n = nodes(3);
     let members: BTreeSet<String> = ["node-2".to_owned()].into();

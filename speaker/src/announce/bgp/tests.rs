@@ -290,6 +290,20 @@ fn unusable_nodes_announce_nothing_but_keep_their_sessions() {
 }
 
 #[test]
+fn excluded_nodes_announce_when_the_speaker_settings_ignore_the_label() {
+    let mut n = nodes(3);
+    n.get_mut("node-1").unwrap().ready = false;
+    for view in n.values_mut() {
+        view.labels.insert(EXCLUDE_LABEL.into(), String::new());
+    }
+    let mut cfg = world(vec![ibgp("tor", "198.51.100.1")], vec![ad(&[])]);
+    let services = [svc("ns/web", "203.0.113.10", &["node-1"])];
+    assert!(senders(&cfg, &services, &n).is_empty());
+    cfg.speaker.ignore_exclude_lb_label = true;
+    assert_eq!(senders(&cfg, &services, &n), ["node-2", "node-3"]);
+}
+
+#[test]
 fn only_pools_selected_by_a_bgp_advertisement_are_announced() {
     let n = nodes(1);
     let services = [
