@@ -106,6 +106,7 @@ fn large_config() -> LoadBalancerConfigSpec {
                     .collect(),
                 node_selectors: vec![rack(i)],
                 service_selectors: Vec::new(),
+                preferred_node_selectors: Vec::new(),
                 interfaces: vec!["eth0".to_owned()],
             })
             .collect(),

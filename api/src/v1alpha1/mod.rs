@@ -14,7 +14,7 @@ mod workloads;
 
 pub use bgp::{BfdProfile, BgpAdvertisement, BgpPeer, DEFAULT_HOLD_TIME, DynamicAsn, SecretKeyRef};
 pub use communities::NamedCommunity;
-pub use l2::L2Advertisement;
+pub use l2::{L2Advertisement, PreferredNodeSelector};
 pub use pools::{AddressPool, AllocateTo};
 pub use session::{BGPSession, BgpSessionSpec, BgpSessionStatus};
 pub use status::{

@@ -21,7 +21,7 @@ use super::names::{DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_VALUE, QUALIFIED_NAME
 use crate::community::CommunityError;
 use crate::v1alpha1::{
     AllocateTo, BfdProfile, BgpAdvertisement, BgpPeer, DynamicAsn, LoadBalancerConfigSpec,
-    SecretKeyRef,
+    PreferredNodeSelector, SecretKeyRef,
 };
 
 /// One rule of the validator, shown on a variant of [`base`].
@@ -226,6 +226,10 @@ fn anti_affinity_weight(weight: i32) -> Affinity {
     }
 }
 
+fn preferred(weight: i32, preference: LabelSelector) -> PreferredNodeSelector {
+    PreferredNodeSelector { weight, preference }
+}
+
 fn peer(s: &mut LoadBalancerConfigSpec) -> &mut BgpPeer {
     &mut s.bgp_peers[0]
 }
@@ -328,6 +332,11 @@ fn rows() -> Vec<Row> {
         ("L2 service selectors", |s| s.l2_advertisements[0].service_selectors = vec![selector(&[("exposure", "lan")]), expression("tier", "In", &["web", "dns"])], ok()),
         ("L2 service selector bad operator", |s| s.l2_advertisements[0].service_selectors = vec![expression("tier", "Is", &["web"])], one("spec.l2Advertisements[0].serviceSelectors[0].matchExpressions[0].operator", r#""Is""#, "must be one of In, NotIn, Exists, DoesNotExist")),
         ("L2 service selectors repeated", |s| s.l2_advertisements[0].service_selectors = vec![selector(&[("tier", "web")]), expression("tier", "In", &["web"])], one("spec.l2Advertisements[0].serviceSelectors[1]", r#"{"matchExpressions":[{"key":"tier","operator":"In","values":["web"]}]}"#, "duplicates spec.l2Advertisements[0].serviceSelectors[0]")),
+        ("L2 preferred nodes", |s| s.l2_advertisements[0].preferred_node_selectors = vec![preferred(100, selector(&[("kubernetes.io/hostname", "node-a")])), preferred(1, expression("zone", "In", &["a"]))], ok()),
+        ("L2 preferred node weight 0", |s| s.l2_advertisements[0].preferred_node_selectors = vec![preferred(0, selector(&[("zone", "a")]))], one("spec.l2Advertisements[0].preferredNodeSelectors[0].weight", "0", "must be between 1 and 100")),
+        ("L2 preferred node weight 101", |s| s.l2_advertisements[0].preferred_node_selectors = vec![preferred(101, selector(&[("zone", "a")]))], one("spec.l2Advertisements[0].preferredNodeSelectors[0].weight", "101", "must be between 1 and 100")),
+        ("L2 preferred node selector bad operator", |s| s.l2_advertisements[0].preferred_node_selectors = vec![preferred(10, expression("zone", "Equals", &["a"]))], one("spec.l2Advertisements[0].preferredNodeSelectors[0].preference.matchExpressions[0].operator", r#""Equals""#, "must be one of In, NotIn, Exists, DoesNotExist")),
+        ("L2 preferred node selector repeated", |s| s.l2_advertisements[0].preferred_node_selectors = vec![preferred(10, selector(&[("zone", "a")])), preferred(20, expression("zone", "In", &["a"]))], one("spec.l2Advertisements[0].preferredNodeSelectors[1].preference", r#"{"matchExpressions":[{"key":"zone","operator":"In","values":["a"]}]}"#, "duplicates spec.l2Advertisements[0].preferredNodeSelectors[0].preference; give one entry the sum of their weights")),
         ("L2 node selectors that differ in one value", |s| s.l2_advertisements[0].node_selectors = vec![expression("zone", "In", &["a", "b"]), expression("zone", "In", &["c", "a"])], ok()),
         ("allocateTo matchLabels repeated as an expression", |s| s.address_pools[2].allocate_to = Some(AllocateTo { service_selectors: vec![selector(&[("tier", "web")]), expression("tier", "In", &["web"])], ..AllocateTo::default() }), one("spec.addressPools[2].allocateTo.serviceSelectors[1]", r#"{"matchExpressions":[{"key":"tier","operator":"In","values":["web"]}]}"#, "duplicates spec.addressPools[2].allocateTo.serviceSelectors[0]")),
         // --- BGP peers

@@ -7,15 +7,13 @@
 //! | `spec.nodeSelectors` | `nodeSelectors` |
 //! | `spec.interfaces` | `interfaces` |
 //! | `spec.serviceSelectors` | `serviceSelectors` |
-//! | `spec.preferredNodeSelectors` | none yet: essential, dropped |
+//! | `spec.preferredNodeSelectors` | `preferredNodeSelectors` (weights summed, preferred nodes reclaim, as in MetalLB) |
 
-use ferrolb_api::v1alpha1::L2Advertisement;
+use ferrolb_api::v1alpha1::{L2Advertisement, PreferredNodeSelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::Converter;
-use super::findings::json;
 use super::input::Object;
 
 #[derive(Deserialize, Debug)]
@@ -31,9 +29,9 @@ struct Spec {
     interfaces: Vec<String>,
     #[serde(default)]
     service_selectors: Vec<LabelSelector>,
-    /// `[{weight, preference}]`, shown as written since nothing of it is carried over.
+    /// `[{weight, preference}]`: FerroLB's fields have MetalLB's names and meaning.
     #[serde(default)]
-    preferred_node_selectors: Vec<Value>,
+    preferred_node_selectors: Vec<PreferredNodeSelector>,
 }
 
 pub(super) fn convert(c: &mut Converter, object: &Object) {
@@ -48,14 +46,6 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
     ) else {
         return;
     };
-    if !spec.preferred_node_selectors.is_empty() {
-        c.essential(
-            source,
-            "spec.preferredNodeSelectors",
-            json(&spec.preferred_node_selectors),
-            "FerroLB has no preferredNodeSelectors yet: dropped, so the Layer 2 leader of each address is chosen among every node nodeSelectors allow, without preferring these",
-        );
-    }
     let name = c.l2_names.assign(&source.name);
     c.renamed(source, &name);
     let path = format!("spec.l2Advertisements[{}]", c.spec.l2_advertisements.len());
@@ -65,6 +55,7 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
         address_pools,
         node_selectors: spec.node_selectors,
         service_selectors: spec.service_selectors,
+        preferred_node_selectors: spec.preferred_node_selectors,
         interfaces: spec.interfaces,
     });
 }

@@ -174,15 +174,7 @@ const CASES: &[Row] = &[
             ),
         ],
     ),
-    (
-        "l2-preferred",
-        ESSENTIAL_LOSS,
-        &[(
-            Essential,
-            "L2Advertisement metallb-system/ingress",
-            "spec.preferredNodeSelectors",
-        )],
-    ),
+    ("l2-preferred", CONVERTED, &[]),
     (
         "lossy",
         ESSENTIAL_LOSS,

@@ -4,7 +4,9 @@
 //!
 //! The leader of an IP is chosen by rendezvous hashing: each candidate node scores
 //! `hash(node, ip)` and the highest score leads. Adding a node moves only the IPs it now scores
-//! highest on (about 1/n of them); removing a node that leads nothing moves nothing.
+//! highest on (about 1/n of them); removing a node that leads nothing moves nothing. When the
+//! advertisements of the IP have `preferredNodeSelectors`, only the candidates of the highest
+//! total weight are ranked, so a preferred node leads while one is eligible.
 //!
 //! [`bgp`] decides, from the same inputs and with the same node rules, which routes this node sends
 //! to which BGP peer; a pool may be announced both ways at once.
@@ -19,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ferrolb_api::address::AddressRange;
-use ferrolb_api::selector::{Labels, list_matches};
+use ferrolb_api::selector::{Labels, list_matches, matches};
 use ferrolb_api::v1alpha1::{L2Advertisement, LoadBalancerConfigSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -222,6 +224,39 @@ fn advertisements_for<'a>(
         .collect()
 }
 
+/// The candidates of the highest preference weight: a node's weight is the sum of the weights
+/// of the `preferredNodeSelectors` it matches, over every advertisement of the address (as
+/// MetalLB sums them). All candidates when no advertisement prefers any node.
+fn most_preferred<'a>(
+    ads: &[&L2Advertisement],
+    nodes: &BTreeMap<String, NodeView>,
+    candidates: Vec<&'a str>,
+) -> Vec<&'a str> {
+    let preferences: Vec<_> = ads
+        .iter()
+        .flat_map(|ad| &ad.preferred_node_selectors)
+        .collect();
+    if preferences.is_empty() {
+        return candidates;
+    }
+    let weight = |node: &str| -> i64 {
+        nodes.get(node).map_or(0, |view| {
+            preferences
+                .iter()
+                .filter(|p| matches(&p.preference, &view.labels))
+                .map(|p| i64::from(p.weight))
+                .sum()
+        })
+    };
+    let weighted: Vec<(&str, i64)> = candidates.into_iter().map(|c| (c, weight(c))).collect();
+    let top = weighted.iter().map(|&(_, w)| w).max();
+    weighted
+        .into_iter()
+        .filter(|&(_, w)| Some(w) == top)
+        .map(|(c, _)| c)
+        .collect()
+}
+
 /// The Services using each address.
 fn users_by_ip(services: &[ServiceView]) -> BTreeMap<IpAddr, Vec<&ServiceView>> {
     let mut by_ip: BTreeMap<IpAddr, Vec<&ServiceView>> = BTreeMap::new();
@@ -275,7 +310,7 @@ fn decide<'a>(
                 .iter()
                 .filter(|(name, view)| eligible(name, view))
                 .map(|(name, _)| name.as_str());
-            leader(ip, candidates)
+            leader(ip, most_preferred(&ads, nodes, candidates.collect()))
         };
         out.push(Decision {
             ip,

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ferrolb_api::v1alpha1::{AddressPool, L2Advertisement, LoadBalancerConfigSpec};
+use ferrolb_api::v1alpha1::{
+    AddressPool, L2Advertisement, LoadBalancerConfigSpec, PreferredNodeSelector,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use proptest::prelude::*;
 
@@ -44,7 +46,19 @@ fn ad(pools: &[&str], selector: Option<(&str, &str)>, interfaces: &[&str]) -> L2
             .into_iter()
             .collect(),
         service_selectors: Vec::new(),
+        preferred_node_selectors: Vec::new(),
         interfaces: interfaces.iter().map(|i| (*i).to_owned()).collect(),
+    }
+}
+
+/// A preference of `weight` for the nodes labelled `key: value`.
+fn prefer(weight: i32, key: &str, value: &str) -> PreferredNodeSelector {
+    PreferredNodeSelector {
+        weight,
+        preference: LabelSelector {
+            match_labels: Some([(key.to_owned(), value.to_owned())].into()),
+            match_expressions: None,
+        },
     }
 }
 
@@ -304,6 +318,63 @@ fn service_selectors_limit_an_advertisement_to_the_services_they_select() {
 }
 
 #[test]
+fn a_preferred_node_leads_while_it_is_eligible_and_takes_its_addresses_back() {
+    let n = nodes(5);
+    let services: Vec<ServiceView> = (0..30)
+        .map(|i| svc(&format!("ns/s{i}"), &format!("203.0.113.{i}"), &["node-1"]))
+        .collect();
+    let cfg = config(vec![L2Advertisement {
+        preferred_node_selectors: vec![prefer(50, "zone", "b")],
+        ..ad(&[], None, &[])
+    }]);
+    // node-2 and node-4 are in zone b: they share every address, by the usual ranking.
+    let got = leaders(&cfg, &services, &n, &all(&n));
+    assert_eq!(got.len(), 30);
+    let used: BTreeSet<&str> = got.values().flatten().map(String::as_str).collect();
+    assert_eq!(used, BTreeSet::from(["node-2", "node-4"]));
+    for (ip, l) in &got {
+        let ranked = leader(*ip, ["node-2", "node-4"]).unwrap();
+        assert_eq!(l, &[ranked.to_owned()]);
+    }
+    // With zone b's speakers dead the others lead as without preferences; back, they reclaim.
+    let mut members = all(&n);
+    members.remove("node-2");
+    members.remove("node-4");
+    let plain = config(vec![ad(&[], None, &[])]);
+    assert_eq!(
+        leaders(&cfg, &services, &n, &members),
+        leaders(&plain, &services, &n, &members)
+    );
+    assert_eq!(leaders(&cfg, &services, &n, &all(&n)), got);
+}
+
+#[test]
+fn preference_weights_add_up_over_selectors_and_advertisements() {
+    let mut n = nodes(4);
+    n.get_mut("node-3")
+        .unwrap()
+        .labels
+        .insert("ssd".into(), "yes".into());
+    let services = [svc("ns/a", "203.0.113.7", &["node-1"])];
+    // node-1 and node-3 (zone a) weigh 30; node-3 also 20 for its disk, from the other
+    // advertisement: 50 beats node-2 and node-4's 40.
+    let cfg = config(vec![
+        L2Advertisement {
+            name: "zones".into(),
+            preferred_node_selectors: vec![prefer(30, "zone", "a"), prefer(40, "zone", "b")],
+            ..ad(&[], None, &[])
+        },
+        L2Advertisement {
+            name: "disks".into(),
+            preferred_node_selectors: vec![prefer(20, "ssd", "yes")],
+            ..ad(&["lan"], None, &[])
+        },
+    ]);
+    let got = leaders(&cfg, &services, &n, &all(&n));
+    assert_eq!(got.values().next().unwrap(), &["node-3".to_owned()]);
+}
+
+#[test]
 fn ipv6_addresses_are_ranked_too() {
     let n = nodes(3);
     let got = leaders(
@@ -315,7 +386,122 @@ fn ipv6_addresses_are_ranked_too() {
     assert_eq!(got.len(), 1);
 }
 
+/// Nodes for the preference properties: `node-1` .. `node-6` in zone a or b and rack r1-r3,
+/// some not Ready.
+fn arb_preference_world() -> impl Strategy<Value = (BTreeMap<String, NodeView>, BTreeSet<String>)> {
+    let node = (
+        prop::sample::select(vec!["a", "b"]),
+        prop::sample::select(vec!["r1", "r2", "r3"]),
+        prop::bool::weighted(0.8),
+        prop::bool::weighted(0.8),
+    );
+    prop::collection::vec(node, 6).prop_map(|views| {
+        let mut nodes = BTreeMap::new();
+        let mut members = BTreeSet::new();
+        for (i, (zone, rack, ready, live)) in views.into_iter().enumerate() {
+            let name = format!("node-{}", i + 1);
+            let labels = [("zone", zone), ("rack", rack)]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into();
+            nodes.insert(
+                name.clone(),
+                NodeView {
+                    labels,
+                    ready,
+                    network_unavailable: false,
+                    addresses: Vec::new(),
+                },
+            );
+            if live {
+                members.insert(name);
+            }
+        }
+        (nodes, members)
+    })
+}
+
+fn arb_preferring_ads() -> impl Strategy<Value = Vec<L2Advertisement>> {
+    let preference = (
+        1i32..=100,
+        prop::sample::select(vec![
+            ("zone", "a"),
+            ("zone", "b"),
+            ("rack", "r1"),
+            ("rack", "r2"),
+            ("rack", "r3"),
+        ]),
+    )
+        .prop_map(|(w, (k, v))| prefer(w, k, v));
+    let one = (
+        prop::option::of(prop::sample::select(vec!["a", "b"])),
+        prop::collection::vec(preference, 0..3),
+    );
+    prop::collection::vec(one, 1..3).prop_map(|ads| {
+        ads.into_iter()
+            .enumerate()
+            .map(|(i, (zone, preferred))| L2Advertisement {
+                name: format!("ad-{i}"),
+                preferred_node_selectors: preferred,
+                ..ad(&[], zone.map(|z| ("zone", z)), &[])
+            })
+            .collect()
+    })
+}
+
 proptest! {
+    /// The leader is always an eligible node of the highest weight among the eligible ones,
+    /// ranked as usual among those; with no preferred node eligible, the ordinary ranking
+    /// applies.
+    #[test]
+    fn the_leader_is_an_eligible_node_of_maximal_weight(
+        (n, members) in arb_preference_world(),
+        ads in arb_preferring_ads(),
+        hosts in prop::collection::vec(0u8..=255, 1..8),
+    ) {
+        let cfg = config(ads);
+        let services: Vec<ServiceView> = hosts
+            .iter()
+            .map(|h| svc(&format!("ns/s{h}"), &format!("203.0.113.{h}"), &["node-1"]))
+            .collect();
+        let eligible: Vec<&str> = n
+            .iter()
+            .filter(|(name, view)| {
+                view.ready
+                    && members.contains(*name)
+                    && cfg.l2_advertisements.iter().any(|ad| list_matches(&ad.node_selectors, &view.labels))
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let weight = |node: &str| -> i64 {
+            cfg.l2_advertisements
+                .iter()
+                .flat_map(|ad| &ad.preferred_node_selectors)
+                .filter(|p| list_matches(std::slice::from_ref(&p.preference), &n[node].labels))
+                .map(|p| i64::from(p.weight))
+                .sum()
+        };
+        let top = eligible.iter().map(|e| weight(e)).max();
+        let mut plain = cfg.clone();
+        for ad in &mut plain.l2_advertisements {
+            ad.preferred_node_selectors.clear();
+        }
+        let without = l2_leaders(&plain, &services, &n, &members);
+        for (ip, got) in l2_leaders(&cfg, &services, &n, &members) {
+            match got {
+                None => prop_assert!(eligible.is_empty()),
+                Some(l) => {
+                    prop_assert!(eligible.contains(&l.as_str()), "{} is not eligible", l);
+                    prop_assert_eq!(Some(weight(&l)), top, "{} is not of the top weight", l);
+                    let class = eligible.iter().copied().filter(|e| Some(weight(e)) == top);
+                    prop_assert_eq!(Some(l.as_str()), leader(ip, class));
+                    if top == Some(0) {
+                        prop_assert_eq!(Some(&Some(l.clone())), without.get(&ip));
+                    }
+                }
+            }
+        }
+    }
+
     /// For a Service alone, an advertisement whose serviceSelectors leave it out is as if it did
     /// not exist, and one that selects it as if it selected every Service.
     #[test]

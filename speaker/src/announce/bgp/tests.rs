@@ -726,6 +726,7 @@ fn a_pool_can_be_announced_with_layer_2_and_bgp_at_once() {
             address_pools: strings(&["web"]),
             node_selectors: Vec::new(),
             service_selectors: Vec::new(),
+            preferred_node_selectors: Vec::new(),
             interfaces: Vec::new(),
         }],
         ..world(vec![ibgp("tor", "198.51.100.1")], vec![ad(&["web"])])
