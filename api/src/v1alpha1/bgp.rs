@@ -186,6 +186,7 @@ pub struct SecretKeyRef {
 /// Announce some pools over BGP.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::cel::bgp_advertisement)]
 pub struct BgpAdvertisement {
     /// Name of the advertisement (a DNS-1123 label), unique among BGP advertisements.
     pub name: String,
