@@ -82,6 +82,7 @@ fn large_config() -> LoadBalancerConfigSpec {
             communities: vec!["64512:100".to_owned(), "large:4200000000:1:2".to_owned()],
             peers: Vec::new(),
             node_selectors: Vec::new(),
+            service_selectors: Vec::new(),
         })
         .collect();
     bgp_advertisements.push(BgpAdvertisement {
@@ -93,6 +94,7 @@ fn large_config() -> LoadBalancerConfigSpec {
         communities: vec!["no-export".to_owned()],
         peers: vec!["tor-0".to_owned()],
         node_selectors: vec![rack(999)],
+        service_selectors: Vec::new(),
     });
     LoadBalancerConfigSpec {
         address_pools,
@@ -103,6 +105,8 @@ fn large_config() -> LoadBalancerConfigSpec {
                     .map(|k| format!("pool-{}", 1_990 - i * 5 + k))
                     .collect(),
                 node_selectors: vec![rack(i)],
+                service_selectors: Vec::new(),
+                preferred_node_selectors: Vec::new(),
                 interfaces: vec!["eth0".to_owned()],
             })
             .collect(),

@@ -1,7 +1,10 @@
-//! BGP communities as admins write them: `65000:100`, `large:65000:1:2`, or a well-known name.
+//! BGP communities as admins write them: `65000:100`, `large:65000:1:2`, a well-known name, or
+//! the name of a `spec.communities` entry.
 
 use std::fmt;
 use std::str::FromStr;
+
+use crate::v1alpha1::NamedCommunity;
 
 /// A BGP community (RFC 1997) or large community (RFC 8092).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,6 +42,21 @@ impl Community {
             Self::Standard(hi, lo) => Some(u32::from(hi) << 16 | u32::from(lo)),
             Self::Large(..) => None,
         }
+    }
+}
+
+/// Whether `name` is a well-known community's name (which a named community may not take).
+pub fn is_well_known(name: &str) -> bool {
+    WELL_KNOWN.iter().any(|(n, _)| *n == name)
+}
+
+/// An advertisement's community entry as a community: the value of the named community of that
+/// name (`named` being `spec.communities`), else the entry itself. `None` when it is neither (a
+/// name defined nowhere, or a value that does not parse).
+pub fn resolve(entry: &str, named: &[NamedCommunity]) -> Option<Community> {
+    match named.iter().find(|n| n.name == entry) {
+        Some(n) => n.value.parse().ok(),
+        None => entry.parse().ok(),
     }
 }
 
@@ -114,6 +132,26 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<Community>(), Err(CommunityError), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn names_resolve_to_their_value_before_being_parsed() {
+        let named = [NamedCommunity {
+            name: "vpn-only".into(),
+            value: "64512:300".into(),
+        }];
+        assert_eq!(
+            resolve("vpn-only", &named),
+            Some(Community::Standard(64512, 300))
+        );
+        assert_eq!(resolve("1:2", &named), Some(Community::Standard(1, 2)));
+        assert_eq!(
+            resolve("no-export", &named),
+            Some(Community::Standard(0xFFFF, 0xFF01))
+        );
+        assert_eq!(resolve("vpn", &named), None);
+        assert!(is_well_known("no-peer"));
+        assert!(!is_well_known("vpn-only"));
     }
 
     #[test]

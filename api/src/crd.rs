@@ -182,6 +182,18 @@ mod tests {
         // (path, message, fieldPath, the validator's case that the rule also rejects)
         let want = [
             (
+                "spec.bgpAdvertisements[*]",
+                "aggregationLength must be 32 when serviceSelectors is set",
+                ".aggregationLength",
+                "BGP service selectors with an IPv4 aggregate",
+            ),
+            (
+                "spec.bgpAdvertisements[*]",
+                "aggregationLengthV6 must be 128 when serviceSelectors is set",
+                ".aggregationLengthV6",
+                "BGP service selectors with an IPv6 aggregate",
+            ),
+            (
                 "spec.bgpPeers[*]",
                 "exactly one of peerASN and dynamicASN must be set",
                 ".peerASN",
@@ -212,8 +224,9 @@ mod tests {
             .collect();
         let wanted: Vec<[&str; 3]> = want.iter().map(|(p, m, f, _)| [*p, *m, *f]).collect();
         assert_eq!(placed, wanted);
-        let texts: Vec<String> = crate::v1alpha1::cel::bgp_peer_rules()
+        let texts: Vec<String> = crate::v1alpha1::cel::bgp_advertisement_rules()
             .into_iter()
+            .chain(crate::v1alpha1::cel::bgp_peer_rules())
             .map(|(rule, _, _)| rule)
             .collect();
         let in_crd: Vec<String> = found.into_iter().map(|[_, _, _, rule]| rule).collect();

@@ -5,17 +5,36 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
+/// An object's labels, as a selector reads them: a map, or a slimmer form a long-lived cache
+/// keeps.
+pub trait Labels {
+    /// The value of the label `key`, if the object has it.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl<L: Labels + ?Sized> Labels for &L {
+    fn label(&self, key: &str) -> Option<&str> {
+        (**self).label(key)
+    }
+}
+
 /// Whether `labels` satisfy `selector`, as the API server evaluates it. An empty selector matches
 /// everything; an unknown operator matches nothing.
-pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub fn matches(selector: &LabelSelector, labels: &(impl Labels + ?Sized)) -> bool {
     let labels_match = selector
         .match_labels
         .iter()
         .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
+        .all(|(k, v)| labels.label(k) == Some(v.as_str()));
     labels_match
         && selector.match_expressions.iter().flatten().all(|e| {
-            let value = labels.get(&e.key);
+            let value = labels.label(&e.key);
             let listed = || value.is_some_and(|v| e.values.iter().flatten().any(|x| x == v));
             match e.operator.as_str() {
                 "In" => listed(),
@@ -28,7 +47,7 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
 }
 
 /// Whether `labels` satisfy any selector of a list; an empty list matches everything.
-pub fn list_matches(selectors: &[LabelSelector], labels: &BTreeMap<String, String>) -> bool {
+pub fn list_matches(selectors: &[LabelSelector], labels: &(impl Labels + ?Sized)) -> bool {
     selectors.is_empty() || selectors.iter().any(|s| matches(s, labels))
 }
 

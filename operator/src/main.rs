@@ -112,6 +112,12 @@ enum Command {
         /// objects, else metallb-system if they are in several.
         #[arg(long)]
         metallb_namespace: Option<String>,
+
+        /// MetalLB's speakers ran with --ignore-exclude-lb (Helm: speaker.ignoreExcludeLB),
+        /// which no MetalLB object records: write speaker.ignoreExcludeLBLabel: true, so nodes
+        /// labelled node.kubernetes.io/exclude-from-external-load-balancers announce.
+        #[arg(long)]
+        ignore_exclude_lb: bool,
     },
 }
 
@@ -170,9 +176,13 @@ fn main() -> ExitCode {
             from_metallb: _,
             file,
             metallb_namespace,
+            ignore_exclude_lb,
         } => ExitCode::from(convert::cli::convert_file(
             &file,
-            &convert::Options { metallb_namespace },
+            &convert::Options {
+                metallb_namespace,
+                ignore_exclude_lb,
+            },
         )),
         Command::Run {
             health_addr,

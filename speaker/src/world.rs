@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use ferrolb_api::in_force::{Change as ConfigChange, ConfigInForce};
+use ferrolb_api::selector::Labels;
 use ferrolb_api::v1alpha1::{LoadBalancerConfig, LoadBalancerConfigSpec};
 use ferrolb_api::wiring;
 use ferrolb_runtime::watch::{Change, Relisted};
@@ -22,7 +23,7 @@ use kube::ResourceExt;
 use kube::runtime::watcher;
 
 use crate::announce::{
-    L2Announcement, NodeView, ServiceView, l2_announcements, l2_leaders, l2_plan,
+    L2Announcement, NodeView, SelectedBy, ServiceView, l2_announcements, l2_leaders, l2_plan,
 };
 
 /// The label every EndpointSlice carries with its Service's name.
@@ -39,8 +40,33 @@ struct Svc {
     load_balancer: bool,
     local: bool,
     ips: Vec<IpAddr>,
+    /// Its labels, for advertisements' serviceSelectors; kept only while it holds addresses.
+    labels: SvcLabels,
     /// The speakers' condition as it stands in the Service's status.
     announced: Option<Announced>,
+}
+
+/// A Service's labels as a sorted slice: a map would cost about half a kilobyte per Service even
+/// for one label, ten thousand times over.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+struct SvcLabels(Box<[(Box<str>, Box<str>)]>);
+
+impl SvcLabels {
+    fn of(labels: &BTreeMap<String, String>) -> Self {
+        Self(
+            labels
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .collect(),
+        )
+    }
+}
+
+impl Labels for SvcLabels {
+    fn label(&self, key: &str) -> Option<&str> {
+        let i = self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
+        self.0.get(i).map(|(_, v)| &**v)
+    }
 }
 
 /// The `ferrolb.io/Announced` condition as a Service's status holds it.
@@ -159,13 +185,18 @@ impl Svc {
                 message: c.message.clone(),
                 since: c.last_transition_time.clone(),
             });
-        Svc {
+        let mut view = Svc {
             announced,
             class: spec.and_then(|s| s.load_balancer_class.clone()),
             load_balancer: spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"),
             local: spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local"),
             ips,
+            labels: SvcLabels::default(),
+        };
+        if view.holds_addresses() {
+            view.labels = SvcLabels::of(svc.labels());
         }
+        view
     }
 
     /// Whether the Service can be announced at all (its class is checked later).
@@ -491,13 +522,16 @@ impl World {
     }
 
     fn view_of(&self, key: &str, s: &Svc) -> Option<ServiceView> {
-        let class = self
-            .config()
+        let config = self.config();
+        let class = config
             .map(|c| c.load_balancer_class.as_str())
             .unwrap_or_default();
         if !(s.holds_addresses() && s.class.as_deref().unwrap_or_default() == class) {
             return None;
         }
+        let selected_by = config
+            .map(|c| SelectedBy::of(c, &s.labels))
+            .unwrap_or_default();
         let endpoint_nodes = self
             .slices_of
             .get(key)
@@ -511,6 +545,7 @@ impl World {
             ips: s.ips.clone(),
             local: s.local,
             endpoint_nodes,
+            selected_by,
         })
     }
 

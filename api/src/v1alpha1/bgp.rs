@@ -188,6 +188,7 @@ pub struct SecretKeyRef {
 /// Announce some pools over BGP.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::cel::bgp_advertisement)]
 pub struct BgpAdvertisement {
     /// Name of the advertisement (a DNS-1123 label), unique among BGP advertisements.
     pub name: String,
@@ -215,7 +216,8 @@ pub struct BgpAdvertisement {
     pub local_pref: Option<u32>,
 
     /// Communities attached to the announced routes: standard (65000:100), large
-    /// (large:65000:1:2) or well-known names (no-export, no-advertise, no-peer, blackhole, ...).
+    /// (large:65000:1:2), well-known names (no-export, no-advertise, no-peer, blackhole, ...) or
+    /// names of spec.communities entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub communities: Vec<String>,
 
@@ -227,6 +229,13 @@ pub struct BgpAdvertisement {
     /// node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_selectors: Vec<LabelSelector>,
+
+    /// Services announced, as label selectors on Service objects (a Service matching any of them
+    /// qualifies). Empty: every Service of the pools. An address Services share is announced
+    /// only if every one of them that has a ready endpoint qualifies. Requires aggregationLength 32 and
+    /// aggregationLengthV6 128 (the defaults), as an aggregate would carry other Services too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_selectors: Vec<LabelSelector>,
 }
 
 /// Timers of a BFD session (RFC 5880), shared by the peers that name the profile.

@@ -50,13 +50,45 @@ pub(crate) fn bgp_peer_rules() -> [(String, &'static str, &'static str); 4] {
     ]
 }
 
+/// The rules, messages and field paths of each `spec.bgpAdvertisements[*]`: MetalLB's rule that
+/// serviceSelectors come with host routes only (its CRD has it as CEL too). Cheap: a size and
+/// two comparisons per advertisement.
+pub(crate) fn bgp_advertisement_rules() -> [(String, &'static str, &'static str); 2] {
+    let selective = "has(self.serviceSelectors) && size(self.serviceSelectors) > 0";
+    [
+        (
+            format!(
+                "!({selective}) || !has(self.aggregationLength) || self.aggregationLength == 32"
+            ),
+            "aggregationLength must be 32 when serviceSelectors is set",
+            ".aggregationLength",
+        ),
+        (
+            format!(
+                "!({selective}) || !has(self.aggregationLengthV6) || self.aggregationLengthV6 == 128"
+            ),
+            "aggregationLengthV6 must be 128 when serviceSelectors is set",
+            ".aggregationLengthV6",
+        ),
+    ]
+}
+
 /// Schema transform of `BgpPeer`.
 pub(super) fn bgp_peer(schema: &mut Schema) {
-    let rules = bgp_peer_rules().map(|(rule, message, field_path)| {
+    insert_rules(schema, &bgp_peer_rules());
+}
+
+/// Schema transform of `BgpAdvertisement`.
+pub(super) fn bgp_advertisement(schema: &mut Schema) {
+    insert_rules(schema, &bgp_advertisement_rules());
+}
+
+fn insert_rules(schema: &mut Schema, rules: &[(String, &str, &str)]) {
+    let rules = rules.iter().map(|(rule, message, field_path)| {
         json!({"rule": rule, "message": message, "fieldPath": field_path})
     });
     schema.insert(
         "x-kubernetes-validations".to_owned(),
-        Value::Array(rules.into()),
+        Value::Array(rules.collect()),
     );
 }

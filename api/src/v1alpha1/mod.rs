@@ -5,6 +5,7 @@
 
 mod bgp;
 pub(crate) mod cel;
+mod communities;
 mod l2;
 mod pools;
 mod session;
@@ -12,7 +13,8 @@ mod status;
 mod workloads;
 
 pub use bgp::{BfdProfile, BgpAdvertisement, BgpPeer, DEFAULT_HOLD_TIME, DynamicAsn, SecretKeyRef};
-pub use l2::L2Advertisement;
+pub use communities::NamedCommunity;
+pub use l2::{L2Advertisement, PreferredNodeSelector};
 pub use pools::{AddressPool, AllocateTo};
 pub use session::{BGPSession, BfdSessionStatus, BgpSessionSpec, BgpSessionStatus};
 pub use status::{
@@ -87,6 +89,10 @@ pub struct LoadBalancerConfigSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bgp_advertisements: Vec<BgpAdvertisement>,
 
+    /// Named BGP communities, which bgpAdvertisements[].communities may use by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<NamedCommunity>,
+
     /// BFD timer profiles that BGP peers refer to by name for fast failure detection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bfd_profiles: Vec<BfdProfile>,
@@ -118,6 +124,7 @@ impl Default for LoadBalancerConfigSpec {
             l2_advertisements: Vec::new(),
             bgp_peers: Vec::new(),
             bgp_advertisements: Vec::new(),
+            communities: Vec::new(),
             bfd_profiles: Vec::new(),
         }
     }

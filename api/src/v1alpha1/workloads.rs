@@ -4,6 +4,8 @@ use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::is_false;
+
 /// Where and how big the pods of one component are. Its fields appear directly under
 /// `spec.controller` and `spec.speaker`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
@@ -70,4 +72,15 @@ pub struct SpeakerSpec {
     /// the built-in list (lo, docker*, veth*, cali*, flannel*, cni*, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_interfaces: Vec<String>,
+
+    /// Let nodes labelled node.kubernetes.io/exclude-from-external-load-balancers announce
+    /// (Layer 2 and BGP) like any other, as MetalLB's speaker flag --ignore-exclude-lb does: for
+    /// clusters whose control-plane nodes carry the label (kubeadm, single-node clusters) but
+    /// must announce. Default false: labelled nodes never announce.
+    #[serde(
+        rename = "ignoreExcludeLBLabel",
+        default,
+        skip_serializing_if = "is_false"
+    )]
+    pub ignore_exclude_lb_label: bool,
 }

@@ -1,13 +1,15 @@
-//! BGP peers, BGP advertisements and BFD profiles.
+//! BGP peers, named communities, BGP advertisements and BFD profiles.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use crate::address::IpFamily;
-use crate::community::Community;
+use crate::community::{self, Community, CommunityError};
 use crate::duration::parse_duration;
-use crate::v1alpha1::{BfdProfile, BgpAdvertisement, BgpPeer, LoadBalancerConfigSpec};
+use crate::v1alpha1::{
+    BfdProfile, BgpAdvertisement, BgpPeer, LoadBalancerConfigSpec, NamedCommunity,
+};
 
 use super::Report;
 use super::names::{DNS1123_SUBDOMAIN, is_dns1123_subdomain, is_interface_name, is_secret_key};
@@ -28,6 +30,8 @@ pub(super) fn check(report: &mut Report, spec: &LoadBalancerConfigSpec, pools: &
         check_peer(report, &format!("spec.bgpPeers[{i}]"), peer, &profiles);
     }
     check_duplicate_sessions(report, &spec.bgp_peers);
+
+    check_named_communities(report, &spec.communities);
 
     report.names("spec.bgpAdvertisements", &spec.bgp_advertisements, |a| {
         a.name.as_str()
@@ -339,6 +343,17 @@ fn check_advertisement(
             );
             continue;
         }
+        if !ad.service_selectors.is_empty() && length != family.bits() {
+            report.add(
+                format!("{path}.{field}"),
+                length,
+                format!(
+                    "must be {} when serviceSelectors is set: an aggregate would also announce the addresses of Services the selectors leave out",
+                    family.bits()
+                ),
+            );
+            continue;
+        }
         // Pools whose most specific entry is narrower than the aggregate.
         let mut too_wide = selected.iter().filter_map(|&p| {
             pools
@@ -363,14 +378,18 @@ fn check_advertisement(
             );
         }
     }
+    let named = &spec.communities;
     for (k, text) in ad.communities.iter().enumerate() {
         let here = format!("{path}.communities[{k}]");
-        match text.parse::<Community>() {
-            Err(e) => report.add(&here, text, e.to_string()),
-            Ok(c) => {
+        match community::resolve(text, named) {
+            // A named community whose value is wrong is reported where it is defined.
+            None if named.iter().any(|n| n.name == *text) => {}
+            None if text.contains(':') => report.add(&here, text, CommunityError.to_string()),
+            None => report.add(&here, text, UNKNOWN_COMMUNITY),
+            Some(c) => {
                 let same = ad.communities[..k]
                     .iter()
-                    .any(|t| t.parse::<Community>() == Ok(c));
+                    .any(|t| community::resolve(t, named) == Some(c));
                 if same {
                     report.add(&here, text, "listed twice");
                 }
@@ -379,10 +398,41 @@ fn check_advertisement(
     }
     report.references(&format!("{path}.peers"), &ad.peers, peers, "BGP peer");
     check_list(report, &format!("{path}.nodeSelectors"), &ad.node_selectors);
+    check_list(
+        report,
+        &format!("{path}.serviceSelectors"),
+        &ad.service_selectors,
+    );
+}
+
+/// Why an advertisement's community entry that is no community and no defined name is refused.
+pub const UNKNOWN_COMMUNITY: &str = "no entry of spec.communities has this name, and it is not a community: use A:B, large:A:B:C, a well-known name (no-export, no-advertise, no-export-subconfed, no-peer, blackhole, graceful-shutdown, accept-own, llgr-stale, no-llgr) or the name of a spec.communities entry";
+
+/// `spec.communities`: unique DNS-1123 names that are not well-known names (which would make
+/// an advertisement's `no-export` mean two things), each with a value that parses.
+fn check_named_communities(report: &mut Report, named: &[NamedCommunity]) {
+    report.names("spec.communities", named, |n| n.name.as_str());
+    for (i, n) in named.iter().enumerate() {
+        if community::is_well_known(&n.name) {
+            report.add(
+                format!("spec.communities[{i}].name"),
+                &n.name,
+                "is the name of a well-known community; choose another",
+            );
+        }
+        if let Err(e) = n.value.parse::<Community>() {
+            report.add(
+                format!("spec.communities[{i}].value"),
+                &n.value,
+                e.to_string(),
+            );
+        }
+    }
 }
 
 /// Two advertisements that would send the same route to the same peer from the same node must
-/// agree on LOCAL_PREF: a router cannot hold one route with two preferences.
+/// agree on LOCAL_PREF: a router cannot hold one route with two preferences. Advertisements for
+/// Services no label set could match in both never send the same route.
 fn check_local_pref_conflicts(
     report: &mut Report,
     spec: &LoadBalancerConfigSpec,
@@ -396,6 +446,7 @@ fn check_local_pref_conflicts(
             if a.local_pref == b.local_pref
                 || !lists_overlap(&a.peers, &b.peers)
                 || !selector_lists_overlap(&a.node_selectors, &b.node_selectors)
+                || !selector_lists_overlap(&a.service_selectors, &b.service_selectors)
             {
                 continue;
             }

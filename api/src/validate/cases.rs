@@ -21,7 +21,7 @@ use super::names::{DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_VALUE, QUALIFIED_NAME
 use crate::community::CommunityError;
 use crate::v1alpha1::{
     AllocateTo, BfdProfile, BgpAdvertisement, BgpPeer, DynamicAsn, LoadBalancerConfigSpec,
-    SecretKeyRef,
+    PreferredNodeSelector, SecretKeyRef,
 };
 
 /// One rule of the validator, shown on a variant of [`base`].
@@ -123,6 +123,9 @@ bgpAdvertisements:
   addressPools: [block]
   aggregationLength: 26
   peers: [tor-a]
+communities:
+- name: vpn-only
+  value: "64512:300"
 bfdProfiles:
 - name: fast
   receiveInterval: 100
@@ -130,7 +133,7 @@ bfdProfiles:
 "#;
 
 /// The valid config every case starts from: pools of both families, L2 and BGP advertisements,
-/// two peers and a BFD profile.
+/// two peers, a named community and a BFD profile.
 pub fn base() -> LoadBalancerConfigSpec {
     serde_saphyr::from_str(BASE).unwrap()
 }
@@ -223,6 +226,10 @@ fn anti_affinity_weight(weight: i32) -> Affinity {
     }
 }
 
+fn preferred(weight: i32, preference: LabelSelector) -> PreferredNodeSelector {
+    PreferredNodeSelector { weight, preference }
+}
+
 fn peer(s: &mut LoadBalancerConfigSpec) -> &mut BgpPeer {
     &mut s.bgp_peers[0]
 }
@@ -274,6 +281,7 @@ fn rows() -> Vec<Row> {
         ("priority class", |s| s.speaker.placement.priority_class_name = "system-node-critical".into(), ok()),
         ("priority class with underscore", |s| s.speaker.placement.priority_class_name = "high_prio".into(), one("spec.speaker.priorityClassName", r#""high_prio""#, DNS1123_SUBDOMAIN)),
         ("interface exclusion regex", |s| s.speaker.exclude_interfaces = vec!["^eno[0-9]+$".into()], ok()),
+        ("speaker ignores the exclude-from-external-load-balancers label", |s| s.speaker.ignore_exclude_lb_label = true, ok()),
         ("interface exclusion not a regex", |s| s.speaker.exclude_interfaces = vec!["^eth(".into()], one("spec.speaker.excludeInterfaces[0]", r#""^eth(""#, "is not a valid regular expression: error: unclosed group")),
         // --- pools
         ("pool name invalid", |s| s.address_pools[1].name = "Public_V6".into(), one("spec.addressPools[1].name", r#""Public_V6""#, DNS1123_LABEL)),
@@ -321,6 +329,14 @@ fn rows() -> Vec<Row> {
         ("L2 name duplicate", |s| { let copy = s.l2_advertisements[0].clone(); s.l2_advertisements.push(copy); }, one("spec.l2Advertisements[1].name", r#""lan""#, "duplicate name: also used by spec.l2Advertisements[0]")),
         ("L2 node selector bad key", |s| s.l2_advertisements[0].node_selectors = vec![selector(&[("-zone", "a")])], one("spec.l2Advertisements[0].nodeSelectors[0].matchLabels", r#""-zone""#, QUALIFIED_NAME)),
         ("L2 node selectors equal but for value order", |s| s.l2_advertisements[0].node_selectors = vec![expression("zone", "In", &["a", "b"]), expression("zone", "In", &["b", "a"])], one("spec.l2Advertisements[0].nodeSelectors[1]", r#"{"matchExpressions":[{"key":"zone","operator":"In","values":["b","a"]}]}"#, "duplicates spec.l2Advertisements[0].nodeSelectors[0]")),
+        ("L2 service selectors", |s| s.l2_advertisements[0].service_selectors = vec![selector(&[("exposure", "lan")]), expression("tier", "In", &["web", "dns"])], ok()),
+        ("L2 service selector bad operator", |s| s.l2_advertisements[0].service_selectors = vec![expression("tier", "Is", &["web"])], one("spec.l2Advertisements[0].serviceSelectors[0].matchExpressions[0].operator", r#""Is""#, "must be one of In, NotIn, Exists, DoesNotExist")),
+        ("L2 service selectors repeated", |s| s.l2_advertisements[0].service_selectors = vec![selector(&[("tier", "web")]), expression("tier", "In", &["web"])], one("spec.l2Advertisements[0].serviceSelectors[1]", r#"{"matchExpressions":[{"key":"tier","operator":"In","values":["web"]}]}"#, "duplicates spec.l2Advertisements[0].serviceSelectors[0]")),
+        ("L2 preferred nodes", |s| s.l2_advertisements[0].preferred_node_selectors = vec![preferred(100, selector(&[("kubernetes.io/hostname", "node-a")])), preferred(1, expression("zone", "In", &["a"]))], ok()),
+        ("L2 preferred node weight 0", |s| s.l2_advertisements[0].preferred_node_selectors = vec![preferred(0, selector(&[("zone", "a")]))], one("spec.l2Advertisements[0].preferredNodeSelectors[0].weight", "0", "must be between 1 and 100")),
+        ("L2 preferred node weight 101", |s| s.l2_advertisements[0].preferred_node_selectors = vec![preferred(101, selector(&[("zone", "a")]))], one("spec.l2Advertisements[0].preferredNodeSelectors[0].weight", "101", "must be between 1 and 100")),
+        ("L2 preferred node selector bad operator", |s| s.l2_advertisements[0].preferred_node_selectors = vec![preferred(10, expression("zone", "Equals", &["a"]))], one("spec.l2Advertisements[0].preferredNodeSelectors[0].preference.matchExpressions[0].operator", r#""Equals""#, "must be one of In, NotIn, Exists, DoesNotExist")),
+        ("L2 preferred node selector repeated", |s| s.l2_advertisements[0].preferred_node_selectors = vec![preferred(10, selector(&[("zone", "a")])), preferred(20, expression("zone", "In", &["a"]))], one("spec.l2Advertisements[0].preferredNodeSelectors[1].preference", r#"{"matchExpressions":[{"key":"zone","operator":"In","values":["a"]}]}"#, "duplicates spec.l2Advertisements[0].preferredNodeSelectors[0].preference; give one entry the sum of their weights")),
         ("L2 node selectors that differ in one value", |s| s.l2_advertisements[0].node_selectors = vec![expression("zone", "In", &["a", "b"]), expression("zone", "In", &["c", "a"])], ok()),
         ("allocateTo matchLabels repeated as an expression", |s| s.address_pools[2].allocate_to = Some(AllocateTo { service_selectors: vec![selector(&[("tier", "web")]), expression("tier", "In", &["web"])], ..AllocateTo::default() }), one("spec.addressPools[2].allocateTo.serviceSelectors[1]", r#"{"matchExpressions":[{"key":"tier","operator":"In","values":["web"]}]}"#, "duplicates spec.addressPools[2].allocateTo.serviceSelectors[0]")),
         // --- BGP peers
@@ -380,10 +396,27 @@ fn rows() -> Vec<Row> {
         ("aggregation v6 shorter than pools", |s| ad(s).aggregation_length_v6 = 64, one("spec.bgpAdvertisements[0].aggregationLengthV6", "64", "is shorter than /112 of spec.addressPools[2].addresses[1] (2001:db8:2::/112): the aggregate would announce addresses outside the pool")),
         ("community not parseable", |s| ad(s).communities.push("65536:1".into()), one("spec.bgpAdvertisements[0].communities[3]", r#""65536:1""#, &community)),
         ("community repeated by another name", |s| ad(s).communities.push("65535:65281".into()), one("spec.bgpAdvertisements[0].communities[3]", r#""65535:65281""#, "listed twice")),
+        ("community by name", |s| ad(s).communities.push("vpn-only".into()), ok()),
+        ("community name undefined", |s| ad(s).communities.push("vpn".into()), one("spec.bgpAdvertisements[0].communities[3]", r#""vpn""#, super::bgp::UNKNOWN_COMMUNITY)),
+        ("community by name and by value", |s| ad(s).communities.extend(["vpn-only".into(), "64512:300".into()]), one("spec.bgpAdvertisements[0].communities[4]", r#""64512:300""#, "listed twice")),
+        ("community by value and by name", |s| ad(s).communities.extend(["64512:300".into(), "vpn-only".into()]), one("spec.bgpAdvertisements[0].communities[4]", r#""vpn-only""#, "listed twice")),
+        ("named community large", |s| s.communities[0].value = "large:64512:3:0".into(), ok()),
+        ("named community well-known value", |s| s.communities[0].value = "no-advertise".into(), ok()),
+        ("named community name invalid", |s| s.communities[0].name = "VPN".into(), one("spec.communities[0].name", r#""VPN""#, DNS1123_LABEL)),
+        ("named community name duplicate", |s| { let c = s.communities[0].clone(); s.communities.push(c); }, one("spec.communities[1].name", r#""vpn-only""#, "duplicate name: also used by spec.communities[0]")),
+        ("named community with a well-known name", |s| s.communities[0].name = "no-export".into(), one("spec.communities[0].name", r#""no-export""#, "is the name of a well-known community; choose another")),
+        ("named community value invalid", |s| s.communities[0].value = "64512".into(), one("spec.communities[0].value", r#""64512""#, &community)),
+        ("named community value invalid, used by an advertisement", |s| { s.communities[0].value = "64512:65536".into(); ad(s).communities.push("vpn-only".into()); }, one("spec.communities[0].value", r#""64512:65536""#, &community)),
         ("advertisement unknown peer", |s| s.bgp_advertisements[1].peers.push("tor-c".into()), one("spec.bgpAdvertisements[1].peers[1]", r#""tor-c""#, "no BGP peer with this name")),
         ("advertisement unknown pool", |s| s.bgp_advertisements[1].address_pools.push("nope".into()), one("spec.bgpAdvertisements[1].addressPools[1]", r#""nope""#, "no address pool with this name")),
         ("advertisement name duplicate", |s| s.bgp_advertisements[1].name = "all".into(), one("spec.bgpAdvertisements[1].name", r#""all""#, "duplicate name: also used by spec.bgpAdvertisements[0]")),
         ("advertisement node selectors equal but for requirement order", |s| ad(s).node_selectors = vec![expressions(&[("rack", "Exists", &[]), ("zone", "In", &["a"])]), expressions(&[("zone", "In", &["a"]), ("rack", "Exists", &[])])], one("spec.bgpAdvertisements[0].nodeSelectors[1]", r#"{"matchExpressions":[{"key":"zone","operator":"In","values":["a"]},{"key":"rack","operator":"Exists","values":[]}]}"#, "duplicates spec.bgpAdvertisements[0].nodeSelectors[0]")),
+        ("BGP service selectors with host routes", |s| ad(s).service_selectors = vec![selector(&[("tier", "web")])], ok()),
+        ("BGP service selector bad value", |s| ad(s).service_selectors = vec![selector(&[("tier", "web/front")])], one("spec.bgpAdvertisements[0].serviceSelectors[0].matchLabels.tier", r#""web/front""#, LABEL_VALUE)),
+        ("BGP service selectors with an IPv4 aggregate", |s| s.bgp_advertisements[1].service_selectors = vec![selector(&[("tier", "web")])], one("spec.bgpAdvertisements[1].aggregationLength", "26", "must be 32 when serviceSelectors is set: an aggregate would also announce the addresses of Services the selectors leave out")),
+        ("BGP service selectors with an IPv6 aggregate", |s| { ad(s).service_selectors = vec![selector(&[("tier", "web")])]; ad(s).aggregation_length_v6 = 112; }, one("spec.bgpAdvertisements[0].aggregationLengthV6", "112", "must be 128 when serviceSelectors is set: an aggregate would also announce the addresses of Services the selectors leave out")),
+        ("local pref differs for disjoint Services", |s| { s.bgp_advertisements[0].service_selectors = vec![selector(&[("tier", "web")])]; s.bgp_advertisements[1].service_selectors = vec![selector(&[("tier", "dns")])]; s.bgp_advertisements[1].aggregation_length = 32; }, ok()),
+        ("local pref conflict for overlapping Services", |s| { s.bgp_advertisements[0].service_selectors = vec![selector(&[("tier", "web")])]; s.bgp_advertisements[1].service_selectors = vec![expression("tier", "Exists", &[])]; s.bgp_advertisements[1].aggregation_length = 32; }, one("spec.bgpAdvertisements[1].localPref", "null", "conflicts with spec.bgpAdvertisements[0] (localPref 100) for pool \"block\" on the same peers and nodes")),
         ("local pref differs on other peers", |s| { s.bgp_advertisements[0].peers = vec!["tor-b".into()]; s.bgp_advertisements[1].aggregation_length = 32; }, ok()),
         ("local pref differs on disjoint nodes", |s| { s.bgp_advertisements[0].node_selectors = vec![selector(&[("rack", "a")])]; s.bgp_advertisements[1].node_selectors = vec![selector(&[("rack", "b")])]; s.bgp_advertisements[1].aggregation_length = 32; }, ok()),
         ("local pref conflict", |s| s.bgp_advertisements[1].aggregation_length = 32, one("spec.bgpAdvertisements[1].localPref", "null", "conflicts with spec.bgpAdvertisements[0] (localPref 100) for pool \"block\" on the same peers and nodes")),

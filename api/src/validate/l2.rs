@@ -5,7 +5,8 @@ use crate::v1alpha1::L2Advertisement;
 use super::Report;
 use super::names::is_interface_name;
 use super::pools::PoolIndex;
-use super::selectors::check_list;
+use super::selectors::{check as check_selector, check_list};
+use crate::selector::same_requirements;
 
 pub(super) fn check(report: &mut Report, ads: &[L2Advertisement], pools: &PoolIndex<'_>) {
     report.names("spec.l2Advertisements", ads, |a| a.name.as_str());
@@ -18,6 +19,35 @@ pub(super) fn check(report: &mut Report, ads: &[L2Advertisement], pools: &PoolIn
             "address pool",
         );
         check_list(report, &format!("{path}.nodeSelectors"), &ad.node_selectors);
+        check_list(
+            report,
+            &format!("{path}.serviceSelectors"),
+            &ad.service_selectors,
+        );
+        let preferred = &ad.preferred_node_selectors;
+        for (k, p) in preferred.iter().enumerate() {
+            let here = format!("{path}.preferredNodeSelectors[{k}]");
+            if !(1..=100).contains(&p.weight) {
+                report.add(
+                    format!("{here}.weight"),
+                    p.weight,
+                    "must be between 1 and 100",
+                );
+            }
+            check_selector(report, &format!("{here}.preference"), &p.preference);
+            if let Some(first) = preferred[..k]
+                .iter()
+                .position(|q| same_requirements(&q.preference, &p.preference))
+            {
+                report.add(
+                    format!("{here}.preference"),
+                    &p.preference,
+                    format!(
+                        "duplicates {path}.preferredNodeSelectors[{first}].preference; give one entry the sum of their weights"
+                    ),
+                );
+            }
+        }
         for (k, name) in ad.interfaces.iter().enumerate() {
             let here = format!("{path}.interfaces[{k}]");
             if !is_interface_name(name) {

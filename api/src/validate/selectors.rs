@@ -22,7 +22,8 @@ pub(super) fn check_list(report: &mut Report, path: &str, selectors: &[LabelSele
     }
 }
 
-fn check(report: &mut Report, path: &str, selector: &LabelSelector) {
+/// Checks one selector.
+pub(super) fn check(report: &mut Report, path: &str, selector: &LabelSelector) {
     for (key, value) in selector.match_labels.iter().flatten() {
         if !is_qualified_name(key) {
             report.add(format!("{path}.matchLabels"), key, QUALIFIED_NAME);

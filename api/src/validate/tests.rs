@@ -150,6 +150,7 @@ mod properties {
                     .collect(),
                 peers: Vec::new(),
                 node_selectors: Vec::new(),
+                service_selectors: Vec::new(),
             })
     }
 

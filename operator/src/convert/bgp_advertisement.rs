@@ -6,12 +6,12 @@
 //! | `spec.ipAddressPools`, `spec.ipAddressPoolSelectors` | `addressPools` (selectors resolved to names; neither: every pool) |
 //! | `spec.aggregationLength`, `spec.aggregationLengthV6` | `aggregationLength`, `aggregationLengthV6` |
 //! | `spec.localPref` | `localPref` |
-//! | `spec.communities` | `communities` (aliases replaced by their Community values) |
+//! | `spec.communities` | `communities` (aliases by the name their Community entry got) |
 //! | `spec.peers` | `peers` (BGPPeer names, renamed as the peers are) |
 //! | `spec.nodeSelectors` | `nodeSelectors` |
-//! | `spec.serviceSelectors` | none yet: essential, kept without them |
+//! | `spec.serviceSelectors` | `serviceSelectors` |
 
-use ferrolb_api::community::Community;
+use ferrolb_api::community::{self, Community, CommunityError};
 use ferrolb_api::v1alpha1::BgpAdvertisement;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
@@ -77,14 +77,6 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
         return;
     };
     let communities = communities(c, source, &spec.communities);
-    if !spec.service_selectors.is_empty() {
-        c.essential(
-            source,
-            "spec.serviceSelectors",
-            json(&spec.service_selectors),
-            "FerroLB's BGP advertisements have no serviceSelectors yet: kept without them, so this advertisement announces every Service of its pools, not only the matching ones",
-        );
-    }
     let name = c.bgp_advertisement_names.assign(&source.name);
     c.renamed(source, &name);
     let path = format!(
@@ -101,6 +93,7 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
         communities,
         peers,
         node_selectors: spec.node_selectors,
+        service_selectors: spec.service_selectors,
     });
 }
 
@@ -137,16 +130,16 @@ fn peers(c: &mut Converter, source: &Source, names: &[String]) -> Option<Vec<Str
     Some(out)
 }
 
-/// The communities as values: literals as written, aliases as their Community value.
+/// The communities: literals as written, aliases by their FerroLB name (see [`super::community`]).
 fn communities(c: &mut Converter, source: &Source, listed: &[String]) -> Vec<String> {
     let mut out: Vec<(String, Community)> = Vec::new();
     for (i, text) in listed.iter().enumerate() {
         let field = format!("spec.communities[{i}]");
         // MetalLB reads a string without ':' as the name of a Community alias.
-        let value = if text.contains(':') {
+        let entry = if text.contains(':') {
             text.clone()
-        } else if let Some(value) = c.communities.get(text) {
-            value.clone()
+        } else if let Some(name) = c.communities.get(text) {
+            name.clone()
         } else {
             let message = format!(
                 "no Community in namespace {} defines this name: dropped, so the routes lack it",
@@ -155,20 +148,21 @@ fn communities(c: &mut Converter, source: &Source, listed: &[String]) -> Vec<Str
             c.essential(source, &field, json(text), message);
             continue;
         };
-        match value.parse::<Community>() {
-            Err(e) => c.essential(
+        // Only a literal can fail: every alias was given a name that resolves.
+        match community::resolve(&entry, &c.spec.communities) {
+            None => c.essential(
                 source,
                 &field,
                 json(text),
-                format!("dropped, so the routes lack it: {e}"),
+                format!("dropped, so the routes lack it: {CommunityError}"),
             ),
-            Ok(community) if out.iter().any(|(_, seen)| *seen == community) => c.note(
+            Some(community) if out.iter().any(|(_, seen)| *seen == community) => c.note(
                 source,
                 &field,
                 json(text),
                 "the same community as an earlier entry: written once",
             ),
-            Ok(community) => out.push((value, community)),
+            Some(community) => out.push((entry, community)),
         }
     }
     out.into_iter().map(|(text, _)| text).collect()

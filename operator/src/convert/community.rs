@@ -1,12 +1,17 @@
-//! Community (`metallb.io/v1beta1`): named BGP communities. FerroLB has no named communities
-//! yet, so each alias is resolved: advertisements that name it get its value instead.
+//! Community (`metallb.io/v1beta1`): named BGP communities → `spec.communities[]`. Aliases stay
+//! names: advertisements that use one name it, as in MetalLB.
 //!
 //! | MetalLB | FerroLB |
 //! |---|---|
-//! | `spec.communities[].name` | none yet: the name is lost (cosmetic) |
-//! | `spec.communities[].value` | written into `bgpAdvertisements[].communities` where the alias was used |
+//! | `spec.communities[].name` | `communities[].name` (rewritten as a DNS-1123 label when it is not one; advertisements follow) |
+//! | `spec.communities[].value` | `communities[].value` |
+//!
+//! An alias of a well-known community's value (MetalLB's documented `NO_ADVERTISE` =
+//! `65535:65282`) becomes that well-known name (`no-advertise`), which FerroLB knows without a
+//! definition, so a `spec.communities` entry never shadows a well-known name.
 
-use ferrolb_api::community::Community as Value;
+use ferrolb_api::community::{Community as Value, WELL_KNOWN};
+use ferrolb_api::v1alpha1::NamedCommunity;
 use serde::Deserialize;
 
 use super::Converter;
@@ -32,38 +37,68 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
     let Some(spec) = c.read_known::<Spec>(object) else {
         return;
     };
-    let mut names = Vec::new();
     for (i, alias) in spec.communities.iter().enumerate() {
         let field = format!("spec.communities[{i}]");
-        if let Err(e) = alias.value.parse::<Value>() {
-            c.cosmetic(
-                source,
-                &format!("{field}.value"),
-                json(&alias.value),
-                format!("not carried over: {e}"),
-            );
-        } else if c.communities.contains_key(&alias.name) {
+        let value = match alias.value.parse::<Value>() {
+            Ok(value) => value,
+            Err(e) => {
+                c.cosmetic(
+                    source,
+                    &format!("{field}.value"),
+                    json(&alias.value),
+                    format!("not carried over: {e}"),
+                );
+                continue;
+            }
+        };
+        if c.communities.contains_key(&alias.name) {
             c.cosmetic(
                 source,
                 &format!("{field}.name"),
                 json(&alias.name),
                 "defined before (MetalLB refuses a second definition): the first is used",
             );
-        } else {
-            c.communities
-                .insert(alias.name.clone(), alias.value.clone());
-            names.push(alias.name.clone());
+            continue;
         }
+        if let Some(well_known) = well_known_name(value) {
+            c.note(
+                source,
+                &format!("{field}.name"),
+                json(&alias.name),
+                format!(
+                    "{} is the well-known community {well_known}: advertisements that use this alias name {well_known}, which needs no definition",
+                    alias.value
+                ),
+            );
+            c.communities
+                .insert(alias.name.clone(), well_known.to_owned());
+            continue;
+        }
+        let name = c.community_names.assign(&alias.name);
+        if name != alias.name {
+            c.note(
+                source,
+                &format!("{field}.name"),
+                json(&alias.name),
+                format!(
+                    "written as {name:?}: FerroLB names are DNS-1123 labels, unique, and not the name of a well-known community; advertisements that use it follow"
+                ),
+            );
+        }
+        let path = format!("spec.communities[{}]", c.spec.communities.len());
+        c.came_from(path, source);
+        c.spec.communities.push(NamedCommunity {
+            name: name.clone(),
+            value: alias.value.clone(),
+        });
+        c.communities.insert(alias.name.clone(), name);
     }
-    if !names.is_empty() {
-        c.cosmetic(
-            source,
-            "spec.communities",
-            None,
-            format!(
-                "FerroLB has no named communities yet: the aliases ({}) are not carried over as names; each BGPAdvertisement that uses one gets its value instead",
-                names.join(", ")
-            ),
-        );
-    }
+}
+
+/// The name of the well-known community `value` is, if it is one.
+fn well_known_name(value: Value) -> Option<&'static str> {
+    WELL_KNOWN
+        .iter()
+        .map(|(name, _)| *name)
+        .find(|name| name.parse() == Ok(value))
 }

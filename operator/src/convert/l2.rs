@@ -6,16 +6,14 @@
 //! | `spec.ipAddressPools`, `spec.ipAddressPoolSelectors` | `addressPools` (selectors resolved to names; neither: every pool) |
 //! | `spec.nodeSelectors` | `nodeSelectors` |
 //! | `spec.interfaces` | `interfaces` |
-//! | `spec.serviceSelectors` | none yet: essential, kept without them |
-//! | `spec.preferredNodeSelectors` | none yet: essential, dropped |
+//! | `spec.serviceSelectors` | `serviceSelectors` |
+//! | `spec.preferredNodeSelectors` | `preferredNodeSelectors` (weights summed, preferred nodes reclaim, as in MetalLB) |
 
-use ferrolb_api::v1alpha1::L2Advertisement;
+use ferrolb_api::v1alpha1::{L2Advertisement, PreferredNodeSelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::Converter;
-use super::findings::json;
 use super::input::Object;
 
 #[derive(Deserialize, Debug)]
@@ -31,9 +29,9 @@ struct Spec {
     interfaces: Vec<String>,
     #[serde(default)]
     service_selectors: Vec<LabelSelector>,
-    /// `[{weight, preference}]`, shown as written since nothing of it is carried over.
+    /// `[{weight, preference}]`: FerroLB's fields have MetalLB's names and meaning.
     #[serde(default)]
-    preferred_node_selectors: Vec<Value>,
+    preferred_node_selectors: Vec<PreferredNodeSelector>,
 }
 
 pub(super) fn convert(c: &mut Converter, object: &Object) {
@@ -48,22 +46,6 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
     ) else {
         return;
     };
-    if !spec.service_selectors.is_empty() {
-        c.essential(
-            source,
-            "spec.serviceSelectors",
-            json(&spec.service_selectors),
-            "FerroLB's L2 advertisements have no serviceSelectors yet: kept without them, so this advertisement announces every Service of its pools, not only the matching ones",
-        );
-    }
-    if !spec.preferred_node_selectors.is_empty() {
-        c.essential(
-            source,
-            "spec.preferredNodeSelectors",
-            json(&spec.preferred_node_selectors),
-            "FerroLB has no preferredNodeSelectors yet: dropped, so the Layer 2 leader of each address is chosen among every node nodeSelectors allow, without preferring these",
-        );
-    }
     let name = c.l2_names.assign(&source.name);
     c.renamed(source, &name);
     let path = format!("spec.l2Advertisements[{}]", c.spec.l2_advertisements.len());
@@ -72,6 +54,8 @@ pub(super) fn convert(c: &mut Converter, object: &Object) {
         name,
         address_pools,
         node_selectors: spec.node_selectors,
+        service_selectors: spec.service_selectors,
+        preferred_node_selectors: spec.preferred_node_selectors,
         interfaces: spec.interfaces,
     });
 }

@@ -53,6 +53,9 @@ pub struct Options {
     /// else the one namespace the objects are in (`metallb-system` when they are in several and
     /// it is one of them).
     pub metallb_namespace: Option<String>,
+    /// MetalLB's speakers ran with `--ignore-exclude-lb` (Helm: `speaker.ignoreExcludeLB`),
+    /// which no MetalLB object records: write `speaker.ignoreExcludeLBLabel: true`.
+    pub ignore_exclude_lb: bool,
 }
 
 /// Converts the MetalLB objects in `text`.
@@ -63,6 +66,7 @@ pub fn convert(text: &str, options: &Options) -> Result<Conversion, ConvertError
         .collect();
     let namespace = metallb_namespace(&objects, options)?;
     let mut c = Converter::new(namespace.clone());
+    c.spec.speaker.ignore_exclude_lb_label = options.ignore_exclude_lb;
     let mut in_force: Vec<(Kind, Object)> = Vec::new();
     for (kind, object) in objects {
         let source = object.source.clone();
@@ -283,8 +287,10 @@ struct Converter {
     /// MetalLB BFD profile name → FerroLB name.
     bfd_profiles: HashMap<String, String>,
     bfd_names: Names,
-    /// Community alias → value, from Community objects.
+    /// Community alias → its FerroLB name (of a `spec.communities` entry, or well-known).
     communities: HashMap<String, String>,
+    /// Names of `spec.communities` entries; well-known names are taken from the start.
+    community_names: Names,
     l2_names: Names,
     bgp_advertisement_names: Names,
 }
@@ -305,6 +311,11 @@ impl Converter {
             bfd_profiles: HashMap::new(),
             bfd_names: Names::default(),
             communities: HashMap::new(),
+            community_names: Names::reserving(
+                ferrolb_api::community::WELL_KNOWN
+                    .iter()
+                    .map(|(name, _)| *name),
+            ),
             l2_names: Names::default(),
             bgp_advertisement_names: Names::default(),
         }

@@ -14,6 +14,13 @@ pub(super) struct Names {
 }
 
 impl Names {
+    /// Names for a list in which `reserved` are never handed out.
+    pub fn reserving<'a>(reserved: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            taken: reserved.into_iter().map(str::to_owned).collect(),
+        }
+    }
+
     /// A DNS-1123 label for `name`: the name itself when it is one and still free; otherwise
     /// dots and other characters become `-`, it is cut to 63 characters, and a `-2`, `-3`, ...
     /// suffix makes it unique.
@@ -69,5 +76,12 @@ mod tests {
         assert_eq!(again, format!("{}-2", "a".repeat(61)));
         assert!(is_dns1123_label(&again));
         assert_eq!(names.assign("..."), "unnamed");
+    }
+
+    #[test]
+    fn reserved_names_are_never_handed_out() {
+        let mut names = Names::reserving(["no-export"]);
+        assert_eq!(names.assign("NO_EXPORT"), "no-export-2");
+        assert_eq!(names.assign("vpn-only"), "vpn-only");
     }
 }

@@ -57,9 +57,9 @@ const CASES: &[Row] = &[
         "bgp-communities",
         CONVERTED,
         &[(
-            Cosmetic,
+            Note,
             "Community metallb-system/communities",
-            "spec.communities",
+            "spec.communities[1].name",
         )],
     ),
     (
@@ -109,18 +109,13 @@ const CASES: &[Row] = &[
     ),
     (
         "kubectl-list",
-        ESSENTIAL_LOSS,
+        CONVERTED,
         &[
             (Note, "IPAddressPool default/forgotten", ""),
             (
                 Note,
                 "L2Advertisement metallb-system/l2-east",
                 "spec.ipAddressPoolSelectors",
-            ),
-            (
-                Essential,
-                "L2Advertisement metallb-system/l2-east",
-                "spec.serviceSelectors",
             ),
             (
                 Note,
@@ -179,15 +174,7 @@ const CASES: &[Row] = &[
             ),
         ],
     ),
-    (
-        "l2-preferred",
-        ESSENTIAL_LOSS,
-        &[(
-            Essential,
-            "L2Advertisement metallb-system/ingress",
-            "spec.preferredNodeSelectors",
-        )],
-    ),
+    ("l2-preferred", CONVERTED, &[]),
     (
         "lossy",
         ESSENTIAL_LOSS,
@@ -303,8 +290,73 @@ fn a_layer2_pool_converts_field_for_field() {
 }
 
 #[test]
-fn community_aliases_become_their_values() {
+fn the_speakers_ignore_exclude_lb_flag_is_asked_for_and_carried_over() {
+    let text = input("l2-simple");
+    let plain = converted(&text).config.spec;
+    assert!(!plain.speaker.ignore_exclude_lb_label);
+    let options = Options {
+        ignore_exclude_lb: true,
+        ..Options::default()
+    };
+    let spec = convert(&text, &options).unwrap().config.spec;
+    assert!(spec.speaker.ignore_exclude_lb_label);
+    assert_eq!(
+        ferrolb_api::v1alpha1::SpeakerSpec {
+            ignore_exclude_lb_label: false,
+            ..spec.speaker
+        },
+        plain.speaker,
+        "nothing else changes"
+    );
+}
+
+#[test]
+fn community_aliases_that_are_no_ferrolb_name_are_renamed_and_followed() {
+    let text = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [192.0.2.0/28]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r}\nspec: {myASN: 1, peerASN: 2, peerAddress: 198.51.100.1}\n---\napiVersion: metallb.io/v1beta1\nkind: Community\nmetadata: {name: c}\nspec: {communities: [{name: VPN_Only, value: \"1:1\"}, {name: no-export, value: \"1:2\"}]}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a}\nspec: {communities: [VPN_Only, no-export, \"1:1\"]}\n";
+    let c = converted(text);
+    let spec = &c.config.spec;
+    let named: Vec<(&str, &str)> = spec
+        .communities
+        .iter()
+        .map(|n| (n.name.as_str(), n.value.as_str()))
+        .collect();
+    assert_eq!(named, [("vpn-only", "1:1"), ("no-export-2", "1:2")]);
+    assert_eq!(
+        spec.bgp_advertisements[0].communities,
+        ["vpn-only", "no-export-2"]
+    );
+    assert_eq!(
+        findings(&c),
+        [
+            (
+                Note,
+                "Community c".to_owned(),
+                "spec.communities[0].name".to_owned()
+            ),
+            (
+                Note,
+                "Community c".to_owned(),
+                "spec.communities[1].name".to_owned()
+            ),
+            (
+                Note,
+                "BGPAdvertisement a".to_owned(),
+                "spec.communities[2]".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn community_aliases_stay_names_and_well_known_values_get_their_name() {
     let spec = converted(&input("bgp-communities")).config.spec;
+    assert_eq!(
+        spec.communities,
+        [ferrolb_api::v1alpha1::NamedCommunity {
+            name: "vpn-only".into(),
+            value: "1234:1".into(),
+        }]
+    );
     let ads: Vec<(&str, u8, Option<u32>, Vec<&str>)> = spec
         .bgp_advertisements
         .iter()
@@ -320,12 +372,12 @@ fn community_aliases_become_their_values() {
     assert_eq!(
         ads,
         [
-            ("local", 32, Some(100), vec!["1234:1"]),
+            ("local", 32, Some(100), vec!["vpn-only"]),
             (
                 "external",
                 24,
                 None,
-                vec!["65535:65282", "64500:200", "large:64500:1:2"]
+                vec!["no-advertise", "64500:200", "large:64500:1:2"]
             ),
         ]
     );
@@ -631,11 +683,15 @@ fn an_advertisement_whose_pools_are_all_gone_is_dropped_not_widened() {
 }
 
 #[test]
-fn service_selectors_on_bgp_advertisements_are_essential() {
+fn service_selectors_carry_over_and_repeated_communities_are_written_once() {
     let text = "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: p}\nspec: {addresses: [192.0.2.0/28]}\n---\napiVersion: metallb.io/v1beta2\nkind: BGPPeer\nmetadata: {name: r}\nspec: {myASN: 1, peerASN: 2, peerAddress: 198.51.100.1}\n---\napiVersion: metallb.io/v1beta1\nkind: BGPAdvertisement\nmetadata: {name: a}\nspec: {serviceSelectors: [{matchLabels: {app: web}}], communities: [\"1:1\", \"large:1:2:3\", \"1:1\", \"99999:1\"]}\n";
     let c = converted(text);
     let ad = &c.config.spec.bgp_advertisements[0];
     assert_eq!(ad.communities, ["1:1", "large:1:2:3"]);
+    assert_eq!(
+        serde_json::to_string(&ad.service_selectors).unwrap(),
+        r#"[{"matchLabels":{"app":"web"}}]"#
+    );
     assert_eq!(
         findings(&c),
         [
@@ -648,11 +704,6 @@ fn service_selectors_on_bgp_advertisements_are_essential() {
                 Essential,
                 "BGPAdvertisement a".to_owned(),
                 "spec.communities[3]".to_owned()
-            ),
-            (
-                Essential,
-                "BGPAdvertisement a".to_owned(),
-                "spec.serviceSelectors".to_owned()
             ),
         ]
     );
@@ -708,6 +759,7 @@ fn the_metallb_namespace_is_chosen_or_asked_for() {
         &two,
         &Options {
             metallb_namespace: Some("lb-b".to_owned()),
+            ..Options::default()
         },
     )
     .unwrap();
@@ -734,7 +786,8 @@ fn the_metallb_namespace_is_chosen_or_asked_for() {
         convert(
             &pool("lb-a", "192.0.2.0/28"),
             &Options {
-                metallb_namespace: Some("metallb-system".to_owned())
+                metallb_namespace: Some("metallb-system".to_owned()),
+                ..Options::default()
             }
         )
         .unwrap_err(),

@@ -7,14 +7,16 @@
 //!   ([`bgp_peers_for`]). Whether the node is usable does not count: a NotReady node keeps its
 //!   sessions and announces nothing on them, so it is back the moment it is Ready.
 //! - An IP is announced over BGP when its pool is selected by a BGP advertisement (an empty
-//!   addressPools selects every pool). A node sends it through an advertisement when the node is
-//!   usable (Ready, network available, not excluded: the Layer 2 rule), matches the
+//!   addressPools selects every pool) whose serviceSelectors select every Service using it (an
+//!   empty list selects every Service). A node sends it through an advertisement when the node is
+//!   usable (Ready, network available, not excluded unless `ignoreExcludeLBLabel`: the Layer 2
+//!   rule), matches the
 //!   advertisement's nodeSelectors and serves the IP (below), to each of its peers the
 //!   advertisement names (every one when it names none).
 //! - The route is the IP masked to the advertisement's aggregationLength (aggregationLengthV6 for
 //!   IPv6). Advertisements, or IPs, that give one prefix to one peer give one route: the attributes
 //!   are merged by [`RouteAttributes::merge`]. LOCAL_PREF goes to iBGP peers (peerASN = myASN, or dynamicASN internal)
-//!   only; communities go to every peer.
+//!   only; communities go to every peer, a name standing for the value `spec.communities` gives it.
 //!
 //! Serving. A Service with `externalTrafficPolicy: Cluster` is served from every node once it has
 //! a ready endpoint anywhere (kube-proxy forwards); with `Local`, only from the nodes that host
@@ -38,13 +40,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ferrolb_api::community::Community;
+use ferrolb_api::community::{self, Community};
 use ferrolb_api::selector::list_matches;
 use ferrolb_api::v1alpha1::{BgpAdvertisement, BgpPeer, LoadBalancerConfigSpec};
 use ipnet::IpNet;
 
 use super::condition::BgpAnnounced;
-use super::{NodeView, PoolIndex, ServiceView, users_by_ip};
+use super::{NodeView, PoolIndex, ServiceView, selects_all, users_by_ip};
 
 /// The path attributes FerroLB sets on a route; everything else (ORIGIN, AS_PATH, NEXT_HOP) the
 /// session derives from the peer. Ordered, so routes with equal attributes group into one UPDATE.
@@ -256,7 +258,7 @@ impl<'a> BgpPlan<'a> {
                 let (Some(ad), Some(sends)) = (self.ads.get(a), sends.get(a)) else {
                     continue;
                 };
-                if sends.is_empty() {
+                if sends.is_empty() || !ad.selects_all(&users) {
                     continue;
                 }
                 let Some(prefix) = route_prefix(ip, ad.spec) else {
@@ -316,14 +318,18 @@ impl<'a> BgpPlan<'a> {
     }
 
     /// Who announces `ip`, used by `users`, to which peer; None when no BGP advertisement covers
-    /// it. Costs a look at each node each advertisement of the IP's pool selects.
+    /// it (for its pool and, by serviceSelectors, for every one of `users`). Costs a look at each node each advertisement of the IP's pool selects.
     pub fn announcers(&self, ip: IpAddr, users: &[&ServiceView]) -> Option<Announcers> {
-        let ads = self.ads_for(ip);
+        let ads: Vec<&ResolvedAd<'_>> = self
+            .ads_for(ip)
+            .iter()
+            .filter_map(|&a| self.ads.get(a).filter(|ad| ad.selects_all(users)))
+            .collect();
         if ads.is_empty() {
             return None;
         }
         let mut out = Announcers::new();
-        for ad in ads.iter().filter_map(|&a| self.ads.get(a)) {
+        for ad in ads {
             if route_prefix(ip, ad.spec).is_none() {
                 continue;
             }
@@ -357,8 +363,13 @@ impl<'a> ResolvedAd<'a> {
         nodes: &'a BTreeMap<String, NodeView>,
     ) -> Self {
         let mut common = RouteAttributes::default();
-        // Validation rejects a community that does not parse; should one get here, it is left out.
-        for community in spec.communities.iter().filter_map(|c| c.parse().ok()) {
+        // Names resolve to their spec.communities value. Validation rejects an entry that is
+        // neither a community nor a defined name; should one get here, it is left out.
+        let resolved = spec
+            .communities
+            .iter()
+            .filter_map(|c| community::resolve(c, &config.communities));
+        for community in resolved {
             match community {
                 Community::Standard(..) => common.communities.extend(community.standard_value()),
                 Community::Large(a, b, c) => {
@@ -382,7 +393,9 @@ impl<'a> ResolvedAd<'a> {
             .collect();
         let announcers = nodes
             .iter()
-            .filter(|(_, view)| view.usable() && list_matches(&spec.node_selectors, &view.labels))
+            .filter(|(_, view)| {
+                view.usable(config) && list_matches(&spec.node_selectors, &view.labels)
+            })
             .map(|(name, view)| {
                 let with: Vec<usize> = peers
                     .iter()
@@ -398,6 +411,12 @@ impl<'a> ResolvedAd<'a> {
             peers,
             announcers,
         }
+    }
+
+    /// Whether this advertisement selects every one of `users` by its serviceSelectors.
+    fn selects_all(&self, users: &[&ServiceView]) -> bool {
+        let spec = self.spec;
+        selects_all(&spec.name, &spec.service_selectors, users, |s| &s.bgp)
     }
 
     /// The peers this advertisement sends to from `me`, with their attributes; none when it does

@@ -152,6 +152,7 @@ mod tests {
             ips: ips.iter().map(|s| ip(s)).collect(),
             local: false,
             endpoint_nodes: endpoint_nodes.iter().map(|s| (*s).to_owned()).collect(),
+            selected_by: Default::default(),
         }
     }
 

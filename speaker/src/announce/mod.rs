@@ -4,7 +4,9 @@
 //!
 //! The leader of an IP is chosen by rendezvous hashing: each candidate node scores
 //! `hash(node, ip)` and the highest score leads. Adding a node moves only the IPs it now scores
-//! highest on (about 1/n of them); removing a node that leads nothing moves nothing.
+//! highest on (about 1/n of them); removing a node that leads nothing moves nothing. When the
+//! advertisements of the IP have `preferredNodeSelectors`, only the candidates of the highest
+//! total weight are ranked, so a preferred node leads while one is eligible.
 //!
 //! [`bgp`] decides, from the same inputs and with the same node rules, which routes this node sends
 //! to which BGP peer; a pool may be announced both ways at once.
@@ -19,8 +21,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ferrolb_api::address::AddressRange;
-use ferrolb_api::selector::list_matches;
+use ferrolb_api::selector::{Labels, list_matches, matches};
 use ferrolb_api::v1alpha1::{L2Advertisement, LoadBalancerConfigSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// The node label that keeps a node out of external load balancing (as the Kubernetes service
 /// controller defines it).
@@ -40,9 +43,12 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    /// Whether the node may announce anything at all.
-    fn usable(&self) -> bool {
-        self.ready && !self.network_unavailable && !self.labels.contains_key(EXCLUDE_LABEL)
+    /// Whether the node may announce anything at all: Ready, its network available, and not
+    /// labelled [`EXCLUDE_LABEL`] unless `spec.speaker.ignoreExcludeLBLabel` says to ignore it.
+    fn usable(&self, config: &LoadBalancerConfigSpec) -> bool {
+        self.ready
+            && !self.network_unavailable
+            && (config.speaker.ignore_exclude_lb_label || !self.labels.contains_key(EXCLUDE_LABEL))
     }
 }
 
@@ -57,6 +63,71 @@ pub struct ServiceView {
     pub local: bool,
     /// Nodes hosting a ready (or serving) endpoint of the Service.
     pub endpoint_nodes: BTreeSet<String>,
+    /// The advertisements whose serviceSelectors select it.
+    pub selected_by: SelectedBy,
+}
+
+/// The advertisements whose `serviceSelectors` select a Service, by name (unique per kind).
+/// Advertisements without serviceSelectors select every Service and are not listed, so while
+/// none has any (the usual case) both lists are empty: a view carries no labels, and no
+/// allocation for them.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SelectedBy {
+    /// Names of L2 advertisements, sorted.
+    pub l2: Vec<String>,
+    /// Names of BGP advertisements, sorted.
+    pub bgp: Vec<String>,
+}
+
+impl SelectedBy {
+    /// What selects a Service with `labels` in `config`.
+    pub fn of(config: &LoadBalancerConfigSpec, labels: &(impl Labels + ?Sized)) -> Self {
+        fn names<'a>(
+            ads: impl Iterator<Item = (&'a str, &'a [LabelSelector])>,
+            labels: &(impl Labels + ?Sized),
+        ) -> Vec<String> {
+            let mut names: Vec<String> = ads
+                .filter(|(_, s)| !s.is_empty() && list_matches(s, labels))
+                .map(|(name, _)| name.to_owned())
+                .collect();
+            names.sort_unstable();
+            names
+        }
+        let l2 = config.l2_advertisements.iter();
+        let bgp = config.bgp_advertisements.iter();
+        Self {
+            l2: names(
+                l2.map(|ad| (ad.name.as_str(), ad.service_selectors.as_slice())),
+                labels,
+            ),
+            bgp: names(
+                bgp.map(|ad| (ad.name.as_str(), ad.service_selectors.as_slice())),
+                labels,
+            ),
+        }
+    }
+}
+
+/// Whether the advertisement `name`, with `selectors`, announces an address all of `users`
+/// share: it selects every one of them (a shared address carries the traffic of all). As for
+/// serving (see [`bgp`]), a Service without a ready endpoint imposes nothing while another on
+/// the address has one. `selected_by` picks the list of the advertisement's kind.
+fn selects_all(
+    name: &str,
+    selectors: &[LabelSelector],
+    users: &[&ServiceView],
+    selected_by: impl Fn(&SelectedBy) -> &[String],
+) -> bool {
+    let some_live = users.iter().any(|u| !u.endpoint_nodes.is_empty());
+    selectors.is_empty()
+        || users
+            .iter()
+            .filter(|u| !some_live || !u.endpoint_nodes.is_empty())
+            .all(|u| {
+                selected_by(&u.selected_by)
+                    .binary_search_by(|n| n.as_str().cmp(name))
+                    .is_ok()
+            })
 }
 
 /// One IP this node must answer for.
@@ -132,11 +203,13 @@ impl PoolIndex {
     }
 }
 
-/// The L2 advertisements that cover `ip` (by the pool that holds it).
+/// The L2 advertisements that cover `ip` (by the pool that holds it) for `users`, the Services
+/// using it (by their serviceSelectors).
 fn advertisements_for<'a>(
     config: &'a LoadBalancerConfigSpec,
     pools: &PoolIndex,
     ip: IpAddr,
+    users: &[&ServiceView],
 ) -> Vec<&'a L2Advertisement> {
     let Some(pool) = pools.pool_of(ip).and_then(|i| config.address_pools.get(i)) else {
         return Vec::new();
@@ -144,7 +217,43 @@ fn advertisements_for<'a>(
     config
         .l2_advertisements
         .iter()
-        .filter(|ad| ad.address_pools.is_empty() || ad.address_pools.contains(&pool.name))
+        .filter(|ad| {
+            (ad.address_pools.is_empty() || ad.address_pools.contains(&pool.name))
+                && selects_all(&ad.name, &ad.service_selectors, users, |s| &s.l2)
+        })
+        .collect()
+}
+
+/// The candidates of the highest preference weight: a node's weight is the sum of the weights
+/// of the `preferredNodeSelectors` it matches, over every advertisement of the address (as
+/// MetalLB sums them). All candidates when no advertisement prefers any node.
+fn most_preferred<'a>(
+    ads: &[&L2Advertisement],
+    nodes: &BTreeMap<String, NodeView>,
+    candidates: Vec<&'a str>,
+) -> Vec<&'a str> {
+    let preferences: Vec<_> = ads
+        .iter()
+        .flat_map(|ad| &ad.preferred_node_selectors)
+        .collect();
+    if preferences.is_empty() {
+        return candidates;
+    }
+    let weight = |node: &str| -> i64 {
+        nodes.get(node).map_or(0, |view| {
+            preferences
+                .iter()
+                .filter(|p| matches(&p.preference, &view.labels))
+                .map(|p| i64::from(p.weight))
+                .sum()
+        })
+    };
+    let weighted: Vec<(&str, i64)> = candidates.into_iter().map(|c| (c, weight(c))).collect();
+    let top = weighted.iter().map(|&(_, w)| w).max();
+    weighted
+        .into_iter()
+        .filter(|&(_, w)| Some(w) == top)
+        .map(|(c, _)| c)
         .collect()
 }
 
@@ -180,7 +289,7 @@ fn decide<'a>(
     let pools = PoolIndex::new(config);
     let mut out = Vec::new();
     for (ip, users) in by_ip {
-        let ads = advertisements_for(config, &pools, ip);
+        let ads = advertisements_for(config, &pools, ip, &users);
         if ads.is_empty() {
             continue;
         }
@@ -188,7 +297,7 @@ fn decide<'a>(
             None
         } else {
             let eligible = |node: &str, view: &NodeView| {
-                view.usable()
+                view.usable(config)
                     && members.contains(node)
                     && ads
                         .iter()
@@ -201,7 +310,7 @@ fn decide<'a>(
                 .iter()
                 .filter(|(name, view)| eligible(name, view))
                 .map(|(name, _)| name.as_str());
-            leader(ip, candidates)
+            leader(ip, most_preferred(&ads, nodes, candidates.collect()))
         };
         out.push(Decision {
             ip,
@@ -227,7 +336,8 @@ pub fn l2_leaders(
 ///
 /// `members` are the nodes whose speakers are alive (from the liveness protocol, or from Node
 /// readiness when it is blocked). An IP is announced only if at least one Service using it has a
-/// ready endpoint; with `externalTrafficPolicy: Local` only nodes hosting one may lead.
+/// ready endpoint; with `externalTrafficPolicy: Local` only nodes hosting one may lead. Only the
+/// advertisements that select every Service using the IP (by serviceSelectors) count.
 pub fn l2_announcements(
     me: &str,
     config: &LoadBalancerConfigSpec,

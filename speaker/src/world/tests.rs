@@ -360,6 +360,60 @@ fn one_node_announces_each_address_and_a_dead_speaker_hands_over() {
     assert!(w.l2_announcements(&first, &without).is_empty());
 }
 
+#[test]
+fn views_say_which_advertisements_select_the_service_and_labels_matter_only_with_addresses() {
+    let mut w = world();
+    let selective = lbc(
+        "default",
+        json!({
+            "addressPools": [{"name": "lan", "addresses": ["203.0.113.0/24"]}],
+            "l2Advertisements": [
+                {"name": "web", "serviceSelectors": [{"matchLabels": {"tier": "web"}}]},
+                {"name": "all"},
+            ],
+            "bgpAdvertisements": [
+                {"name": "web-routes", "serviceSelectors": [{"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "api"]}]}]},
+            ],
+        }),
+    );
+    assert_eq!(w.set_config(&selective), ConfigChange::InForce);
+    let mut web = lb("web", &["203.0.113.5"]);
+    web.metadata.labels = Some([("tier".to_owned(), "web".to_owned())].into());
+    w.set_service(&web);
+    w.set_service(&lb("other", &["203.0.113.6"]));
+    w.take_changed();
+    let views = w.service_views();
+    let selected: Vec<(&str, &SelectedBy)> = views
+        .iter()
+        .map(|v| (v.key.as_str(), &v.selected_by))
+        .collect();
+    let web_selection = SelectedBy {
+        l2: vec!["web".to_owned()],
+        bgp: vec!["web-routes".to_owned()],
+    };
+    assert_eq!(
+        selected,
+        [
+            ("ns/other", &SelectedBy::default()),
+            ("ns/web", &web_selection)
+        ]
+    );
+    // Relabelling a Service that holds addresses can change what announces them.
+    web.metadata.labels = Some([("tier".to_owned(), "db".to_owned())].into());
+    w.set_service(&web);
+    assert_eq!(w.take_changed(), at(&["203.0.113.5"]));
+    // A Service without addresses keeps no labels, so relabelling it changes nothing.
+    let mut pending = service(
+        "pending",
+        json!({"metadata": {"labels": {"tier": "web"}}, "spec": {"type": "LoadBalancer"}}),
+    );
+    w.set_service(&pending);
+    w.take_changed();
+    pending.metadata.labels = Some([("tier".to_owned(), "db".to_owned())].into());
+    w.set_service(&pending);
+    assert_eq!(w.take_changed(), Changed::Nothing);
+}
+
 fn at(ips: &[&str]) -> Changed {
     Changed::Addresses(ips.iter().map(|ip| ip.parse().unwrap()).collect())
 }

@@ -4,13 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ferrolb_api::v1alpha1::{
-    AddressPool, BgpAdvertisement, BgpPeer, L2Advertisement, LoadBalancerConfigSpec,
+    AddressPool, BgpAdvertisement, BgpPeer, L2Advertisement, LoadBalancerConfigSpec, NamedCommunity,
 };
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::*;
-use crate::announce::{EXCLUDE_LABEL, l2_announcements};
+use crate::announce::{EXCLUDE_LABEL, SelectedBy, l2_announcements};
 
 const MY_ASN: u32 = 64512;
 
@@ -91,6 +91,7 @@ fn ad(pools: &[&str]) -> BgpAdvertisement {
         communities: Vec::new(),
         peers: Vec::new(),
         node_selectors: Vec::new(),
+        service_selectors: Vec::new(),
     }
 }
 
@@ -133,6 +134,18 @@ fn svc(key: &str, address: &str, endpoints: &[&str]) -> ServiceView {
         ips: vec![ip(address)],
         local: false,
         endpoint_nodes: endpoints.iter().map(|n| (*n).to_owned()).collect(),
+        selected_by: SelectedBy::default(),
+    }
+}
+
+/// `svc` as the BGP advertisements `ads` select it by their serviceSelectors.
+fn selected_by(svc: ServiceView, ads: &[&str]) -> ServiceView {
+    ServiceView {
+        selected_by: SelectedBy {
+            l2: Vec::new(),
+            bgp: strings(ads),
+        },
+        ..svc
     }
 }
 
@@ -274,6 +287,20 @@ fn unusable_nodes_announce_nothing_but_keep_their_sessions() {
     for me in ["node-1", "node-2", "node-3"] {
         assert_eq!(sent(me, &cfg, &services, &n), only("tor", &[]), "{me}");
     }
+}
+
+#[test]
+fn excluded_nodes_announce_when_the_speaker_settings_ignore_the_label() {
+    let mut n = nodes(3);
+    n.get_mut("node-1").unwrap().ready = false;
+    for view in n.values_mut() {
+        view.labels.insert(EXCLUDE_LABEL.into(), String::new());
+    }
+    let mut cfg = world(vec![ibgp("tor", "198.51.100.1")], vec![ad(&[])]);
+    let services = [svc("ns/web", "203.0.113.10", &["node-1"])];
+    assert!(senders(&cfg, &services, &n).is_empty());
+    cfg.speaker.ignore_exclude_lb_label = true;
+    assert_eq!(senders(&cfg, &services, &n), ["node-2", "node-3"]);
 }
 
 #[test]
@@ -442,6 +469,39 @@ fn communities_standard_large_and_well_known_are_attached() {
 }
 
 #[test]
+fn named_communities_are_sent_as_their_values() {
+    let n = nodes(1);
+    let named = |name: &str, value: &str| NamedCommunity {
+        name: name.into(),
+        value: value.into(),
+    };
+    let cfg = LoadBalancerConfigSpec {
+        communities: vec![
+            named("vpn-only", "64512:300"),
+            named("region", "large:64512:7:1"),
+            named("broken", "64512"),
+        ],
+        ..world(
+            vec![ebgp("isp", "198.51.100.1")],
+            vec![BgpAdvertisement {
+                communities: strings(&["vpn-only", "region", "broken", "undefined", "65000:1"]),
+                ..ad(&[])
+            }],
+        )
+    };
+    let services = [svc("ns/web", "203.0.113.10", &["node-1"])];
+    let routes = bgp_routes("node-1", &cfg, &services, &n);
+    assert_eq!(
+        routes["isp"][&net("203.0.113.10/32")],
+        RouteAttributes {
+            communities: [64512 << 16 | 300, 65000 << 16 | 1].into(),
+            large_communities: [(64512, 7, 1)].into(),
+            local_pref: None,
+        }
+    );
+}
+
+#[test]
 fn a_community_that_does_not_parse_is_left_out() {
     let n = nodes(1);
     let cfg = world(
@@ -604,6 +664,60 @@ fn a_shared_local_ip_is_announced_only_from_nodes_that_serve_every_sharer_with_e
 }
 
 #[test]
+fn service_selectors_limit_an_advertisement_to_the_services_they_select() {
+    let n = nodes(2);
+    let cfg = world(
+        vec![ebgp("isp", "198.51.100.1")],
+        vec![
+            BgpAdvertisement {
+                name: "web-only".into(),
+                communities: strings(&["65000:80"]),
+                service_selectors: vec![selector("tier", "web")],
+                ..ad(&[])
+            },
+            BgpAdvertisement {
+                name: "dns-pool".into(),
+                communities: strings(&["65000:53"]),
+                ..ad(&["dns"])
+            },
+        ],
+    );
+    let web = selected_by(svc("ns/web", "203.0.113.10", &["node-1"]), &["web-only"]);
+    let other = svc("ns/other", "203.0.113.11", &["node-1"]);
+    let dns = svc("ns/dns", "192.0.2.53", &["node-1"]);
+    let routes = bgp_routes("node-1", &cfg, &[web.clone(), other.clone(), dns], &n);
+    let sent: Vec<(String, Vec<u32>)> = routes["isp"]
+        .iter()
+        .map(|(p, a)| (p.to_string(), a.communities.iter().copied().collect()))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("192.0.2.53/32".to_owned(), vec![65000 << 16 | 53]),
+            ("203.0.113.10/32".to_owned(), vec![65000 << 16 | 80]),
+        ],
+        "the unselected Service of pool web has no route; pool dns's advertisement selects all"
+    );
+    // Its announcers agree: no advertisement covers the unselected Service's address.
+    assert_eq!(announcing(&cfg, &[other], &n, "203.0.113.11"), None);
+    assert_eq!(
+        announcing(&cfg, std::slice::from_ref(&web), &n, "203.0.113.10"),
+        Some([("isp".to_owned(), strings(&["node-1", "node-2"]))].into())
+    );
+    // A shared address is announced only by advertisements that select every Service on it.
+    let sharing = [web.clone(), svc("ns/web-udp", "203.0.113.10", &["node-1"])];
+    assert!(senders(&cfg, &sharing, &n).is_empty());
+    let both = [
+        web,
+        selected_by(
+            svc("ns/web-udp", "203.0.113.10", &["node-1"]),
+            &["web-only"],
+        ),
+    ];
+    assert_eq!(senders(&cfg, &both, &n), ["node-1", "node-2"]);
+}
+
+#[test]
 fn a_pool_can_be_announced_with_layer_2_and_bgp_at_once() {
     let n = nodes(3);
     let cfg = LoadBalancerConfigSpec {
@@ -611,6 +725,8 @@ fn a_pool_can_be_announced_with_layer_2_and_bgp_at_once() {
             name: "l2".into(),
             address_pools: strings(&["web"]),
             node_selectors: Vec::new(),
+            service_selectors: Vec::new(),
+            preferred_node_selectors: Vec::new(),
             interfaces: Vec::new(),
         }],
         ..world(vec![ibgp("tor", "198.51.100.1")], vec![ad(&["web"])])

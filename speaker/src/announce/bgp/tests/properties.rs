@@ -50,19 +50,31 @@ fn arb_ad() -> impl Strategy<Value = BgpAdvertisement> {
         subset(&COMMUNITIES),
         subset(&["tor-a", "tor-b", "core", "isp"]),
         prop::option::of(prop::sample::select(vec!["a", "b"])),
+        prop::bool::weighted(0.3),
     )
         .prop_map(
-            |(pools, v4, v6, local_pref, communities, peers, zone)| BgpAdvertisement {
-                aggregation_length: v4,
-                aggregation_length_v6: v6,
-                local_pref,
-                communities: strings(&communities),
-                peers: strings(&peers),
-                node_selectors: zone.map(|z| selector("zone", z)).into_iter().collect(),
-                ..ad(&pools)
+            |(pools, v4, v6, local_pref, communities, peers, zone, selective)| {
+                // serviceSelectors come with host routes only, as validation requires.
+                let (v4, v6) = if selective { (32, 128) } else { (v4, v6) };
+                BgpAdvertisement {
+                    aggregation_length: v4,
+                    aggregation_length_v6: v6,
+                    local_pref,
+                    communities: strings(&communities),
+                    peers: strings(&peers),
+                    node_selectors: zone.map(|z| selector("zone", z)).into_iter().collect(),
+                    service_selectors: selective
+                        .then(|| selector("tier", "web"))
+                        .into_iter()
+                        .collect(),
+                    ..ad(&pools)
+                }
             },
         )
 }
+
+/// The names [`arb_config`] gives its advertisements.
+const AD_NAMES: [&str; 4] = ["ad-0", "ad-1", "ad-2", "ad-3"];
 
 fn arb_config() -> impl Strategy<Value = LoadBalancerConfigSpec> {
     prop::collection::vec(arb_ad(), 0..4).prop_map(|ads| {
@@ -108,20 +120,27 @@ fn arb_nodes() -> impl Strategy<Value = BTreeMap<String, NodeView>> {
 }
 
 fn arb_services() -> impl Strategy<Value = Vec<ServiceView>> {
+    // Which advertisements' serviceSelectors select it is drawn, not derived from labels: the
+    // rules read only the result, so any result is a world to check.
     let service = (
         proptest::sample::subsequence(&ADDRESSES[..], 1..=2),
         any::<bool>(),
         subset(&NODE_NAMES),
+        subset(&AD_NAMES),
     );
     prop::collection::vec(service, 0..10).prop_map(|services| {
         services
             .into_iter()
             .enumerate()
-            .map(|(i, (ips, local, endpoints))| ServiceView {
+            .map(|(i, (ips, local, endpoints, ads))| ServiceView {
                 key: format!("ns/s{i}"),
                 ips: ips.iter().map(|a| ip(a)).collect(),
                 local,
                 endpoint_nodes: endpoints.iter().map(|n| (*n).to_owned()).collect(),
+                selected_by: SelectedBy {
+                    l2: Vec::new(),
+                    bgp: strings(&ads),
+                },
             })
             .collect()
     })
@@ -210,6 +229,33 @@ proptest! {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn an_advertisement_that_does_not_select_a_service_is_as_if_it_did_not_exist(
+        config in arb_config(), nodes in arb_nodes(), services in arb_services(),
+    ) {
+        for svc in &services {
+            let mut without = config.clone();
+            without.bgp_advertisements.retain(|ad| {
+                ad.service_selectors.is_empty() || svc.selected_by.bgp.contains(&ad.name)
+            });
+            for ad in &mut without.bgp_advertisements {
+                ad.service_selectors.clear();
+            }
+            let alone = std::slice::from_ref(svc);
+            let plain = [ServiceView { selected_by: SelectedBy::default(), ..svc.clone() }];
+            for me in nodes.keys() {
+                prop_assert_eq!(
+                    bgp_routes(me, &config, alone, &nodes),
+                    bgp_routes(me, &without, &plain, &nodes)
+                );
+            }
+            prop_assert_eq!(
+                bgp_announcers(&config, alone, &nodes),
+                bgp_announcers(&without, &plain, &nodes)
+            );
         }
     }
 
