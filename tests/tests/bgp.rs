@@ -1532,3 +1532,180 @@ async fn a_restarting_speaker_keeps_its_routes_at_frr_with_graceful_restart_and_
     w.until_holds(View::Frr, &prefix, &nodes).await?;
     Ok(())
 }
+
+/// BIRD runs BFD (100 ms x 3) on its IPv4 sessions with the nodes until dropped: its config
+/// rewritten with a `protocol bfd`, `bfd on` and a short `error wait time` (BIRD's default keeps
+/// a peer whose BFD failed out for 60 s, growing to 300 s), then `birdc configure`; the original back (and
+/// configured) when dropped, also when the test fails.
+struct BirdBfd {
+    tb: Testbed,
+    path: std::path::PathBuf,
+    original: String,
+}
+
+impl BirdBfd {
+    fn set(tb: &Testbed) -> anyhow::Result<BirdBfd> {
+        let ctl = tb
+            .var("TESTBED_BIRD_CTL")
+            .context("TESTBED_BIRD_CTL missing")?;
+        let path = Path::new(ctl).with_file_name("bird.conf");
+        let original = std::fs::read_to_string(&path)?;
+        let with_bfd = "debug protocols { states, events };\n".to_owned()
+            + &original.replace(
+                "template bgp node4 { local as 64520; passive on; hold time 9;",
+                "template bgp node4 { local as 64520; passive on; hold time 9; bfd on; error wait time 1, 10;",
+            )
+            + "protocol bfd { interface \"*\" { min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }; }\n";
+        ensure!(
+            with_bfd.contains("bfd on;"),
+            "BIRD's config has no node4 template: {original}"
+        );
+        let guard = BirdBfd {
+            tb: tb.clone(),
+            path,
+            original,
+        };
+        std::fs::write(&guard.path, with_bfd)?;
+        guard.tb.bird("configure")?;
+        Ok(guard)
+    }
+}
+
+impl Drop for BirdBfd {
+    fn drop(&mut self) {
+        let restored = std::fs::write(&self.path, &self.original)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| self.tb.bird("configure"));
+        if let Err(e) = restored {
+            eprintln!("turning BIRD's BFD off: {e:#}");
+        }
+    }
+}
+
+/// BFD and graceful restart with BIRD (its defaults: a graceful-restart helper, `bfd on`): BIRD's
+/// BFD sessions with every node come up, and a cut link drops the node within BFD's detection
+/// time. What a speaker's restart (SIGTERM, then SIGKILL) costs at BIRD is reported, not
+/// asserted: BIRD ends graceful restart when the BFD session ends, so it loses the node's path
+/// until the new speaker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn bird_drops_a_cut_link_by_bfd_and_shows_what_a_restart_costs() -> anyhow::Result<()> {
+    use ferrolb_testbed::ferrolb::SPEAKER_PODS;
+    use ferrolb_testbed::harness::pod_pid;
+
+    let tb = Testbed::start_or_reuse()?;
+    ensure!(tb.node_names.len() >= 3, "needs three nodes");
+    let client = tb.client().await?;
+    let routers = Routers::of(&tb)?;
+    let mut config = routers.config(None);
+    config["bfdProfiles"] = json!([{"name": "fast", "receiveInterval": 100,
+        "transmitInterval": 100, "detectMultiplier": 3}]);
+    config["bgpPeers"][2]["bfdProfile"] = json!("fast");
+    config["bgpPeers"][2]["gracefulRestart"] = json!(true);
+    let _bfd = BirdBfd::set(&tb)?;
+    let _installed = install_with(&tb, &client, config).await?;
+    let ns = tb.namespace(&client, "bgp-bird-bfd").await?;
+    let w = Bgp {
+        tb: tb.clone(),
+        client: client.clone(),
+        ns,
+        routers,
+        _installed,
+    };
+    w.echo("web", 3, None).await?;
+    w.service("web", "web", json!({})).await?;
+    let ip = w.address("web", false).await?;
+    let prefix = host_prefix(&ip);
+    let nodes = w.nodes_v4();
+    w.until_holds(View::Bird, &prefix, &nodes).await?;
+    bird_bfd_up(&tb, &nodes).await?;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    // Each signal on a node of its own, so no speaker restarts twice (the kubelet's back-off).
+    for (signal, i) in [("TERM", 1), ("KILL", 2)] {
+        let node = tb.node_names[i].clone();
+        let protocol = format!("node{}_v4", i + 1);
+        let pod = pods
+            .list(&ListParams::default().labels(SPEAKER_PODS))
+            .await?
+            .items
+            .into_iter()
+            .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.as_str()))
+            .ok_or_else(|| anyhow!("no speaker on {node}"))?;
+        let pid = pod_pid(&pod).ok_or_else(|| anyhow!("the speaker on {node} has no pid"))?;
+        let kill = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()?;
+        ensure!(kill.success(), "kill -{signal} {pid} failed");
+        let started = Instant::now();
+        let mut fewest = usize::MAX;
+        // Until the node's session is up again and the restart is over (no stale path left).
+        while started.elapsed() < Duration::from_secs(2)
+            || !tb
+                .bird(&format!("show protocols {protocol}"))?
+                .contains("Established")
+            || w.bird_route(&prefix)?.contains("stale")
+            || w.holds(View::Bird, &prefix)?.paths < nodes.len()
+        {
+            fewest = fewest.min(w.holds(View::Bird, &prefix)?.paths);
+            ensure!(
+                started.elapsed() < Duration::from_secs(150),
+                "{node} never came back to BIRD after SIG{signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "SIG{signal}: {node} back at BIRD after {:.1?}; fewest paths seen {fewest}",
+            started.elapsed()
+        );
+        bird_bfd_up(&tb, &nodes).await?;
+        // Only reported: BIRD 2.0.12 takes the BFD session's end (AdminDown after a SIGTERM,
+        // silence after a SIGKILL) for a failure even while the peer is in graceful restart,
+        // and flushes the routes it kept (docs/operations.md, "BFD and graceful restart").
+    }
+
+    let node_ip = tb.node_ips[0].clone();
+    let mut rest = nodes.clone();
+    rest.remove(&node_ip);
+    let cut = w.tb.cut_node_link(0)?;
+    let started = Instant::now();
+    w.until_holds(View::Bird, &prefix, &rest).await?;
+    let gone = started.elapsed();
+    eprintln!("BIRD dropped the cut node-1 after {gone:.2?} (BFD 100 ms x 3, hold time 9 s)");
+    ensure!(
+        gone < Duration::from_secs(5),
+        "BIRD dropped the cut node only after {gone:?}"
+    );
+    drop(cut);
+    if let Err(e) = w.until_holds(View::Bird, &prefix, &nodes).await {
+        let sessions: Api<BGPSession> = Api::namespaced(client.clone(), SYSTEM);
+        let with_bird: Vec<_> = sessions
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|s| s.spec.peer == "bird")
+            .map(|s| (s.spec.node, s.status))
+            .collect();
+        let bird = tb.bird("show protocols all node1_v4")?;
+        bail!("{e:#}\nthe speakers' sessions with BIRD: {with_bird:?}\nBIRD: {bird}");
+    }
+    Ok(())
+}
+
+/// Waits until BIRD's BFD sessions with every one of `nodes` are Up.
+async fn bird_bfd_up(tb: &Testbed, nodes: &BTreeSet<String>) -> anyhow::Result<()> {
+    wait_for("BIRD's BFD sessions with every node Up", T, || async {
+        let text = tb.bird("show bfd sessions")?;
+        let up = nodes.iter().all(|n| {
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(n.as_str()) && l.contains("Up"))
+        });
+        if up {
+            Ok(Some(()))
+        } else {
+            bail!("BIRD's BFD sessions:\n{text}")
+        }
+    })
+    .await
+}
