@@ -27,9 +27,9 @@ use ferrolb_api::duration::parse_duration;
 use ferrolb_api::v1alpha1::{BgpPeer, DynamicAsn, SecretKeyRef};
 
 use self::bfd::{BfdSeen, BfdWanted, Link};
+use super::config::RESTART_TIME;
 use super::secrets::SecretsRead;
 use super::shell::{Password, Peer, PeerConfig, PeerStatus};
-use super::config::RESTART_TIME;
 use super::{PeerAs, SessionConfig};
 use crate::announce::bgp::{BgpRoutes, PeerRoutes};
 use crate::bfd::{Bfd, Counters as BfdCounters};
@@ -390,7 +390,10 @@ impl Sessions {
     /// routes of a graceful-restart peer whose BFD fails, AdminDown or not: see
     /// docs/operations.md). Waits as [`Sessions::shutdown`] does.
     pub async fn leave_for_restart(self) {
-        let stops = self.running.into_values().map(|r| r.peer.leave_for_restart());
+        let stops = self
+            .running
+            .into_values()
+            .map(|r| r.peer.leave_for_restart());
         futures::future::join_all(stops).await;
         if let Some(bfd) = self.bfd {
             bfd.shutdown().await;
