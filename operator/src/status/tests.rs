@@ -449,6 +449,7 @@ fn session(node: &str, state: &str, down_since: Option<i64>, error: Option<&str>
         down_since: down_since.map(at),
         routes_sent: 0,
         last_error: error.map(str::to_owned),
+        bfd: None,
     });
     s
 }
