@@ -87,6 +87,7 @@ mod tests {
                 ("State", "string", ".status.state"),
                 ("Up", "date", ".status.establishedSince"),
                 ("Routes", "integer", ".status.routesSent"),
+                ("BFD", "string", ".status.bfd.state"),
                 ("Last error", "string", ".status.lastError"),
             ]
         );

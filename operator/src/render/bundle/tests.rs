@@ -244,6 +244,12 @@ fn the_bgp_session_is_owned_described_and_internal() {
     assert_eq!(
         paths("statusDescriptors"),
         [
+            "bfd",
+            "bfd.detectionTime",
+            "bfd.downEvents",
+            "bfd.lastError",
+            "bfd.state",
+            "bfd.transmitInterval",
             "downSince",
             "establishedSince",
             "lastError",
