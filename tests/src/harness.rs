@@ -194,6 +194,40 @@ impl Testbed {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs configuration commands in FRR's bgpd (`configure terminal`, `router bgp ASN`, then
+    /// `lines`); a refused command is an error.
+    pub fn frr_configure(&self, asn: u32, lines: &[String]) -> anyhow::Result<()> {
+        let vty = self
+            .var("TESTBED_ROUTER_VTY")
+            .ok_or_else(|| anyhow!("TESTBED_ROUTER_VTY missing"))?;
+        let router = format!("router bgp {asn}");
+        let mut argv = vec![
+            "vtysh",
+            "--vty_socket",
+            vty,
+            "-d",
+            "bgpd",
+            "-c",
+            "configure terminal",
+            "-c",
+            &router,
+        ];
+        for line in lines {
+            argv.extend(["-c", line.as_str()]);
+        }
+        let out = netns_exec(&self.router_netns, &argv)?;
+        // A refused command is a `% …` line on standard output.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || stdout.contains('%') {
+            bail!(
+                "vtysh {lines:?} ({}): {stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// Read FRR state as JSON, e.g. `show bgp ipv4 unicast json`.
     pub fn frr_json(&self, command: &str) -> anyhow::Result<Value> {
         let vty = self

@@ -525,39 +525,6 @@ impl Drop for HostRoute {
     }
 }
 
-/// Runs configuration commands in FRR's bgpd (`configure terminal`, `router bgp ASN`, then
-/// `lines`).
-fn frr_configure(tb: &Testbed, asn: u32, lines: &[String]) -> anyhow::Result<()> {
-    let vty = tb
-        .var("TESTBED_ROUTER_VTY")
-        .context("TESTBED_ROUTER_VTY missing")?;
-    let router = format!("router bgp {asn}");
-    let mut argv = vec![
-        "vtysh",
-        "--vty_socket",
-        vty,
-        "-d",
-        "bgpd",
-        "-c",
-        "configure terminal",
-        "-c",
-        &router,
-    ];
-    for line in lines {
-        argv.extend(["-c", line.as_str()]);
-    }
-    let out = netns_exec(&tb.router_netns, &argv)?;
-    // A refused command is a `% …` line on standard output.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success() && !stdout.contains('%'),
-        "vtysh {lines:?} ({}): {stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 /// FRR's IPv4 sessions with every node protected by a TCP-MD5 password until dropped (then
 /// `no neighbor … password`, also when the test fails).
 #[derive(Debug)]
@@ -580,7 +547,7 @@ impl FrrPasswords {
             .iter()
             .map(|n| format!("neighbor {n} password {password}"))
             .collect();
-        frr_configure(tb, asn, &lines)?;
+        tb.frr_configure(asn, &lines)?;
         Ok(guard)
     }
 }
@@ -592,7 +559,7 @@ impl Drop for FrrPasswords {
             .iter()
             .map(|n| format!("no neighbor {n} password"))
             .collect();
-        if let Err(e) = frr_configure(&self.tb, self.asn, &lines) {
+        if let Err(e) = self.tb.frr_configure(self.asn, &lines) {
             eprintln!("removing FRR's TCP-MD5 passwords: {e:#}");
         }
     }
@@ -1109,11 +1076,7 @@ struct FrrInternal {
 impl FrrInternal {
     fn set(tb: &Testbed, neighbor: &str) -> anyhow::Result<FrrInternal> {
         let asn = Routers::of(tb)?.frr_asn;
-        frr_configure(
-            tb,
-            asn,
-            &[format!("neighbor {neighbor} remote-as internal")],
-        )?;
+        tb.frr_configure(asn, &[format!("neighbor {neighbor} remote-as internal")])?;
         Ok(FrrInternal {
             tb: tb.clone(),
             asn,
@@ -1125,7 +1088,7 @@ impl FrrInternal {
 impl Drop for FrrInternal {
     fn drop(&mut self) {
         let line = format!("neighbor {} remote-as external", self.neighbor);
-        if let Err(e) = frr_configure(&self.tb, self.asn, &[line]) {
+        if let Err(e) = self.tb.frr_configure(self.asn, &[line]) {
             eprintln!(
                 "making FRR's session with {} external again: {e:#}",
                 self.neighbor
@@ -1229,7 +1192,7 @@ impl FrrBfd {
             .iter()
             .map(|n| format!("neighbor {n} bfd profile fast"))
             .collect();
-        frr_configure(tb, asn, &lines)?;
+        tb.frr_configure(asn, &lines)?;
         Ok(guard)
     }
 }
@@ -1241,7 +1204,7 @@ impl Drop for FrrBfd {
             .iter()
             .map(|n| format!("no neighbor {n} bfd"))
             .collect();
-        if let Err(e) = frr_configure(&self.tb, self.asn, &lines) {
+        if let Err(e) = self.tb.frr_configure(self.asn, &lines) {
             eprintln!("turning FRR's BFD off: {e:#}");
         }
     }
@@ -1708,4 +1671,69 @@ async fn bird_bfd_up(tb: &Testbed, nodes: &BTreeSet<String>) -> anyhow::Result<(
         }
     })
     .await
+}
+
+/// A rollout of every speaker (a new operand image, as a new operator version brings; the
+/// DaemonSet replaces one node's pod at a time) with graceful restart and BFD on FRR's sessions:
+/// a client probing the Service through FRR every 10 ms sees no gap over 300 ms, there and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testbed"]
+async fn a_rollout_of_every_speaker_keeps_a_bgp_client_free_of_gaps() -> anyhow::Result<()> {
+    use ferrolb_testbed::ferrolb::{committed_image, roll_out_image};
+    use ferrolb_testbed::harness::Probe;
+
+    let tb = Testbed::start_or_reuse()?;
+    ensure!(tb.node_names.len() >= 3, "needs three nodes");
+    let client = tb.client().await?;
+    let routers = Routers::of(&tb)?;
+    let mut config = routers.config(None);
+    config["bfdProfiles"] = json!([{"name": "fast", "receiveInterval": 100,
+        "transmitInterval": 100, "detectMultiplier": 3}]);
+    config["bgpPeers"][0]["bfdProfile"] = json!("fast");
+    config["bgpPeers"][0]["gracefulRestart"] = json!(true);
+    let _bfd = FrrBfd::set(&tb)?;
+    let _installed = install_with(&tb, &client, config).await?;
+    let ns = tb.namespace(&client, "bgp-rollout").await?;
+    let w = Bgp {
+        tb: tb.clone(),
+        client: client.clone(),
+        ns,
+        routers,
+        _installed,
+    };
+    w.echo("web", 3, None).await?;
+    w.service("web", "web", json!({})).await?;
+    let ip = w.address("web", false).await?;
+    let prefix = host_prefix(&ip);
+    let nodes = w.nodes_v4();
+    w.until_holds(View::FrrKernel, &prefix, &nodes).await?;
+    let _route = w.route_via_frr(&ip)?;
+    w.answers(&ip, "").await?;
+    for image in [format!("{}-rollout", committed_image()), committed_image()] {
+        let probe = Probe::start(
+            &tb,
+            &tb.client_netns,
+            &format!("{ip}:80"),
+            Duration::from_millis(10),
+        )?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let took = roll_out_image(&tb, &client, &image).await?;
+        // The last speaker's new session, and its fresh path, within a few seconds.
+        w.until_holds(View::Frr, &prefix, &nodes).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let report = probe.stop();
+        eprintln!(
+            "rollout to {image} in {took:.1?}: {} probes, {} failed, longest gap between answers {:?}",
+            report.samples.len(),
+            report.failures,
+            report.max_gap
+        );
+        ensure!(
+            report.max_gap < Duration::from_millis(300),
+            "a client gap of {:?} during the rollout to {image} ({} probes failed)",
+            report.max_gap,
+            report.failures
+        );
+    }
+    Ok(())
 }
