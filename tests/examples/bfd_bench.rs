@@ -4,7 +4,8 @@
 //!
 //! - `cut-bfd` / `cut-hold`: node-1's link cut, with BFD 100 ms x 3 on FRR's sessions and
 //!   without (then the 9 s hold time decides). Measured: how long until FRR's table no longer
-//!   routes via node-1, and the client's gap (first to last failed probe), then the link back.
+//!   routes via node-1, and the client's gap (first to last failed probe, probing until a
+//!   second after FRR dropped node-1), then the link back.
 //! - `restart-gr` / `restart-plain`: node-1's speaker pod deleted (the DaemonSet starts another,
 //!   as in a rollout), with graceful restart (and BFD) and without either. Measured: failed probes
 //!   and the client's gap, until node-1's new session holds a fresh path again.
@@ -208,12 +209,13 @@ async fn main() -> anyhow::Result<()> {
 
         let mut results = Vec::new();
         for run in 0..runs {
-            let probe = Probe::start(
+            let mut report = None;
+            let mut probe = Some(Probe::start(
                 &tb,
                 &tb.client_netns,
                 &format!("{ip}:80"),
                 Duration::from_millis(10),
-            )?;
+            )?);
             tokio::time::sleep(Duration::from_secs(1)).await;
             let started = Instant::now();
             let mut dropped = None;
@@ -225,6 +227,9 @@ async fn main() -> anyhow::Result<()> {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     dropped = Some(started.elapsed());
+                    // The cut's cost only: stop probing a second after, then repair the link.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    report = probe.take().map(Probe::stop);
                     drop(cut);
                 }
                 Event::Restart => {
@@ -247,7 +252,11 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let report = probe.stop();
+            let report = match (report, probe) {
+                (Some(report), _) => report,
+                (None, Some(probe)) => probe.stop(),
+                (None, None) => unreachable!("the probe is stopped once"),
+            };
             eprintln!(
                 "{} run {}: {} probes, {} failed, client gap {:?}, FRR dropped node-1 after {:?}",
                 s.name,
