@@ -1210,6 +1210,18 @@ impl Drop for FrrBfd {
     }
 }
 
+/// Waits until FRR's BFD session with `peer` is up.
+async fn until_frr_bfd_up(tb: &Testbed, peer: &str) -> anyhow::Result<()> {
+    wait_for(&format!("FRR's BFD session with {peer} Up"), T, || async {
+        let peers = frr_bfd_peers(tb)?;
+        Ok(peers
+            .get(peer)
+            .is_some_and(|p| p["status"] == "up")
+            .then_some(()))
+    })
+    .await
+}
+
 /// FRR's BFD sessions (`show bfd peers json`, from bfdd), by peer address.
 fn frr_bfd_peers(tb: &Testbed) -> anyhow::Result<BTreeMap<String, Value>> {
     let vty = tb
@@ -1359,10 +1371,11 @@ async fn bfd_with_frr_drops_a_cut_nodes_next_hop_within_the_detection_time() -> 
 }
 
 /// Graceful Restart and BFD together, as docs/operations.md recommends: FRR's IPv4 sessions with
-/// `gracefulRestart: true` (FRR is a helper by default) and BFD 100 ms x 3. node-1's speaker is killed (SIGKILL), then stopped (SIGTERM,
-/// as in an upgrade); each time the kubelet starts it again. Polled every 50 ms from the signal
-/// until node-1's new session is Established and its path no longer stale: FRR's table and the
-/// router's kernel keep node-1's next hop throughout (no withdrawal seen). Then node-1's link is
+/// `gracefulRestart: true` (FRR is a helper by default) and BFD 100 ms x 3. node-1's speaker is
+/// killed (SIGKILL) and node-2's stopped (SIGTERM, as in an upgrade); each time the kubelet
+/// starts it again. Polled every 50 ms from the signal until the node's new session is
+/// Established and its path no longer stale: FRR's table and the router's kernel keep its next
+/// hop throughout (no withdrawal seen). Then, once node-1's new BFD session is Up, its link is
 /// cut: BFD, not the restart time, decides, and the next hop goes within the detection time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testbed"]
@@ -1398,23 +1411,16 @@ async fn a_restarting_speaker_keeps_its_routes_at_frr_with_graceful_restart_and_
     let nodes = w.nodes_v4();
     w.until_holds(View::Frr, &prefix, &nodes).await?;
     w.until_holds(View::FrrKernel, &prefix, &nodes).await?;
-    let node = tb.node_names[0].clone();
-    let node_ip = tb.node_ips[0].clone();
-    wait_for("FRR's BFD session with node-1 Up", T, || async {
-        let peers = frr_bfd_peers(&tb)?;
-        Ok(peers
-            .get(&node_ip)
-            .is_some_and(|p| p["status"] == "up")
-            .then_some(()))
-    })
-    .await?;
-    let neighbor =
-        w.tb.frr_json(&format!("show bgp neighbors {node_ip} json"))?;
-    let gr = &neighbor[&node_ip]["gracefulRestartInfo"];
-    eprintln!("FRR's graceful restart view of {node_ip}: {gr}");
-
     let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
-    for signal in ["KILL", "TERM"] {
+    // Each signal on a node of its own, so no speaker restarts twice (the kubelet's back-off).
+    for (signal, i) in [("KILL", 0), ("TERM", 1)] {
+        let node = tb.node_names[i].clone();
+        let node_ip = tb.node_ips[i].clone();
+        until_frr_bfd_up(&tb, &node_ip).await?;
+        let neighbor =
+            w.tb.frr_json(&format!("show bgp neighbors {node_ip} json"))?;
+        let gr = &neighbor[&node_ip]["gracefulRestartInfo"];
+        eprintln!("FRR's graceful restart view of {node_ip}: {gr}");
         let pod = pods
             .list(&ListParams::default().labels(SPEAKER_PODS))
             .await?
@@ -1458,19 +1464,19 @@ async fn a_restarting_speaker_keeps_its_routes_at_frr_with_graceful_restart_and_
             }
             ensure!(
                 started.elapsed() < Duration::from_secs(100),
-                "node-1's speaker did not come back within 100 s after SIG{signal}"
+                "{node}'s speaker did not come back within 100 s after SIG{signal}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         eprintln!(
-            "SIG{signal}: node-1's session back and fresh after {:.1?}; fewest paths seen: FRR {}, kernel {}",
+            "SIG{signal}: {node}'s session back and fresh after {:.1?}; fewest paths seen: FRR {}, kernel {}",
             started.elapsed(),
             fewest.0,
             fewest.1
         );
         ensure!(
             left.is_none(),
-            "SIG{signal}: a next hop went while node-1's speaker restarted: {}",
+            "SIG{signal}: a next hop went while {node}'s speaker restarted: {}",
             left.unwrap_or_default()
         );
     }
@@ -1479,6 +1485,9 @@ async fn a_restarting_speaker_keeps_its_routes_at_frr_with_graceful_restart_and_
     // session is up, so FRR drops node-1 at once instead of keeping its routes for 120 s. (A
     // restart closes the TCP connection first; the BFD failure that follows finds the session
     // already in graceful restart and changes nothing.)
+    // node-1 restarted above: its new BFD session must be Up before the cut means anything.
+    let node_ip = tb.node_ips[0].clone();
+    until_frr_bfd_up(&tb, &node_ip).await?;
     let mut rest = nodes.clone();
     rest.remove(&node_ip);
     let cut = w.tb.cut_node_link(0)?;
