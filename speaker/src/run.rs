@@ -554,14 +554,14 @@ fn update_bgp(
                 .password_secret_ref
                 .as_ref()
                 .and_then(|r| password_for(secrets, r));
-            let wanted = peer_config(peer, node, password.as_ref()).map(|session| Wanted {
-                session,
-                bfd: peer.bfd_profile.as_ref().map(|name| {
+            let wanted = peer_config(peer, node, password.as_ref()).map(|session| {
+                let bfd = peer.bfd_profile.as_ref().map(|name| {
                     let profile = profiles.iter().find(|p| p.name == *name).ok_or_else(|| {
                         format!("bgpPeers[{}].bfdProfile: no profile {name:?}", peer.name)
                     })?;
-                    bfd_config(peer, node, profile)
-                }),
+                    bfd_config(peer, &session, node, profile)
+                });
+                Wanted { session, bfd }
             });
             (peer.name.clone(), wanted)
         })

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::NodeAddresses;
 use crate::bfd::{self, Bfd, BfdState, Hop, PeerKey, Profile, Timers};
-use crate::bgp::shell::BfdDownSignal;
+use crate::bgp::shell::{BfdDownSignal, PeerConfig};
 
 /// A peer's BFD session as the configuration wants it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,29 +29,18 @@ pub struct BfdWanted {
     pub profile: Profile,
 }
 
-/// The BFD session for `peer` with `profile`, on a node with `node` addresses, or why there can
-/// be none.
+/// The BFD session for `peer`, whose BGP session has the settings `session` (its addresses
+/// already parsed by [`super::peer_config`]), with `profile`, on a node with `node` addresses, or
+/// why there can be none.
 pub fn bfd_config(
     peer: &BgpPeer,
+    session: &PeerConfig,
     node: NodeAddresses,
     profile: &BfdProfile,
 ) -> Result<BfdWanted, String> {
     let field = |name: &str| format!("bgpPeers[{}].{name}", peer.name);
-    let address: IpAddr = peer.peer_address.parse().map_err(|_| {
-        format!(
-            "{}: {:?} is not an IP address",
-            field("peerAddress"),
-            peer.peer_address
-        )
-    })?;
-    let source =
-        match &peer.source_address {
-            Some(text) => Some(text.parse::<IpAddr>().map_err(|_| {
-                format!("{}: {text:?} is not an IP address", field("sourceAddress"))
-            })?),
-            None => None,
-        };
-    let local = match (source, address) {
+    let address = session.address;
+    let local = match (session.source, address) {
         (Some(source), _) if source.is_ipv4() == address.is_ipv4() => source,
         (_, IpAddr::V4(_)) => node.v4.map(IpAddr::V4).ok_or_else(|| {
             format!(
@@ -71,7 +60,7 @@ pub fn bfd_config(
         key: PeerKey {
             peer: address,
             local,
-            interface: peer.vrf.clone(),
+            interface: session.vrf.clone(),
             hop: if peer.ebgp_multi_hop {
                 Hop::Multi
             } else {

@@ -289,7 +289,13 @@ fn bfd_profile() -> ferrolb_api::v1alpha1::BfdProfile {
 #[test]
 fn bfd_runs_from_the_sessions_source_with_the_profiles_timers() {
     use crate::bfd::Hop;
-    let w = bfd_config(&peer(), node(), &bfd_profile()).unwrap();
+    let w = bfd_config(
+        &peer(),
+        &peer_config(&peer(), node(), None).unwrap(),
+        node(),
+        &bfd_profile(),
+    )
+    .unwrap();
     assert_eq!(w.key.peer, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)));
     assert_eq!(
         w.key.local,
@@ -310,7 +316,13 @@ fn bfd_runs_from_the_sessions_source_with_the_profiles_timers() {
     p.source_address = Some("198.51.100.99".into());
     p.ebgp_multi_hop = true;
     p.vrf = Some("red".into());
-    let w = bfd_config(&p, node(), &bfd_profile()).unwrap();
+    let w = bfd_config(
+        &p,
+        &peer_config(&p, node(), None).unwrap(),
+        node(),
+        &bfd_profile(),
+    )
+    .unwrap();
     assert_eq!(w.key.local, "198.51.100.99".parse::<IpAddr>().unwrap());
     assert_eq!(
         (w.key.hop, w.key.interface.as_deref()),
@@ -321,7 +333,13 @@ fn bfd_runs_from_the_sessions_source_with_the_profiles_timers() {
     let mut p = peer();
     p.peer_address = "2001:db8:100::1".into();
     p.source_address = Some("198.51.100.99".into());
-    let w = bfd_config(&p, node(), &bfd_profile()).unwrap();
+    let w = bfd_config(
+        &p,
+        &peer_config(&p, node(), None).unwrap(),
+        node(),
+        &bfd_profile(),
+    )
+    .unwrap();
     assert_eq!(
         w.key.local,
         IpAddr::V6(V6),
@@ -332,7 +350,13 @@ fn bfd_runs_from_the_sessions_source_with_the_profiles_timers() {
         v6: None,
     };
     assert_eq!(
-        bfd_config(&p, v4_only, &bfd_profile()).unwrap_err(),
+        bfd_config(
+            &p,
+            &peer_config(&p, node(), None).unwrap(),
+            v4_only,
+            &bfd_profile()
+        )
+        .unwrap_err(),
         "bgpPeers[tor].bfdProfile: the node has no IPv6 InternalIP to run BFD from"
     );
 }
@@ -438,6 +462,7 @@ async fn a_silent_bfd_peer_takes_the_bgp_session_down_and_admin_down_does_not() 
             source_address: Some(us.to_string()),
             ..peer()
         },
+        &session,
         node(),
         &serde_json::from_value(serde_json::json!({
             "name": "fast", "receiveInterval": 20, "transmitInterval": 20, "detectMultiplier": 3,
