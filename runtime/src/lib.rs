@@ -2,13 +2,15 @@
 //! time, and the HTTP endpoints the kubelet and Prometheus scrape (`/healthz`, `/readyz`,
 //! `/metrics`); leader election with a Lease ([`lease`]); and the mechanisms every reconciler
 //! shares: relist buffering of watches ([`watch`]), one bounded Event publisher ([`events`]) and a
-//! latest-value-per-key queue ([`latest`]).
+//! latest-value-per-key queue ([`latest`]); and the allocator's view of the heap, served as
+//! metrics, with a way to give freed memory back after a burst ([`memory`]).
 
 pub mod events;
 mod http;
 pub mod latest;
 pub mod lease;
 mod logging;
+pub mod memory;
 mod process;
 pub mod watch;
 

@@ -37,6 +37,7 @@ impl Process {
             "Version of the running FerroLB binary (always 1)",
             build_info,
         );
+        registry.register_collector(Box::new(crate::memory::HeapCollector));
         tracing::info!(component, version = env!("CARGO_PKG_VERSION"), "starting");
         Ok(Self {
             logging,

@@ -25,9 +25,9 @@ use tokio::sync::watch;
 
 use ferrolb_api::in_force::Change as ConfigChange;
 use ferrolb_api::wiring;
-use ferrolb_runtime::Probes;
 use ferrolb_runtime::events::Publisher;
 use ferrolb_runtime::latest::{LatestReceiver, LatestSender, latest};
+use ferrolb_runtime::{Probes, memory};
 
 use crate::announce::bgp::{BgpPlan, BgpRoutes, bgp_reports};
 use crate::announce::condition::{Write, announced_condition, condition_write};
@@ -170,6 +170,9 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     let mut key_files_open = true;
     // Recomputes now and then even when nothing changed, so a failed condition write is retried.
     let mut resync = tokio::time::interval(RESEND / 2);
+    // Bursts of watch events (a relist, thousands of Services changing) leave freed memory in the
+    // allocator's arenas: given back on the resync tick once it has grown by a step.
+    let mut trimmer = memory::Trimmer::default();
     let mut peers = BTreeMap::new();
     let mut sessions = Sessions::default();
     // What this node sends to each of its peers, kept up to date address by address; None until
@@ -188,12 +191,20 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
     // Recompute everything after the membership or the key changed and on every resync tick;
     // after watch events, only the addresses they changed (if any).
     let mut stale = true;
+    // The first list of every watch, timed for the log (the start time of BGP and L2 is mostly it).
+    let started = std::time::Instant::now();
+    let mut was_synced = false;
     tokio::pin!(shutdown);
 
     let result = loop {
         tokio::select! {
             () = &mut shutdown => break Ok(()),
-            _ = resync.tick() => stale = true,
+            _ = resync.tick() => {
+                stale = true;
+                if let Some(free) = trimmer.tick() {
+                    tracing::debug!(free, "freed memory returned");
+                }
+            }
             changed = key_files.changed(), if key_files_open => {
                 if changed.is_err() {
                     // The reader task died (it never returns on its own): keep the keys in use.
@@ -271,6 +282,18 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
         if !world.synced() {
             continue;
         }
+        let first_pass = !was_synced;
+        if first_pass {
+            was_synced = true;
+            let (services, slices) = world.sizes();
+            tracing::info!(
+                services,
+                slices,
+                nodes = world.nodes().len(),
+                after = ?started.elapsed(),
+                "every watch listed; announcing"
+            );
+        }
         // The world's own changes drive the BGP routes; the membership and the resync tick
         // matter only to Layer 2 and the conditions.
         let from_world = world.take_changed();
@@ -303,6 +326,13 @@ pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result
             secrets.set_wanted(update_bgp(&ctx.node, &world, plan, &from_world, &read, bgp));
         }
         ctx.probes.set_ready(true);
+        if first_pass {
+            // The lists were decoded page by page on every worker thread, whose arenas keep
+            // those pages: hand them back now that only the slim views remain.
+            let in_use = memory::heap().map(|h| h.in_use);
+            let free = trimmer.tick();
+            tracing::info!(in_use, free, "first pass done");
+        }
     };
 
     // Leave first, so the others take over at once, then go silent.

@@ -301,6 +301,11 @@ impl World {
             && self.configs.is_synced()
     }
 
+    /// How many Services and EndpointSlices are known (for the log).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.services.len(), self.slices.len())
+    }
+
     /// Applies a Service watch event.
     pub fn service_event(&mut self, event: watcher::Event<Service>) {
         for change in self
