@@ -118,6 +118,16 @@ fn frr_bfd(tb: &Testbed, on: bool) {
     tb.frr_configure(FRR_ASN, &lines).unwrap();
 }
 
+/// Every node's link up, FRR's BFD off: the testbed as the bench found it.
+fn restore(tb: &Testbed) {
+    for i in 0..tb.node_netns.len() {
+        if let Err(e) = tb.set_node_link(i, true) {
+            eprintln!("node {i}'s link: {e:#}");
+        }
+    }
+    frr_bfd(tb, false);
+}
+
 async fn speaker_on(pods: &Api<Pod>, node: &str) -> Option<Pod> {
     pods.list(&ListParams::default().labels(SPEAKER_PODS))
         .await
@@ -146,6 +156,17 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or("198.51.100.1")
         .to_owned();
     let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM);
+    // A run stopped half-way leaves a link cut and FRR's BFD settings behind: undo both now, and
+    // on Ctrl-C (which skips the guards' Drop).
+    restore(&tb);
+    let on_interrupt = tb.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: links up, FRR's BFD off");
+            restore(&on_interrupt);
+            std::process::exit(130);
+        }
+    });
     let mut table = Vec::new();
     for s in SCENARIOS
         .iter()
@@ -277,7 +298,7 @@ async fn main() -> anyhow::Result<()> {
         drop(installed);
         table.push((s.name, results));
     }
-    frr_bfd(&tb, false);
+    restore(&tb);
 
     println!(
         "| scenario | runs | client gap p50 / p99 / max | failed probes (total, max per run) | FRR dropped node-1 p50 / p99 / max |"
