@@ -3,7 +3,8 @@
 //! LoadBalancerConfig, from which the operator deploys the controller, the speakers and their
 //! membership Secret.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -26,6 +27,17 @@ pub const OPERATOR_PODS: &str = "app.kubernetes.io/component=operator";
 pub const CONTROLLER_PODS: &str = "app.kubernetes.io/component=controller";
 /// Label selector of the speaker pods.
 pub const SPEAKER_PODS: &str = "app.kubernetes.io/component=speaker";
+
+/// A FerroLB binary of this build, as the testbed built it for its images
+/// (`$TESTBED_FERROLB_BIN`), e.g. `ferrolb-operator` to run its `validate` or `convert`.
+pub fn binary(tb: &Testbed, name: &str) -> anyhow::Result<PathBuf> {
+    Ok(PathBuf::from(
+        tb.var("TESTBED_FERROLB_BIN")
+            .context("TESTBED_FERROLB_BIN")?,
+    )
+    .join(name))
+}
+
 /// The operand image `config/default` gives the operator (this build's version).
 pub fn committed_image() -> String {
     format!("ghcr.io/ferrolb/ferrolb:v{}", env!("CARGO_PKG_VERSION"))
@@ -82,6 +94,16 @@ pub async fn install(tb: &Testbed, client: &Client) -> anyhow::Result<Installed>
 /// operator to report `Available=True` for this generation (both controller replicas, by
 /// default, and a ready speaker on every node) and for a controller leader.
 pub async fn install_with(tb: &Testbed, client: &Client, spec: Value) -> anyhow::Result<Installed> {
+    Ok(install_timed(tb, client, spec).await?.0)
+}
+
+/// [`install_with`], also returning when the config was written (the operator already running),
+/// from which a test measures how long the operands take to serve.
+pub async fn install_timed(
+    tb: &Testbed,
+    client: &Client,
+    spec: Value,
+) -> anyhow::Result<(Installed, Instant)> {
     // Services of an earlier test live until their namespace is gone; a new controller would
     // (rightly) serve them, so wait for a clean slate.
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -97,10 +119,11 @@ pub async fn install_with(tb: &Testbed, client: &Client, spec: Value) -> anyhow:
     })
     .await?;
     let installed = install_operator(tb, client).await?;
+    let applied = Instant::now();
     replace_lb_config(client, spec).await?;
     wait_available(client).await?;
     controller_leader(client).await?;
-    Ok(installed)
+    Ok((installed, applied))
 }
 
 /// Installs the operator alone (`config/default`, no config yet) and waits for its two replicas

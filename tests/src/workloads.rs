@@ -111,17 +111,32 @@ pub async fn echo_behind_load_balancer(
                  "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
     }))?;
     services.create(&PostParams::default(), &service).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = format!("app={name}");
-    wait_for(&format!("{replicas} ready {name} pods"), T, || async {
-        let list = pods.list(&ListParams::default().labels(&selector)).await?;
-        let ready = list.items.iter().filter(|p| pod_ready(p)).count();
-        Ok((ready == replicas).then_some(()))
-    })
-    .await?;
+    wait_ready_pods(client, namespace, name, replicas).await?;
     wait_for(&format!("an address for {name}"), T, || async {
         Ok(ingress_ips(&services.get(name).await?).into_iter().next())
     })
+    .await
+}
+
+/// Waits (up to 90 s) until exactly `replicas` pods labelled `app=<name>` in `namespace` are
+/// ready, as those of [`deployment`]`(name, ...)` are.
+pub async fn wait_ready_pods(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    replicas: usize,
+) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("app={name}");
+    wait_for(
+        &format!("{replicas} ready {name} pods"),
+        Duration::from_secs(90),
+        || async {
+            let list = pods.list(&ListParams::default().labels(&selector)).await?;
+            let ready = list.items.iter().filter(|p| pod_ready(p)).count();
+            Ok((ready == replicas).then_some(()))
+        },
+    )
     .await
 }
 

@@ -49,11 +49,7 @@ async fn dry_run_create(client: &Client, config: &Value) -> anyhow::Result<Resul
 
 /// `ferrolb-operator validate -f FILE` of this build: (accepted, the problem lines).
 fn validate_offline(tb: &Testbed, file: &std::path::Path) -> anyhow::Result<(bool, Vec<String>)> {
-    let bin = std::path::Path::new(
-        tb.var("TESTBED_FERROLB_BIN")
-            .context("TESTBED_FERROLB_BIN")?,
-    )
-    .join("ferrolb-operator");
+    let bin = ferrolb_testbed::ferrolb::binary(tb, "ferrolb-operator")?;
     let out = std::process::Command::new(&bin)
         .args(["validate", "-f"])
         .arg(file)
