@@ -37,4 +37,4 @@ mod sys;
 
 pub use packet::{DecodeError, Diag, Packet, State};
 pub use session::{Action, Session, SessionConfig, Timers};
-pub use shell::{Bfd, BfdState, Counters, Hop, PeerKey, Profile};
+pub use shell::{Adder, Bfd, BfdState, Counters, Hop, PeerKey, Profile};

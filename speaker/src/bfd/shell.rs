@@ -221,27 +221,18 @@ impl Bfd {
         self.counters.clone()
     }
 
-    /// Starts a session towards `key` and returns its state; fails if its sockets cannot be
-    /// opened. For an existing session, the new profile's timers are negotiated (a Poll
-    /// Sequence if Up) and its minimum TTL applies at once; `passive` only matters before the
-    /// peer is first heard, so it is not changed on a running session. The command is queued at
-    /// once, so commands given one after another are carried out in that order whenever their
-    /// futures are awaited.
+    /// Starts a session towards `key` and returns its state: see [`Adder::add_peer`].
     pub fn add_peer(
         &self,
         key: PeerKey,
         profile: Profile,
-    ) -> impl Future<Output = io::Result<watch::Receiver<BfdState>>> + Send + 'static {
-        let (reply, rx) = oneshot::channel();
-        let sent = self.commands.send(Command::Add {
-            key,
-            profile,
-            reply,
-        });
-        async move {
-            sent.map_err(|_| stopped())?;
-            rx.await.map_err(|_| stopped())?
-        }
+    ) -> impl Future<Output = io::Result<watch::Receiver<BfdState>>> + Send + 'static + use<> {
+        self.adder().add_peer(key, profile)
+    }
+
+    /// A handle that adds peers, for a task of its own (one that retries a failed start).
+    pub fn adder(&self) -> Adder {
+        Adder(self.commands.clone())
     }
 
     /// Tells the peer AdminDown and ends the session; the future completes once the packets are
@@ -267,6 +258,35 @@ impl Bfd {
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+    }
+}
+
+/// Adds peers to the BFD task ([`Bfd::adder`]); it does not keep the task running.
+#[derive(Clone, Debug)]
+pub struct Adder(mpsc::UnboundedSender<Command>);
+
+impl Adder {
+    /// Starts a session towards `key` and returns its state; fails if its sockets cannot be
+    /// opened. For an existing session, the new profile's timers are negotiated (a Poll
+    /// Sequence if Up) and its minimum TTL applies at once; `passive` only matters before the
+    /// peer is first heard, so it is not changed on a running session. The command is queued at
+    /// once, so commands given one after another are carried out in that order whenever their
+    /// futures are awaited.
+    pub fn add_peer(
+        &self,
+        key: PeerKey,
+        profile: Profile,
+    ) -> impl Future<Output = io::Result<watch::Receiver<BfdState>>> + Send + 'static + use<> {
+        let (reply, rx) = oneshot::channel();
+        let sent = self.0.send(Command::Add {
+            key,
+            profile,
+            reply,
+        });
+        async move {
+            sent.map_err(|_| stopped())?;
+            rx.await.map_err(|_| stopped())?
         }
     }
 }

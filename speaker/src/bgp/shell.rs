@@ -171,6 +171,13 @@ impl BfdDownSignal {
     pub fn send(&self) {
         let _ = self.0.try_send(());
     }
+
+    /// A signal with its receiving end, for tests of what sends it.
+    #[cfg(test)]
+    pub fn pair() -> (Self, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel(1);
+        (Self(tx), rx)
+    }
 }
 
 impl Peer {

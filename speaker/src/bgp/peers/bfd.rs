@@ -79,6 +79,11 @@ pub fn bfd_config(
     })
 }
 
+/// The first wait before a failed BFD start is tried again; it doubles up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two tries of a BFD start.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// What the owner of a peer sees of its BFD session.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BfdSeen {
@@ -101,7 +106,10 @@ pub struct Link {
 impl Link {
     /// Starts (or, for a key `bfd` already runs, re-times) the session and watches it for
     /// `peer` (its name, for logs); `down_events` carries the count of a link this one
-    /// replaces. Must run inside a Tokio runtime.
+    /// replaces. A start that fails (its sockets cannot be opened: the source address not yet
+    /// on the node, the port taken) is retried with backoff, from [`RETRY_FIRST`] up to
+    /// [`RETRY_MAX`]; the BGP session runs without BFD meanwhile. Must run inside a Tokio
+    /// runtime.
     pub fn start(
         bfd: &Bfd,
         peer: &str,
@@ -109,21 +117,34 @@ impl Link {
         signal: BfdDownSignal,
         down_events: u64,
     ) -> Link {
-        let registered = bfd.add_peer(wanted.key.clone(), wanted.profile);
+        let adder = bfd.adder();
+        // Queued now, so it is carried out before any later command for this key.
+        let mut registered = adder.add_peer(wanted.key.clone(), wanted.profile);
         let (tx, seen) = watch::channel(BfdSeen {
             down_events,
             ..BfdSeen::default()
         });
         let peer = peer.to_owned();
         let key = wanted.key.clone();
+        let profile = wanted.profile;
         let watcher = tokio::spawn(async move {
-            match registered.await {
-                Ok(state) => follow(&peer, &key, state, &signal, &tx).await,
-                Err(e) => {
-                    tracing::warn!(%peer, address = %key.peer, local = %key.local, error = %e,
-                        "cannot run BFD with this peer; the BGP session runs without it");
-                    tx.send_modify(|s| s.error = Some(format!("cannot run BFD: {e}")));
+            let mut retry = RETRY_FIRST;
+            loop {
+                match registered.await {
+                    Ok(state) => {
+                        tx.send_modify(|s| s.error = None);
+                        follow(&peer, &key, state, &signal, &tx).await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, address = %key.peer, local = %key.local, error = %e,
+                            ?retry, "cannot run BFD with this peer; the BGP session runs without it, retrying");
+                        tx.send_modify(|s| s.error = Some(format!("cannot run BFD: {e}")));
+                    }
                 }
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+                registered = adder.add_peer(key.clone(), profile);
             }
         });
         Link {

@@ -612,3 +612,62 @@ fn graceful_restart_offers_the_restart_time_only_when_the_peer_asks_for_it() {
         Some(RESTART_TIME)
     );
 }
+
+#[tokio::test]
+async fn a_bfd_start_that_fails_is_retried_until_it_runs() {
+    use super::bfd::{BfdWanted, Link, RETRY_FIRST};
+    use crate::bfd::{Bfd, Hop, PeerKey, Profile, Timers};
+    use crate::bgp::shell::BfdDownSignal;
+
+    let key = PeerKey {
+        peer: "127.0.0.6".parse().unwrap(),
+        local: "127.0.0.5".parse().unwrap(),
+        interface: None,
+        hop: Hop::Single,
+    };
+    // Something else holds the single-hop BFD port on our address: the start fails.
+    let squatter = std::net::UdpSocket::bind((key.local, Hop::Single.port())).unwrap();
+    let wanted = BfdWanted {
+        key,
+        profile: Profile {
+            timers: Timers {
+                desired_min_tx: Duration::from_millis(50),
+                required_min_rx: Duration::from_millis(50),
+                detect_mult: 3,
+            },
+            passive: false,
+            minimum_ttl: 254,
+        },
+    };
+    let bfd = Bfd::spawn(3);
+    let (signal, _signals) = BfdDownSignal::pair();
+    let link = Link::start(&bfd, "tor", wanted, signal, 2);
+    let seen = async |done: fn(&super::bfd::BfdSeen) -> bool| {
+        tokio::time::timeout(RETRY_FIRST * 5, async {
+            while !done(&link.seen()) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{:?}", link.seen()));
+    };
+    seen(|s| s.error.is_some()).await;
+    let failed = link.seen();
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("cannot run BFD: "),
+        "{failed:?}"
+    );
+    assert_eq!((failed.state, failed.down_events), (None, 2));
+
+    // The port is free again: a retry starts the session and the error goes.
+    drop(squatter);
+    seen(|s| s.state.is_some()).await;
+    let running = link.seen();
+    assert_eq!((running.error, running.down_events), (None, 2));
+    link.stop(&bfd);
+    bfd.shutdown().await;
+}
