@@ -9,6 +9,10 @@
 //! (`COUNT=1000` for fewer Services, `SAMPLES=50` for fewer latency samples, `RESTARTS` (default
 //! 3) restarts of node-1's speaker, whose median is given.) Results go to
 //! docs/benchmarks.md by hand.
+//! The fill takes about 20 minutes and deleting its namespace as long again: `KEEP=1` leaves the
+//! namespace and FerroLB in place and prints the namespace's name, and `REUSE=<that name>` runs
+//! again on it without a fill (a new speaker image, say: `TESTBED_PROFILE=release
+//! tests/testbed/images.sh`, imported into every node; the bench's restarts start it).
 //!
 //! The Services get addresses of their own from a /18 outside the testbed's LAN (so COUNT routes)
 //! and share one echo pod (a ready endpoint, so they are announced). node-1's speaker pod is then
@@ -104,10 +108,12 @@ async fn main() -> anyhow::Result<()> {
     let count = env_usize("COUNT", 10_000);
     let samples = env_usize("SAMPLES", 100);
     let restarts = env_usize("RESTARTS", 3);
+    let reuse = std::env::var("REUSE").ok();
+    let keep = std::env::var_os("KEEP").is_some();
     let tb = Testbed::start_or_reuse()?;
     let client = tb.client().await?;
     let router = |name: &str, asn: u32, address: &str| json!({"name": name, "myASN": 64513, "peerASN": asn, "peerAddress": address, "holdTime": "9s"});
-    let _installed = install_with(
+    let installed = install_with(
         &tb,
         &client,
         json!({
@@ -121,29 +127,45 @@ async fn main() -> anyhow::Result<()> {
         }),
     )
     .await?;
-    let ns = tb.namespace(&client, "bgp-bench").await?;
-    create_deployment(
-        &client,
-        &ns.name,
-        "bench",
-        1,
-        json!({"containers": [echo_container()]}),
-    )
-    .await?;
-    let api: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let ns = match &reuse {
+        Some(name) => tb.existing_namespace(name),
+        None => tb.namespace(&client, "bgp-bench").await?,
+    };
+    // KEEP: nothing uninstalls FerroLB or deletes the namespace, also when the run fails.
+    let (namespace, guards) = if keep {
+        std::mem::forget(installed);
+        println!(
+            "kept for REUSE, also if this run fails: namespace {}",
+            ns.name
+        );
+        (ns.keep(), None)
+    } else {
+        (ns.name.clone(), Some((installed, ns)))
+    };
+    let api: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let filling = Instant::now();
-    futures::stream::iter(0..count)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                api.create(&PostParams::default(), &service(&format!("bg-{i:05}")))
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(8)
-        .try_collect::<Vec<()>>()
+    if reuse.is_none() {
+        create_deployment(
+            &client,
+            &namespace,
+            "bench",
+            1,
+            json!({"containers": [echo_container()]}),
+        )
         .await?;
+        futures::stream::iter(0..count)
+            .map(|i| {
+                let api = api.clone();
+                async move {
+                    api.create(&PostParams::default(), &service(&format!("bg-{i:05}")))
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+    }
     let nodes: Vec<String> = (1..=tb.node_names.len())
         .map(|i| format!("198.51.100.1{i}"))
         .collect();
@@ -311,7 +333,9 @@ async fn main() -> anyhow::Result<()> {
         percentile(&latencies, 99),
         latencies[latencies.len() - 1]
     );
-    ns.delete_and_wait(&client, Duration::from_secs(600))
-        .await?;
+    if let Some((_installed, ns)) = guards {
+        ns.delete_and_wait(&client, Duration::from_secs(600))
+            .await?;
+    }
     Ok(())
 }

@@ -396,11 +396,17 @@ impl Testbed {
             || async { Ok(sas.get_opt("default").await?.map(|_| ())) },
         )
         .await?;
-        Ok(TestNamespace {
-            name,
+        Ok(self.existing_namespace(&name))
+    }
+
+    /// The guard of a namespace that already exists (one an earlier run kept with
+    /// [`TestNamespace::keep`]): deleted when dropped, like a new one.
+    pub fn existing_namespace(&self, name: &str) -> TestNamespace {
+        TestNamespace {
+            name: name.to_owned(),
             kubectl: self.kubectl.clone(),
             kubeconfig: self.kubeconfig.clone(),
-        })
+        }
     }
 }
 
@@ -436,6 +442,12 @@ impl TestNamespace {
             Ok(api.get_opt(&name).await?.is_none().then_some(()))
         })
         .await
+    }
+
+    /// Leaves the namespace and everything in it in place (a benchmark's fill, for its next run
+    /// with [`Testbed::existing_namespace`]) and returns its name.
+    pub fn keep(self) -> String {
+        std::mem::ManuallyDrop::new(self).name.clone()
     }
 }
 
