@@ -39,6 +39,7 @@ use crate::l2::Responder;
 use crate::membership::keys::{KeyFiles, REREAD};
 use crate::membership::{self, Keys, Membership, MembershipMetrics, View};
 use crate::metrics::Metrics;
+use crate::world::decoded::{self, DecodedService, DecodedSlice};
 use crate::world::{ANNOUNCED_CONDITION, Changed, Plan, World};
 use ferrolb_api::v1alpha1::LoadBalancerConfig;
 
@@ -125,15 +126,19 @@ const DRAIN: usize = 1_000;
 pub async fn run(mut ctx: Context, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let client = ctx.client.clone();
     let watch_config = watcher::Config::default();
-    let services = watcher(Api::<Service>::all(client.clone()), watch_config.clone())
-        .default_backoff()
-        .map(|e| e.map(|e| Input::Service(Box::new(e))));
-    let slices = watcher(
-        Api::<EndpointSlice>::all(client.clone()),
+    // The two big kinds decoded without managedFields (world::decoded).
+    let services = watcher(
+        Api::<DecodedService>::all(client.clone()),
         watch_config.clone(),
     )
     .default_backoff()
-    .map(|e| e.map(|e| Input::Slice(Box::new(e))));
+    .map(|e| e.map(|e| Input::Service(Box::new(decoded::full(e)))));
+    let slices = watcher(
+        Api::<DecodedSlice>::all(client.clone()),
+        watch_config.clone(),
+    )
+    .default_backoff()
+    .map(|e| e.map(|e| Input::Slice(Box::new(decoded::full(e)))));
     let nodes = watcher(Api::<Node>::all(client.clone()), watch_config.clone())
         .default_backoff()
         .map(|e| e.map(|e| Input::Node(Box::new(e))));

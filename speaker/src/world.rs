@@ -22,6 +22,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 
+pub mod decoded;
+
 use crate::announce::{
     L2Announcement, NodeView, SelectedBy, ServiceView, l2_announcements, l2_leaders, l2_plan,
 };
