@@ -271,15 +271,18 @@ async fn main() -> anyhow::Result<()> {
             let mut kernel_dropped = None;
             match s.event {
                 Event::Cut => {
+                    let before = kernel_hops(&tb, &prefix);
                     anyhow::ensure!(
-                        kernel_hops(&tb, &prefix).contains(&node_ip),
-                        "the router's kernel has no route via {node_ip} before the cut: {:?}",
-                        kernel_hops(&tb, &prefix)
+                        before.contains(&node_ip),
+                        "the router's kernel has no route via {node_ip} before the cut: {before:?}"
                     );
                     let cut = tb.cut_node_link(0)?;
                     // Both polled in turn (a vtysh call takes tens of ms, `ip route` a few).
                     while dropped.is_none() || kernel_dropped.is_none() {
-                        anyhow::ensure!(started.elapsed() < T, "FRR never dropped {node_ip}");
+                        anyhow::ensure!(
+                            started.elapsed() < T,
+                            "FRR never dropped {node_ip}: table after {dropped:?}, kernel after {kernel_dropped:?}"
+                        );
                         if kernel_dropped.is_none() && !kernel_hops(&tb, &prefix).contains(&node_ip)
                         {
                             kernel_dropped = Some(started.elapsed());
@@ -348,13 +351,14 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|");
     for (name, results) in &table {
-        let mut gaps: Vec<Duration> = results.iter().map(|r| r.gap).collect();
-        gaps.sort();
-        let mut drops: Vec<Duration> = results.iter().filter_map(|r| r.dropped).collect();
-        drops.sort();
-        let mut kernel_drops: Vec<Duration> =
-            results.iter().filter_map(|r| r.kernel_dropped).collect();
-        kernel_drops.sort();
+        let sorted = |of: fn(&Run) -> Option<Duration>| {
+            let mut v: Vec<Duration> = results.iter().filter_map(of).collect();
+            v.sort();
+            v
+        };
+        let gaps = sorted(|r| Some(r.gap));
+        let drops = sorted(|r| r.dropped);
+        let kernel_drops = sorted(|r| r.kernel_dropped);
         let total: usize = results.iter().map(|r| r.failures).sum();
         let most = results.iter().map(|r| r.failures).max().unwrap_or(0);
         let stats = |v: &[Duration]| {

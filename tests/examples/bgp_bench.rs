@@ -181,7 +181,8 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "{count} Services created and their routes at FRR from {} nodes after {:.1?}",
+        "{count} Services {} and their routes at FRR from {} nodes after {:.1?}",
+        if reuse.is_some() { "reused" } else { "created" },
         nodes.len(),
         filling.elapsed()
     );
